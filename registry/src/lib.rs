@@ -1,0 +1,1 @@
+//! dockless-registry (placeholder, filled by its issue).

@@ -1,0 +1,1 @@
+//! dockless-runtime (placeholder, filled by its issue).

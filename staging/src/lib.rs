@@ -1,0 +1,1 @@
+//! dockless-staging (placeholder, filled by its issue).
