@@ -1,0 +1,1 @@
+//! container (to be written).

@@ -1,0 +1,30 @@
+//! Command-line surface: clap structs only, no behaviour.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Runs containerised data components without a Docker daemon.
+#[derive(Debug, Parser)]
+#[command(name = "dockless", version, about)]
+pub struct Cli {
+    /// State directory (image store, snapshots); default /var/lib/dockless as root, the XDG
+    /// data dir otherwise.
+    #[arg(long, global = true, env = "DOCKLESS_ROOT")]
+    pub root: Option<PathBuf>,
+
+    /// The embedded Storage file (SQLite); default `storage.db` in the state directory.
+    #[arg(long, global = true, env = "DOCKLESS_STORAGE")]
+    pub storage: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One verb per subcommand; each lives in its own file under `commands/`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Tables and files of the embedded Storage.
+    #[command(subcommand)]
+    Storage(crate::commands::storage::StorageCommand),
+}

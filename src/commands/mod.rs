@@ -1,0 +1,50 @@
+//! One file per verb; `dispatch` routes the parsed command line.
+
+pub mod storage;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Paths every command may need, resolved once from flags and environment.
+pub struct Paths {
+    /// State directory: image store, snapshots, runtime state.
+    pub root: PathBuf,
+    /// The embedded Storage database file.
+    pub storage: PathBuf,
+}
+
+impl Paths {
+    fn resolve(cli: &Cli) -> Paths {
+        let root = cli.root.clone().unwrap_or_else(default_root);
+        let storage = cli.storage.clone().unwrap_or_else(|| root.join("storage.db"));
+        Paths { root, storage }
+    }
+}
+
+/// `/var/lib/dockless` for root (as podman's /var/lib/containers); `$XDG_DATA_HOME/dockless`
+/// (or `~/.local/share/dockless`) for everyone else.
+fn default_root() -> PathBuf {
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/dockless");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("dockless");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".local/share/dockless")
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs the parsed command; the returned code is the process exit status.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let paths = Paths::resolve(&cli);
+    match cli.command {
+        Command::Storage(cmd) => storage::run(cmd, &paths),
+    }
+}
