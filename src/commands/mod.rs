@@ -18,7 +18,10 @@ pub struct Paths {
 impl Paths {
     fn resolve(cli: &Cli) -> Paths {
         let root = cli.root.clone().unwrap_or_else(default_root);
-        let storage = cli.storage.clone().unwrap_or_else(|| root.join("storage.db"));
+        let storage = cli
+            .storage
+            .clone()
+            .unwrap_or_else(|| root.join("storage.db"));
         Paths { root, storage }
     }
 }

@@ -1,0 +1,237 @@
+//! Errors of the registry crate.
+//!
+//! Each variant names the image, the registry and what failed, so the binary can print the
+//! chain as it is. Credentials never reach `Display` or `Debug`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while resolving, pulling, loading or storing an image.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The reference does not follow docker's grammar.
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// The text as given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A `--platform` value is not `os/arch[/variant]`.
+    #[error("invalid platform {0:?}: expected os/arch[/variant]")]
+    InvalidPlatform(String),
+
+    /// The registry has no such repository, tag or digest.
+    #[error("{image}: not found on {registry}")]
+    NotFound {
+        /// The image as the user named it.
+        image: String,
+        /// The registry host that answered.
+        registry: String,
+    },
+
+    /// The registry refused our credentials (or demanded some we do not have).
+    #[error("{image}: unauthorized on {registry}: {reason}")]
+    Unauthorized {
+        /// The image as the user named it.
+        image: String,
+        /// The registry host that answered.
+        registry: String,
+        /// What the registry or token server said, or which credentials were missing.
+        reason: String,
+    },
+
+    /// The registry kept answering 429 after every retry.
+    #[error("{image}: rate limited by {registry}{}", reset_hint(.retry_after))]
+    RateLimited {
+        /// The image as the user named it.
+        image: String,
+        /// The registry host that answered.
+        registry: String,
+        /// When the registry said to come back, if it said.
+        retry_after: Option<Duration>,
+    },
+
+    /// The registry answered with a status we cannot use, after all retries.
+    #[error("{image}: {registry} answered {status} for {what}{}", body_hint(.body))]
+    Status {
+        /// The image as the user named it.
+        image: String,
+        /// The registry host that answered.
+        registry: String,
+        /// What we asked for (manifest or blob with digest).
+        what: String,
+        /// HTTP status code.
+        status: u16,
+        /// The start of the response body, for the registry's own error envelope.
+        body: String,
+    },
+
+    /// The registry could not be reached or the connection failed, after all retries.
+    #[error("{image}: cannot reach {registry} ({attempts} attempts)")]
+    Unreachable {
+        /// The image as the user named it.
+        image: String,
+        /// The registry host.
+        registry: String,
+        /// How many times we tried.
+        attempts: u32,
+        /// The last transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// Content did not hash to the digest it was fetched by.
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// Which blob or manifest.
+        what: String,
+        /// The digest we asked for.
+        expected: String,
+        /// The digest of what we received.
+        actual: String,
+    },
+
+    /// The registry sent more bytes than the descriptor announced.
+    #[error("{what}: larger than its descriptor size {expected} bytes")]
+    TooLarge {
+        /// Which blob.
+        what: String,
+        /// Size from the descriptor.
+        expected: u64,
+    },
+
+    /// The registry sent fewer bytes than the descriptor announced, after all retries.
+    #[error("{what}: short content: {received} of {expected} bytes")]
+    Truncated {
+        /// Which blob.
+        what: String,
+        /// Size from the descriptor.
+        expected: u64,
+        /// What arrived.
+        received: u64,
+    },
+
+    /// A manifest, index or config we cannot or will not use.
+    #[error("{image}: {reason}")]
+    Manifest {
+        /// The image as the user named it.
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A digest string that is not `sha256:<64 hex>`.
+    #[error("unsupported or malformed digest {0:?} (only sha256 is supported)")]
+    InvalidDigest(String),
+
+    /// An index has no manifest for the requested platform.
+    #[error("{image}: no manifest for platform {platform} (available: {available})")]
+    NoMatchingPlatform {
+        /// The image as the user named it.
+        image: String,
+        /// The platform asked for.
+        platform: String,
+        /// The platforms the index lists.
+        available: String,
+    },
+
+    /// The image is not in the local store.
+    #[error("image {0} is not in the local store")]
+    ImageNotStored(String),
+
+    /// A `docker save` archive or OCI layout we cannot import.
+    #[error("{path}: {reason}")]
+    Archive {
+        /// The archive or layout.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Reading the docker or containers auth file failed.
+    #[error("credentials file {path}: {reason}")]
+    AuthFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Building the HTTP client failed (bad proxy or TLS settings).
+    #[error("cannot set up the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+
+    /// A filesystem operation on the store failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// JSON we wrote ourselves (the image index) is unreadable.
+    #[error("{path}: corrupt store metadata")]
+    StoreCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn reset_hint(after: &Option<Duration>) -> String {
+    match after {
+        Some(d) => format!(" (retry after {} s)", d.as_secs()),
+        None => String::new(),
+    }
+}
+
+fn body_hint(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    }
+}
+
+impl Error {
+    /// True when a later attempt may succeed without changing anything: transport errors,
+    /// 5xx and 429. The pipeline uses it to tell "registry unreachable" (an application
+    /// error) from "image not found" (a user error).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } | Error::RateLimited { .. } | Error::Truncated { .. } => true,
+            Error::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// True when the image or one of its parts does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. } | Error::ImageNotStored(_))
+    }
+
+    /// True when credentials were missing or refused.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Error::Unauthorized { .. })
+    }
+
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}

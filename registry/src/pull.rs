@@ -1,0 +1,408 @@
+//! `pull`: reference -> manifest -> config -> layers, into the content store.
+//!
+//! Each blob streams into its own ingest file with the descriptor size enforced as bytes
+//! arrive and the digest checked before it becomes visible. A dropped connection resumes
+//! with `Range` from the bytes already on disk; a registry that ignores `Range` gets a
+//! clean restart. Layers download concurrently; a blob already stored is not fetched.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use oci_client::manifest::OciDescriptor;
+use reqwest::header::{CONTENT_RANGE, HeaderMap, HeaderValue, RANGE};
+use reqwest::{Method, StatusCode};
+
+use crate::client::{Client, Session};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{self, Fetched};
+use crate::platform::{self, Platform};
+use crate::reference::ImageRef;
+use crate::store::{ImageRecord, Ingest, IngestWriter, LayerRecord, Store};
+
+/// Callbacks for progress display; every method has a no-op default.
+pub trait Progress: Send + Sync {
+    /// The manifest was resolved to `digest`.
+    fn resolved(&self, _image: &str, _digest: &Digest) {}
+    /// A blob download starts (or resumes at `offset`).
+    fn blob_started(&self, _digest: &Digest, _size: u64, _offset: u64) {}
+    /// `bytes` more bytes of the blob arrived.
+    fn blob_advanced(&self, _digest: &Digest, _bytes: u64) {}
+    /// An attempt failed and the download goes on from what is on disk.
+    fn blob_retrying(&self, _digest: &Digest, _attempt: u32, _reason: &str) {}
+    /// The blob is in the store (`cached`: it already was).
+    fn blob_finished(&self, _digest: &Digest, _cached: bool) {}
+}
+
+/// Progress that shows nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+impl Client {
+    /// Pulls `image` for `platform` into `store` and records it. A digest-pinned image that is
+    /// already stored needs no network at all.
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        platform: &Platform,
+        store: &Store,
+        progress: Arc<dyn Progress>,
+    ) -> Result<ImageRecord> {
+        if let Some(pinned) = image.digest()
+            && let Some(found) = stored_by_digest(store, image, pinned)?
+        {
+            return Ok(found);
+        }
+        let endpoints = self.endpoints(image);
+        let mut last_error = None;
+        for (i, host) in endpoints.iter().enumerate() {
+            let is_last = i + 1 == endpoints.len();
+            match self
+                .pull_from(image, host, platform, store, progress.clone())
+                .await
+            {
+                Ok(record) => return Ok(record),
+                Err(e) if !is_last => {
+                    tracing::warn!(mirror = %host, error = %e, "mirror failed, trying the next endpoint");
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.expect("at least one endpoint"))
+    }
+
+    async fn pull_from(
+        &self,
+        image: &ImageRef,
+        host: &str,
+        platform: &Platform,
+        store: &Store,
+        progress: Arc<dyn Progress>,
+    ) -> Result<ImageRecord> {
+        let mut session = self.session(image, host).await?;
+        let name = image.to_string();
+        let (manifest_body, digest, index_digest) =
+            resolve(&mut session, image, platform, store).await?;
+        let Fetched::Image(manifest, _) = manifest::parse(&name, &manifest_body, None)? else {
+            return Err(Error::Manifest {
+                image: name,
+                reason: "an index was nested inside an index".into(),
+            });
+        };
+        progress.resolved(&name, &digest);
+
+        let config = descriptor(&name, &manifest.config)?;
+        fetch_blob(&mut session.clone(), store, &config, progress.as_ref()).await?;
+        let config_bytes = store.read_metadata(&config.digest)?;
+        let diff_ids = manifest::diff_ids(&name, &config_bytes, manifest.layers.len())?;
+
+        let layers: Vec<Blob> = manifest
+            .layers
+            .iter()
+            .map(|l| descriptor(&name, l))
+            .collect::<Result<_>>()?;
+        fetch_layers(
+            &session,
+            store,
+            &layers,
+            self.settings.concurrent_layers,
+            progress,
+        )
+        .await?;
+
+        let record = ImageRecord {
+            name,
+            digest,
+            index_digest,
+            config: config.digest,
+            layers: layers
+                .into_iter()
+                .map(|b| LayerRecord {
+                    digest: b.digest,
+                    size: b.size,
+                    media_type: b.media_type,
+                })
+                .collect(),
+            diff_ids,
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        store.record_image(record.clone())?;
+        Ok(record)
+    }
+}
+
+/// A validated descriptor: the digest parsed, the size non-negative.
+#[derive(Clone, Debug)]
+struct Blob {
+    digest: Digest,
+    size: u64,
+    media_type: String,
+}
+
+fn descriptor(image: &str, d: &OciDescriptor) -> Result<Blob> {
+    let digest = Digest::parse(&d.digest)?;
+    let size = u64::try_from(d.size).map_err(|_| Error::Manifest {
+        image: image.to_string(),
+        reason: format!("descriptor {} has negative size {}", d.digest, d.size),
+    })?;
+    Ok(Blob {
+        digest,
+        size,
+        media_type: d.media_type.clone(),
+    })
+}
+
+fn stored_by_digest(
+    store: &Store,
+    image: &ImageRef,
+    pinned: &Digest,
+) -> Result<Option<ImageRecord>> {
+    let wanted = image.with_digest(pinned).to_string();
+    let found = store.images()?.into_values().find(|r| {
+        (r.digest == *pinned || r.index_digest.as_ref() == Some(pinned))
+            && ImageRef::parse(&r.name).is_ok_and(|n| n.with_digest(pinned).to_string() == wanted)
+    });
+    Ok(found.filter(|r| {
+        store.has_blob(&r.config) && r.layers.iter().all(|l| store.has_blob(&l.digest))
+    }))
+}
+
+/// Resolves the reference to one image manifest: (body, manifest digest, index digest).
+async fn resolve(
+    session: &mut Session,
+    image: &ImageRef,
+    platform: &Platform,
+    store: &Store,
+) -> Result<(Vec<u8>, Digest, Option<Digest>)> {
+    let name = image.to_string();
+    let key = image.manifest_key();
+    let (body, digest) = manifest_bytes(session, store, &key, image.digest().cloned()).await?;
+    match manifest::parse(&name, &body, None)? {
+        Fetched::Image(..) => Ok((body, digest, None)),
+        Fetched::Index(index, _) => {
+            let entry =
+                platform
+                    .select(&index.manifests)
+                    .ok_or_else(|| Error::NoMatchingPlatform {
+                        image: name.clone(),
+                        platform: platform.to_string(),
+                        available: platform::describe(&index.manifests),
+                    })?;
+            let chosen = Digest::parse(&entry.digest)?;
+            let (child, child_digest) =
+                manifest_bytes(session, store, &chosen.to_string(), Some(chosen.clone())).await?;
+            if i64::try_from(child.len()).ok() != Some(entry.size) {
+                return Err(Error::Manifest {
+                    image: name,
+                    reason: format!(
+                        "manifest {chosen} is {} bytes, the index says {}",
+                        child.len(),
+                        entry.size
+                    ),
+                });
+            }
+            Ok((child, child_digest, Some(digest)))
+        }
+    }
+}
+
+/// A manifest's bytes: from the store when its digest is known and stored (a HEAD tells the
+/// digest of a tag without spending pull quota), else from the registry; stored afterwards.
+async fn manifest_bytes(
+    session: &mut Session,
+    store: &Store,
+    key: &str,
+    pinned: Option<Digest>,
+) -> Result<(Vec<u8>, Digest)> {
+    let known = match pinned.clone() {
+        Some(d) => Some(d),
+        None => manifest::head_digest(session, key).await?,
+    };
+    if let Some(d) = known
+        && store.has_blob(&d)
+    {
+        return Ok((store.read_metadata(&d)?, d));
+    }
+    let (body, digest, _content_type) = manifest::fetch(session, key, pinned.as_ref()).await?;
+    store.put_metadata(&body)?;
+    Ok((body, digest))
+}
+
+async fn fetch_layers(
+    session: &Session,
+    store: &Store,
+    layers: &[Blob],
+    concurrency: usize,
+    progress: Arc<dyn Progress>,
+) -> Result<()> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut seen = std::collections::HashSet::new();
+    for layer in layers.iter().filter(|l| seen.insert(l.digest.clone())) {
+        let (mut session, store, layer, progress, limit) = (
+            session.clone(),
+            store.clone(),
+            layer.clone(),
+            progress.clone(),
+            limit.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore never closed");
+            fetch_blob(&mut session, &store, &layer, progress.as_ref()).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        // The first failure aborts the other downloads (dropping the set cancels them); their
+        // partials stay in the ingest dir for the next pull to resume.
+        joined.expect("download task panicked")?;
+    }
+    Ok(())
+}
+
+async fn fetch_blob(
+    session: &mut Session,
+    store: &Store,
+    blob: &Blob,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut writer = match store.try_ingest(&blob.digest, blob.size)?.wait().await? {
+        Ingest::Present => {
+            progress.blob_finished(&blob.digest, true);
+            return Ok(());
+        }
+        Ingest::Writer(w) => *w,
+    };
+    let what = format!("blob {}", blob.digest);
+    let url = session.url(&format!("blobs/{}", blob.digest));
+    let attempts = session.retry_attempts();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let failure = match fetch_attempt(session, &url, &what, blob, &mut writer, progress).await?
+        {
+            None => break,
+            Some(f) => f,
+        };
+        if attempt >= attempts {
+            return Err(failure.into_error(session, &what, blob, writer.offset(), attempt));
+        }
+        let reason = failure.to_string();
+        tracing::warn!(%what, attempt, offset = writer.offset(), %reason, "download interrupted, resuming");
+        progress.blob_retrying(&blob.digest, attempt, &reason);
+        tokio::time::sleep(session.retry_delay(attempt + 1)).await;
+    }
+    writer.commit()?;
+    progress.blob_finished(&blob.digest, false);
+    Ok(())
+}
+
+/// Why an attempt stopped early; both are resumable.
+enum Interrupted {
+    Stream(reqwest::Error),
+    ShortBody,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Interrupted::Stream(e) => write!(f, "{e}"),
+            Interrupted::ShortBody => write!(f, "connection closed before the end of the blob"),
+        }
+    }
+}
+
+impl Interrupted {
+    fn into_error(
+        self,
+        session: &Session,
+        what: &str,
+        blob: &Blob,
+        received: u64,
+        attempts: u32,
+    ) -> Error {
+        match self {
+            Interrupted::Stream(source) => Error::Unreachable {
+                image: session.image.clone(),
+                registry: session.host.clone(),
+                attempts,
+                source,
+            },
+            Interrupted::ShortBody => Error::Truncated {
+                what: what.to_string(),
+                expected: blob.size,
+                received,
+            },
+        }
+    }
+}
+
+/// One GET of the blob from the writer's offset. `Ok(None)`: all bytes are on disk;
+/// `Ok(Some(_))`: interrupted, resumable; `Err`: final.
+async fn fetch_attempt(
+    session: &mut Session,
+    url: &str,
+    what: &str,
+    blob: &Blob,
+    writer: &mut IngestWriter,
+    progress: &dyn Progress,
+) -> Result<Option<Interrupted>> {
+    let offset = writer.offset();
+    if offset == blob.size {
+        return Ok(None);
+    }
+    let mut headers = HeaderMap::new();
+    if offset > 0 {
+        headers.insert(
+            RANGE,
+            HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
+        );
+    }
+    let mut response = session.send(Method::GET, url, headers, what).await?;
+    match response.status() {
+        StatusCode::PARTIAL_CONTENT if offset > 0 => {
+            let range = response
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !range.starts_with(&format!("bytes {offset}-")) {
+                tracing::warn!(%what, range, "unexpected Content-Range, restarting from zero");
+                writer.reset()?;
+                return Ok(Some(Interrupted::ShortBody));
+            }
+        }
+        _ if offset > 0 => {
+            // The server ignored Range and sends everything again.
+            writer.reset()?;
+        }
+        _ => {}
+    }
+    let start = writer.offset();
+    if let Some(len) = response.content_length()
+        && start + len > blob.size
+    {
+        return Err(Error::TooLarge {
+            what: what.to_string(),
+            expected: blob.size,
+        });
+    }
+    progress.blob_started(&blob.digest, blob.size, start);
+    loop {
+        match response.chunk().await {
+            Ok(Some(bytes)) => {
+                writer.write(&bytes)?;
+                progress.blob_advanced(&blob.digest, bytes.len() as u64);
+            }
+            Ok(None) => break,
+            Err(e) => return Ok(Some(Interrupted::Stream(e))),
+        }
+    }
+    if writer.offset() < blob.size {
+        return Ok(Some(Interrupted::ShortBody));
+    }
+    Ok(None)
+}
