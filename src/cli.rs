@@ -24,6 +24,12 @@ pub struct Cli {
 /// One verb per subcommand; each lives in its own file under `commands/`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Pull an image from a registry into the local store.
+    Pull(crate::commands::pull::PullArgs),
+    /// List images in the local store.
+    Images(crate::commands::images::ImagesArgs),
+    /// Remove images from the local store.
+    Rmi(crate::commands::images::RmiArgs),
     /// Tables and files of the embedded Storage.
     #[command(subcommand)]
     Storage(crate::commands::storage::StorageCommand),

@@ -3,6 +3,8 @@
 
 mod cli;
 mod commands;
+mod progress;
+mod settings;
 
 use std::process::ExitCode;
 
@@ -10,6 +12,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DOCKLESS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {

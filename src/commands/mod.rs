@@ -1,5 +1,7 @@
 //! One file per verb; `dispatch` routes the parsed command line.
 
+pub mod images;
+pub mod pull;
 pub mod storage;
 
 use std::path::PathBuf;
@@ -16,6 +18,11 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// The content store (blobs, manifests, image index).
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
     fn resolve(cli: &Cli) -> Paths {
         let root = cli.root.clone().unwrap_or_else(default_root);
         let storage = cli
@@ -49,5 +56,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::resolve(&cli);
     match cli.command {
         Command::Storage(cmd) => storage::run(cmd, &paths),
+        Command::Pull(args) => pull::run(args, &paths),
+        Command::Images(args) => images::list(args, &paths),
+        Command::Rmi(args) => images::remove(args, &paths),
     }
 }

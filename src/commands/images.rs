@@ -1,0 +1,62 @@
+//! `dockless images` and `dockless rmi`: what the local store holds.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use dockless_registry::Store;
+
+use super::Paths;
+
+/// Arguments of `dockless images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Print JSON records instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Lists stored images: name, digest, size.
+pub fn list(args: ImagesArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    let store = Store::open(paths.store())?;
+    let images = store.images()?;
+    if args.json {
+        let records: Vec<_> = images.values().collect();
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = images.keys().map(|k| k.len()).max().unwrap_or(0).max(5);
+    println!("{:<width$}  {:<19}  {:>10}", "IMAGE", "DIGEST", "SIZE");
+    for record in images.values() {
+        println!("{:<width$}  sha256:{}  {:>10}", record.name, record.digest.short(), human_size(record.size()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `dockless rmi`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Images to remove (name, full digest or a digest prefix of 12+ characters).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// Removes images and the blobs no other image uses.
+pub fn remove(args: RmiArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    let store = Store::open(paths.store())?;
+    for name in &args.images {
+        let removed = store.remove_image(name)?;
+        println!("Untagged: {} ({})", removed.name, removed.digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}

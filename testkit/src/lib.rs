@@ -1,0 +1,11 @@
+//! Test-only helpers shared by the crates' integration tests and the end-to-end tests.
+//!
+//! Everything here talks to real parts: the registries and images that `scripts/test-env up`
+//! starts and pushes. [`FaultProxy`] sits in front of the real registry to produce what it
+//! cannot do on demand (a cut connection, a tampered byte, a 429).
+
+mod env;
+mod fault_proxy;
+
+pub use env::{TestEnv, test_env};
+pub use fault_proxy::{Fault, FaultProxy, Logged, Rule};
