@@ -28,6 +28,8 @@ pub enum Command {
     Pull(crate::commands::pull::PullArgs),
     /// List images in the local store.
     Images(crate::commands::images::ImagesArgs),
+    /// Import a `docker save` archive or an OCI layout (air-gapped hosts).
+    Load(crate::commands::images::LoadArgs),
     /// Remove images from the local store.
     Rmi(crate::commands::images::RmiArgs),
     /// Tables and files of the embedded Storage.

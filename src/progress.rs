@@ -33,8 +33,10 @@ impl Bars {
             .or_insert_with(|| {
                 let bar = self.multi.add(ProgressBar::new(size));
                 bar.set_style(
-                    ProgressStyle::with_template("{prefix} {bar:30} {bytes:>10}/{total_bytes:<10} {msg}")
-                        .expect("static template"),
+                    ProgressStyle::with_template(
+                        "{prefix} {bar:30} {bytes:>10}/{total_bytes:<10} {msg}",
+                    )
+                    .expect("static template"),
                 );
                 bar.set_prefix(digest.short().to_string());
                 bar
@@ -50,7 +52,11 @@ impl Progress for Bars {
     fn blob_started(&self, digest: &Digest, size: u64, offset: u64) {
         let bar = self.bar(digest, size);
         bar.set_position(offset);
-        bar.set_message(if offset > 0 { "resuming" } else { "downloading" });
+        bar.set_message(if offset > 0 {
+            "resuming"
+        } else {
+            "downloading"
+        });
     }
     fn blob_advanced(&self, digest: &Digest, bytes: u64) {
         if let Some(bar) = self.bars.lock().expect("progress lock").get(digest) {
@@ -83,9 +89,16 @@ impl Progress for Lines {
         }
     }
     fn blob_retrying(&self, digest: &Digest, attempt: u32, reason: &str) {
-        eprintln!("{}: attempt {attempt} interrupted ({reason}), resuming", digest.short());
+        eprintln!(
+            "{}: attempt {attempt} interrupted ({reason}), resuming",
+            digest.short()
+        );
     }
     fn blob_finished(&self, digest: &Digest, cached: bool) {
-        eprintln!("{}: {}", digest.short(), if cached { "already present" } else { "done" });
+        eprintln!(
+            "{}: {}",
+            digest.short(),
+            if cached { "already present" } else { "done" }
+        );
     }
 }

@@ -9,11 +9,21 @@ use dockless_registry::{AuthFiles, Settings};
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
     /// Allow plain HTTP to this registry (HOST[:PORT]); loopback registries always are.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", env = "DOCKLESS_INSECURE_REGISTRIES", value_delimiter = ',')]
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST[:PORT]",
+        env = "DOCKLESS_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
     pub insecure_registries: Vec<String>,
 
     /// A Docker Hub mirror tried before Docker Hub itself (URL or HOST[:PORT]).
-    #[arg(long = "registry-mirror", value_name = "URL", env = "DOCKLESS_REGISTRY_MIRRORS", value_delimiter = ',')]
+    #[arg(
+        long = "registry-mirror",
+        value_name = "URL",
+        env = "DOCKLESS_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
     pub mirrors: Vec<String>,
 
     /// Attempts per request on transport errors, 5xx and 429.
@@ -32,7 +42,10 @@ impl RegistryArgs {
         };
         settings.retry.attempts = self.pull_retries.max(1);
         // Tests shrink the backoff so fault cases run in milliseconds.
-        if let Some(ms) = std::env::var("DOCKLESS_RETRY_BASE_MS").ok().and_then(|v| v.parse().ok()) {
+        if let Some(ms) = std::env::var("DOCKLESS_RETRY_BASE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
             settings.retry.base_delay = Duration::from_millis(ms);
         }
         settings

@@ -385,6 +385,7 @@ async fn fetch_attempt(
     if let Some(len) = response.content_length()
         && start + len > blob.size
     {
+        writer.discard();
         return Err(Error::TooLarge {
             what: what.to_string(),
             expected: blob.size,

@@ -163,28 +163,27 @@ impl Store {
         })
     }
 
-    /// Imports a blob of unknown digest from a reader (used by `load`): written to a temp
-    /// file in the ingest dir, hashed, then renamed into place.
-    pub fn import(&self, reader: &mut dyn Read, max: Option<u64>) -> Result<(Digest, u64)> {
+    /// Copies a blob of not yet known digest into a temp file beside the store, hashing it
+    /// on the way (used by `load`). Nothing is visible in the store until
+    /// [`Staged::commit`]; dropping the `Staged` deletes the temp file.
+    pub fn stage(&self, reader: &mut dyn Read, max: u64, what: &str) -> Result<Staged> {
         let ingest = self.root.join("ingest");
         let tmp = tempfile::NamedTempFile::new_in(&ingest)
             .map_err(Error::io("create temp file in", &ingest))?;
         let mut hasher = Hasher::default();
         let mut out = BufWriter::with_capacity(256 << 10, tmp.as_file());
         let mut buf = vec![0u8; 256 << 10];
-        let mut total = 0u64;
+        let mut size = 0u64;
         loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(Error::io("read", tmp.path()))?;
+            let n = reader.read(&mut buf).map_err(Error::io("read", what))?;
             if n == 0 {
                 break;
             }
-            total += n as u64;
-            if max.is_some_and(|m| total > m) {
+            size += n as u64;
+            if size > max {
                 return Err(Error::TooLarge {
-                    what: "imported blob".into(),
-                    expected: max.unwrap_or(0),
+                    what: what.to_string(),
+                    expected: max,
                 });
             }
             hasher.update(&buf[..n]);
@@ -193,17 +192,11 @@ impl Store {
         }
         out.flush().map_err(Error::io("write", tmp.path()))?;
         drop(out);
-        let digest = hasher.finish();
-        let dest = self.blob_path(&digest);
-        if !dest.exists() {
-            seal(tmp.as_file(), tmp.path())?;
-            tmp.persist(&dest).map_err(|e| Error::Io {
-                op: "rename into",
-                path: dest.clone(),
-                source: e.error,
-            })?;
-        }
-        Ok((digest, total))
+        Ok(Staged {
+            digest: hasher.finish(),
+            size,
+            tmp,
+        })
     }
 
     /// All stored images, by name.
@@ -515,10 +508,58 @@ impl IngestWriter {
     }
 
     /// Deletes the partial: used when its content is known to be wrong.
-    fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         let _ = fs::remove_file(&self.partial_path);
         self.written = 0;
         self.hasher = Hasher::default();
+    }
+}
+
+/// A blob copied beside the store whose digest is known, not yet visible in it.
+pub struct Staged {
+    /// The digest of the staged bytes.
+    pub digest: Digest,
+    /// Their length.
+    pub size: u64,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl Staged {
+    /// Reads the first bytes (to sniff compression).
+    pub fn head(&self, n: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; n];
+        let mut f = File::open(self.tmp.path()).map_err(Error::io("open", self.tmp.path()))?;
+        let got = f
+            .read(&mut buf)
+            .map_err(Error::io("read", self.tmp.path()))?;
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    /// Makes the blob visible under its digest (a no-op when already stored).
+    pub fn commit(self, store: &Store) -> Result<Digest> {
+        let dest = store.blob_path(&self.digest);
+        if !dest.exists() {
+            seal(self.tmp.as_file(), self.tmp.path())?;
+            self.tmp.persist(&dest).map_err(|e| Error::Io {
+                op: "rename into",
+                path: dest.clone(),
+                source: e.error,
+            })?;
+        }
+        Ok(self.digest)
+    }
+}
+
+impl Drop for IngestWriter {
+    /// An ingest that got no byte leaves nothing behind; one with bytes keeps its partial
+    /// for the next pull to resume.
+    fn drop(&mut self) {
+        if self.written == 0 && self.partial_path.exists() {
+            // The lock file stays: removing it while others may wait on it would let two
+            // writers hold "the" lock at once.
+            let _ = fs::remove_file(&self.partial_path);
+        }
     }
 }
 

@@ -27,7 +27,12 @@ pub fn list(args: ImagesArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let width = images.keys().map(|k| k.len()).max().unwrap_or(0).max(5);
     println!("{:<width$}  {:<19}  {:>10}", "IMAGE", "DIGEST", "SIZE");
     for record in images.values() {
-        println!("{:<width$}  sha256:{}  {:>10}", record.name, record.digest.short(), human_size(record.size()));
+        println!(
+            "{:<width$}  sha256:{}  {:>10}",
+            record.name,
+            record.digest.short(),
+            human_size(record.size())
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -58,5 +63,30 @@ fn human_size(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Arguments of `dockless load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// A `docker save` archive, an OCI archive (tar or tar.gz) or an OCI layout directory.
+    pub input: std::path::PathBuf,
+
+    /// Platform to pick when the layout holds an index.
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+}
+
+/// Imports images for air-gapped hosts and prints what was loaded.
+pub fn load(args: LoadArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    let store = Store::open(paths.store())?;
+    let platform: dockless_registry::Platform = args.platform.parse()?;
+    for record in dockless_registry::load::load(&store, &args.input, &platform)? {
+        println!("Loaded image: {} ({})", record.name, record.digest);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -59,5 +59,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => pull::run(args, &paths),
         Command::Images(args) => images::list(args, &paths),
         Command::Rmi(args) => images::remove(args, &paths),
+        Command::Load(args) => images::load(args, &paths),
     }
 }

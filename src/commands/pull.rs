@@ -30,18 +30,31 @@ pub struct PullArgs {
 
 /// Pulls and prints the manifest digest on stdout.
 pub fn run(args: PullArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
-    let record = pull(&args.image, &args.platform, args.quiet, &args.registry, paths)?;
+    let record = pull(
+        &args.image,
+        &args.platform,
+        args.quiet,
+        &args.registry,
+        paths,
+    )?;
     println!("{}", record.digest);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Pulls an image; shared with `run`, which pulls when the image is not stored.
-pub fn pull(image: &str, platform: &str, quiet: bool, registry: &RegistryArgs, paths: &Paths) -> anyhow::Result<ImageRecord> {
+pub fn pull(
+    image: &str,
+    platform: &str,
+    quiet: bool,
+    registry: &RegistryArgs,
+    paths: &Paths,
+) -> anyhow::Result<ImageRecord> {
     let reference = ImageRef::parse(image)?;
     let platform: Platform = platform.parse()?;
     let store = Store::open(paths.store())?;
     let client = Client::new(registry.resolve())?;
-    let progress: Arc<dyn dockless_registry::Progress> = Arc::from(crate::progress::for_stderr(quiet));
+    let progress: Arc<dyn dockless_registry::Progress> =
+        Arc::from(crate::progress::for_stderr(quiet));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -24,7 +24,10 @@ pub struct TestEnv {
 }
 
 fn var(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
 }
 
 /// The test environment; panics with the command to run when the registry does not answer,
@@ -37,10 +40,16 @@ pub fn test_env() -> TestEnv {
         user: var("DOCKLESS_TEST_USER", "dockless"),
         password: var("DOCKLESS_TEST_PASSWORD", "dockless-pass"),
         oci_layout: var("DOCKLESS_TEST_OCI_LAYOUT", "/var/cache/dockless-test/oci").into(),
-        docker_archive: var("DOCKLESS_TEST_ARCHIVE", "/var/cache/dockless-test/busybox-docker-archive.tar").into(),
+        docker_archive: var(
+            "DOCKLESS_TEST_ARCHIVE",
+            "/var/cache/dockless-test/busybox-docker-archive.tar",
+        )
+        .into(),
     };
     for addr in [&env.registry, &env.auth_registry, &env.token_registry] {
-        let sock = addr.parse().unwrap_or_else(|_| panic!("bad registry address {addr}"));
+        let sock = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("bad registry address {addr}"));
         if TcpStream::connect_timeout(&sock, Duration::from_secs(2)).is_err() {
             panic!("test registry {addr} does not answer: run `scripts/test-env up` first");
         }

@@ -45,7 +45,12 @@ pub struct Rule {
 impl Rule {
     /// A rule for the first `times` requests matching `path`.
     pub fn new(path: &str, times: usize, fault: Fault) -> Rule {
-        Rule { path: path.to_string(), first: 1, times, fault }
+        Rule {
+            path: path.to_string(),
+            first: 1,
+            times,
+            fault,
+        }
     }
 }
 
@@ -74,7 +79,9 @@ impl FaultProxy {
     /// thread with its own runtime, so it serves async and blocking tests alike.
     pub fn start(upstream: &str, rules: Vec<Rule>) -> FaultProxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let addr = listener.local_addr().expect("proxy address");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
@@ -83,7 +90,10 @@ impl FaultProxy {
         let hits = Arc::new(Mutex::new(vec![0usize; rules.len()]));
         let task_log = log.clone();
         std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("proxy runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
             runtime.block_on(async move {
                 let listener = TcpListener::from_std(listener).expect("tokio listener");
                 loop {
@@ -101,7 +111,11 @@ impl FaultProxy {
                 }
             });
         });
-        FaultProxy { addr, log, stop: Some(stop) }
+        FaultProxy {
+            addr,
+            log,
+            stop: Some(stop),
+        }
     }
 
     /// `127.0.0.1:PORT`, to use as the registry host in references.
@@ -116,7 +130,10 @@ impl FaultProxy {
 
     /// Requests whose path contains `path`.
     pub fn requests_to(&self, path: &str) -> Vec<Logged> {
-        self.log().into_iter().filter(|l| l.path.contains(path)).collect()
+        self.log()
+            .into_iter()
+            .filter(|l| l.path.contains(path))
+            .collect()
     }
 }
 
@@ -144,9 +161,15 @@ async fn serve(
     let path = parts.next().unwrap_or_default().to_string();
     let headers: Vec<(String, String)> = lines
         .filter(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
-    let range = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("range")).map(|(_, v)| v.clone());
+    let range = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("range"))
+        .map(|(_, v)| v.clone());
 
     let fault = {
         let mut hits = hits.lock().expect("hits lock");
@@ -161,10 +184,16 @@ async fn serve(
         }
         chosen
     };
-    log.lock().expect("log lock").push(Logged { method: method.clone(), path: path.clone(), range, fault: fault.clone() });
+    log.lock().expect("log lock").push(Logged {
+        method: method.clone(),
+        path: path.clone(),
+        range,
+        fault: fault.clone(),
+    });
 
     if let Some(Fault::Status(code, retry_after)) = &fault {
-        let mut resp = format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n");
+        let mut resp =
+            format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n");
         if let Some(r) = retry_after {
             resp.push_str(&format!("Retry-After: {r}\r\n"));
         }
@@ -175,7 +204,9 @@ async fn serve(
 
     let mut forwarded = format!("{request_line}\r\n");
     for (k, v) in &headers {
-        if k.eq_ignore_ascii_case("connection") || (matches!(fault, Some(Fault::IgnoreRange)) && k.eq_ignore_ascii_case("range")) {
+        if k.eq_ignore_ascii_case("connection")
+            || (matches!(fault, Some(Fault::IgnoreRange)) && k.eq_ignore_ascii_case("range"))
+        {
             continue;
         }
         forwarded.push_str(&format!("{k}: {v}\r\n"));
@@ -185,7 +216,11 @@ async fn serve(
     up.write_all(forwarded.as_bytes()).await?;
     let mut response = Vec::new();
     up.read_to_end(&mut response).await?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(response.len());
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(response.len());
     let (resp_head, body) = response.split_at(split);
     let mut body = body.to_vec();
     let resp_head = String::from_utf8_lossy(resp_head).to_string();
@@ -211,7 +246,10 @@ async fn serve(
         }
         _ => {}
     }
-    out_head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+    out_head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
     client.write_all(out_head.as_bytes()).await?;
     if !is_body_request {
         return client.shutdown().await;

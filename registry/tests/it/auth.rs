@@ -11,7 +11,11 @@ fn auth_file(dir: &std::path::Path, registry: &str, user: &str, password: &str) 
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     let path = dir.join("config.json");
-    std::fs::write(&path, format!(r#"{{"auths": {{"{registry}": {{"auth": "{auth}"}}}}}}"#)).unwrap();
+    std::fs::write(
+        &path,
+        format!(r#"{{"auths": {{"{registry}": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .unwrap();
     path
 }
 
@@ -20,18 +24,29 @@ async fn check_registry(registry: &str, user: &str, password: &str) {
     let store = Store::open(dir.path().join("store")).unwrap();
     let image = format!("{registry}/busybox:latest");
 
-    let err = pull_with(settings(), &store, &image, "linux/amd64").await.unwrap_err();
+    let err = pull_with(settings(), &store, &image, "linux/amd64")
+        .await
+        .unwrap_err();
     assert!(err.is_auth(), "no credentials: {err}");
 
     let mut s = settings();
-    s.auth_files = AuthFiles { files: vec![auth_file(dir.path(), registry, user, "wrong-password")] };
-    let err = pull_with(s, &store, &image, "linux/amd64").await.unwrap_err();
+    s.auth_files = AuthFiles {
+        files: vec![auth_file(dir.path(), registry, user, "wrong-password")],
+    };
+    let err = pull_with(s, &store, &image, "linux/amd64")
+        .await
+        .unwrap_err();
     assert!(err.is_auth(), "wrong password: {err}");
     assert!(err.to_string().contains("unauthorized"), "{err}");
-    assert!(!err.to_string().contains("wrong-password"), "the secret never appears: {err}");
+    assert!(
+        !err.to_string().contains("wrong-password"),
+        "the secret never appears: {err}"
+    );
 
     let mut s = settings();
-    s.auth_files = AuthFiles { files: vec![auth_file(dir.path(), registry, user, password)] };
+    s.auth_files = AuthFiles {
+        files: vec![auth_file(dir.path(), registry, user, password)],
+    };
     let record = pull_with(s, &store, &image, "linux/amd64").await.unwrap();
     assert_verified(&store, &record);
 }

@@ -4,12 +4,15 @@
 
 mod auth;
 mod faults;
+mod load;
 mod pull;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use dockless_registry::{AuthFiles, Client, Digest, ImageRecord, ImageRef, NoProgress, Platform, Settings, Store};
+use dockless_registry::{
+    AuthFiles, Client, Digest, ImageRecord, ImageRef, NoProgress, Platform, Settings, Store,
+};
 
 /// Settings with a short backoff so fault tests run quickly.
 pub fn settings() -> Settings {
@@ -21,11 +24,18 @@ pub fn settings() -> Settings {
 }
 
 /// Pulls `image` into `store` with `settings`.
-pub async fn pull_with(settings: Settings, store: &Store, image: &str, platform: &str) -> dockless_registry::Result<ImageRecord> {
+pub async fn pull_with(
+    settings: Settings,
+    store: &Store,
+    image: &str,
+    platform: &str,
+) -> dockless_registry::Result<ImageRecord> {
     let client = Client::new(settings)?;
     let reference = ImageRef::parse(image)?;
     let platform: Platform = platform.parse()?;
-    client.pull(&reference, &platform, store, Arc::new(NoProgress)).await
+    client
+        .pull(&reference, &platform, store, Arc::new(NoProgress))
+        .await
 }
 
 /// Pulls for linux/amd64 with the default test settings.
@@ -35,11 +45,22 @@ pub async fn pull(store: &Store, image: &str) -> dockless_registry::Result<Image
 
 /// Checks every blob of a record: present, right size, hashes to its name.
 pub fn assert_verified(store: &Store, record: &ImageRecord) {
-    let mut blobs: Vec<(Digest, Option<u64>)> = vec![(record.digest.clone(), None), (record.config.clone(), None)];
-    blobs.extend(record.layers.iter().map(|l| (l.digest.clone(), Some(l.size))));
+    let mut blobs: Vec<(Digest, Option<u64>)> =
+        vec![(record.digest.clone(), None), (record.config.clone(), None)];
+    blobs.extend(
+        record
+            .layers
+            .iter()
+            .map(|l| (l.digest.clone(), Some(l.size))),
+    );
     for (digest, size) in blobs {
-        let bytes = std::fs::read(store.blob_path(&digest)).unwrap_or_else(|e| panic!("{digest}: {e}"));
-        assert_eq!(Digest::of(&bytes), digest, "blob content hashes to its name");
+        let bytes =
+            std::fs::read(store.blob_path(&digest)).unwrap_or_else(|e| panic!("{digest}: {e}"));
+        assert_eq!(
+            Digest::of(&bytes),
+            digest,
+            "blob content hashes to its name"
+        );
         if let Some(size) = size {
             assert_eq!(bytes.len() as u64, size, "{digest} has its descriptor size");
         }

@@ -1,0 +1,187 @@
+//! End-to-end: `dockless pull`, `images`, `rmi` and `load` as a user runs them.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dockless_testkit::{Fault, FaultProxy, Rule, test_env};
+
+fn dockless(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root)
+        .env("DOCKLESS_RETRY_BASE_MS", "10")
+        .args(args)
+        .output()
+        .expect("run dockless")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn pull_images_rmi_round_trip() {
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/busybox:latest", env.registry);
+    let out = dockless(root.path(), &["pull", &image]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let digest = text(&out.stdout).trim().to_string();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    assert!(
+        text(&out.stderr).contains("resolved to"),
+        "plain progress lines off a terminal"
+    );
+
+    let out = dockless(root.path(), &["images"]);
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains(&image) && listing.contains(&digest[7..19]),
+        "{listing}"
+    );
+
+    let out = dockless(root.path(), &["images", "--json"]);
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(records[0]["digest"], digest.as_str());
+
+    let out = dockless(root.path(), &["rmi", &image]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let blobs = std::fs::read_dir(root.path().join("store/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0, "rmi of the only image removes its blobs");
+
+    let out = dockless(root.path(), &["rmi", &image]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("is not in the local store"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn errors_name_image_registry_and_cause() {
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let out = dockless(
+        root.path(),
+        &["pull", &format!("{}/does-not-exist:1", env.registry)],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("does-not-exist:1") && err.contains("not found on 127.0.0.1"),
+        "{err}"
+    );
+
+    let out = dockless(root.path(), &["pull", "Not_A_Reference"]);
+    assert!(
+        text(&out.stderr).contains("invalid image reference"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn killed_mid_pull_leaves_no_partial_blob_and_the_next_pull_resumes() {
+    let env = test_env();
+    // Learn the layer digest with a clean pull into a throwaway root.
+    let probe = tempfile::tempdir().unwrap();
+    let out = dockless(
+        probe.path(),
+        &["pull", &format!("{}/busybox:latest", env.registry)],
+    );
+    assert!(out.status.success());
+    let records: serde_json::Value =
+        serde_json::from_slice(&dockless(probe.path(), &["images", "--json"]).stdout).unwrap();
+    let layer = records[0]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hex = layer.trim_start_matches("sha256:").to_string();
+
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![Rule::new(
+            &format!("/blobs/{layer}"),
+            1,
+            Fault::StallAfter(600_000),
+        )],
+    );
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/busybox:latest", proxy.host());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root.path())
+        .args(["pull", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = root.path().join(format!("store/ingest/{hex}.partial"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !root
+            .path()
+            .join(format!("store/blobs/sha256/{hex}"))
+            .exists(),
+        "no partial blob in the store"
+    );
+
+    let out = dockless(root.path(), &["pull", &image]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let blob = std::fs::read(root.path().join(format!("store/blobs/sha256/{hex}"))).unwrap();
+    assert_eq!(format!("sha256:{}", sha256_hex(&blob)), layer);
+    let attempts = proxy.requests_to(&format!("/blobs/{layer}"));
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts[1]
+            .range
+            .as_deref()
+            .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-"),
+        "resumed: {attempts:?}"
+    );
+    assert!(!partial.exists());
+}
+
+#[test]
+fn load_a_docker_archive_then_list_it() {
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let out = dockless(root.path(), &["load", env.docker_archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Loaded image: "),
+        "{}",
+        text(&out.stdout)
+    );
+    let listing = text(&dockless(root.path(), &["images"]).stdout);
+    assert!(listing.contains("busybox"), "{listing}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
