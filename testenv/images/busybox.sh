@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Recipe: `busybox` — one layer: Debian's busybox-static with a symlink per applet.
 #
 # The smallest image that can run real commands (`sh`, `cat`, `ls`, ...). Reproducible: all
@@ -5,6 +6,7 @@
 # does. /etc/os-release is here so that the `layered` image has a base file to delete.
 
 RECIPE_NAME=busybox
+# shellcheck source=testenv/images/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 recipe_args "$@"
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Recipe: `layered` — busybox plus four layers that exercise what an unpacker must get right.
 #
 #   layer 2 (umoci repack, Go's tar writer): /fixture with regular files, a hardlink pair,
@@ -16,6 +17,7 @@
 # Needs BASE_TAG: the reference of the busybox image in the same layout.
 
 RECIPE_NAME=layered
+# shellcheck source=testenv/images/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 recipe_args "$@"
 [[ -n ${BASE_TAG:-} ]] || die "BASE_TAG (the busybox reference in $LAYOUT) is not set"
@@ -131,7 +133,7 @@ print(sum(1 for e in json.load(sys.stdin)["history"] if not e.get("empty_layer")
 expect test ! -e "$c/etc/os-release" -a -f "$c/etc/passwd" -a -x "$c/bin/busybox"
 expect test ! -e "$c/fixture/remove-dir"
 expect test "$(cat "$c/fixture/to-whiteout.txt")" = "re-created by layer 5"
-expect test "$(cd "$c/fixture/opaque-dir" && ls -A | tr '\n' ' ')" = "new-x.txt sub2 "
+expect test "$(find "$c/fixture/opaque-dir" -mindepth 1 -maxdepth 1 -printf '%P\n' | sort | paste -sd' ')" = "new-x.txt sub2"
 expect test "$(stat -c %i "$c/fixture/hardlink-a")" = "$(stat -c %i "$c/fixture/hardlink-b")"
 expect test "$(stat -c %h "$c/fixture/hardlink-a")" = 2
 expect test "$(stat -c %a "$c/fixture/setuid-sh")" = 4755

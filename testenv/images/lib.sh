@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # the variables set here are used by the recipes
 # Helpers shared by the image recipes in this directory (sourced, not run).
 #
 # Every recipe is called as `bash RECIPE LAYOUT TAG WORK` by scripts/test-env: it builds the image

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Recipe: `multi` — an OCI image index for platform selection tests.
 #
 # Entries, in this order:
@@ -10,6 +11,7 @@
 # Needs BASE_TAG: the reference of the busybox image in the same layout. Reproducible.
 
 RECIPE_NAME=multi
+# shellcheck source=testenv/images/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 recipe_args "$@"
 [[ -n ${BASE_TAG:-} ]] || die "BASE_TAG (the busybox reference in $LAYOUT) is not set"

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Recipe: `python` — Debian bookworm minbase plus python3, exactly two layers (~68 MB gzipped).
 #
 # A realistically sized image for pull/unpack tests and the benchmark. It downloads from the Debian
@@ -7,6 +8,7 @@
 # packages are whatever the mirror serves on the day of the build.
 
 RECIPE_NAME=python
+# shellcheck source=testenv/images/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 recipe_args "$@"
 [[ -n ${DEBIAN_MIRROR:-} ]] || die "DEBIAN_MIRROR is not set"
