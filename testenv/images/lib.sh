@@ -28,7 +28,7 @@ pin_mtimes() {
 	find "$1" -exec touch --no-dereference --date="@${FIXED_EPOCH}" {} +
 }
 
-# Parse the common recipe arguments into LAYOUT, TAG and WORK.
+# Parse the common recipe arguments into LAYOUT, TAG and WORK (and default LOG_DIR to WORK).
 recipe_args() {
 	[[ $# -eq 3 ]] || die "usage: $0 LAYOUT TAG WORK"
 	LAYOUT=$1
@@ -36,6 +36,9 @@ recipe_args() {
 	WORK=$3
 	[[ -d $LAYOUT ]] || die "OCI layout $LAYOUT does not exist"
 	mkdir -p "$WORK"
+	# Logs outlive WORK (a tmpfs the caller unmounts), so a failed build can be diagnosed.
+	LOG_DIR=${LOG_DIR:-$WORK}
+	mkdir -p "$LOG_DIR"
 }
 
 # The sha256 digest of the manifest a layout reference points to (`sha256:<hex>`).

@@ -31,8 +31,8 @@ umoci new --image "$LAYOUT:$TAG"
 umoci unpack --image "$LAYOUT:$TAG" "$bundle"
 
 log "debootstrap --variant=minbase bookworm from $DEBIAN_MIRROR (takes a few minutes)"
-debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
-	die "debootstrap failed (log: $WORK/debootstrap.log): $(tail -n 5 "$WORK/debootstrap.log")"
+debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >"$LOG_DIR/python-debootstrap.log" 2>&1 ||
+	die "debootstrap failed (log: $LOG_DIR/python-debootstrap.log): $(tail -n 5 "$LOG_DIR/python-debootstrap.log")"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
 : >"$rootfs/etc/resolv.conf"
 : >"$rootfs/etc/hostname"
@@ -48,8 +48,8 @@ mount --bind /dev "$rootfs/dev" && mounted+=("$rootfs/dev")
 mount -t proc proc "$rootfs/proc" && mounted+=("$rootfs/proc")
 chroot "$rootfs" /usr/bin/env -i PATH="$IMAGE_PATH" DEBIAN_FRONTEND=noninteractive \
 	sh -c 'apt-get update && apt-get install -y --no-install-recommends python3 && apt-get clean' \
-	>"$WORK/apt.log" 2>&1 ||
-	die "apt-get install python3 in the chroot failed (log: $WORK/apt.log): $(tail -n 5 "$WORK/apt.log")"
+	>"$LOG_DIR/python-apt.log" 2>&1 ||
+	die "apt-get install python3 in the chroot failed (log: $LOG_DIR/python-apt.log): $(tail -n 5 "$LOG_DIR/python-apt.log")"
 unmount_all
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
 : >"$rootfs/etc/resolv.conf"
