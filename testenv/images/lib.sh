@@ -5,7 +5,8 @@
 # into the OCI layout LAYOUT under the reference TAG (a temporary name; the caller renames it once
 # the recipe succeeded), using WORK as scratch space that the caller removes afterwards.
 
-set -euo pipefail
+set -Eeuo pipefail
+trap 'printf "test-env: %s: error: \"%s\" failed (exit %s, %s line %s)\n" "${RECIPE_NAME:-recipe}" "$BASH_COMMAND" "$?" "${BASH_SOURCE[0]}" "$LINENO" >&2' ERR
 
 # Every timestamp the recipes control (file mtimes, config `created`, history entries) is pinned to
 # this instant so that rebuilding a recipe yields the same layer and manifest digests.
