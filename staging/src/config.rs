@@ -2,9 +2,10 @@
 //! of the mapping sections that input and output mapping work from.
 //!
 //! Normalization refuses unknown keys (at the root and in mapping entries), fills the defaults
-//! the runner fills (`shared_code_row_ids: []`, `where_operator: "eq"`, `incremental: false`,
-//! `delimiter: ","`, ...), and keeps every other value and the order of the keys as written, so
-//! the `config.json` a component reads is the one it reads under Keboola.
+//! the runner fills (`where_operator: "eq"`, `incremental: false`, `delimiter: ","`, ...;
+//! `shared_code_row_ids: []` is added when `config.json` is written), and keeps every other
+//! value and the order of the keys as written, so the `config.json` a component reads is the
+//! one it reads under Keboola.
 
 use serde_json::{Map, Value, json};
 
@@ -198,7 +199,6 @@ pub fn normalize(config: &Value) -> Result<Value> {
             format!("expected a string, got {action}"),
         ));
     }
-    default(root, "shared_code_row_ids", json!([]));
     if let Some(storage) = root.get_mut("storage") {
         if storage.as_array().is_some_and(Vec::is_empty) {
             *storage = json!({});
@@ -453,7 +453,9 @@ pub fn container_config(normalized: &Value, image_parameters: &Value, action: &s
     };
     out.insert("image_parameters".into(), image);
     out.insert("action".into(), json!(action));
-    for key in ["shared_code_row_ids", "storage", "authorization"] {
+    // The runner's configuration tree adds this default; it lands after `action`.
+    out.entry("shared_code_row_ids").or_insert(json!([]));
+    for key in ["storage", "authorization"] {
         out.entry(key).or_insert(Value::Null);
     }
     for key in ["storage", "parameters", "image_parameters", "authorization"] {
@@ -517,7 +519,8 @@ mod tests {
             n["storage"]["input"]["tables"][0],
             json!({"source": "in.c-a.b", "columns": [], "where_values": [], "where_operator": "eq"})
         );
-        assert_eq!(n["shared_code_row_ids"], json!([]));
+        let written = container_config(&n, &json!({}), "run");
+        assert_eq!(written["shared_code_row_ids"], json!([]));
     }
 
     #[test]

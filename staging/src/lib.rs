@@ -67,7 +67,9 @@ pub use error::{Error, Result};
 pub use id::{BucketId, Stage, TableId};
 pub use job::{Job, JobReport, JobSpec};
 pub use layout::DataDir;
-pub use output::{LoadedTable, OutputReport, OutputSettings, StoredFile};
+pub use output::{
+    ImportOptions, LoadedTable, OutputReport, OutputSettings, StoredFile, import_file,
+};
 pub use storage::sqlite::{Options as SqliteOptions, SqliteStorage};
 pub use storage::{
     ExportOptions, FileInfo, FileQuery, NewFile, StateKey, Storage, TableInfo, Transaction,

@@ -215,10 +215,10 @@ fn table_row(conn: &Connection, id: &TableId) -> Result<Option<TableRow>> {
     .map_err(Error::db(format!("reading table {id}")))
 }
 
-fn read_metadata(
-    conn: &Connection,
-    id: &str,
-) -> Result<(Vec<Metadata>, Vec<(String, Vec<Metadata>)>)> {
+/// Metadata of each column, by column name.
+type ColumnMetadata = Vec<(String, Vec<Metadata>)>;
+
+fn read_metadata(conn: &Connection, id: &str) -> Result<(Vec<Metadata>, ColumnMetadata)> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT column_name, key, value, provider, timestamp FROM metadata
