@@ -11,6 +11,8 @@ use std::fs::{File, Metadata, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -92,10 +94,29 @@ pub(crate) fn read_document(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Opens a data file or slice for streaming, decompressing `*.gz`.
-pub(crate) fn open_data(path: &Path) -> Result<Box<dyn Read>> {
+/// Counts the bytes that pass through, for progress reports.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Opens a data file or slice for streaming, decompressing `*.gz`; `progress` (if any) counts
+/// the bytes read from disk.
+pub(crate) fn open_data(path: &Path, progress: Option<Arc<AtomicU64>>) -> Result<Box<dyn Read>> {
     let file = open_regular(path)?;
-    let reader = BufReader::with_capacity(1 << 18, file);
+    let raw: Box<dyn Read> = match progress {
+        Some(count) => Box::new(Counted { inner: file, count }),
+        None => Box::new(file),
+    };
+    let reader = BufReader::with_capacity(1 << 18, raw);
     if path.extension().is_some_and(|e| e == "gz") {
         Ok(Box::new(BufReader::with_capacity(
             1 << 18,

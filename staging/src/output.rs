@@ -7,6 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use serde_json::{Map, Value, json};
 
 use crate::config::{self, Format, OUTPUT_FILE_KEYS, OUTPUT_TABLE_KEYS};
@@ -91,6 +94,7 @@ struct TablePlan {
     metadata: Vec<(String, String)>,
     column_metadata: Vec<(String, Vec<(String, String)>)>,
     write_always: bool,
+    progress: Option<Arc<AtomicU64>>,
 }
 
 fn is_truthy(v: &Value) -> bool {
@@ -683,6 +687,7 @@ fn plan_table(
         metadata,
         column_metadata,
         write_always: bool_key(&merged, "write_always", &what)?,
+        progress: None,
     })
 }
 
@@ -694,6 +699,7 @@ struct CsvRows {
     delimiter: u8,
     enclosure: Option<u8>,
     width: usize,
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl CsvRows {
@@ -710,7 +716,7 @@ impl CsvRows {
             Some(q) => builder.quote(q),
             None => builder.quoting(false),
         };
-        Ok(builder.from_reader(out_dir::open_data(path)?))
+        Ok(builder.from_reader(out_dir::open_data(path, self.progress.clone())?))
     }
 
     /// Opens the source; returns the header when the first line is one.
@@ -725,6 +731,7 @@ impl CsvRows {
             delimiter: plan.delimiter,
             enclosure: plan.enclosure,
             width: 0,
+            progress: plan.progress.clone(),
         };
         let mut names = None;
         if header {
@@ -1037,6 +1044,8 @@ pub struct ImportOptions {
     pub delimiter: u8,
     /// Quote character; `None` reads fields verbatim.
     pub enclosure: Option<u8>,
+    /// Counts bytes read from the file (before decompression) for progress reports.
+    pub progress: Option<Arc<AtomicU64>>,
 }
 
 impl Default for ImportOptions {
@@ -1046,6 +1055,7 @@ impl Default for ImportOptions {
             incremental: false,
             delimiter: b',',
             enclosure: Some(b'"'),
+            progress: None,
         }
     }
 }
@@ -1083,6 +1093,7 @@ pub fn import_file(
         metadata: Vec::new(),
         column_metadata: Vec::new(),
         write_always: false,
+        progress: options.progress.clone(),
     };
     let settings = OutputSettings {
         component_id: component.to_string(),
