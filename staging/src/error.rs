@@ -191,9 +191,13 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
-    pub(crate) fn db(during: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
-        let during = during.into();
-        move |source| Error::Db { during, source }
+    /// Error mapper for a database call; the context is converted only when an error happens
+    /// (hot loops pass a `&str` and pay nothing on success).
+    pub(crate) fn db<D: Into<String>>(during: D) -> impl FnOnce(rusqlite::Error) -> Error {
+        move |source| Error::Db {
+            during: during.into(),
+            source,
+        }
     }
 
     pub(crate) fn config(at: impl Into<String>, reason: impl Into<String>) -> Error {

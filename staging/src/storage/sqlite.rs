@@ -378,12 +378,10 @@ fn export(
         .map_err(Error::db(format!("exporting {id}")))?;
     let mut count = 0u64;
     let width = selected.len();
-    while let Some(row) = rows.next().map_err(Error::db(format!("exporting {id}")))? {
+    let during = || format!("exporting {id}");
+    while let Some(row) = rows.next().map_err(|e| Error::db(during())(e))? {
         for i in 0..width {
-            let field: &[u8] = match row
-                .get_ref(i)
-                .map_err(Error::db(format!("exporting {id}")))?
-            {
+            let field: &[u8] = match row.get_ref(i).map_err(|e| Error::db(during())(e))? {
                 ValueRef::Text(t) | ValueRef::Blob(t) => t,
                 _ => b"",
             };
