@@ -160,11 +160,11 @@ pub fn run(cmd: StorageCommand, paths: &Paths) -> anyhow::Result<ExitCode> {
                 limit,
             };
             let count = Arc::new(AtomicU64::new(0));
-            let sink: Box<dyn Write> = match &output {
+            let sink: Box<dyn Write + Send> = match &output {
                 Some(path) => Box::new(
                     File::create(path).with_context(|| format!("creating {}", path.display()))?,
                 ),
-                None => Box::new(std::io::stdout().lock()),
+                None => Box::new(std::io::stdout()),
             };
             let mut out = BufWriter::with_capacity(
                 1 << 20,

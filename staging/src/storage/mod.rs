@@ -201,7 +201,7 @@ pub trait Storage {
         &self,
         id: &TableId,
         options: &ExportOptions,
-        out: &mut dyn Write,
+        out: &mut (dyn Write + Send),
     ) -> Result<Exported>;
     /// Files matching `query`, newest first.
     fn files(&self, query: &FileQuery) -> Result<Vec<FileInfo>>;

@@ -91,6 +91,9 @@ pub struct Options {
     pub busy_timeout: Duration,
     /// SQLite page cache per connection, KiB; bounds memory whatever the table size.
     pub cache_kib: u32,
+    /// Page size of a new database file (ignored for an existing one). Larger pages mean fewer
+    /// WAL frames and system calls on bulk loads and scans.
+    pub page_size: u32,
 }
 
 impl Default for Options {
@@ -98,6 +101,9 @@ impl Default for Options {
         Options {
             busy_timeout: Duration::from_secs(600),
             cache_kib: 64 * 1024,
+            // Storage is loaded and read in bulk; 64 KiB pages cut WAL frames and system calls
+            // 16-fold against the 4 KiB default (an upsert of one row rewrites one larger page).
+            page_size: 65536,
         }
     }
 }
@@ -135,9 +141,9 @@ impl SqliteStorage {
         // WAL: readers never block the one writer; NORMAL sync is durable at checkpoints and
         // never corrupts. The cache size bounds memory.
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
+            "PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
              PRAGMA cache_size=-{}; PRAGMA temp_store=FILE;",
-            options.cache_kib
+            options.page_size, options.cache_kib
         ))
         .map_err(Error::db("configuring the connection"))?;
         let mut blobs = path.as_os_str().to_owned();
@@ -328,7 +334,7 @@ fn export(
     conn: &Connection,
     id: &TableId,
     options: &ExportOptions,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<Exported> {
     let table = table_row(conn, id)?.ok_or_else(|| Error::TableNotFound { id: id.to_string() })?;
     let selected: Vec<String> = if options.columns.is_empty() {
@@ -354,50 +360,113 @@ fn export(
         sql.push_str(" LIMIT ?");
         args.push((limit.min(i64::MAX as u64) as i64).into());
     }
-    let mut writer = csv::WriterBuilder::new()
-        .quote_style(csv::QuoteStyle::Always)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .buffer_capacity(1 << 18)
-        .from_writer(out);
-    let csv_err = |e: csv::Error| match e.into_kind() {
-        csv::ErrorKind::Io(source) => Error::Io {
-            path: PathBuf::from(format!("<export of {id}>")),
-            source,
-        },
-        other => Error::Io {
-            path: PathBuf::from(format!("<export of {id}>")),
-            source: std::io::Error::other(format!("{other:?}")),
-        },
-    };
-    writer.write_record(&selected).map_err(csv_err)?;
     let mut stmt = conn
         .prepare(&sql)
         .map_err(Error::db(format!("exporting {id}")))?;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(args))
         .map_err(Error::db(format!("exporting {id}")))?;
-    let mut count = 0u64;
-    let width = selected.len();
-    let during = || format!("exporting {id}");
-    while let Some(row) = rows.next().map_err(|e| Error::db(during())(e))? {
-        for i in 0..width {
-            let field: &[u8] = match row.get_ref(i).map_err(|e| Error::db(during())(e))? {
-                ValueRef::Text(t) | ValueRef::Blob(t) => t,
-                _ => b"",
-            };
-            writer.write_field(field).map_err(csv_err)?;
-        }
-        writer.write_record(None::<&[u8]>).map_err(csv_err)?;
-        count += 1;
-    }
-    writer.flush().map_err(|source| Error::Io {
+    let io_err = |source| Error::Io {
         path: PathBuf::from(format!("<export of {id}>")),
         source,
+    };
+    let mut header = Vec::new();
+    for (i, name) in selected.iter().enumerate() {
+        quote_field(&mut header, name.as_bytes(), i + 1 == selected.len());
+    }
+    out.write_all(&header).map_err(io_err)?;
+    // Two stages on two threads: this one steps SQLite and copies raw values into batches,
+    // the other quotes them and writes. Batches are recycled, so memory stays at a few MiB.
+    let width = selected.len();
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(3);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Batch>();
+    let (count, written) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            let mut buf = Vec::with_capacity(EXPORT_CHUNK + (1 << 16));
+            for batch in full_rx {
+                let mut start = 0usize;
+                for (i, end) in batch.ends.iter().enumerate() {
+                    let end = *end as usize;
+                    quote_field(&mut buf, &batch.data[start..end], (i + 1) % width == 0);
+                    start = end;
+                }
+                if buf.len() >= EXPORT_CHUNK {
+                    out.write_all(&buf)?;
+                    buf.clear();
+                }
+                let _ = free_tx.send(batch);
+            }
+            out.write_all(&buf)?;
+            out.flush()
+        });
+        let mut count = 0u64;
+        let mut produce = || -> Result<()> {
+            let during = || format!("exporting {id}");
+            let mut batch = Batch::default();
+            while let Some(row) = rows.next().map_err(|e| Error::db(during())(e))? {
+                for i in 0..width {
+                    let field: &[u8] = match row.get_ref(i).map_err(|e| Error::db(during())(e))? {
+                        ValueRef::Text(t) | ValueRef::Blob(t) => t,
+                        _ => b"",
+                    };
+                    batch.data.extend_from_slice(field);
+                    batch.ends.push(batch.data.len() as u32);
+                }
+                count += 1;
+                if batch.data.len() >= EXPORT_BATCH || batch.ends.len() >= EXPORT_BATCH / 8 {
+                    if full_tx.send(batch).is_err() {
+                        // The writer stopped on an error; it is reported below.
+                        return Ok(());
+                    }
+                    batch = free_rx.try_recv().unwrap_or_default();
+                    batch.data.clear();
+                    batch.ends.clear();
+                }
+            }
+            let _ = full_tx.send(batch);
+            Ok(())
+        };
+        let produced = produce();
+        drop(full_tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("export writer panicked")));
+        produced.map(|()| (count, written))
     })?;
+    written.map_err(io_err)?;
     Ok(Exported {
         columns: selected,
         rows: count,
     })
+}
+
+/// Raw values of many rows, `ends[i]` the end offset of field `i` in `data`.
+#[derive(Default)]
+struct Batch {
+    data: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+/// Bytes of raw values per batch handed to the export writer thread.
+const EXPORT_BATCH: usize = 1 << 20;
+/// Bytes of CSV collected before one `write` call.
+const EXPORT_CHUNK: usize = 1 << 20;
+
+/// Appends one field as Keboola writes it: always quoted, quotes doubled, then `,` or LF.
+fn quote_field(buf: &mut Vec<u8>, field: &[u8], last: bool) {
+    buf.push(b'"');
+    if field.contains(&b'"') {
+        for &b in field {
+            if b == b'"' {
+                buf.push(b'"');
+            }
+            buf.push(b);
+        }
+    } else {
+        buf.extend_from_slice(field);
+    }
+    buf.push(b'"');
+    buf.push(if last { b'\n' } else { b',' });
 }
 
 fn file_info(conn: &Connection, id: i64) -> Result<Option<FileInfo>> {
@@ -485,7 +554,7 @@ impl Storage for SqliteStorage {
         &self,
         id: &TableId,
         options: &ExportOptions,
-        out: &mut dyn Write,
+        out: &mut (dyn Write + Send),
     ) -> Result<Exported> {
         // A read transaction gives the export one consistent snapshot under WAL.
         let tx = self
