@@ -1,0 +1,216 @@
+//! The crate's error type: one enum, each variant carrying the path, table or file it is about.
+
+use std::path::PathBuf;
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while staging a job or using the Storage.
+///
+/// [`Error::is_user_error`] sorts the variants into Keboola's two classes: a bad configuration,
+/// manifest, mapping or CSV is the user's fault; a failing disk or database is ours.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A string that must be `stage.c-bucket.table` (or `stage.c-bucket`) is not.
+    #[error("invalid {what} id {id:?}: {reason}")]
+    InvalidId {
+        /// "table" or "bucket".
+        what: &'static str,
+        /// The offending id.
+        id: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The job configuration breaks the runner's configuration tree.
+    #[error("invalid configuration at {at}: {reason}")]
+    Config {
+        /// JSON path of the bad node, e.g. `storage.input.tables[0].days`.
+        at: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration or manifest could not be parsed at all.
+    #[error("failed to parse {what}")]
+    Parse {
+        /// The file or document, e.g. `out/tables/a.csv.manifest`.
+        what: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A manifest or mapping entry is well-formed but not acceptable.
+    #[error("invalid manifest or mapping for {what}: {reason}")]
+    Mapping {
+        /// The file or source the entry is about.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `x.manifest` without `x` in `out/tables` or `out/files`.
+    #[error("found orphaned {kind} manifest {path}")]
+    OrphanedManifest {
+        /// "table" or "file".
+        kind: &'static str,
+        /// The manifest file.
+        path: PathBuf,
+    },
+    /// A mapping names a source that the component did not write.
+    #[error("{kind} source {source_name:?} not found in {dir}")]
+    SourceNotFound {
+        /// "table" or "file".
+        kind: &'static str,
+        /// The mapping's `source`.
+        source_name: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// The container left something in `/data/out` that is not a regular file or folder.
+    #[error("refusing {kind} at {path}: only regular files and folders are read from out/")]
+    UnsafeEntry {
+        /// "symlink", "device", "fifo", "socket".
+        kind: &'static str,
+        /// The entry.
+        path: PathBuf,
+    },
+    /// A CSV file could not be read; names file and line.
+    #[error("malformed csv in {path} at line {line}")]
+    Csv {
+        /// The file (or slice) being read.
+        path: PathBuf,
+        /// 1-based line where the bad record starts.
+        line: u64,
+        /// The parser's error.
+        #[source]
+        source: csv::Error,
+    },
+    /// A CSV row whose field count differs from the header.
+    #[error("row at line {line} of {path} has {found} values, expected {expected}")]
+    RowWidth {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// Values in the row.
+        found: usize,
+        /// Columns of the table.
+        expected: usize,
+    },
+    /// A load that lacks some of the table's existing columns.
+    #[error("some columns are missing in the csv file for table {table}: {missing:?}")]
+    MissingColumns {
+        /// The destination table.
+        table: String,
+        /// Existing columns absent from the file.
+        missing: Vec<String>,
+    },
+    /// A column list that names a column twice or holds an empty name.
+    #[error("invalid columns for {what}: {reason}")]
+    Columns {
+        /// Table or file concerned.
+        what: String,
+        /// The problem, naming the column.
+        reason: String,
+    },
+    /// A table id that is not in the Storage.
+    #[error("table {id} not found")]
+    TableNotFound {
+        /// The table id.
+        id: String,
+    },
+    /// A file id that is not in the Storage.
+    #[error("file {id} not found")]
+    FileNotFound {
+        /// The file id.
+        id: i64,
+    },
+    /// A column name that the table does not have.
+    #[error("column {column:?} not found in table {table}")]
+    ColumnNotFound {
+        /// The table id.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// A `changed_since` value that is not a time expression.
+    #[error("invalid time expression {expr:?}")]
+    TimeExpr {
+        /// The expression as written.
+        expr: String,
+    },
+    /// A state file that is not JSON or YAML.
+    #[error("failed to read state file {path}")]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// File-system failure.
+    #[error("i/o error on {path}")]
+    Io {
+        /// The path being read or written.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Database failure.
+    #[error("storage database error while {during}")]
+    Db {
+        /// What the backend was doing.
+        during: String,
+        /// The SQLite error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Serializing config.json, a manifest or the state failed.
+    #[error("failed to write {path}")]
+    Serialize {
+        /// The target file.
+        path: PathBuf,
+        /// The serializer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// True when the job failed because of its configuration or what the component wrote
+    /// (Keboola's user error, exit class 1); false for failures of the runner's own machinery.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(
+            self,
+            Error::Io { .. } | Error::Db { .. } | Error::Serialize { .. }
+        )
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    /// Error mapper for a database call; the context is converted only when an error happens
+    /// (hot loops pass a `&str` and pay nothing on success).
+    pub(crate) fn db<D: Into<String>>(during: D) -> impl FnOnce(rusqlite::Error) -> Error {
+        move |source| Error::Db {
+            during: during.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(at: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Config {
+            at: at.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn mapping(what: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Mapping {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}

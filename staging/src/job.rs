@@ -1,0 +1,253 @@
+//! One Keboola job's staging from start to end: the entry point for the pipeline.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::config::{self, Format};
+use crate::error::{Error, Result};
+use crate::id::BucketId;
+use crate::input::{self, InputReport};
+use crate::layout::DataDir;
+use crate::out_dir;
+use crate::output::{self, OutputReport, OutputSettings};
+use crate::storage::{StateKey, Storage, Transaction};
+use crate::time::now_micros;
+
+/// Everything the runner knows about a job before it runs.
+#[derive(Debug, Clone, Default)]
+pub struct JobSpec {
+    /// The stored configuration (the Keboola config JSON: `storage`, `parameters`,
+    /// `authorization`, `processors`, `runtime`, ...).
+    pub configuration: Value,
+    /// Component id, e.g. `keboola.ex-http`.
+    pub component_id: String,
+    /// Configuration id; state is kept only for jobs that have one.
+    pub config_id: Option<String>,
+    /// Row id when the job runs a configuration row.
+    pub row_id: Option<String>,
+    /// Run id, tagged on output files.
+    pub run_id: Option<String>,
+    /// The component's own `image_parameters` (configuration values are ignored).
+    pub image_parameters: Value,
+    /// `run`, or a sync action name (no mapping happens then).
+    pub action: String,
+    /// The component's `configuration_format`.
+    pub format: Format,
+    /// The component's computed default bucket (component setting `default_bucket`), used when
+    /// the configuration has no `storage.output.default_bucket`.
+    pub default_bucket: Option<String>,
+}
+
+/// A job being staged: its normalized configuration and, after [`Job::stage`], what input
+/// mapping did (needed to store the state after the run).
+#[derive(Debug, Clone)]
+pub struct Job {
+    spec: JobSpec,
+    normalized: Value,
+    input: InputReport,
+}
+
+/// What [`Job::finish`] wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobReport {
+    /// Output mapping's tables and files.
+    pub output: OutputReport,
+    /// The component state was stored.
+    pub state_stored: bool,
+}
+
+impl Job {
+    /// Normalizes the configuration; a bad one is a user error ([`Error::is_user_error`]).
+    pub fn new(spec: JobSpec) -> Result<Job> {
+        let normalized = config::normalize(&spec.configuration)?;
+        Ok(Job {
+            spec,
+            normalized,
+            input: InputReport::default(),
+        })
+    }
+
+    /// The configuration after normalization (defaults filled, `runtime` and `processors` kept).
+    pub fn configuration(&self) -> &Value {
+        &self.normalized
+    }
+
+    /// Input mapping's report (empty before [`Job::stage`]).
+    pub fn input(&self) -> &InputReport {
+        &self.input
+    }
+
+    fn state_key(&self) -> Option<StateKey> {
+        Some(StateKey {
+            component: self.spec.component_id.clone(),
+            config: self.spec.config_id.clone()?,
+            row: self.spec.row_id.clone(),
+        })
+    }
+
+    fn is_run(&self) -> bool {
+        self.spec.action.is_empty() || self.spec.action == "run"
+    }
+
+    /// Writes `data/config.json` (or `config.yml`) as the main container must see it.
+    pub fn write_config(&self, dir: &DataDir) -> Result<PathBuf> {
+        let action = if self.spec.action.is_empty() {
+            "run"
+        } else {
+            &self.spec.action
+        };
+        let doc = config::container_config(&self.normalized, &self.spec.image_parameters, action);
+        let path = dir
+            .data()
+            .join(format!("config.{}", self.spec.format.extension()));
+        write(&path, &doc, self.spec.format)?;
+        Ok(path)
+    }
+
+    /// Writes `config.json`, `in/state.json` and, for a `run` action, stages the input tables
+    /// and files. On error the data folder may hold part of the inputs; Storage is unchanged.
+    pub fn stage(&mut self, storage: &dyn Storage, dir: &DataDir) -> Result<&InputReport> {
+        self.write_config(dir)?;
+        let stored = match self.state_key() {
+            Some(key) => storage.state(&key)?.unwrap_or(Value::Null),
+            None => Value::Null,
+        };
+        let component = match &stored["component"] {
+            Value::Object(map) if !map.is_empty() => stored["component"].clone(),
+            Value::Array(list) if !list.is_empty() => stored["component"].clone(),
+            _ => json!({}),
+        };
+        let state_path = dir
+            .data()
+            .join(format!("in/state.{}", self.spec.format.extension()));
+        write(&state_path, &component, self.spec.format)?;
+        let mut report = InputReport::default();
+        if self.is_run() {
+            let previous = &stored["storage"]["input"];
+            let now = now_micros();
+            let section = &self.normalized["storage"]["input"];
+            let empty = Vec::new();
+            let tables = section["tables"].as_array().unwrap_or(&empty);
+            let files = section["files"].as_array().unwrap_or(&empty);
+            let table_state = input::stage_tables(
+                storage,
+                tables,
+                dir,
+                self.spec.format,
+                previous,
+                now,
+                &mut report,
+            )?;
+            let file_state = input::stage_files(
+                storage,
+                files,
+                dir,
+                self.spec.format,
+                previous,
+                now,
+                &mut report,
+            )?;
+            report.state = json!({"tables": table_state, "files": file_state});
+        }
+        self.input = report;
+        Ok(&self.input)
+    }
+
+    /// Output mapping after the container ran, in one Storage transaction: all outputs (only
+    /// `write_always` tables when `succeeded` is false), then, on success, processed tags and
+    /// the new state (`out/state.json`; a missing file clears the state). On error Storage is
+    /// left exactly as it was.
+    pub fn finish(
+        &self,
+        storage: &mut dyn Storage,
+        dir: &DataDir,
+        succeeded: bool,
+    ) -> Result<JobReport> {
+        if !self.is_run() {
+            return Ok(JobReport::default());
+        }
+        let output_section = self.normalized["storage"]["output"].clone();
+        let default_bucket = output_section["default_bucket"]
+            .as_str()
+            .filter(|b| !b.is_empty())
+            .map(str::to_string)
+            .or_else(|| self.spec.default_bucket.clone())
+            .map(|b| b.parse::<BucketId>())
+            .transpose()
+            .map_err(|e| Error::config("storage.output.default_bucket", e.to_string()))?;
+        let settings = OutputSettings {
+            component_id: self.spec.component_id.clone(),
+            config_id: self.spec.config_id.clone(),
+            row_id: self.spec.row_id.clone(),
+            run_id: self.spec.run_id.clone(),
+            default_bucket,
+            format: self.spec.format,
+        };
+        let new_state = match (succeeded, self.state_key()) {
+            (true, Some(key)) => {
+                let previous = storage.state(&key)?.unwrap_or(Value::Null);
+                Some((key, self.next_state(dir, previous)?))
+            }
+            _ => None,
+        };
+        let processed = if succeeded {
+            self.input.processed_tags.clone()
+        } else {
+            Vec::new()
+        };
+        let mut before_commit = |tx: &mut dyn Transaction| -> Result<()> {
+            for (id, tags) in &processed {
+                tx.add_file_tags(*id, tags)?;
+            }
+            if let Some((key, state)) = &new_state {
+                tx.set_state(key, state)?;
+            }
+            Ok(())
+        };
+        let output = output::load(
+            storage,
+            dir,
+            &output_section,
+            &settings,
+            succeeded,
+            &mut before_commit,
+        )?;
+        Ok(JobReport {
+            output,
+            state_stored: new_state.is_some(),
+        })
+    }
+
+    /// The state document to store: `component` from `out/state.json` (`{}` when the file is
+    /// missing: Keboola clears the state then), `storage.input` from this job's input mapping,
+    /// other root keys of the previous state kept.
+    fn next_state(&self, dir: &DataDir, previous: Value) -> Result<Value> {
+        let path = dir
+            .data()
+            .join(format!("out/state.{}", self.spec.format.extension()));
+        let component = match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
+            Err(source) => return Err(Error::Io { path, source }),
+            Ok(_) => {
+                let bytes = out_dir::read_document(&path)?;
+                config::parse(&bytes, self.spec.format, &path.display().to_string())?
+            }
+        };
+        let mut state = match previous {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        state.insert("component".into(), component);
+        state.insert("storage".into(), json!({"input": self.input.state}));
+        Ok(Value::Object(state))
+    }
+}
+
+fn write(path: &std::path::Path, doc: &Value, format: Format) -> Result<()> {
+    let bytes = config::render(doc, format).map_err(|source| Error::Serialize {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::write(path, bytes).map_err(Error::io(path))
+}

@@ -1,0 +1,66 @@
+//! Two jobs writing to one Storage file at once.
+
+use dockless_staging::{ImportOptions, SqliteStorage, Storage, import_file};
+
+#[test]
+fn concurrent_writers_both_succeed_without_lost_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("storage.db");
+    let rows = 20_000;
+    let mut handles = Vec::new();
+    for worker in 0..2 {
+        let db = db.clone();
+        let folder = dir.path().to_path_buf();
+        handles.push(std::thread::spawn(move || {
+            let mut storage = SqliteStorage::open(&db).unwrap();
+            for round in 0..5 {
+                let path = folder.join(format!("w{worker}-{round}.csv"));
+                let mut csv = String::from("worker,round,n\n");
+                for n in 0..rows {
+                    csv.push_str(&format!("{worker},{round},{n}\n"));
+                }
+                std::fs::write(&path, csv).unwrap();
+                let shared = ImportOptions {
+                    incremental: true,
+                    ..ImportOptions::default()
+                };
+                import_file(
+                    &mut storage,
+                    &path,
+                    &"out.c-shared.log".parse().unwrap(),
+                    &shared,
+                    "t",
+                )
+                .unwrap();
+                let own = ImportOptions {
+                    primary_key: vec!["n".into()],
+                    ..ImportOptions::default()
+                };
+                import_file(
+                    &mut storage,
+                    &path,
+                    &format!("out.c-w.own{worker}").parse().unwrap(),
+                    &own,
+                    "t",
+                )
+                .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.join().expect("a writer failed");
+    }
+    let storage = SqliteStorage::open(&db).unwrap();
+    let shared = storage
+        .table(&"out.c-shared.log".parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(shared.rows, 2 * 5 * rows);
+    for worker in 0..2 {
+        let own = storage
+            .table(&format!("out.c-w.own{worker}").parse().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(own.rows, rows);
+    }
+}
