@@ -2,6 +2,8 @@
 //! describing a directory tree so two unpackers' results can be compared entry by entry.
 #![allow(dead_code)]
 
+pub mod tarw;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
