@@ -35,9 +35,14 @@ impl Fx {
         std::fs::create_dir(t.join("dest-evil")).unwrap();
         std::fs::write(t.join("dest-evil/secret"), "secret").unwrap();
         std::fs::create_dir(t.join("outside-dir")).unwrap();
-        std::fs::set_permissions(t.join("outside-dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(
+            t.join("outside-dir"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
         std::fs::write(t.join("readonly"), "ro").unwrap();
-        std::fs::set_permissions(t.join("readonly"), std::fs::Permissions::from_mode(0o400)).unwrap();
+        std::fs::set_permissions(t.join("readonly"), std::fs::Permissions::from_mode(0o400))
+            .unwrap();
         let mut fx = Self {
             tmp,
             root,
@@ -58,7 +63,10 @@ impl Fx {
     fn assert_outside_untouched(&self) {
         common::assert_same_tree(&self.before, &self.outside(), "outside the root");
         let parent_entries = std::fs::read_dir(self.tmp.path()).unwrap().count();
-        assert_eq!(parent_entries, 6, "the root's parent gained or lost entries");
+        assert_eq!(
+            parent_entries, 6,
+            "the root's parent gained or lost entries"
+        );
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -150,7 +158,9 @@ fn a3_a5_b8_h15_degenerate_names_are_skipped_and_absolute_ones_rerooted() {
     for name in ["", "././//./..", "..", "/////////..", "/////////"] {
         t.file(name, b"degenerate");
     }
-    t.dir("..").file("../pwned", b"p").file("../../pwned2", b"p");
+    t.dir("..")
+        .file("../pwned", b"p")
+        .file("../../pwned2", b"p");
     // B8: a symlink named ".." or "" pointing at /etc/ must not replace anything.
     t.symlink("..", "/etc/").symlink("", "/etc/");
     let report = apply(&fx.root, &t.finish()).unwrap();
@@ -160,10 +170,19 @@ fn a3_a5_b8_h15_degenerate_names_are_skipped_and_absolute_ones_rerooted() {
         assert!(fx.exists(&format!("tmp/abs_evil{n}.txt")), "abs_evil{n}");
     }
     assert!(fx.exists("tmp/rel_evil.txt"));
-    for n in ["rel_evil2.txt", "rel_evil3.txt", "rel_evil4.txt", "pwned", "pwned2"] {
+    for n in [
+        "rel_evil2.txt",
+        "rel_evil3.txt",
+        "rel_evil4.txt",
+        "pwned",
+        "pwned2",
+    ] {
         assert!(fx.exists(n), "{n}");
     }
-    assert!(!fx.exists("some"), "the cleaned name does not create `some`");
+    assert!(
+        !fx.exists("some"),
+        "the cleaned name does not create `some`"
+    );
     assert!(fx.p("").is_dir() && !fx.p("").is_symlink());
     assert!(!Path::new("/tmp/abs_evil.txt").exists());
     fx.assert_outside_untouched();
@@ -194,7 +213,10 @@ fn a8_hardlink_to_a_sibling_with_a_shared_prefix_is_not_created() {
     let mut t = Tar::new();
     t.hardlink("grab", "../dest-evil/secret");
     let err = apply(&fx.root, &t.finish()).unwrap_err();
-    assert!(matches!(entry_error(&err), EntryError::MissingLinkTarget(_)), "{err:?}");
+    assert!(
+        matches!(entry_error(&err), EntryError::MissingLinkTarget(_)),
+        "{err:?}"
+    );
     assert!(!fx.exists("grab"));
     fx.assert_outside_untouched();
 }
@@ -230,12 +252,14 @@ fn b3_to_b7_writes_through_symlinks_stay_in_the_root() {
     let cases: Vec<(&str, Tar)> = vec![
         ("B3", {
             let mut t = base_etc();
-            t.symlink("localetc", "/etc").file("/localetc/unbroken", b"x");
+            t.symlink("localetc", "/etc")
+                .file("/localetc/unbroken", b"x");
             t
         }),
         ("B4", {
             let mut t = base_etc();
-            t.symlink("localetc", "/dummy/../etc").file("/localetc/unbroken", b"x");
+            t.symlink("localetc", "/dummy/../etc")
+                .file("/localetc/unbroken", b"x");
             t
         }),
         ("B5", {
@@ -276,7 +300,9 @@ fn b3_to_b7_writes_through_symlinks_stay_in_the_root() {
 fn b8_hardlink_after_odd_symlinks_resolves_inside() {
     let fx = Fx::new();
     let mut t = base_etc();
-    t.symlink("..", "/etc/").symlink("", "/etc/").hardlink("localpasswd", "/etc/passwd");
+    t.symlink("..", "/etc/")
+        .symlink("", "/etc/")
+        .hardlink("localpasswd", "/etc/passwd");
     apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(fx.ino("localpasswd"), fx.ino("etc/passwd"));
     fx.assert_outside_untouched();
@@ -307,9 +333,15 @@ fn b10_symlink_replacing_a_directory_is_not_written_through_to_the_host() {
         .file(&format!("foo/tmp/{name}"), &[6, 7, 8]);
     apply(&fx.root, &t.finish()).unwrap();
     assert!(!Path::new("/tmp").join(&name).exists());
-    assert_eq!(std::fs::read(fx.p(&format!("foo/tmp/{name}"))).unwrap(), [6, 7, 8]);
+    assert_eq!(
+        std::fs::read(fx.p(&format!("foo/tmp/{name}"))).unwrap(),
+        [6, 7, 8]
+    );
     // The middle write went to R/tmp (the symlink resolved with R as /).
-    assert_eq!(std::fs::read(fx.p(&format!("tmp/{name}"))).unwrap(), [3, 4, 5]);
+    assert_eq!(
+        std::fs::read(fx.p(&format!("tmp/{name}"))).unwrap(),
+        [3, 4, 5]
+    );
     fx.assert_outside_untouched();
 }
 
@@ -336,17 +368,20 @@ fn b12_c8_moby_invalid_symlink_and_hardlink_sets_leave_the_victim_alone() {
     let sets: Vec<Tar> = vec![
         {
             let mut t = Tar::new();
-            t.symlink("dotdot", "../victim/hello").file("dotdot", b"overwritten");
+            t.symlink("dotdot", "../victim/hello")
+                .file("dotdot", b"overwritten");
             t
         },
         {
             let mut t = Tar::new();
-            t.symlink("slash-dotdot", "/../victim/hello").file("slash-dotdot", b"x");
+            t.symlink("slash-dotdot", "/../victim/hello")
+                .file("slash-dotdot", b"x");
             t
         },
         {
             let mut t = Tar::new();
-            t.symlink("loophole-victim", "../victim").file("loophole-victim/file", b"x");
+            t.symlink("loophole-victim", "../victim")
+                .file("loophole-victim/file", b"x");
             t
         },
         {
@@ -365,12 +400,15 @@ fn b12_c8_moby_invalid_symlink_and_hardlink_sets_leave_the_victim_alone() {
         },
         {
             let mut t = Tar::new();
-            t.symlink("loophole-victim", "../victim").file("loophole-victim", b"x");
+            t.symlink("loophole-victim", "../victim")
+                .file("loophole-victim", b"x");
             t
         },
         {
             let mut t = Tar::new();
-            t.dir("dir/").symlink("dir/loophole", "../../victim").file("dir/loophole/newdir/newfile", b"x");
+            t.dir("dir/")
+                .symlink("dir/loophole", "../../victim")
+                .file("dir/loophole/newdir/newfile", b"x");
             t
         },
         {
@@ -385,7 +423,8 @@ fn b12_c8_moby_invalid_symlink_and_hardlink_sets_leave_the_victim_alone() {
         },
         {
             let mut t = Tar::new();
-            t.hardlink("loophole-victim", "../victim").file("loophole-victim/file", b"x");
+            t.hardlink("loophole-victim", "../victim")
+                .file("loophole-victim/file", b"x");
             t
         },
     ];
@@ -393,14 +432,25 @@ fn b12_c8_moby_invalid_symlink_and_hardlink_sets_leave_the_victim_alone() {
         let fx = Fx::new();
         // An error is acceptable; what matters is the victim.
         let _ = apply(&fx.root, &t.finish());
-        assert_eq!(std::fs::read_to_string(fx.tmp.path().join("victim/hello")).unwrap(), "victim", "set {i}");
+        assert_eq!(
+            std::fs::read_to_string(fx.tmp.path().join("victim/hello")).unwrap(),
+            "victim",
+            "set {i}"
+        );
         fx.assert_outside_untouched();
     }
 }
 
 #[test]
 fn b13_b14_b15_lower_symlinks_to_the_root_are_evaluated_inside() {
-    for target in ["/", "/../", "/../../../../../../", "/./.././../", "..", "../../../../"] {
+    for target in [
+        "/",
+        "/../",
+        "/../../../../../../",
+        "/./.././../",
+        "..",
+        "../../../../",
+    ] {
         let fx = Fx::new();
         std::os::unix::fs::symlink(target, fx.p("link")).unwrap();
         let mut t = Tar::new();
@@ -415,7 +465,9 @@ fn b13_b14_b15_lower_symlinks_to_the_root_are_evaluated_inside() {
 fn b17_b18_links_resolving_inside_the_root_work() {
     let fx = Fx::new();
     let mut t = Tar::new();
-    t.symlink("foo", "bar").file("bar/foo", b"1").file("foo/bar", b"2");
+    t.symlink("foo", "bar")
+        .file("bar/foo", b"1")
+        .file("foo/bar", b"2");
     t.dir("x/").symlink("x/bar", "../y").file("y", b"3");
     apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(fx.read("bar/foo"), "1");
@@ -522,31 +574,54 @@ fn b25_a_target_that_is_a_symlink_is_refused() {
 #[test]
 fn c1_to_c7_hardlinks_through_symlinks_and_clamped_names_land_inside() {
     let cases: Vec<(&str, Tar, &str)> = vec![
-        ("C1", {
-            let mut t = base_etc();
-            t.symlink("breakouts/d1", "../../etc").hardlink("breakouts/mypasswd", "/breakouts/d1/passwd");
-            t
-        }, "breakouts/mypasswd"),
-        ("C3", {
-            let mut t = base_etc();
-            t.symlink("localetc", "/etc").hardlink("localpasswd", "/localetc/passwd");
-            t
-        }, "localpasswd"),
-        ("C4", {
-            let mut t = base_etc();
-            t.symlink("localetc", "../../../../../../../etc").hardlink("localpasswd", "localetc/passwd");
-            t
-        }, "localpasswd"),
-        ("C5", {
-            let mut t = base_etc();
-            t.hardlink("localpasswd", "../../../../../etc/passwd");
-            t
-        }, "localpasswd"),
-        ("C6", {
-            let mut t = base_etc();
-            t.hardlink("localpasswd", "/etc/passwd");
-            t
-        }, "localpasswd"),
+        (
+            "C1",
+            {
+                let mut t = base_etc();
+                t.symlink("breakouts/d1", "../../etc")
+                    .hardlink("breakouts/mypasswd", "/breakouts/d1/passwd");
+                t
+            },
+            "breakouts/mypasswd",
+        ),
+        (
+            "C3",
+            {
+                let mut t = base_etc();
+                t.symlink("localetc", "/etc")
+                    .hardlink("localpasswd", "/localetc/passwd");
+                t
+            },
+            "localpasswd",
+        ),
+        (
+            "C4",
+            {
+                let mut t = base_etc();
+                t.symlink("localetc", "../../../../../../../etc")
+                    .hardlink("localpasswd", "localetc/passwd");
+                t
+            },
+            "localpasswd",
+        ),
+        (
+            "C5",
+            {
+                let mut t = base_etc();
+                t.hardlink("localpasswd", "../../../../../etc/passwd");
+                t
+            },
+            "localpasswd",
+        ),
+        (
+            "C6",
+            {
+                let mut t = base_etc();
+                t.hardlink("localpasswd", "/etc/passwd");
+                t
+            },
+            "localpasswd",
+        ),
     ];
     for (id, t, link) in cases {
         let fx = Fx::new();
@@ -559,28 +634,39 @@ fn c1_to_c7_hardlinks_through_symlinks_and_clamped_names_land_inside() {
     // resolve `downandout/..`, and we resolve as the kernel does: a clean error, nothing outside.
     let fx = Fx::new();
     let mut t = base_etc();
-    t.symlink("breakouts/d1", "../downandout/../../etc").hardlink("breakouts/mypasswd", "/breakouts/d1/passwd");
+    t.symlink("breakouts/d1", "../downandout/../../etc")
+        .hardlink("breakouts/mypasswd", "/breakouts/d1/passwd");
     let err = apply(&fx.root, &t.finish()).unwrap_err();
-    assert!(matches!(entry_error(&err), EntryError::MissingLinkTarget(_)), "{err:?}");
+    assert!(
+        matches!(entry_error(&err), EntryError::MissingLinkTarget(_)),
+        "{err:?}"
+    );
     fx.assert_outside_untouched();
     // C4 variant `localetc -> upandout/../../../etc`: the same, for the same reason.
     let fx = Fx::new();
     let mut t = base_etc();
-    t.symlink("localetc", "upandout/../../../etc").hardlink("localpasswd", "localetc/passwd");
+    t.symlink("localetc", "upandout/../../../etc")
+        .hardlink("localpasswd", "localetc/passwd");
     let err = apply(&fx.root, &t.finish()).unwrap_err();
-    assert!(matches!(entry_error(&err), EntryError::MissingLinkTarget(_)), "{err:?}");
+    assert!(
+        matches!(entry_error(&err), EntryError::MissingLinkTarget(_)),
+        "{err:?}"
+    );
     fx.assert_outside_untouched();
     // ... and with `downandout` present it links R/etc/passwd.
     let fx = Fx::new();
     let mut t = base_etc();
-    t.dir("downandout/").symlink("breakouts/d1", "../downandout/../../etc").hardlink("breakouts/mypasswd", "/breakouts/d1/passwd");
+    t.dir("downandout/")
+        .symlink("breakouts/d1", "../downandout/../../etc")
+        .hardlink("breakouts/mypasswd", "/breakouts/d1/passwd");
     apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(fx.ino("breakouts/mypasswd"), fx.ino("etc/passwd"));
     fx.assert_outside_untouched();
     // C7: absolute link names (kaniko).
     let fx = Fx::new();
     let mut t = Tar::new();
-    t.file("usr/bin/perlbug", b"perl").hardlink("usr/bin/perlthanks", "/usr/bin/perlbug");
+    t.file("usr/bin/perlbug", b"perl")
+        .hardlink("usr/bin/perlthanks", "/usr/bin/perlbug");
     apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(fx.ino("usr/bin/perlthanks"), fx.ino("usr/bin/perlbug"));
     fx.assert_outside_untouched();
@@ -597,7 +683,13 @@ fn c9_c10_c11_c12_hardlinks_to_symlinks_link_the_symlink_itself() {
         .hardlink("localpasswd", "/passwdlink")
         .symlink("abslink", "/etc/shadow")
         .hardlink("abslink-dup", "abslink");
-    let mut h = t.header(b"hl-other-owner", EntryType::Link, b"../../../symlink1", 0, 0o600);
+    let mut h = t.header(
+        b"hl-other-owner",
+        EntryType::Link,
+        b"../../../symlink1",
+        0,
+        0o600,
+    );
     h.set_uid(4242);
     h.set_gid(4242);
     t.raw(&mut h, b"");
@@ -621,7 +713,8 @@ fn c13_hardlink_source_through_an_absolute_symlink() {
     std::fs::create_dir_all(fx.p("var")).unwrap();
     std::os::unix::fs::symlink("/run", fx.p("var/run")).unwrap();
     let mut t = Tar::new();
-    t.file("var/run/source", b"s").hardlink("var/run/link", "var/run/source");
+    t.file("var/run/source", b"s")
+        .hardlink("var/run/link", "var/run/source");
     apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(fx.ino("run/link"), fx.ino("run/source"));
     assert_eq!(std::fs::metadata(fx.p("run/source")).unwrap().nlink(), 2);
@@ -632,17 +725,20 @@ fn c13_hardlink_source_through_an_absolute_symlink() {
 fn c15_d4_d5_replacing_a_path_unlinks_and_recreates() {
     let fx = Fx::new();
     let mut t = base_etc();
-    t.symlink("localetc", "etc").hardlink("localetc/localpasswd", "etc/passwd");
+    t.symlink("localetc", "etc")
+        .hardlink("localetc/localpasswd", "etc/passwd");
     apply(&fx.root, &t.finish()).unwrap();
     let mut t = Tar::new();
-    t.dir("/localetc/").file("/localetc/localpasswd", b"different");
+    t.dir("/localetc/")
+        .file("/localetc/localpasswd", b"different");
     apply(&fx.root, &t.finish()).unwrap();
     assert!(fx.p("localetc").is_dir() && !fx.p("localetc").is_symlink());
     assert_ne!(fx.ino("localetc/localpasswd"), fx.ino("etc/passwd"));
     assert_eq!(fx.read("etc/passwd"), "inside");
     // D4: a directory replaced by a symlink; then a hardlink through it.
     let mut t = Tar::new();
-    t.symlink("localetc", "/etc").hardlink("localetc/localpasswd2", "/etc/passwd");
+    t.symlink("localetc", "/etc")
+        .hardlink("localetc/localpasswd2", "/etc/passwd");
     apply(&fx.root, &t.finish()).unwrap();
     assert!(fx.p("localetc").is_symlink());
     assert_eq!(fx.ino("etc/localpasswd2"), fx.ino("etc/passwd"));
@@ -660,7 +756,10 @@ fn c16_hardlink_to_a_missing_or_lower_file() {
     let mut t = Tar::new();
     t.hardlink("dangling", "nothing/here");
     let err = apply(&fx.root, &t.finish()).unwrap_err();
-    assert!(matches!(entry_error(&err), EntryError::MissingLinkTarget(_)));
+    assert!(matches!(
+        entry_error(&err),
+        EntryError::MissingLinkTarget(_)
+    ));
     fx.assert_outside_untouched();
 }
 
@@ -670,14 +769,21 @@ fn c16_hardlink_to_a_missing_or_lower_file() {
 fn d1_d2_d3_d6_d9_replacement_rules() {
     let fx = Fx::new();
     let mut t = Tar::new();
-    t.dir_mode("d/", 0o755).file("d/child", b"c").file("foo.txt", b"foo").symlink("bin/myapp", "actualbinary");
+    t.dir_mode("d/", 0o755)
+        .file("d/child", b"c")
+        .file("foo.txt", b"foo")
+        .symlink("bin/myapp", "actualbinary");
     apply(&fx.root, &t.finish()).unwrap();
     let mut t = Tar::new();
     let mut h = t.header(b"d/", EntryType::Directory, b"", 0, 0o711);
     h.set_uid(7);
     h.set_mtime(12345);
     t.raw(&mut h, b"");
-    t.file("bar.txt", b"bar").symlink("foo.txt", "bar.txt").dir("bin/myapp").dir("bin/myapp").dir("d/");
+    t.file("bar.txt", b"bar")
+        .symlink("foo.txt", "bar.txt")
+        .dir("bin/myapp")
+        .dir("bin/myapp")
+        .dir("d/");
     apply(&fx.root, &t.finish()).unwrap();
     // D1 (+D9: the directory listed twice): children kept, attributes of the last entry.
     assert_eq!(fx.read("d/child"), "c");
@@ -697,7 +803,10 @@ fn d7_a_file_is_never_used_as_a_directory() {
     let mut t = Tar::new();
     t.file("nondir", b"data").file("nondir/foo/bar/baz", b"x");
     let err = apply(&fx.root, &t.finish()).unwrap_err();
-    assert!(matches!(entry_error(&err), EntryError::Invalid(_)), "{err:?}");
+    assert!(
+        matches!(entry_error(&err), EntryError::Invalid(_)),
+        "{err:?}"
+    );
     assert_eq!(fx.read("nondir"), "data");
     fx.assert_outside_untouched();
 }
@@ -706,13 +815,23 @@ fn d7_a_file_is_never_used_as_a_directory() {
 
 #[test]
 fn e1_to_e4_invalid_whiteouts_are_errors_and_delete_nothing() {
-    for name in [".wh.", ".wh..", ".wh...", "etc/.wh..", "etc/.wh...", "some/path/.wh."] {
+    for name in [
+        ".wh.",
+        ".wh..",
+        ".wh...",
+        "etc/.wh..",
+        "etc/.wh...",
+        "some/path/.wh.",
+    ] {
         let fx = Fx::new();
         apply(&fx.root, &base_etc().finish()).unwrap();
         let mut t = Tar::new();
         t.file(name, b"");
         let err = apply(&fx.root, &t.finish()).unwrap_err();
-        assert!(matches!(entry_error(&err), EntryError::Invalid(_)), "{name}: {err:?}");
+        assert!(
+            matches!(entry_error(&err), EntryError::Invalid(_)),
+            "{name}: {err:?}"
+        );
         assert_eq!(fx.read("etc/passwd"), "inside", "{name}");
         fx.assert_outside_untouched();
     }
@@ -722,17 +841,27 @@ fn e1_to_e4_invalid_whiteouts_are_errors_and_delete_nothing() {
 fn e5_whiteout_removes_the_tree_and_keeps_the_parent_times() {
     let fx = Fx::new();
     let mut t = Tar::new();
-    t.dir("sub/").dir("sub/dir/").dir("sub/dir/.subdir/").file("sub/dir/.subdir/file3", b"3")
-        .file("sub/file", b"f").file(".hiddenroot", b"h").dir("sub/");
+    t.dir("sub/")
+        .dir("sub/dir/")
+        .dir("sub/dir/.subdir/")
+        .file("sub/dir/.subdir/file3", b"3")
+        .file("sub/file", b"f")
+        .file(".hiddenroot", b"h")
+        .dir("sub/");
     apply(&fx.root, &t.finish()).unwrap();
     let before = std::fs::metadata(fx.p("sub")).unwrap();
     let mut t = Tar::new();
-    t.file("sub/.wh.dir", b"").file("sub/.wh.file", b"").file(".wh..hiddenroot", b"");
+    t.file("sub/.wh.dir", b"")
+        .file("sub/.wh.file", b"")
+        .file(".wh..hiddenroot", b"");
     apply(&fx.root, &t.finish()).unwrap();
     assert!(fx.names("sub").is_empty());
     assert!(!fx.exists(".hiddenroot"));
     let after = std::fs::metadata(fx.p("sub")).unwrap();
-    assert_eq!((after.mtime(), after.mtime_nsec()), (before.mtime(), before.mtime_nsec()));
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec()),
+        (before.mtime(), before.mtime_nsec())
+    );
     assert_eq!(after.mtime(), 1_600_000_000);
     fx.assert_outside_untouched();
 }
@@ -741,7 +870,10 @@ fn e5_whiteout_removes_the_tree_and_keeps_the_parent_times() {
 fn e6_e7_e8_e9_e10_whiteouts_never_follow_outside() {
     let fx = Fx::new();
     let mut t = base_etc();
-    t.file("etc/whitedout", b"w").symlink("localetc", "/etc").symlink("deadlink", "/dne").dir("keep/");
+    t.file("etc/whitedout", b"w")
+        .symlink("localetc", "/etc")
+        .symlink("deadlink", "/dne")
+        .dir("keep/");
     apply(&fx.root, &t.finish()).unwrap();
     let mut t = Tar::new();
     t.file("localetc/.wh.whitedout", b"") // E7: resolved inside R
@@ -779,24 +911,89 @@ pub fn e11_layers() -> Vec<(Vec<u8>, Vec<&'static str>)> {
     };
     vec![
         (
-            mk(&[".baz", "bar/", "bar/bax", "bar/bay/", "baz", "foo/", "foo/.abc", "foo/.bcd/", "foo/.bcd/a", "foo/cde/", "foo/cde/def", "foo/cde/efg", "foo/fgh", "foobar"]),
-            vec![".baz", "bar", "bar/bax", "bar/bay", "baz", "foo", "foo/.abc", "foo/.bcd", "foo/.bcd/a", "foo/cde", "foo/cde/def", "foo/cde/efg", "foo/fgh", "foobar"],
+            mk(&[
+                ".baz",
+                "bar/",
+                "bar/bax",
+                "bar/bay/",
+                "baz",
+                "foo/",
+                "foo/.abc",
+                "foo/.bcd/",
+                "foo/.bcd/a",
+                "foo/cde/",
+                "foo/cde/def",
+                "foo/cde/efg",
+                "foo/fgh",
+                "foobar",
+            ]),
+            vec![
+                ".baz",
+                "bar",
+                "bar/bax",
+                "bar/bay",
+                "baz",
+                "foo",
+                "foo/.abc",
+                "foo/.bcd",
+                "foo/.bcd/a",
+                "foo/cde",
+                "foo/cde/def",
+                "foo/cde/efg",
+                "foo/fgh",
+                "foobar",
+            ],
         ),
         (
-            mk(&[".bay", ".wh.baz", "foo/", "foo/.bce", "foo/.wh..wh..opq", "foo/cde/", "foo/cde/efg"]),
-            vec![".bay", ".baz", "bar", "bar/bax", "bar/bay", "foo", "foo/.bce", "foo/cde", "foo/cde/efg", "foobar"],
+            mk(&[
+                ".bay",
+                ".wh.baz",
+                "foo/",
+                "foo/.bce",
+                "foo/.wh..wh..opq",
+                "foo/cde/",
+                "foo/cde/efg",
+            ]),
+            vec![
+                ".bay",
+                ".baz",
+                "bar",
+                "bar/bax",
+                "bar/bay",
+                "foo",
+                "foo/.bce",
+                "foo/cde",
+                "foo/cde/efg",
+                "foobar",
+            ],
         ),
         (
-            mk(&[".bay", ".wh..baz", ".wh.foobar", "foo/", "foo/.abc", "foo/.wh.cde", "bar/"]),
-            vec![".bay", "bar", "bar/bax", "bar/bay", "foo", "foo/.abc", "foo/.bce"],
+            mk(&[
+                ".bay",
+                ".wh..baz",
+                ".wh.foobar",
+                "foo/",
+                "foo/.abc",
+                "foo/.wh.cde",
+                "bar/",
+            ]),
+            vec![
+                ".bay", "bar", "bar/bax", "bar/bay", "foo", "foo/.abc", "foo/.bce",
+            ],
         ),
-        (mk(&[".abc", ".wh..wh..opq", "foobar"]), vec![".abc", "foobar"]),
+        (
+            mk(&[".abc", ".wh..wh..opq", "foobar"]),
+            vec![".abc", "foobar"],
+        ),
     ]
 }
 
 /// Relative paths below `root`, sorted.
 pub fn list_tree(root: &Path) -> Vec<String> {
-    describe(root, false).into_keys().filter(|k| !k.is_empty()).collect()
+    describe(root, false)
+        .into_keys()
+        .filter(|k| !k.is_empty())
+        .collect()
 }
 
 #[test]
@@ -813,11 +1010,17 @@ fn e11_four_layers_of_whiteouts_flattened() {
 fn e12_e13_opaque_markers_spare_the_same_layer_and_remove_lower_links() {
     let fx = Fx::new();
     let mut t = Tar::new();
-    t.file("d/a.txt", b"a").file("d/b.txt", b"b").dir("d/sub/").file("d/sub/lower", b"l")
-        .symlink("d/link", "..").symlink("d/sub/verybadlink", "../../../../../../etc/shadow");
+    t.file("d/a.txt", b"a")
+        .file("d/b.txt", b"b")
+        .dir("d/sub/")
+        .file("d/sub/lower", b"l")
+        .symlink("d/link", "..")
+        .symlink("d/sub/verybadlink", "../../../../../../etc/shadow");
     apply(&fx.root, &t.finish()).unwrap();
     let mut t = Tar::new();
-    t.file("d/c.txt", b"c").file("d/sub/upper", b"u").file("d/.wh..wh..opq", b"");
+    t.file("d/c.txt", b"c")
+        .file("d/sub/upper", b"u")
+        .file("d/.wh..wh..opq", b"");
     apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(fx.names("d"), ["c.txt", "sub"]);
     assert_eq!(fx.names("d/sub"), ["upper"]);
@@ -855,22 +1058,46 @@ fn e15_e16_whiteout_then_recreate_in_a_later_layer() {
 fn f1_f2_f4_f9_implied_parents_and_exact_modes() {
     let fx = Fx::new();
     let mut t = Tar::new();
-    t.dir("/etc/subdir").dir("/etc/subdir2/").file("/other/noparent-1/1", b"")
-        .dir("/other/noparent-2/2/").file("foo/bar", b"")
-        .dir_mode("explicit/", 0o644).dir_mode("explicit/permissions/", 0o600)
-        .dir_mode("explicit/permissions/specified/", 0o400).file_mode("explicit/permissions/specified/f", b"x", 0o666)
-        .dir_mode("open", 0o777).dir_mode("priv", 0o700)
-        .file_mode("f644", b"", 0o644).file_mode("f755", b"", 0o755).file_mode("f600", b"", 0o600)
-        .file_mode("suid", b"", 0o4755).file_mode("sgid", b"", 0o2711).dir_mode("sticky", 0o1777);
+    t.dir("/etc/subdir")
+        .dir("/etc/subdir2/")
+        .file("/other/noparent-1/1", b"")
+        .dir("/other/noparent-2/2/")
+        .file("foo/bar", b"")
+        .dir_mode("explicit/", 0o644)
+        .dir_mode("explicit/permissions/", 0o600)
+        .dir_mode("explicit/permissions/specified/", 0o400)
+        .file_mode("explicit/permissions/specified/f", b"x", 0o666)
+        .dir_mode("open", 0o777)
+        .dir_mode("priv", 0o700)
+        .file_mode("f644", b"", 0o644)
+        .file_mode("f755", b"", 0o755)
+        .file_mode("f600", b"", 0o600)
+        .file_mode("suid", b"", 0o4755)
+        .file_mode("sgid", b"", 0o2711)
+        .dir_mode("sticky", 0o1777);
     apply(&fx.root, &t.finish()).unwrap();
-    for implied in ["etc", "other", "other/noparent-1", "other/noparent-2", "foo"] {
+    for implied in [
+        "etc",
+        "other",
+        "other/noparent-1",
+        "other/noparent-2",
+        "foo",
+    ] {
         assert_eq!(fx.mode(implied), 0o40755, "{implied}");
     }
     for (p, m) in [
-        ("explicit", 0o40644), ("explicit/permissions", 0o40600), ("explicit/permissions/specified", 0o40400),
-        ("explicit/permissions/specified/f", 0o100666), ("open", 0o40777), ("priv", 0o40700),
-        ("f644", 0o100644), ("f755", 0o100755), ("f600", 0o100600), ("suid", 0o104755),
-        ("sgid", 0o102711), ("sticky", 0o41777),
+        ("explicit", 0o40644),
+        ("explicit/permissions", 0o40600),
+        ("explicit/permissions/specified", 0o40400),
+        ("explicit/permissions/specified/f", 0o100666),
+        ("open", 0o40777),
+        ("priv", 0o40700),
+        ("f644", 0o100644),
+        ("f755", 0o100755),
+        ("f600", 0o100600),
+        ("suid", 0o104755),
+        ("sgid", 0o102711),
+        ("sticky", 0o41777),
     ] {
         assert_eq!(fx.mode(p), m, "{p}");
     }
@@ -907,8 +1134,14 @@ fn f6_f7_f8_times_are_set_exactly_including_zero_and_on_symlinks() {
     apply(&fx.root, &t.finish()).unwrap();
     let md = std::fs::metadata(fx.p("file")).unwrap();
     assert_eq!((md.mtime(), md.atime()), (1_000_000_000, 1_000_000_000));
-    assert_eq!(std::fs::metadata(fx.p("dir")).unwrap().mtime(), 1_000_000_000);
-    assert_eq!(std::fs::symlink_metadata(fx.p("lnk")).unwrap().mtime(), 1_448_291_033);
+    assert_eq!(
+        std::fs::metadata(fx.p("dir")).unwrap().mtime(),
+        1_000_000_000
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(fx.p("lnk")).unwrap().mtime(),
+        1_448_291_033
+    );
     assert_eq!(std::fs::metadata(fx.p("zero")).unwrap().mtime(), 0);
 }
 
@@ -923,7 +1156,10 @@ fn g1_device_numbers_that_do_not_parse_fail_before_mknod() {
     h.as_gnu_mut().unwrap().dev_major = [0x80, 0, 0, 1, 0, 0, 0, 0];
     t.raw(&mut h, b"");
     let err = apply(&fx.root, &t.finish()).unwrap_err();
-    assert!(matches!(entry_error(&err), EntryError::Io { .. }), "{err:?}");
+    assert!(
+        matches!(entry_error(&err), EntryError::Io { .. }),
+        "{err:?}"
+    );
     assert!(!fx.exists("dev"));
     let mut t = Tar::new();
     let mut h = t.header(b"dev2", EntryType::Char, b"", 0, 0o600);
@@ -947,7 +1183,11 @@ fn g2_g4_devices_fifos_and_owners_are_created_as_root() {
     h.set_gid(6);
     t.raw(&mut h, b"");
     t.entry(b"fifo", EntryType::Fifo, b"", b"", 0o640);
-    for (name, kind, link) in [(&b"owned"[..], EntryType::Regular, &b""[..]), (b"owned-dir", EntryType::Directory, b""), (b"owned-link", EntryType::Symlink, b"owned")] {
+    for (name, kind, link) in [
+        (&b"owned"[..], EntryType::Regular, &b""[..]),
+        (b"owned-dir", EntryType::Directory, b""),
+        (b"owned-link", EntryType::Symlink, b"owned"),
+    ] {
         let mut h = t.header(name, kind, link, 0, 0o640);
         h.set_uid(580800000);
         h.set_gid(580800001);
@@ -955,9 +1195,15 @@ fn g2_g4_devices_fifos_and_owners_are_created_as_root() {
     }
     apply(&fx.root, &t.finish()).unwrap();
     let null = std::fs::metadata(fx.p("null")).unwrap();
-    assert_eq!((null.mode(), null.rdev()), (0o20666, rustix::fs::makedev(1, 3)));
+    assert_eq!(
+        (null.mode(), null.rdev()),
+        (0o20666, rustix::fs::makedev(1, 3))
+    );
     let lp = std::fs::metadata(fx.p("loop9")).unwrap();
-    assert_eq!((lp.mode(), lp.rdev(), lp.gid()), (0o60660, rustix::fs::makedev(7, 9), 6));
+    assert_eq!(
+        (lp.mode(), lp.rdev(), lp.gid()),
+        (0o60660, rustix::fs::makedev(7, 9), 6)
+    );
     assert_eq!(fx.mode("fifo"), 0o10640);
     for n in ["owned", "owned-dir", "owned-link"] {
         let md = std::fs::symlink_metadata(fx.p(n)).unwrap();
@@ -994,21 +1240,31 @@ fn g7_g8_xattrs_are_allow_listed() {
     let fx = Fx::new();
     let mut t = Tar::new();
     // A file capability (cap_net_raw+ep), a user xattr, and two that must not come from images.
-    let cap: &[u8] = &[0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let cap: &[u8] = &[
+        0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     t.pax(&[
         ("SCHILY.xattr.user.pax.flags", b"epm"),
         ("SCHILY.xattr.security.capability", cap),
         ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
-        ("SCHILY.xattr.security.selinux", b"system_u:object_r:shadow_t:s0"),
+        (
+            "SCHILY.xattr.security.selinux",
+            b"system_u:object_r:shadow_t:s0",
+        ),
     ]);
     t.dir("a/");
-    t.pax(&[("SCHILY.xattr.user.pax.flags", b"epm"), ("SCHILY.xattr.security.capability", cap)]);
+    t.pax(&[
+        ("SCHILY.xattr.user.pax.flags", b"epm"),
+        ("SCHILY.xattr.security.capability", cap),
+    ]);
     t.file_mode("a/b", b"", 0o755);
     let report = apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(report.stats.xattrs_dropped, 2);
     let get = |p: &str, n: &str| {
         let mut buf = vec![0u8; 256];
-        rustix::fs::getxattr(fx.p(p).as_path(), n, &mut buf).ok().map(|len| buf[..len].to_vec())
+        rustix::fs::getxattr(fx.p(p).as_path(), n, &mut buf)
+            .ok()
+            .map(|len| buf[..len].to_vec())
     };
     assert_eq!(get("a/b", "user.pax.flags").as_deref(), Some(&b"epm"[..]));
     assert_eq!(get("a/b", "security.capability").as_deref(), Some(cap));
@@ -1020,8 +1276,12 @@ fn g7_g8_xattrs_are_allow_listed() {
 fn g9_overlay_format_writes_whiteouts_as_devices_and_opaque_xattrs() {
     let fx = Fx::new();
     let mut t = Tar::new();
-    t.file("gone.txt", b"").file(".wh.gone.txt", b"") // same layer: not hidden
-        .file("d/.wh.x", b"").dir("o/").file("o/.wh..wh..opq", b"").file("o/new", b"n");
+    t.file("gone.txt", b"")
+        .file(".wh.gone.txt", b"") // same layer: not hidden
+        .file("d/.wh.x", b"")
+        .dir("o/")
+        .file("o/.wh..wh..opq", b"")
+        .file("o/new", b"n");
     apply_with(&fx.root, &t.finish(), LayerFormat::OverlaySnapshot).unwrap();
     assert!(fx.p("gone.txt").is_file());
     let wh = std::fs::symlink_metadata(fx.p("d/x")).unwrap();
@@ -1052,8 +1312,12 @@ fn h1_h7_h8_long_names_in_prefix_pax_and_gnu_records() {
     t.raw(&mut h, b"p");
     // H7: PAX path / linkpath (the helper switches to PAX over 100 bytes).
     let long_dir = format!("{}/{}", "d".repeat(120), "e".repeat(120));
-    t.dir(&long_dir).file(&format!("{long_dir}/file"), b"pax")
-        .symlink(&format!("{long_dir}/sym"), &format!("{}file", "./".repeat(60)))
+    t.dir(&long_dir)
+        .file(&format!("{long_dir}/file"), b"pax")
+        .symlink(
+            &format!("{long_dir}/sym"),
+            &format!("{}file", "./".repeat(60)),
+        )
         .hardlink(&format!("{long_dir}/hard"), &format!("{long_dir}/file"));
     // H8: a GNU long name record with its trailing NUL.
     let gnu_name = format!("{}/gnu-long\0", "g".repeat(150));
@@ -1067,7 +1331,10 @@ fn h1_h7_h8_long_names_in_prefix_pax_and_gnu_records() {
     apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(fx.read(&format!("{prefix}/foo")), "p");
     assert_eq!(fx.read(&format!("{long_dir}/sym")), "pax");
-    assert_eq!(fx.ino(&format!("{long_dir}/hard")), fx.ino(&format!("{long_dir}/file")));
+    assert_eq!(
+        fx.ino(&format!("{long_dir}/hard")),
+        fx.ino(&format!("{long_dir}/file"))
+    );
     assert_eq!(fx.read(&format!("{}/gnu-long", "g".repeat(150))), "gnu");
 }
 
@@ -1123,12 +1390,19 @@ fn h10_numeric_fields_padded_with_spaces() {
     t.raw(&mut h, b"hi");
     apply(&fx.root, &t.finish()).unwrap();
     let md = std::fs::metadata(fx.p("spaces")).unwrap();
-    assert_eq!((md.mode() & 0o7777, md.uid(), md.len(), md.mtime()), (0o777, 0, 2, 0o12440016664));
+    assert_eq!(
+        (md.mode() & 0o7777, md.uid(), md.len(), md.mtime()),
+        (0o777, 0, 2, 0o12440016664)
+    );
 }
 
 /// A 12-byte octal field (NUL-terminated when it fits in 11 digits).
 fn octal12(v: u64) -> [u8; 12] {
-    let text = if v < 8u64.pow(11) { format!("{v:011o}\0") } else { format!("{v:012o}") };
+    let text = if v < 8u64.pow(11) {
+        format!("{v:011o}\0")
+    } else {
+        format!("{v:012o}")
+    };
     text.as_bytes().try_into().unwrap()
 }
 
@@ -1137,11 +1411,14 @@ fn sparse_entry(t: &mut Tar, name: &[u8], real: u64, blocks: &[(u64, &[u8])]) {
     // GNU tar ends the map with an empty block at the real size.
     let mut blocks = blocks.to_vec();
     blocks.push((real, &[]));
-    let stored: Vec<u8> = blocks.iter().flat_map(|(_, d)| {
-        let mut v = d.to_vec();
-        v.resize(d.len().div_ceil(512) * 512, 0);
-        v
-    }).collect();
+    let stored: Vec<u8> = blocks
+        .iter()
+        .flat_map(|(_, d)| {
+            let mut v = d.to_vec();
+            v.resize(d.len().div_ceil(512) * 512, 0);
+            v
+        })
+        .collect();
     let mut h = t.header(name, EntryType::GNUSparse, b"", stored.len() as u64, 0o644);
     {
         let g = h.as_gnu_mut().unwrap();
@@ -1163,7 +1440,12 @@ fn h11_h12_sparse_files_are_written_with_holes_and_bounded() {
     hello.resize(512, 0);
     let mut world = b"world\n".to_vec();
     world.resize(512, 0);
-    sparse_entry(&mut t, b"sparse.txt", 0x3000, &[(0x1000, &hello), (0x2000, &world)]);
+    sparse_entry(
+        &mut t,
+        b"sparse.txt",
+        0x3000,
+        &[(0x1000, &hello), (0x2000, &world)],
+    );
     apply(&fx.root, &t.finish()).unwrap();
     let data = std::fs::read(fx.p("sparse.txt")).unwrap();
     assert_eq!(data.len(), 0x3000);
@@ -1172,9 +1454,17 @@ fn h11_h12_sparse_files_are_written_with_holes_and_bounded() {
     assert!(data[..0x1000].iter().all(|&b| b == 0));
     // H12: 12.6 GB apparent in a tiny tar is over the sparse limit.
     let mut t = Tar::new();
-    sparse_entry(&mut t, b"huge", 12_626_929_280, &[(12_626_929_280 - 512, &hello)]);
+    sparse_entry(
+        &mut t,
+        b"huge",
+        12_626_929_280,
+        &[(12_626_929_280 - 512, &hello)],
+    );
     let err = apply(&fx.root, &t.finish()).unwrap_err();
-    assert!(matches!(entry_error(&err), EntryError::Invalid(_)), "{err:?}");
+    assert!(
+        matches!(entry_error(&err), EntryError::Invalid(_)),
+        "{err:?}"
+    );
     assert!(!fx.exists("huge"));
 }
 
@@ -1183,10 +1473,15 @@ fn h13_h17_sizes_that_overflow_or_run_past_the_end_are_errors() {
     let fx = Fx::new();
     let mut t = Tar::new();
     let mut h = t.header(b"overflow", EntryType::Regular, b"", 0, 0o644);
-    h.as_gnu_mut().unwrap().size = [0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    h.as_gnu_mut().unwrap().size = [
+        0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ];
     t.raw(&mut h, b"");
     let err = apply(&fx.root, &t.finish()).unwrap_err();
-    assert!(matches!(err.kind, LayerError::Stream(_) | LayerError::Entry { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind, LayerError::Stream(_) | LayerError::Entry { .. }),
+        "{err:?}"
+    );
     let mut t = Tar::new();
     let mut h = t.header(b"short", EntryType::Regular, b"", 4096, 0o644);
     t.raw(&mut h, b"only a little");
@@ -1234,7 +1529,10 @@ fn h19_nul_in_a_pax_path_is_refused() {
     t.pax(&[("path", b"evil\0name")]);
     t.file("x", b"");
     let err = apply(&fx.root, &t.finish()).unwrap_err();
-    assert!(matches!(entry_error(&err), EntryError::Invalid(_)), "{err:?}");
+    assert!(
+        matches!(entry_error(&err), EntryError::Invalid(_)),
+        "{err:?}"
+    );
     assert!(!fx.exists("evil") && !fx.exists("x"));
 }
 
@@ -1242,7 +1540,10 @@ fn h19_nul_in_a_pax_path_is_refused() {
 fn h20_duplicate_paths_last_one_wins() {
     let fx = Fx::new();
     let mut t = Tar::new();
-    t.file("dup", b"first").file("dup", b"second").dir("dd/").dir("dd/");
+    t.file("dup", b"first")
+        .file("dup", b"second")
+        .dir("dd/")
+        .dir("dd/");
     apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(fx.read("dup"), "second");
 }

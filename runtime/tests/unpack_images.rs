@@ -30,10 +30,22 @@ fn assert_features(tree: &std::collections::BTreeMap<String, Node>, tag: &str) {
     assert!(tree.len() > 50, "{tag}: only {} entries", tree.len());
     assert!(tree.values().any(|n| n.kind == 'l'), "{tag}: no symlink");
     if tag == "layered" {
-        assert!(tree.values().any(|n| n.mode & 0o4000 != 0), "no setuid file");
-        assert!(tree.values().any(|n| !n.hardlinks.is_empty()), "no hardlink");
-        assert!(tree.values().any(|n| n.uid == 1000), "no file owned by 1000");
-        assert!(tree.values().any(|n| n.kind == 'd' && n.mode == 0o700), "no 0700 dir");
+        assert!(
+            tree.values().any(|n| n.mode & 0o4000 != 0),
+            "no setuid file"
+        );
+        assert!(
+            tree.values().any(|n| !n.hardlinks.is_empty()),
+            "no hardlink"
+        );
+        assert!(
+            tree.values().any(|n| n.uid == 1000),
+            "no file owned by 1000"
+        );
+        assert!(
+            tree.values().any(|n| n.kind == 'd' && n.mode == 0o700),
+            "no 0700 dir"
+        );
     }
 }
 
@@ -56,7 +68,11 @@ fn check_image(tag: &str, with_dir_mtimes: bool) {
     let chain: Vec<ChainId> = ensured.iter().map(|l| l.chain_id).collect();
 
     let overlay = store
-        .mount_run(&chain, &tmp.path().join("run-overlay"), MountMode::OverlayOnly)
+        .mount_run(
+            &chain,
+            &tmp.path().join("run-overlay"),
+            MountMode::OverlayOnly,
+        )
         .unwrap();
     assert_eq!(overlay.kind(), &RootfsKind::Overlay);
     let mut got = describe(overlay.path(), with_dir_mtimes);

@@ -40,9 +40,7 @@ pub enum RootfsError {
     },
     /// A layer creates a directory implicitly where a lower layer has a symlink; overlayfs
     /// would hide the symlink, so the layer cannot be stored as an overlay snapshot.
-    #[error(
-        "layer {label}: implied directory {path:?} would hide a symlink of a lower layer"
-    )]
+    #[error("layer {label}: implied directory {path:?} would hide a symlink of a lower layer")]
     ImpliedDirOverSymlink {
         /// The layer label.
         label: String,

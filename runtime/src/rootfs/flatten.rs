@@ -17,7 +17,12 @@ const CHUNK: usize = 256 * 1024;
 
 /// Copies `snapshots` (base first) into the empty directory `target`.
 pub(crate) fn flatten_into(snapshots: &[PathBuf], target: &Path) -> Result<(), UnpackError> {
-    for snap in snapshots {
+    // A snapshot with an opaque root hides everything below it.
+    let start = snapshots
+        .iter()
+        .rposition(|s| super::mount::root_is_opaque(s))
+        .unwrap_or(0);
+    for snap in &snapshots[start..] {
         let label = snap.display().to_string();
         let wrap = |kind| UnpackError {
             layer: label.clone(),
@@ -86,7 +91,8 @@ fn replay(
                 applier.apply(spec(Kind::Whiteout, meta))?;
             }
             FileType::Directory => {
-                let child = open_child_dir(dir, &name).map_err(entry_err(&path, "open directory"))?;
+                let child =
+                    open_child_dir(dir, &name).map_err(entry_err(&path, "open directory"))?;
                 meta.xattrs = allowed_xattrs(child.as_fd());
                 let opaque = is_opaque(child.as_fd());
                 applier.apply(spec(Kind::Dir, meta.clone()))?;
@@ -103,8 +109,13 @@ fn replay(
                     }
                     links.insert((st.st_dev, st.st_ino), path.clone());
                 }
-                let fd = openat(dir, os(&name), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(entry_err(&path, "open file"))?;
+                let fd = openat(
+                    dir,
+                    os(&name),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(entry_err(&path, "open file"))?;
                 meta.xattrs = allowed_xattrs(fd.as_fd());
                 applier.apply(spec(
                     Kind::File {
@@ -121,7 +132,10 @@ fn replay(
                         .read_to_end(&mut buf)
                         .map_err(|e| LayerError::Entry {
                             entry: String::from_utf8_lossy(&path).into_owned(),
-                            source: EntryError::Io { op: "read file", source: e },
+                            source: EntryError::Io {
+                                op: "read file",
+                                source: e,
+                            },
                         })?;
                     if buf.is_empty() {
                         break;

@@ -59,18 +59,28 @@ pub(crate) fn reconcile(
                     )
                     .map_err(|e| attrs_err(path, e.into()))?;
                     let fd = fd.as_fd();
-                    rustix::fs::fchown(fd, Some(Uid::from_raw(st.st_uid)), Some(Gid::from_raw(st.st_gid)))
-                        .and_then(|_| rustix::fs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777)))
-                        .and_then(|_| {
-                            rustix::fs::futimens(
-                                fd,
-                                &Timestamps {
-                                    last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
-                                    last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
+                    rustix::fs::fchown(
+                        fd,
+                        Some(Uid::from_raw(st.st_uid)),
+                        Some(Gid::from_raw(st.st_gid)),
+                    )
+                    .and_then(|_| rustix::fs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777)))
+                    .and_then(|_| {
+                        rustix::fs::futimens(
+                            fd,
+                            &Timestamps {
+                                last_access: Timespec {
+                                    tv_sec: st.st_atime,
+                                    tv_nsec: st.st_atime_nsec as _,
                                 },
-                            )
-                        })
-                        .map_err(|e| attrs_err(path, e.into()))?;
+                                last_modification: Timespec {
+                                    tv_sec: st.st_mtime,
+                                    tv_nsec: st.st_mtime_nsec as _,
+                                },
+                            },
+                        )
+                    })
+                    .map_err(|e| attrs_err(path, e.into()))?;
                     break;
                 }
                 FileType::Symlink => {

@@ -6,12 +6,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
     UnmountFlags, fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount, mount_change,
     move_mount, unmount,
 };
-use rustix::io::Errno;
 
 use super::error::RootfsError;
 use super::flatten::flatten_into;
@@ -80,11 +80,14 @@ impl RunRootfs {
         if self.mounted {
             match unmount(&self.rootfs, UnmountFlags::NOFOLLOW) {
                 Ok(()) => {}
-                Err(Errno::BUSY) => unmount(&self.rootfs, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW)
-                    .map_err(|e| RootfsError::Unmount {
-                        path: self.rootfs.clone(),
-                        source: e.into(),
-                    })?,
+                Err(Errno::BUSY) => {
+                    unmount(&self.rootfs, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).map_err(
+                        |e| RootfsError::Unmount {
+                            path: self.rootfs.clone(),
+                            source: e.into(),
+                        },
+                    )?
+                }
                 Err(e) => {
                     return Err(RootfsError::Unmount {
                         path: self.rootfs.clone(),
@@ -159,7 +162,12 @@ fn remove_run_dir(run_dir: &Path) -> Result<(), RootfsError> {
 impl SnapshotStore {
     /// Gives one run its own root filesystem for the image whose chain ids (manifest order)
     /// are `chain`: `run_dir` must not exist yet; it is created (0700) and holds `rootfs/`.
-    pub fn mount_run(&self, chain: &[ChainId], run_dir: &Path, mode: MountMode) -> Result<RunRootfs, RootfsError> {
+    pub fn mount_run(
+        &self,
+        chain: &[ChainId],
+        run_dir: &Path,
+        mode: MountMode,
+    ) -> Result<RunRootfs, RootfsError> {
         if chain.is_empty() {
             return Err(RootfsError::NoLayers);
         }
@@ -187,19 +195,40 @@ impl SnapshotStore {
         // The merged root takes its attributes from the upper directory.
         for sub in ["upper", "work", "rootfs"] {
             let p = run_dir.join(sub);
-            std::fs::DirBuilder::new().mode(0o755).create(&p).map_err(dir_err(&p))?;
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&p)
+                .map_err(dir_err(&p))?;
         }
-        let lowers: Vec<PathBuf> = chain.iter().rev().map(|c| self.snapshot_dir(c)).collect();
+        // Overlayfs ignores the opaque mark on a layer's root, so a layer whose root is opaque
+        // (`.wh..wh..opq` at the top level) simply ends the stack.
+        let mut lowers: Vec<PathBuf> = Vec::with_capacity(chain.len());
+        for c in chain.iter().rev() {
+            let dir = self.snapshot_dir(c);
+            let opaque = root_is_opaque(&dir);
+            lowers.push(dir);
+            if opaque {
+                break;
+            }
+        }
         let overlay_error = if mode == MountMode::CopyOnly {
             "requested".to_owned()
         } else {
-            match mount_overlay(&lowers, &run_dir.join("upper"), &run_dir.join("work"), &rootfs) {
+            match mount_overlay(
+                &lowers,
+                &run_dir.join("upper"),
+                &run_dir.join("work"),
+                &rootfs,
+            ) {
                 Ok(()) => {
                     guard.mounted = true;
                     return Ok(guard);
                 }
                 Err(e) if mode == MountMode::OverlayOnly => {
-                    return Err(RootfsError::Mount { path: rootfs, source: e });
+                    return Err(RootfsError::Mount {
+                        path: rootfs,
+                        source: e,
+                    });
                 }
                 Err(e) => e.to_string(),
             }
@@ -209,14 +238,27 @@ impl SnapshotStore {
             path: rootfs.clone(),
             source,
         })?;
-        guard.kind = RootfsKind::Copy { reason: overlay_error };
+        guard.kind = RootfsKind::Copy {
+            reason: overlay_error,
+        };
         Ok(guard)
     }
 }
 
+/// Whether a snapshot's root directory carries the overlay opaque mark.
+pub(crate) fn root_is_opaque(dir: &Path) -> bool {
+    let mut buf = [0u8; 4];
+    matches!(rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf), Ok(1) if buf[0] == b'y')
+}
+
 /// Mounts overlayfs at `target`: with the new mount API and one `lowerdir+` per layer (no
 /// page-size limit on the option string), else with `mount(2)`.
-fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
+fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
     match mount_overlay_fsopen(lowers, upper, work, target) {
         Ok(()) => {}
         Err(Errno::NOSYS | Errno::INVAL) => mount_overlay_legacy(lowers, upper, work, target)?,
@@ -227,7 +269,12 @@ fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -
     Ok(())
 }
 
-fn mount_overlay_fsopen(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), Errno> {
+fn mount_overlay_fsopen(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), Errno> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     for lower in lowers {
         fsconfig_set_string(&fs, "lowerdir+", lower)?;
@@ -236,10 +283,21 @@ fn mount_overlay_fsopen(lowers: &[PathBuf], upper: &Path, work: &Path, target: &
     fsconfig_set_string(&fs, "workdir", work)?;
     fsconfig_create(&fs)?;
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
-    move_mount(&mnt, c"", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+    move_mount(
+        &mnt,
+        c"",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
 }
 
-fn mount_overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
+fn mount_overlay_legacy(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
     let mut data = b"lowerdir=".to_vec();
     for (i, lower) in lowers.iter().enumerate() {
         if i > 0 {
@@ -251,7 +309,14 @@ fn mount_overlay_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &
     data.extend_from_slice(upper.as_os_str().as_bytes());
     data.extend_from_slice(b",workdir=");
     data.extend_from_slice(work.as_os_str().as_bytes());
-    let data = CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    mount("overlay", target, "overlay", MountFlags::empty(), data.as_c_str())?;
+    let data =
+        CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    )?;
     Ok(())
 }

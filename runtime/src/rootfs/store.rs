@@ -181,8 +181,13 @@ impl SnapshotStore {
                 continue;
             }
             // Lower layers are committed (or were there) by now.
-            let lowers: Vec<PathBuf> = (0..index).rev().map(|i| self.snapshot_dir(&chains[i])).collect();
-            if let Err(e) = super::implied::reconcile(&dir, &lowers, &report.implied_dirs, &labels[index]) {
+            let lowers: Vec<PathBuf> = (0..index)
+                .rev()
+                .map(|i| self.snapshot_dir(&chains[i]))
+                .collect();
+            if let Err(e) =
+                super::implied::reconcile(&dir, &lowers, &report.implied_dirs, &labels[index])
+            {
                 self.discard(&dir);
                 commit_error = Some(e);
                 continue;
@@ -190,7 +195,10 @@ impl SnapshotStore {
             staged_dirs.push(dir.clone());
             if let Err(source) = sync_filesystem(&dir).and_then(|_| self.commit(&dir, chain)) {
                 self.discard(&dir);
-                commit_error = Some(RootfsError::Commit { chain: *chain, source });
+                commit_error = Some(RootfsError::Commit {
+                    chain: *chain,
+                    source,
+                });
                 continue;
             }
             result.push(EnsuredLayer {
@@ -245,7 +253,13 @@ impl SnapshotStore {
             compression: layer.compression,
             diff_id: layer.diff_id,
         };
-        match unpack_layer_cancellable(blob, &dir, LayerFormat::OverlaySnapshot, &self.limits, cancel) {
+        match unpack_layer_cancellable(
+            blob,
+            &dir,
+            LayerFormat::OverlaySnapshot,
+            &self.limits,
+            cancel,
+        ) {
             Ok(report) => Ok((dir, report)),
             Err(source) => {
                 self.discard(&dir);
@@ -258,7 +272,13 @@ impl SnapshotStore {
     /// chain id meanwhile, its copy wins and ours is dropped.
     fn commit(&self, staged: &Path, chain: &ChainId) -> io::Result<()> {
         let target = self.snapshot_dir(chain);
-        match renameat_with(rustix::fs::CWD, staged, rustix::fs::CWD, &target, RenameFlags::NOREPLACE) {
+        match renameat_with(
+            rustix::fs::CWD,
+            staged,
+            rustix::fs::CWD,
+            &target,
+            RenameFlags::NOREPLACE,
+        ) {
             Ok(()) => Ok(()),
             Err(Errno::EXIST | Errno::NOTEMPTY) => {
                 self.discard(staged);
@@ -270,10 +290,10 @@ impl SnapshotStore {
 
     /// Best-effort removal of a staging directory (never following symlinks inside it).
     fn discard(&self, dir: &Path) {
-        if let Some(name) = dir.file_name() {
-            if let Ok(parent) = open_dir(&self.dir) {
-                let _ = remove_any(std::os::fd::AsFd::as_fd(&parent), name.as_bytes());
-            }
+        if let Some(name) = dir.file_name()
+            && let Ok(parent) = open_dir(&self.dir)
+        {
+            let _ = remove_any(std::os::fd::AsFd::as_fd(&parent), name.as_bytes());
         }
     }
 
@@ -323,7 +343,10 @@ pub(crate) fn open_dir(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
 
 /// Looks `path` up literally below `root` (no symlink followed anywhere), as overlayfs merges
 /// by name.
-pub(crate) fn lookup_literal(root: &std::os::fd::OwnedFd, path: &[u8]) -> Result<rustix::fs::Stat, Errno> {
+pub(crate) fn lookup_literal(
+    root: &std::os::fd::OwnedFd,
+    path: &[u8],
+) -> Result<rustix::fs::Stat, Errno> {
     let fd = rustix::fs::openat2(
         root,
         os(path),

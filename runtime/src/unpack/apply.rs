@@ -7,9 +7,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{
-    AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags, chownat,
-    fchown, fchmod, fsetxattr, fstat, futimens, linkat, mkdirat, mknodat, openat, symlinkat,
-    utimensat,
+    AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags, chownat, fchmod,
+    fchown, fsetxattr, fstat, futimens, linkat, mkdirat, mknodat, openat, symlinkat, utimensat,
 };
 use rustix::io::Errno;
 
@@ -88,7 +87,10 @@ impl Applier {
             Op::Entry(spec) => {
                 self.stats.entries += 1;
                 let name = spec.raw_name.clone();
-                self.entry(spec).map_err(|source| LayerError::Entry { entry: name, source })
+                self.entry(spec).map_err(|source| LayerError::Entry {
+                    entry: name,
+                    source,
+                })
             }
             Op::Data(chunk) => {
                 let Some(open) = self.file.as_mut() else {
@@ -103,7 +105,10 @@ impl Applier {
                 };
                 result.map_err(|source| LayerError::Entry {
                     entry: open.spec.raw_name.clone(),
-                    source: EntryError::Io { op: "write file", source },
+                    source: EntryError::Io {
+                        op: "write file",
+                        source,
+                    },
                 })
             }
             Op::End => {
@@ -111,8 +116,10 @@ impl Applier {
                     return Ok(());
                 };
                 let name = open.spec.raw_name.clone();
-                self.finish_file(open)
-                    .map_err(|source| LayerError::Entry { entry: name, source })
+                self.finish_file(open).map_err(|source| LayerError::Entry {
+                    entry: name,
+                    source,
+                })
             }
         }
     }
@@ -145,19 +152,20 @@ impl Applier {
         self.mark_written(&spec.path);
         match &spec.kind {
             Kind::File { sparse, .. } => {
-                let fd = self.replace(parent, name, |p| {
-                    openat(
-                        p,
-                        os(name),
-                        OFlags::WRONLY
-                            | OFlags::CREATE
-                            | OFlags::EXCL
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
-                    )
-                })
-                .map_err(EntryError::errno("create file"))?;
+                let fd = self
+                    .replace(parent, name, |p| {
+                        openat(
+                            p,
+                            os(name),
+                            OFlags::WRONLY
+                                | OFlags::CREATE
+                                | OFlags::EXCL
+                                | OFlags::NOFOLLOW
+                                | OFlags::CLOEXEC,
+                            Mode::from_raw_mode(0o600),
+                        )
+                    })
+                    .map_err(EntryError::errno("create file"))?;
                 let sparse = *sparse;
                 self.file = Some(OpenFile {
                     file: File::from(fd),
@@ -168,7 +176,7 @@ impl Applier {
             }
             Kind::Dir => {
                 let name = name.to_vec();
-                self.directory(parent, &name, spec)
+                self.directory(parent, &name, *spec)
             }
             Kind::Symlink(target) => {
                 self.replace(parent, name, |p| symlinkat(os(target), p, os(name)))
@@ -234,12 +242,18 @@ impl Applier {
         }
     }
 
-    fn directory(&mut self, parent: BorrowedFd<'_>, name: &[u8], spec: Box<Spec>) -> Result<(), EntryError> {
+    fn directory(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        spec: Spec,
+    ) -> Result<(), EntryError> {
         match mkdirat(parent, os(name), Mode::from_raw_mode(0o700)) {
             Ok(()) => {}
             Err(Errno::EXIST) => {
                 let st = lstat_at(parent, name).map_err(EntryError::errno("stat"))?;
-                let is_dir = st.is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+                let is_dir =
+                    st.is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
                 if !is_dir {
                     remove_any(parent, name).map_err(EntryError::errno("remove"))?;
                     self.tree.invalidate();
@@ -265,24 +279,40 @@ impl Applier {
     fn finish_file(&mut self, open: OpenFile) -> Result<(), EntryError> {
         let OpenFile { file, spec, sparse } = open;
         if sparse && let Kind::File { size, .. } = spec.kind {
-            file.set_len(size).map_err(EntryError::io("truncate sparse file"))?;
+            file.set_len(size)
+                .map_err(EntryError::io("truncate sparse file"))?;
         }
         // chown before chmod: chown clears setuid/setgid (and security.capability).
         fchown(&file, Some(uid(spec.meta.uid)), Some(gid(spec.meta.gid)))
             .map_err(EntryError::errno("chown"))?;
-        fchmod(&file, Mode::from_raw_mode(spec.meta.mode))
-            .map_err(EntryError::errno("chmod"))?;
+        fchmod(&file, Mode::from_raw_mode(spec.meta.mode)).map_err(EntryError::errno("chmod"))?;
         self.set_xattrs(file.as_fd(), &spec.meta.xattrs);
         futimens(&file, &times(spec.meta.mtime)).map_err(EntryError::errno("set times"))?;
         Ok(())
     }
 
     /// Owner and times of a symlink, on the link itself.
-    fn link_meta(&mut self, parent: BorrowedFd<'_>, name: &[u8], meta: &Meta) -> Result<(), EntryError> {
-        chownat(parent, os(name), Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(EntryError::errno("lchown"))?;
-        utimensat(parent, os(name), &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(EntryError::errno("set symlink times"))?;
+    fn link_meta(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        meta: &Meta,
+    ) -> Result<(), EntryError> {
+        chownat(
+            parent,
+            os(name),
+            Some(uid(meta.uid)),
+            Some(gid(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(EntryError::errno("lchown"))?;
+        utimensat(
+            parent,
+            os(name),
+            &times(meta.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(EntryError::errno("set symlink times"))?;
         if !meta.xattrs.is_empty() {
             self.stats.xattrs_dropped += meta.xattrs.len() as u64;
         }
@@ -291,14 +321,35 @@ impl Applier {
 
     /// Owner, mode and times of a device node or fifo we just created. The mode goes through an
     /// `O_PATH` fd of exactly that inode (never a path lookup that could follow a symlink).
-    fn node_meta(&mut self, parent: BorrowedFd<'_>, name: &[u8], meta: &Meta) -> Result<(), EntryError> {
-        chownat(parent, os(name), Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(EntryError::errno("chown"))?;
-        let fd = openat(parent, os(name), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(EntryError::errno("open node"))?;
+    fn node_meta(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        meta: &Meta,
+    ) -> Result<(), EntryError> {
+        chownat(
+            parent,
+            os(name),
+            Some(uid(meta.uid)),
+            Some(gid(meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(EntryError::errno("chown"))?;
+        let fd = openat(
+            parent,
+            os(name),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(EntryError::errno("open node"))?;
         chmod_o_path(&fd, meta.mode).map_err(EntryError::errno("chmod"))?;
-        utimensat(parent, os(name), &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(EntryError::errno("set times"))?;
+        utimensat(
+            parent,
+            os(name),
+            &times(meta.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(EntryError::errno("set times"))?;
         Ok(())
     }
 
@@ -319,7 +370,10 @@ impl Applier {
                     .dir(parent_path, true)?
                     .ok_or_else(|| EntryError::Invalid("parent directory vanished".into()))?;
                 // Something of this layer already has the name: a whiteout cannot hide it.
-                if lstat_at(parent.as_fd(), name).map_err(EntryError::errno("stat"))?.is_some() {
+                if lstat_at(parent.as_fd(), name)
+                    .map_err(EntryError::errno("stat"))?
+                    .is_some()
+                {
                     return Ok(());
                 }
                 mknodat(
@@ -339,11 +393,22 @@ impl Applier {
                 let before = fstat(&*parent).map_err(EntryError::errno("stat"))?;
                 self.remove_lower(parent.as_fd(), name, victim)?;
                 // Restore the parent's times (a whiteout is not a change of the directory).
-                let dir = openat(&*parent, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(EntryError::errno("open parent directory"))?;
+                let dir = openat(
+                    &*parent,
+                    c".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(EntryError::errno("open parent directory"))?;
                 let ts = Timestamps {
-                    last_access: Timespec { tv_sec: before.st_atime, tv_nsec: before.st_atime_nsec as _ },
-                    last_modification: Timespec { tv_sec: before.st_mtime, tv_nsec: before.st_mtime_nsec as _ },
+                    last_access: Timespec {
+                        tv_sec: before.st_atime,
+                        tv_nsec: before.st_atime_nsec as _,
+                    },
+                    last_modification: Timespec {
+                        tv_sec: before.st_mtime,
+                        tv_nsec: before.st_mtime_nsec as _,
+                    },
                 };
                 futimens(&dir, &ts).map_err(EntryError::errno("restore parent times"))?;
                 Ok(())
@@ -358,8 +423,13 @@ impl Applier {
             .ok_or_else(|| EntryError::Invalid("directory vanished".into()))?;
         match self.format {
             LayerFormat::OverlaySnapshot => {
-                let fd = openat(&*dir, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(EntryError::errno("open directory"))?;
+                let fd = openat(
+                    &*dir,
+                    c".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(EntryError::errno("open directory"))?;
                 fsetxattr(&fd, "trusted.overlay.opaque", b"y", XattrFlags::empty())
                     .map_err(EntryError::errno("set trusted.overlay.opaque"))
             }
@@ -375,7 +445,12 @@ impl Applier {
     }
 
     /// Removes `name` unless this layer wrote it; keeps what this layer wrote below it.
-    fn remove_lower(&mut self, parent: BorrowedFd<'_>, name: &[u8], path: &[u8]) -> Result<(), EntryError> {
+    fn remove_lower(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+    ) -> Result<(), EntryError> {
         if !self.written.contains(path) {
             remove_any(parent, name).map_err(EntryError::errno("remove"))?;
             self.tree.invalidate();
@@ -400,13 +475,17 @@ impl Applier {
         self.file = None;
         let dirs = std::mem::take(&mut self.dirs);
         for d in dirs.iter() {
-            let fd = match self.tree.open_in_root(&d.path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW) {
+            let fd = match self.tree.open_in_root(
+                &d.path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            ) {
                 Ok(fd) => fd,
                 // Removed or replaced later in the layer: nothing to do.
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
                 Err(e) => return Err(dir_error(d, EntryError::errno("open directory")(e))),
             };
-            let st = fstat(&fd).map_err(|e| dir_error(d, EntryError::errno("stat directory")(e)))?;
+            let st =
+                fstat(&fd).map_err(|e| dir_error(d, EntryError::errno("stat directory")(e)))?;
             if st.st_dev != d.dev || st.st_ino != d.ino {
                 continue;
             }

@@ -59,7 +59,10 @@ mod tests {
     #[test]
     fn media_types_map_to_decoders() {
         let base = "application/vnd.oci.image.layer.v1.tar";
-        assert_eq!(Compression::from_media_type(base).unwrap(), Compression::None);
+        assert_eq!(
+            Compression::from_media_type(base).unwrap(),
+            Compression::None
+        );
         assert_eq!(
             Compression::from_media_type(&format!("{base}+gzip")).unwrap(),
             Compression::Gzip

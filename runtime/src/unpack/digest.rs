@@ -23,7 +23,11 @@ impl Sha256 {
             value: value.chars().take(80).collect(),
         };
         let hex_part = value.strip_prefix("sha256:").ok_or_else(invalid)?;
-        if hex_part.len() != 64 || !hex_part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex_part.len() != 64
+            || !hex_part
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(invalid());
         }
         let mut bytes = [0u8; 32];
@@ -157,8 +161,16 @@ mod tests {
         let id: DiffId = text.parse().unwrap();
         assert_eq!(id.to_string(), text);
         assert!("sha256:AB".parse::<DiffId>().is_err());
-        assert!(format!("sha512:{}", "ab".repeat(32)).parse::<DiffId>().is_err());
-        assert!(format!("sha256:{}", "AB".repeat(32)).parse::<DiffId>().is_err());
+        assert!(
+            format!("sha512:{}", "ab".repeat(32))
+                .parse::<DiffId>()
+                .is_err()
+        );
+        assert!(
+            format!("sha256:{}", "AB".repeat(32))
+                .parse::<DiffId>()
+                .is_err()
+        );
     }
 
     #[test]

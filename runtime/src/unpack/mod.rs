@@ -21,8 +21,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 
-pub use apply::{ApplyStats, LayerFormat};
 pub(crate) use apply::{Applier, join as apply_join};
+pub use apply::{ApplyStats, LayerFormat};
 pub use compression::Compression;
 pub use digest::{ChainId, DiffId, Sha256, chain_ids};
 pub use error::{DigestParseError, EntryError, LayerError, UnpackError};

@@ -105,10 +105,19 @@ mod tests {
     fn dot_dot_is_clamped_at_the_root() {
         // A1, A2, A4, A5
         assert_eq!(c("../victim/dotdot").as_deref(), Some("victim/dotdot"));
-        assert_eq!(c("/../victim/slash-dotdot").as_deref(), Some("victim/slash-dotdot"));
-        assert_eq!(c("some/../../rel_evil4.txt").as_deref(), Some("rel_evil4.txt"));
+        assert_eq!(
+            c("/../victim/slash-dotdot").as_deref(),
+            Some("victim/slash-dotdot")
+        );
+        assert_eq!(
+            c("some/../../rel_evil4.txt").as_deref(),
+            Some("rel_evil4.txt")
+        );
         assert_eq!(c("./../rel_evil3.txt").as_deref(), Some("rel_evil3.txt"));
-        assert_eq!(c("//./tmp/abs_evil5.txt").as_deref(), Some("tmp/abs_evil5.txt"));
+        assert_eq!(
+            c("//./tmp/abs_evil5.txt").as_deref(),
+            Some("tmp/abs_evil5.txt")
+        );
         // B9
         assert_eq!(c("localetc/sub/..").as_deref(), Some("localetc"));
     }
@@ -116,7 +125,16 @@ mod tests {
     #[test]
     fn degenerate_names_denote_the_root() {
         // A3, A5, B8, H15
-        for raw in ["", ".", "..", "../..", "/////////..", "/////////", "././//./..", "./"] {
+        for raw in [
+            "",
+            ".",
+            "..",
+            "../..",
+            "/////////..",
+            "/////////",
+            "././//./..",
+            "./",
+        ] {
             assert_eq!(c(raw), None, "{raw:?}");
         }
     }
@@ -138,12 +156,30 @@ mod tests {
 
     #[test]
     fn whiteouts_are_recognised_on_the_final_component_only() {
-        assert_eq!(classify(b"a/.wh.b").unwrap(), Special::Whiteout(b"a/b".to_vec()));
-        assert_eq!(classify(b".wh..baz").unwrap(), Special::Whiteout(b".baz".to_vec()));
-        assert_eq!(classify(b"a/.wh..wh..opq").unwrap(), Special::Opaque(b"a".to_vec()));
-        assert_eq!(classify(b".wh..wh..opq").unwrap(), Special::Opaque(Vec::new()));
+        assert_eq!(
+            classify(b"a/.wh.b").unwrap(),
+            Special::Whiteout(b"a/b".to_vec())
+        );
+        assert_eq!(
+            classify(b".wh..baz").unwrap(),
+            Special::Whiteout(b".baz".to_vec())
+        );
+        assert_eq!(
+            classify(b"a/.wh..wh..opq").unwrap(),
+            Special::Opaque(b"a".to_vec())
+        );
+        assert_eq!(
+            classify(b".wh..wh..opq").unwrap(),
+            Special::Opaque(Vec::new())
+        );
         assert_eq!(classify(b".wh.etc/somefile").unwrap(), Special::None); // E8
-        for bad in [&b".wh."[..], b".wh..", b".wh...", b"etc/.wh..", b"etc/.wh..."] {
+        for bad in [
+            &b".wh."[..],
+            b".wh..",
+            b".wh...",
+            b"etc/.wh..",
+            b"etc/.wh...",
+        ] {
             assert!(classify(bad).is_err(), "{:?}", String::from_utf8_lossy(bad)); // E2-E4
         }
     }

@@ -4,10 +4,10 @@ use std::io::Read;
 
 use tar::EntryType;
 
+use super::Limits;
 use super::error::EntryError;
 use super::names::{Special, classify, clean};
 use super::spec::{Kind, Meta, Spec};
-use super::Limits;
 
 /// Extended attributes that images legitimately carry and that are safe to restore:
 /// user attributes and file capabilities (e.g. `ping`). `trusted.*` (overlay's own) and
@@ -52,7 +52,9 @@ pub(crate) fn spec_of<R: Read>(
                     )));
                 }
                 if name.contains(&0) {
-                    return Err(EntryError::Invalid("extended attribute name contains NUL".into()));
+                    return Err(EntryError::Invalid(
+                        "extended attribute name contains NUL".into(),
+                    ));
                 }
                 xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
                 if xattrs.len() > limits.max_xattrs_per_entry {
@@ -104,7 +106,10 @@ pub(crate) fn spec_of<R: Read>(
                         .link_name_bytes()
                         .ok_or_else(|| EntryError::Invalid("symlink without a target".into()))?
                         .into_owned();
-                    if target.is_empty() || target.contains(&0) || target.len() > super::names::MAX_PATH {
+                    if target.is_empty()
+                        || target.contains(&0)
+                        || target.len() > super::names::MAX_PATH
+                    {
                         return Err(EntryError::Invalid("invalid symlink target".into()));
                     }
                     Kind::Symlink(target)
@@ -116,7 +121,9 @@ pub(crate) fn spec_of<R: Read>(
                     match clean(&target)? {
                         Some(t) => Kind::Hardlink(t),
                         None => {
-                            return Err(EntryError::Invalid("hardlink to the root directory".into()));
+                            return Err(EntryError::Invalid(
+                                "hardlink to the root directory".into(),
+                            ));
                         }
                     }
                 }
@@ -154,7 +161,11 @@ pub(crate) fn spec_of<R: Read>(
         Some(t) => t,
         None => {
             let secs = header.mtime().map_err(EntryError::io("read mtime"))?;
-            (i64::try_from(secs).map_err(|_| EntryError::Invalid("mtime out of range".into()))?, 0)
+            (
+                i64::try_from(secs)
+                    .map_err(|_| EntryError::Invalid("mtime out of range".into()))?,
+                0,
+            )
         }
     };
     Ok(Some(Spec {
@@ -203,8 +214,14 @@ mod tests {
 
     #[test]
     fn pax_times_keep_nanoseconds() {
-        assert_eq!(parse_pax_time(b"1453146164.953123768"), Some((1453146164, 953123768)));
-        assert_eq!(parse_pax_time(b"1453251915.24892486"), Some((1453251915, 248924860)));
+        assert_eq!(
+            parse_pax_time(b"1453146164.953123768"),
+            Some((1453146164, 953123768))
+        );
+        assert_eq!(
+            parse_pax_time(b"1453251915.24892486"),
+            Some((1453251915, 248924860))
+        );
         assert_eq!(parse_pax_time(b"1000000000"), Some((1000000000, 0)));
         assert_eq!(parse_pax_time(b"-5.1"), None);
         assert_eq!(parse_pax_time(b"abc"), None);

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::rc::Rc;
 
 use rustix::fs::{
-    AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat, mkdirat, openat, openat2,
-    readlinkat, statat, unlinkat,
+    AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat, mkdirat, openat, openat2, readlinkat,
+    statat, unlinkat,
 };
 use rustix::io::Errno;
 
@@ -91,7 +91,11 @@ impl Tree {
     /// The directory at `path` (empty = the root), following symlinks inside the root.
     /// With `create`, missing directories are made (mode 0755, owned by us), also where a
     /// dangling symlink points; without it, a missing path gives `None`.
-    pub(crate) fn dir(&mut self, path: &[u8], create: bool) -> Result<Option<Rc<OwnedFd>>, EntryError> {
+    pub(crate) fn dir(
+        &mut self,
+        path: &[u8],
+        create: bool,
+    ) -> Result<Option<Rc<OwnedFd>>, EntryError> {
         if path.is_empty() {
             return Ok(Some(self.root.clone()));
         }

@@ -10,8 +10,8 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use dockless_runtime::unpack::{Compression, DiffId};
 use dockless_runtime::rootfs::LayerSource;
+use dockless_runtime::unpack::{Compression, DiffId};
 use sha2::Digest;
 
 /// The OCI layout the test environment builds (see notes/testenv-contract.md).
@@ -61,9 +61,17 @@ pub fn image_layers(layout: &Path, tag: &str) -> Vec<Layer> {
         .unwrap()
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap_or_else(|| panic!("tag {tag} not in {}: run scripts/test-env up", layout.display()));
+        .unwrap_or_else(|| {
+            panic!(
+                "tag {tag} not in {}: run scripts/test-env up",
+                layout.display()
+            )
+        });
     let manifest = read_json(&blob_path(layout, desc["digest"].as_str().unwrap()));
-    let config = read_json(&blob_path(layout, manifest["config"]["digest"].as_str().unwrap()));
+    let config = read_json(&blob_path(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
     manifest["layers"]
         .as_array()
@@ -89,9 +97,7 @@ pub fn sources(layers: &[Layer]) -> Vec<LayerSource<'static>> {
                 label: l.digest.clone(),
                 compression: Compression::from_media_type(&l.media_type).unwrap(),
                 diff_id: l.diff_id,
-                open: Box::new(move || {
-                    Ok(Box::new(File::open(blob)?) as Box<dyn Read + Send>)
-                }),
+                open: Box::new(move || Ok(Box::new(File::open(blob)?) as Box<dyn Read + Send>)),
             }
         })
         .collect()
@@ -137,7 +143,11 @@ fn walk(
     with_dir_mtimes: bool,
 ) {
     let md = std::fs::symlink_metadata(path).unwrap();
-    let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+    let rel = path
+        .strip_prefix(root)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let ft = md.file_type();
     let kind = if ft.is_dir() {
         'd'
@@ -160,7 +170,10 @@ fn walk(
         hex::encode(h.finalize())
     });
     if kind != 'd' {
-        inodes.entry((md.dev(), md.ino())).or_default().push(rel.clone());
+        inodes
+            .entry((md.dev(), md.ino()))
+            .or_default()
+            .push(rel.clone());
     }
     out.insert(
         rel.clone(),
@@ -190,12 +203,18 @@ fn walk(
 }
 
 /// Panics with a readable list of differences.
-pub fn assert_same_tree(expected: &BTreeMap<String, Node>, actual: &BTreeMap<String, Node>, what: &str) {
+pub fn assert_same_tree(
+    expected: &BTreeMap<String, Node>,
+    actual: &BTreeMap<String, Node>,
+    what: &str,
+) {
     let mut diffs = Vec::new();
     for (path, e) in expected {
         match actual.get(path) {
             None => diffs.push(format!("missing {path:?}: {e:?}")),
-            Some(a) if a != e => diffs.push(format!("differs {path:?}:\n  want {e:?}\n  got  {a:?}")),
+            Some(a) if a != e => {
+                diffs.push(format!("differs {path:?}:\n  want {e:?}\n  got  {a:?}"))
+            }
             _ => {}
         }
     }
@@ -208,6 +227,11 @@ pub fn assert_same_tree(expected: &BTreeMap<String, Node>, actual: &BTreeMap<Str
         diffs.is_empty(),
         "{what}: {} differences\n{}",
         diffs.len(),
-        diffs.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+        diffs
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -68,7 +68,14 @@ impl Tar {
     }
 
     /// A header of `kind` named `name` (bytes verbatim; PAX `path`/`linkpath` when long).
-    pub fn header(&self, name: &[u8], kind: EntryType, link: &[u8], size: u64, mode: u32) -> Header {
+    pub fn header(
+        &self,
+        name: &[u8],
+        kind: EntryType,
+        link: &[u8],
+        size: u64,
+        mode: u32,
+    ) -> Header {
         let mut h = Header::new_gnu();
         {
             let g = h.as_gnu_mut().unwrap();
@@ -88,7 +95,14 @@ impl Tar {
         h
     }
 
-    pub fn entry(&mut self, name: &[u8], kind: EntryType, link: &[u8], data: &[u8], mode: u32) -> &mut Self {
+    pub fn entry(
+        &mut self,
+        name: &[u8],
+        kind: EntryType,
+        link: &[u8],
+        data: &[u8],
+        mode: u32,
+    ) -> &mut Self {
         let mut recs: Vec<(&str, &[u8])> = Vec::new();
         if name.len() > 100 {
             recs.push(("path", name));
@@ -116,10 +130,22 @@ impl Tar {
         self.entry(name.as_bytes(), EntryType::Directory, b"", b"", mode)
     }
     pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.entry(name.as_bytes(), EntryType::Symlink, target.as_bytes(), b"", 0o777)
+        self.entry(
+            name.as_bytes(),
+            EntryType::Symlink,
+            target.as_bytes(),
+            b"",
+            0o777,
+        )
     }
     pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.entry(name.as_bytes(), EntryType::Link, target.as_bytes(), b"", 0o644)
+        self.entry(
+            name.as_bytes(),
+            EntryType::Link,
+            target.as_bytes(),
+            b"",
+            0o644,
+        )
     }
 
     /// The archive with its two end blocks.
@@ -143,7 +169,11 @@ pub fn diff_id_of(bytes: &[u8]) -> DiffId {
 }
 
 /// Applies one uncompressed layer (with its correct diff id) to `root`.
-pub fn apply_with(root: &Path, layer: &[u8], format: LayerFormat) -> Result<LayerReport, UnpackError> {
+pub fn apply_with(
+    root: &Path,
+    layer: &[u8],
+    format: LayerFormat,
+) -> Result<LayerReport, UnpackError> {
     let blob: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(layer.to_vec()));
     unpack_layer(
         LayerBlob {
