@@ -1,0 +1,322 @@
+//! The per-run root filesystem: an overlay mount (or a flattened copy) with a guard that
+//! unmounts and removes it on every path.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
+    UnmountFlags, fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount, mount_change,
+    move_mount, unmount,
+};
+
+use super::error::RootfsError;
+use super::flatten::flatten_into;
+use super::store::{SnapshotStore, open_dir};
+use crate::unpack::ChainId;
+use crate::unpack::tree::remove_any;
+
+/// Which kinds of rootfs the caller accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountMode {
+    /// Overlay when possible, else a flattened copy.
+    OverlayOrCopy,
+    /// Overlay or an error.
+    OverlayOnly,
+    /// Always a flattened copy (for filesystems overlayfs cannot use as upper).
+    CopyOnly,
+}
+
+/// What a run got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootfsKind {
+    /// An overlayfs over the snapshots: mounted in milliseconds, the cache stays untouched.
+    Overlay,
+    /// A full copy of the flattened layers: slow and disk-hungry; `reason` says why overlay
+    /// was not used (the caller should tell the user).
+    Copy {
+        /// The overlay error, or "requested".
+        reason: String,
+    },
+}
+
+/// A run's root filesystem below `<run_dir>/rootfs`. Dropping it unmounts the overlay and
+/// removes the run directory; [`RunRootfs::release`] does the same and reports errors.
+#[derive(Debug)]
+pub struct RunRootfs {
+    run_dir: PathBuf,
+    rootfs: PathBuf,
+    kind: RootfsKind,
+    mounted: bool,
+    released: bool,
+}
+
+impl RunRootfs {
+    /// The directory to hand to the OCI bundle as `root.path`.
+    pub fn path(&self) -> &Path {
+        &self.rootfs
+    }
+
+    /// The run directory holding `rootfs/` (and `upper/`, `work/` for overlay).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Overlay or copy.
+    pub fn kind(&self) -> &RootfsKind {
+        &self.kind
+    }
+
+    /// Unmounts and removes the run directory, reporting what failed.
+    pub fn release(mut self) -> Result<(), RootfsError> {
+        self.released = true;
+        self.cleanup()
+    }
+
+    fn cleanup(&mut self) -> Result<(), RootfsError> {
+        if self.mounted {
+            match unmount(&self.rootfs, UnmountFlags::NOFOLLOW) {
+                Ok(()) => {}
+                Err(Errno::BUSY) => {
+                    unmount(&self.rootfs, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).map_err(
+                        |e| RootfsError::Unmount {
+                            path: self.rootfs.clone(),
+                            source: e.into(),
+                        },
+                    )?
+                }
+                Err(e) => {
+                    return Err(RootfsError::Unmount {
+                        path: self.rootfs.clone(),
+                        source: e.into(),
+                    });
+                }
+            }
+            self.mounted = false;
+        }
+        remove_run_dir(&self.run_dir)
+    }
+}
+
+impl Drop for RunRootfs {
+    fn drop(&mut self) {
+        if !self.released {
+            // Errors cannot be reported from drop; `release` is the checked path.
+            let _ = self.cleanup();
+        }
+    }
+}
+
+/// Whether anything is mounted at or below `dir` (from /proc/self/mountinfo).
+pub(crate) fn has_mount_below(dir: &Path) -> std::io::Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .map(unescape_mountinfo)
+            .is_some_and(|p| Path::new(&p).starts_with(dir))
+    }))
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn remove_run_dir(run_dir: &Path) -> Result<(), RootfsError> {
+    let err = |source: std::io::Error| RootfsError::RemoveRunDir {
+        path: run_dir.to_path_buf(),
+        source,
+    };
+    if has_mount_below(run_dir).map_err(err)? {
+        return Err(RootfsError::StillMounted {
+            path: run_dir.to_path_buf(),
+        });
+    }
+    let (Some(parent), Some(name)) = (run_dir.parent(), run_dir.file_name()) else {
+        return Ok(());
+    };
+    let parent = open_dir(parent).map_err(err)?;
+    remove_any(std::os::fd::AsFd::as_fd(&parent), name.as_bytes())
+        .map(|_| ())
+        .map_err(|e| err(e.into()))
+}
+
+impl SnapshotStore {
+    /// Gives one run its own root filesystem for the image whose chain ids (manifest order)
+    /// are `chain`: `run_dir` must not exist yet; it is created (0700) and holds `rootfs/`.
+    pub fn mount_run(
+        &self,
+        chain: &[ChainId],
+        run_dir: &Path,
+        mode: MountMode,
+    ) -> Result<RunRootfs, RootfsError> {
+        if chain.is_empty() {
+            return Err(RootfsError::NoLayers);
+        }
+        for c in chain {
+            if !self.contains(c) {
+                return Err(RootfsError::MissingSnapshot(*c));
+            }
+        }
+        let dir_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RootfsError::RunDir { path, source }
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(run_dir)
+            .map_err(dir_err(run_dir))?;
+        let rootfs = run_dir.join("rootfs");
+        let mut guard = RunRootfs {
+            run_dir: run_dir.to_path_buf(),
+            rootfs: rootfs.clone(),
+            kind: RootfsKind::Overlay,
+            mounted: false,
+            released: false,
+        };
+        // The merged root takes its attributes from the upper directory.
+        for sub in ["upper", "work", "rootfs"] {
+            let p = run_dir.join(sub);
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&p)
+                .map_err(dir_err(&p))?;
+        }
+        // Overlayfs ignores the opaque mark on a layer's root, so a layer whose root is opaque
+        // (`.wh..wh..opq` at the top level) simply ends the stack.
+        let mut lowers: Vec<PathBuf> = Vec::with_capacity(chain.len());
+        for c in chain.iter().rev() {
+            let dir = self.snapshot_dir(c);
+            let opaque = root_is_opaque(&dir);
+            lowers.push(dir);
+            if opaque {
+                break;
+            }
+        }
+        let overlay_error = if mode == MountMode::CopyOnly {
+            "requested".to_owned()
+        } else {
+            match mount_overlay(
+                &lowers,
+                &run_dir.join("upper"),
+                &run_dir.join("work"),
+                &rootfs,
+            ) {
+                Ok(()) => {
+                    guard.mounted = true;
+                    return Ok(guard);
+                }
+                Err(e) if mode == MountMode::OverlayOnly => {
+                    return Err(RootfsError::Mount {
+                        path: rootfs,
+                        source: e,
+                    });
+                }
+                Err(e) => e.to_string(),
+            }
+        };
+        let bottom_up: Vec<PathBuf> = chain.iter().map(|c| self.snapshot_dir(c)).collect();
+        flatten_into(&bottom_up, &rootfs).map_err(|source| RootfsError::Copy {
+            path: rootfs.clone(),
+            source,
+        })?;
+        guard.kind = RootfsKind::Copy {
+            reason: overlay_error,
+        };
+        Ok(guard)
+    }
+}
+
+/// Whether a snapshot's root directory carries the overlay opaque mark.
+pub(crate) fn root_is_opaque(dir: &Path) -> bool {
+    let mut buf = [0u8; 4];
+    matches!(rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf), Ok(1) if buf[0] == b'y')
+}
+
+/// Mounts overlayfs at `target`: with the new mount API and one `lowerdir+` per layer (no
+/// page-size limit on the option string), else with `mount(2)`.
+fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
+    match mount_overlay_fsopen(lowers, upper, work, target) {
+        Ok(()) => {}
+        Err(Errno::NOSYS | Errno::INVAL) => mount_overlay_legacy(lowers, upper, work, target)?,
+        Err(e) => return Err(e.into()),
+    }
+    // Never let mounts made below the rootfs propagate back to the host.
+    mount_change(target, MountPropagationFlags::PRIVATE)?;
+    Ok(())
+}
+
+fn mount_overlay_fsopen(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), Errno> {
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for lower in lowers {
+        fsconfig_set_string(&fs, "lowerdir+", lower)?;
+    }
+    fsconfig_set_string(&fs, "upperdir", upper)?;
+    fsconfig_set_string(&fs, "workdir", work)?;
+    fsconfig_create(&fs)?;
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    move_mount(
+        &mnt,
+        c"",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+}
+
+fn mount_overlay_legacy(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
+    let mut data = b"lowerdir=".to_vec();
+    for (i, lower) in lowers.iter().enumerate() {
+        if i > 0 {
+            data.push(b':');
+        }
+        data.extend_from_slice(lower.as_os_str().as_bytes());
+    }
+    data.extend_from_slice(b",upperdir=");
+    data.extend_from_slice(upper.as_os_str().as_bytes());
+    data.extend_from_slice(b",workdir=");
+    data.extend_from_slice(work.as_os_str().as_bytes());
+    let data =
+        CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    )?;
+    Ok(())
+}

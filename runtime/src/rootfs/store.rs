@@ -1,0 +1,358 @@
+//! The snapshot store: each layer unpacked once, keyed by its chain id, shared by all images.
+//!
+//! Layout: `<root>/snapshots-v1/<chain-id-hex>/` is the layer's own tree in overlay format
+//! (whiteouts as 0/0 character devices, opaque directories marked with
+//! `trusted.overlay.opaque=y`). A snapshot is staged in `.staging-*` next to it and renamed into
+//! place only after its diff id was verified and its data synced, so a snapshot directory that
+//! exists is complete. Nothing writes into a committed snapshot again: runs stack them as
+//! overlayfs lower layers (read-only by construction) or copy them.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
+
+use rustix::fs::{Mode, OFlags, RenameFlags, ResolveFlags, renameat_with};
+use rustix::io::Errno;
+
+use super::error::RootfsError;
+use crate::unpack::tree::{os, remove_any};
+use crate::unpack::{
+    ChainId, Compression, DiffId, LayerBlob, LayerFormat, LayerReport, Limits, chain_ids,
+    sync_filesystem, unpack_layer_cancellable,
+};
+
+/// Opens a layer blob when (and only when) the store needs it; layers already in the store
+/// are never opened, so the binary can skip their download.
+pub type BlobOpener<'a> = Box<dyn FnOnce() -> io::Result<Box<dyn Read + Send + 'a>> + Send + 'a>;
+
+/// One layer of an image, in manifest order, as the binary describes it.
+pub struct LayerSource<'a> {
+    /// How errors name the layer (normally the blob digest).
+    pub label: String,
+    /// From the layer's media type.
+    pub compression: Compression,
+    /// `rootfs.diff_ids[i]` of the image config.
+    pub diff_id: DiffId,
+    /// Gives the compressed blob (a file, or a stream still downloading).
+    pub open: BlobOpener<'a>,
+}
+
+/// What [`SnapshotStore::ensure`] did for one layer.
+#[derive(Clone, Debug)]
+pub struct EnsuredLayer {
+    /// The layer's snapshot key.
+    pub chain_id: ChainId,
+    /// `None` if the snapshot was already there, else what unpacking reported.
+    pub unpacked: Option<LayerReport>,
+}
+
+/// The on-disk store of unpacked layers.
+#[derive(Clone, Debug)]
+pub struct SnapshotStore {
+    dir: PathBuf,
+    /// Layers unpacked at the same time (each uses a parser and a writer thread).
+    pub max_parallel_layers: usize,
+    /// Limits applied to every layer.
+    pub limits: Limits,
+}
+
+static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+const STAGING_PREFIX: &str = ".staging-";
+
+impl SnapshotStore {
+    /// Opens (creating if needed) the store below `root` and removes staging directories left
+    /// by processes that no longer exist.
+    pub fn open(root: &Path) -> Result<Self, RootfsError> {
+        let dir = root.join("snapshots-v1");
+        let store_err = |source| RootfsError::Store {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(store_err)?;
+        let store = Self {
+            dir: dir.clone(),
+            max_parallel_layers: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8),
+            limits: Limits::default(),
+        };
+        store.remove_stale_staging().map_err(store_err)?;
+        Ok(store)
+    }
+
+    /// The directory of a snapshot (whether or not it exists).
+    pub fn snapshot_dir(&self, chain: &ChainId) -> PathBuf {
+        self.dir.join(chain.hex())
+    }
+
+    /// Whether a snapshot is committed.
+    pub fn contains(&self, chain: &ChainId) -> bool {
+        std::fs::symlink_metadata(self.snapshot_dir(chain)).is_ok_and(|m| m.is_dir())
+    }
+
+    /// Makes sure every layer of an image is in the store, unpacking the missing ones (several
+    /// at once), and returns the chain ids in manifest order. A layer is committed only when it
+    /// and every layer below it unpacked and verified; on error nothing partial remains.
+    pub fn ensure(&self, layers: Vec<LayerSource<'_>>) -> Result<Vec<EnsuredLayer>, RootfsError> {
+        if layers.is_empty() {
+            return Err(RootfsError::NoLayers);
+        }
+        let diff_ids: Vec<DiffId> = layers.iter().map(|l| l.diff_id).collect();
+        let chains = chain_ids(&diff_ids);
+        let labels: Vec<String> = layers.iter().map(|l| l.label.clone()).collect();
+        let mut jobs = VecDeque::new();
+        for (index, layer) in layers.into_iter().enumerate() {
+            if !self.contains(&chains[index]) {
+                jobs.push_back((index, layer));
+            }
+        }
+        let missing: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
+        let mut staged: HashMap<usize, (PathBuf, LayerReport)> = HashMap::new();
+        let mut first_error: Option<(usize, RootfsError)> = None;
+        if !jobs.is_empty() {
+            let cancel = AtomicBool::new(false);
+            let queue = Mutex::new(jobs);
+            let workers = self.max_parallel_layers.min(missing.len()).max(1);
+            let (tx, rx) = mpsc::channel();
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    let tx = tx.clone();
+                    let (queue, cancel, chains) = (&queue, &cancel, &chains);
+                    s.spawn(move || {
+                        loop {
+                            let job = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+                            let Some((index, layer)) = job else { break };
+                            let result = self.stage(index, layer, &chains[index], cancel);
+                            if result.is_err() {
+                                cancel.store(true, Ordering::Relaxed);
+                            }
+                            if tx.send((index, result)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                drop(tx);
+                for (index, result) in rx {
+                    match result {
+                        Ok(ok) => {
+                            staged.insert(index, ok);
+                        }
+                        Err(e) => {
+                            let replace = match &first_error {
+                                None => true,
+                                // Prefer the real cause over "cancelled" follow-ups.
+                                Some((i, _)) => index < *i && !is_cancelled(&e),
+                            };
+                            if replace && !(first_error.is_some() && is_cancelled(&e)) {
+                                first_error = Some((index, e));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+
+        // Commit in manifest order up to the first failed layer; everything above it is dropped.
+        let stop = first_error.as_ref().map_or(usize::MAX, |(i, _)| *i);
+        let mut result = Vec::with_capacity(chains.len());
+        let mut commit_error = None;
+        let mut staged_dirs: Vec<PathBuf> = Vec::new();
+        for (index, chain) in chains.iter().enumerate() {
+            let Some((dir, report)) = staged.remove(&index) else {
+                result.push(EnsuredLayer {
+                    chain_id: *chain,
+                    unpacked: None,
+                });
+                continue;
+            };
+            if index > stop || commit_error.is_some() {
+                self.discard(&dir);
+                continue;
+            }
+            // Lower layers are committed (or were there) by now.
+            let lowers: Vec<PathBuf> = (0..index)
+                .rev()
+                .map(|i| self.snapshot_dir(&chains[i]))
+                .collect();
+            if let Err(e) =
+                super::implied::reconcile(&dir, &lowers, &report.implied_dirs, &labels[index])
+            {
+                self.discard(&dir);
+                commit_error = Some(e);
+                continue;
+            }
+            staged_dirs.push(dir.clone());
+            if let Err(source) = sync_filesystem(&dir).and_then(|_| self.commit(&dir, chain)) {
+                self.discard(&dir);
+                commit_error = Some(RootfsError::Commit {
+                    chain: *chain,
+                    source,
+                });
+                continue;
+            }
+            result.push(EnsuredLayer {
+                chain_id: *chain,
+                unpacked: Some(report),
+            });
+        }
+        for (_, (dir, _)) in staged.drain() {
+            self.discard(&dir);
+        }
+        if let Some((_, e)) = first_error {
+            return Err(e);
+        }
+        if let Some(e) = commit_error {
+            return Err(e);
+        }
+        Ok(result)
+    }
+
+    /// Unpacks one layer into a fresh staging directory.
+    fn stage(
+        &self,
+        index: usize,
+        layer: LayerSource<'_>,
+        chain: &ChainId,
+        cancel: &AtomicBool,
+    ) -> Result<(PathBuf, LayerReport), RootfsError> {
+        let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir.join(format!(
+            "{STAGING_PREFIX}{}-{}-{n}",
+            chain.hex(),
+            std::process::id()
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .map_err(|source| RootfsError::Store {
+                path: dir.clone(),
+                source,
+            })?;
+        let label = layer.label.clone();
+        let blob = match (layer.open)() {
+            Ok(b) => b,
+            Err(source) => {
+                self.discard(&dir);
+                return Err(RootfsError::OpenLayer { label, source });
+            }
+        };
+        let blob = LayerBlob {
+            label: layer.label,
+            blob,
+            compression: layer.compression,
+            diff_id: layer.diff_id,
+        };
+        match unpack_layer_cancellable(
+            blob,
+            &dir,
+            LayerFormat::OverlaySnapshot,
+            &self.limits,
+            cancel,
+        ) {
+            Ok(report) => Ok((dir, report)),
+            Err(source) => {
+                self.discard(&dir);
+                Err(RootfsError::Unpack { index, source })
+            }
+        }
+    }
+
+    /// Atomically moves a staged snapshot into place; if another process committed the same
+    /// chain id meanwhile, its copy wins and ours is dropped.
+    fn commit(&self, staged: &Path, chain: &ChainId) -> io::Result<()> {
+        let target = self.snapshot_dir(chain);
+        match renameat_with(
+            rustix::fs::CWD,
+            staged,
+            rustix::fs::CWD,
+            &target,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST | Errno::NOTEMPTY) => {
+                self.discard(staged);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Best-effort removal of a staging directory (never following symlinks inside it).
+    fn discard(&self, dir: &Path) {
+        if let Some(name) = dir.file_name()
+            && let Ok(parent) = open_dir(&self.dir)
+        {
+            let _ = remove_any(std::os::fd::AsFd::as_fd(&parent), name.as_bytes());
+        }
+    }
+
+    fn remove_stale_staging(&self) -> io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name: OsString = entry?.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)) else {
+                continue;
+            };
+            let pid = rest.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                self.discard(&self.dir.join(&name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a committed snapshot (for garbage collection; the caller makes sure no image
+    /// or run still needs it).
+    pub fn remove(&self, chain: &ChainId) -> Result<(), RootfsError> {
+        let parent = open_dir(&self.dir).map_err(|source| RootfsError::Store {
+            path: self.dir.clone(),
+            source,
+        })?;
+        remove_any(std::os::fd::AsFd::as_fd(&parent), chain.hex().as_bytes())
+            .map(|_| ())
+            .map_err(|e| RootfsError::Store {
+                path: self.snapshot_dir(chain),
+                source: e.into(),
+            })
+    }
+}
+
+fn is_cancelled(e: &RootfsError) -> bool {
+    matches!(e, RootfsError::Unpack { source, .. } if matches!(source.kind, crate::unpack::LayerError::Cancelled))
+}
+
+pub(crate) fn open_dir(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    Ok(rustix::fs::openat(
+        rustix::fs::CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Looks `path` up literally below `root` (no symlink followed anywhere), as overlayfs merges
+/// by name.
+pub(crate) fn lookup_literal(
+    root: &std::os::fd::OwnedFd,
+    path: &[u8],
+) -> Result<rustix::fs::Stat, Errno> {
+    let fd = rustix::fs::openat2(
+        root,
+        os(path),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+    )?;
+    rustix::fs::fstat(&fd)
+}

@@ -1,0 +1,482 @@
+//! The snapshot store and run rootfs: diff-id verification with nothing committed on
+//! failure, compression by media type, overlay-format snapshots stacked by a real overlay
+//! mount, implied directories, the per-run guard, and reuse across images.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::tarw::{Tar, diff_id_of};
+use common::{describe, require_root};
+use dockless_runtime::rootfs::{LayerSource, MountMode, RootfsError, RootfsKind, SnapshotStore};
+use dockless_runtime::unpack::{ChainId, Compression, DiffId, LayerError, chain_ids};
+
+fn source(
+    label: &str,
+    blob: Vec<u8>,
+    compression: Compression,
+    diff_id: DiffId,
+) -> LayerSource<'static> {
+    LayerSource {
+        label: label.into(),
+        compression,
+        diff_id,
+        open: Box::new(move || Ok(Box::new(std::io::Cursor::new(blob)) as Box<dyn Read + Send>)),
+    }
+}
+
+fn plain(label: &str, tar: &[u8]) -> LayerSource<'static> {
+    source(label, tar.to_vec(), Compression::None, diff_id_of(tar))
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn snapshot_names(store_root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(store_root.join("snapshots-v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn chain_of(ensured: &[dockless_runtime::rootfs::EnsuredLayer]) -> Vec<ChainId> {
+    ensured.iter().map(|l| l.chain_id).collect()
+}
+
+fn mounted_below(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| Path::new(m).starts_with(dir))
+        })
+}
+
+#[test]
+fn i5_i7_diff_id_mismatch_is_refused_and_nothing_is_committed() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut good = Tar::new();
+    good.file("base", b"base");
+    let good = good.finish();
+    let mut evil = Tar::new();
+    evil.file("evil", b"evil");
+    let evil = evil.finish();
+    // Layer 1 claims the diff id of other content.
+    let mut other = Tar::new();
+    other.file("claimed", b"claimed");
+    let layers = vec![
+        plain("sha256:good", &good),
+        source(
+            "sha256:evil",
+            evil.clone(),
+            Compression::None,
+            diff_id_of(&other.finish()),
+        ),
+    ];
+    let err = store.ensure(layers).unwrap_err();
+    match &err {
+        RootfsError::Unpack { index: 1, source } => {
+            assert_eq!(source.layer, "sha256:evil");
+            assert!(
+                matches!(source.kind, LayerError::DiffIdMismatch { .. }),
+                "{err:?}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The good base layer is committed; the bad one and its staging directory are gone.
+    assert_eq!(snapshot_names(tmp.path()), [diff_id_of(&good).0.hex()]);
+
+    // A gzip blob with one byte changed fails (corrupt stream or mismatch), nothing committed.
+    let mut gz = gzip(&evil);
+    let n = gz.len();
+    gz[n / 2] ^= 0xff;
+    let err = store
+        .ensure(vec![source(
+            "sha256:flipped",
+            gz,
+            Compression::Gzip,
+            diff_id_of(&evil),
+        )])
+        .unwrap_err();
+    assert!(
+        matches!(err, RootfsError::Unpack { index: 0, .. }),
+        "{err:?}"
+    );
+    assert_eq!(snapshot_names(tmp.path()).len(), 1);
+}
+
+#[test]
+fn i1_i2_i8_gzip_and_zstd_layers_unpack_by_media_type() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut a = Tar::new();
+    a.file("a", b"gzip layer");
+    let a = a.finish();
+    let mut b = Tar::new();
+    b.file("b", b"zstd layer");
+    let b = b.finish();
+    let mut zst = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 0x5d, 0, 0, 0];
+    zst.extend(zstd::encode_all(&b[..], 3).unwrap());
+    let oci = "application/vnd.oci.image.layer.v1.tar";
+    let layers = vec![
+        source(
+            "gz",
+            gzip(&a),
+            Compression::from_media_type(&format!("{oci}+gzip")).unwrap(),
+            diff_id_of(&a),
+        ),
+        source(
+            "zst",
+            zst,
+            Compression::from_media_type(&format!("{oci}+zstd")).unwrap(),
+            diff_id_of(&b),
+        ),
+    ];
+    let ensured = store.ensure(layers).unwrap();
+    let run = store
+        .mount_run(
+            &chain_of(&ensured),
+            &tmp.path().join("run"),
+            MountMode::OverlayOnly,
+        )
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(run.path().join("a")).unwrap(),
+        "gzip layer"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.path().join("b")).unwrap(),
+        "zstd layer"
+    );
+}
+
+#[test]
+fn e11_g9_whiteouts_through_a_real_overlay_mount_and_the_copy_fallback() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    // The E11 layers (see unpack_cases.rs), checked after each prefix of the stack.
+    let mk = |entries: &[&str]| {
+        let mut t = Tar::new();
+        for e in entries {
+            if e.ends_with('/') {
+                t.dir(e);
+            } else {
+                t.file(e, b"");
+            }
+        }
+        t.finish()
+    };
+    let layers = [
+        mk(&[
+            ".baz",
+            "bar/",
+            "bar/bax",
+            "bar/bay/",
+            "baz",
+            "foo/",
+            "foo/.abc",
+            "foo/.bcd/",
+            "foo/.bcd/a",
+            "foo/cde/",
+            "foo/cde/def",
+            "foo/cde/efg",
+            "foo/fgh",
+            "foobar",
+        ]),
+        mk(&[
+            ".bay",
+            ".wh.baz",
+            "foo/",
+            "foo/.bce",
+            "foo/.wh..wh..opq",
+            "foo/cde/",
+            "foo/cde/efg",
+        ]),
+        mk(&[
+            ".bay",
+            ".wh..baz",
+            ".wh.foobar",
+            "foo/",
+            "foo/.abc",
+            "foo/.wh.cde",
+            "bar/",
+        ]),
+        mk(&[".abc", ".wh..wh..opq", "foobar"]),
+    ];
+    let expected: [&[&str]; 4] = [
+        &[
+            ".baz",
+            "bar",
+            "bar/bax",
+            "bar/bay",
+            "baz",
+            "foo",
+            "foo/.abc",
+            "foo/.bcd",
+            "foo/.bcd/a",
+            "foo/cde",
+            "foo/cde/def",
+            "foo/cde/efg",
+            "foo/fgh",
+            "foobar",
+        ],
+        &[
+            ".bay",
+            ".baz",
+            "bar",
+            "bar/bax",
+            "bar/bay",
+            "foo",
+            "foo/.bce",
+            "foo/cde",
+            "foo/cde/efg",
+            "foobar",
+        ],
+        &[
+            ".bay", "bar", "bar/bax", "bar/bay", "foo", "foo/.abc", "foo/.bce",
+        ],
+        &[".abc", "foobar"],
+    ];
+    let ensured = store
+        .ensure(
+            layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| plain(&format!("L{}", i + 1), l))
+                .collect(),
+        )
+        .unwrap();
+    let chain = chain_of(&ensured);
+    // The snapshots are in overlay format.
+    let l2 = store.snapshot_dir(&chain[1]);
+    let wh = std::fs::symlink_metadata(l2.join("baz")).unwrap();
+    assert_eq!((wh.mode() & 0o170000, wh.rdev()), (0o020000, 0));
+    let mut buf = [0u8; 4];
+    let n =
+        rustix::fs::getxattr(l2.join("foo").as_path(), "trusted.overlay.opaque", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"y");
+    for depth in 1..=4 {
+        for mode in [MountMode::OverlayOnly, MountMode::CopyOnly] {
+            let run_dir = tmp.path().join(format!("run-{depth}-{mode:?}"));
+            let run = store.mount_run(&chain[..depth], &run_dir, mode).unwrap();
+            let got: Vec<String> = describe(run.path(), false)
+                .into_keys()
+                .filter(|k| !k.is_empty())
+                .collect();
+            assert_eq!(got, expected[depth - 1], "{depth} layers, {mode:?}");
+            run.release().unwrap();
+            assert!(!run_dir.exists());
+        }
+    }
+    assert!(!mounted_below(tmp.path()));
+}
+
+#[test]
+fn e12_opaque_marker_after_its_sibling_in_the_overlay_store() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut l1 = Tar::new();
+    l1.file("d/a.txt", b"").file("d/b.txt", b"");
+    let mut l2 = Tar::new();
+    l2.file("d/c.txt", b"").file("d/.wh..wh..opq", b"");
+    let ensured = store
+        .ensure(vec![plain("l1", &l1.finish()), plain("l2", &l2.finish())])
+        .unwrap();
+    let run = store
+        .mount_run(
+            &chain_of(&ensured),
+            &tmp.path().join("run"),
+            MountMode::OverlayOnly,
+        )
+        .unwrap();
+    let names: Vec<String> = describe(run.path(), false)
+        .into_keys()
+        .filter(|k| !k.is_empty())
+        .collect();
+    assert_eq!(names, ["d", "d/c.txt"]);
+}
+
+#[test]
+fn implied_directories_keep_the_lower_layers_attributes() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut l1 = Tar::new();
+    let mut h = l1.header(b"srv/", tar::EntryType::Directory, b"", 0, 0o750);
+    h.set_uid(33);
+    h.set_gid(44);
+    h.set_mtime(1_234_567_890);
+    l1.raw(&mut h, b"");
+    let mut l2 = Tar::new();
+    l2.file("srv/new", b"n");
+    let ensured = store
+        .ensure(vec![plain("l1", &l1.finish()), plain("l2", &l2.finish())])
+        .unwrap();
+    let run = store
+        .mount_run(
+            &chain_of(&ensured),
+            &tmp.path().join("run"),
+            MountMode::OverlayOnly,
+        )
+        .unwrap();
+    let md = std::fs::metadata(run.path().join("srv")).unwrap();
+    assert_eq!(
+        (md.mode() & 0o7777, md.uid(), md.gid(), md.mtime()),
+        (0o750, 33, 44, 1_234_567_890)
+    );
+    assert_eq!(
+        ensured[1].unpacked.as_ref().unwrap().implied_dirs,
+        [b"srv".to_vec()]
+    );
+}
+
+#[test]
+fn b24_a_layer_relying_on_a_lower_symlink_is_refused_by_the_overlay_store() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut l1 = Tar::new();
+    l1.dir("usr/").dir("usr/lib/").symlink("lib", "usr/lib");
+    let mut l2 = Tar::new();
+    l2.file("lib/systemd/system/container.service", b"unit");
+    let l1 = l1.finish();
+    let err = store
+        .ensure(vec![plain("l1", &l1), plain("l2", &l2.finish())])
+        .unwrap_err();
+    assert!(
+        matches!(err, RootfsError::ImpliedDirOverSymlink { ref path, .. } if path == "lib"),
+        "{err:?}"
+    );
+    // The base is committed, the refused layer is not.
+    assert_eq!(snapshot_names(tmp.path()), [diff_id_of(&l1).0.hex()]);
+}
+
+#[test]
+fn run_rootfs_is_private_writable_and_cleaned_up_on_drop_and_panic() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut l1 = Tar::new();
+    l1.file("etc/hostname", b"image");
+    let l1 = l1.finish();
+    let ensured = store.ensure(vec![plain("l1", &l1)]).unwrap();
+    let chain = chain_of(&ensured);
+    let snapshot = store.snapshot_dir(&chain[0]);
+    let run_a = store
+        .mount_run(&chain, &tmp.path().join("a"), MountMode::OverlayOrCopy)
+        .unwrap();
+    let run_b = store
+        .mount_run(&chain, &tmp.path().join("b"), MountMode::OverlayOrCopy)
+        .unwrap();
+    assert_eq!(run_a.kind(), &RootfsKind::Overlay);
+    std::fs::write(run_a.path().join("etc/hostname"), "changed").unwrap();
+    std::fs::create_dir(run_a.path().join("data")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(run_b.path().join("etc/hostname")).unwrap(),
+        "image"
+    );
+    assert_eq!(
+        std::fs::read_to_string(snapshot.join("etc/hostname")).unwrap(),
+        "image"
+    );
+    assert!(!snapshot.join("data").exists());
+    drop(run_a);
+    assert!(!tmp.path().join("a").exists());
+    // A panic while the rootfs is in use still unmounts it.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _keep = run_b;
+        panic!("simulated failure during a run");
+    }));
+    assert!(result.is_err());
+    assert!(!tmp.path().join("b").exists());
+    assert!(!mounted_below(tmp.path()));
+    // The run directory must be new.
+    std::fs::create_dir(tmp.path().join("taken")).unwrap();
+    assert!(matches!(
+        store.mount_run(&chain, &tmp.path().join("taken"), MountMode::OverlayOnly),
+        Err(RootfsError::RunDir { .. })
+    ));
+    // Unknown snapshots are reported, not mounted.
+    let other = chain_ids(&[diff_id_of(b"nothing")]);
+    assert!(matches!(
+        store.mount_run(&other, &tmp.path().join("c"), MountMode::OverlayOnly),
+        Err(RootfsError::MissingSnapshot(_))
+    ));
+}
+
+#[test]
+fn overlay_unavailable_falls_back_to_a_copy_and_says_why() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut l1 = Tar::new();
+    l1.file("f", b"x");
+    let ensured = store.ensure(vec![plain("l1", &l1.finish())]).unwrap();
+    let chain = chain_of(&ensured);
+    // Overlayfs refuses an upper directory on overlayfs itself: mount a run, then try to place
+    // another run's directory inside it.
+    let outer = store
+        .mount_run(&chain, &tmp.path().join("outer"), MountMode::OverlayOnly)
+        .unwrap();
+    let nested = outer.path().join("nested-run");
+    let copy = store
+        .mount_run(&chain, &nested, MountMode::OverlayOrCopy)
+        .unwrap();
+    match copy.kind() {
+        RootfsKind::Copy { reason } => assert!(!reason.is_empty()),
+        RootfsKind::Overlay => panic!("overlay on overlay upper unexpectedly worked"),
+    }
+    assert_eq!(std::fs::read_to_string(copy.path().join("f")).unwrap(), "x");
+    assert!(
+        store
+            .mount_run(&chain, &outer.path().join("strict"), MountMode::OverlayOnly)
+            .is_err()
+    );
+    copy.release().unwrap();
+    outer.release().unwrap();
+    assert!(!mounted_below(tmp.path()));
+}
+
+#[test]
+fn layers_shared_by_two_images_are_unpacked_once() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut base = Tar::new();
+    base.file("base", b"b");
+    let base = base.finish();
+    let mut app1 = Tar::new();
+    app1.file("app", b"1");
+    let mut app2 = Tar::new();
+    app2.file("app", b"2");
+    let first = store
+        .ensure(vec![plain("base", &base), plain("app1", &app1.finish())])
+        .unwrap();
+    let second = store
+        .ensure(vec![
+            LayerSource {
+                open: Box::new(|| panic!("the shared base must not be opened again")),
+                ..plain("base", &base)
+            },
+            plain("app2", &app2.finish()),
+        ])
+        .unwrap();
+    assert_eq!(first[0].chain_id, second[0].chain_id);
+    assert!(second[0].unpacked.is_none() && second[1].unpacked.is_some());
+    assert_eq!(snapshot_names(tmp.path()).len(), 3);
+}
