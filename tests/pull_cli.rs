@@ -36,6 +36,20 @@ fn pull_images_rmi_round_trip() {
         "plain progress lines off a terminal"
     );
 
+    let snapshots = || {
+        std::fs::read_dir(root.path().join("snapshots-v1"))
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    };
+    assert_eq!(snapshots(), 1, "pull unpacks busybox's one layer");
+
     let out = dockless(root.path(), &["images"]);
     let listing = text(&out.stdout);
     assert!(
@@ -53,6 +67,7 @@ fn pull_images_rmi_round_trip() {
         .unwrap()
         .count();
     assert_eq!(blobs, 0, "rmi of the only image removes its blobs");
+    assert_eq!(snapshots(), 0, "and its snapshots");
 
     let out = dockless(root.path(), &["rmi", &image]);
     assert_eq!(out.status.code(), Some(125));

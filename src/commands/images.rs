@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use dockless_registry::Store;
+use dockless_registry::{ImageRecord, Store};
+use dockless_runtime::unpack::{ChainId, DiffId, chain_ids};
 
 use super::Paths;
 
@@ -51,6 +52,21 @@ pub fn remove(args: RmiArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     for name in &args.images {
         let removed = store.remove_image(name)?;
         println!("Untagged: {} ({})", removed.name, removed.digest);
+        // Snapshots are shared by chain id: drop only those no remaining image stacks on.
+        let live: std::collections::HashSet<ChainId> = store
+            .images()?
+            .values()
+            .map(chains)
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let snapshots = super::pull::snapshots(paths)?;
+        for chain in chains(&removed)? {
+            if !live.contains(&chain) && snapshots.contains(&chain) {
+                snapshots.remove(&chain)?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -89,4 +105,14 @@ pub fn load(args: LoadArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         println!("Loaded image: {} ({})", record.name, record.digest);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The chain ids of an image's layers (the snapshot keys).
+fn chains(record: &ImageRecord) -> anyhow::Result<Vec<ChainId>> {
+    let diff_ids: Vec<DiffId> = record
+        .diff_ids
+        .iter()
+        .map(|d| d.to_string().parse())
+        .collect::<Result<_, _>>()?;
+    Ok(chain_ids(&diff_ids))
 }
