@@ -9,13 +9,13 @@ use dockless_registry::{Digest, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// Chooses the renderer for the current stderr.
-pub fn for_stderr(quiet: bool) -> Box<dyn Progress> {
+pub fn for_stderr(quiet: bool) -> std::sync::Arc<dyn Progress> {
     if quiet {
-        Box::new(dockless_registry::NoProgress)
+        std::sync::Arc::new(dockless_registry::NoProgress)
     } else if std::io::stderr().is_terminal() {
-        Box::new(Bars::default())
+        std::sync::Arc::new(Bars::default())
     } else {
-        Box::new(Lines)
+        std::sync::Arc::new(Lines)
     }
 }
 

@@ -104,19 +104,7 @@ fn errors_name_image_registry_and_cause() {
 #[test]
 fn killed_mid_pull_leaves_no_partial_blob_and_the_next_pull_resumes() {
     let env = test_env();
-    // Learn the layer digest with a clean pull into a throwaway root.
-    let probe = tempfile::tempdir().unwrap();
-    let out = dockless(
-        probe.path(),
-        &["pull", &format!("{}/busybox:latest", env.registry)],
-    );
-    assert!(out.status.success());
-    let records: serde_json::Value =
-        serde_json::from_slice(&dockless(probe.path(), &["images", "--json"]).stdout).unwrap();
-    let layer = records[0]["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let layer = busybox_layer(&env.registry);
     let hex = layer.trim_start_matches("sha256:").to_string();
 
     let proxy = FaultProxy::start(
@@ -197,6 +185,58 @@ fn sha256_hex(bytes: &[u8]) -> String {
     text(&out.stdout)
         .split_whitespace()
         .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn streamed_unpack_survives_a_cut_and_a_restarted_download() {
+    let env = test_env();
+    let layer = busybox_layer(&env.registry);
+    let path = format!("/blobs/{layer}");
+    let rules = vec![
+        Rule::new(&path, 1, Fault::CutAfter(400_000)),
+        Rule {
+            first: 2,
+            ..Rule::new(&path, 1, Fault::IgnoreRange)
+        },
+    ];
+    let proxy = FaultProxy::start(&env.registry, rules);
+    let root = tempfile::tempdir().unwrap();
+    let reference = format!("{}/busybox:latest", proxy.host());
+    let out = dockless(root.path(), &["pull", &reference]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        proxy.requests_to(&path).len(),
+        2,
+        "cut once, then a full restart"
+    );
+    assert!(
+        err.contains("streamed unpack failed"),
+        "the follower noticed the restart: {err}"
+    );
+    assert!(err.contains("1 of 1 layers unpacked"), "{err}");
+    let again = dockless(root.path(), &["pull", &reference]);
+    assert!(
+        text(&again.stderr).contains("0 of 1 layers unpacked"),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+/// busybox's layer digest, from a clean pull into a throwaway root.
+fn busybox_layer(registry: &str) -> String {
+    let probe = tempfile::tempdir().unwrap();
+    let out = dockless(
+        probe.path(),
+        &["pull", "--no-unpack", &format!("{registry}/busybox:latest")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let records: serde_json::Value =
+        serde_json::from_slice(&dockless(probe.path(), &["images", "--json"]).stdout).unwrap();
+    records[0]["layers"][0]["digest"]
+        .as_str()
         .unwrap()
         .to_string()
 }

@@ -26,6 +26,7 @@ pub mod auth;
 mod client;
 pub mod digest;
 mod error;
+pub mod follow;
 pub mod load;
 pub mod manifest;
 pub mod platform;

@@ -24,10 +24,14 @@ use crate::store::{ImageRecord, Ingest, IngestWriter, LayerRecord, Store};
 pub trait Progress: Send + Sync {
     /// The manifest was resolved to `digest`.
     fn resolved(&self, _image: &str, _digest: &Digest) {}
+    /// The config is verified: these are the image's layers and diff ids.
+    fn layers(&self, _layers: &[LayerRecord], _diff_ids: &[Digest]) {}
     /// A blob download starts (or resumes at `offset`).
     fn blob_started(&self, _digest: &Digest, _size: u64, _offset: u64) {}
     /// `bytes` more bytes of the blob arrived.
     fn blob_advanced(&self, _digest: &Digest, _bytes: u64) {}
+    /// The bytes on disk were dropped and the blob restarts from zero.
+    fn blob_reset(&self, _digest: &Digest) {}
     /// An attempt failed and the download goes on from what is on disk.
     fn blob_retrying(&self, _digest: &Digest, _attempt: u32, _reason: &str) {}
     /// The blob is in the store (`cached`: it already was).
@@ -102,6 +106,15 @@ impl Client {
             .iter()
             .map(|l| descriptor(&name, l))
             .collect::<Result<_>>()?;
+        let records: Vec<LayerRecord> = layers
+            .iter()
+            .map(|b| LayerRecord {
+                digest: b.digest.clone(),
+                size: b.size,
+                media_type: b.media_type.clone(),
+            })
+            .collect();
+        progress.layers(&records, &diff_ids);
         fetch_layers(
             &session,
             store,
@@ -116,14 +129,7 @@ impl Client {
             digest,
             index_digest,
             config: config.digest,
-            layers: layers
-                .into_iter()
-                .map(|b| LayerRecord {
-                    digest: b.digest,
-                    size: b.size,
-                    media_type: b.media_type,
-                })
-                .collect(),
+            layers: records,
             diff_ids,
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -372,12 +378,14 @@ async fn fetch_attempt(
             if !range.starts_with(&format!("bytes {offset}-")) {
                 tracing::warn!(%what, range, "unexpected Content-Range, restarting from zero");
                 writer.reset()?;
+                progress.blob_reset(&blob.digest);
                 return Ok(Some(Interrupted::ShortBody));
             }
         }
         _ if offset > 0 => {
             // The server ignored Range and sends everything again.
             writer.reset()?;
+            progress.blob_reset(&blob.digest);
         }
         _ => {}
     }

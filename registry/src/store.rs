@@ -109,6 +109,15 @@ impl Store {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
+    /// The ingest file of a download in progress, for [`crate::follow::Follower`]: it grows
+    /// while the download runs, may be truncated when a download restarts, and is renamed to
+    /// [`Store::blob_path`] when verified.
+    pub fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("ingest")
+            .join(format!("{}.partial", digest.hex()))
+    }
+
     /// Whether a verified blob is present.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use dockless_registry::{Client, ImageRecord, ImageRef, Platform, Store};
+use dockless_registry::follow::Follow;
+use dockless_registry::{
+    Client, Digest, ImageRecord, ImageRef, LayerRecord, Platform, Progress, Store,
+};
 use dockless_runtime::rootfs::{EnsuredLayer, LayerSource, SnapshotStore};
 use dockless_runtime::unpack::Compression;
 
@@ -34,53 +37,93 @@ pub struct PullArgs {
     pub registry: RegistryArgs,
 }
 
-/// Pulls and prints the manifest digest on stdout.
+/// Pulls (and unpacks, unless asked not to) and prints the manifest digest on stdout.
 pub fn run(args: PullArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
-    let record = pull(
-        &args.image,
-        &args.platform,
-        args.quiet,
-        &args.registry,
-        paths,
-    )?;
-    if !args.no_unpack {
-        let started = std::time::Instant::now();
-        let unpacked = unpack(&record, paths)?;
-        if !args.quiet {
-            eprintln!(
-                "{}: {} of {} layers unpacked in {:.2} s",
-                record.name,
-                unpacked.iter().filter(|l| l.unpacked.is_some()).count(),
-                unpacked.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
+    let started = std::time::Instant::now();
+    let progress = crate::progress::for_stderr(args.quiet);
+    let store = Store::open(paths.store())?;
+    if args.no_unpack {
+        let record = pull(
+            &args.image,
+            &args.platform,
+            &args.registry,
+            &store,
+            progress,
+        )?;
+        println!("{}", record.digest);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (record, unpacked) =
+        pull_and_unpack(&args.image, &args.platform, &args.registry, paths, progress)?;
+    if !args.quiet {
+        eprintln!(
+            "{}: {} of {} layers unpacked, {:.2} s in all",
+            record.name,
+            unpacked.iter().filter(|l| l.unpacked.is_some()).count(),
+            unpacked.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
     println!("{}", record.digest);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Pulls an image; shared with `run`, which pulls when the image is not stored.
-pub fn pull(
+/// Pulls an image into the content store, reporting to `progress`.
+fn pull(
     image: &str,
     platform: &str,
-    quiet: bool,
     registry: &RegistryArgs,
-    paths: &Paths,
+    store: &Store,
+    progress: Arc<dyn Progress>,
 ) -> anyhow::Result<ImageRecord> {
     let reference = ImageRef::parse(image)?;
     let platform: Platform = platform.parse()?;
-    let store = Store::open(paths.store())?;
     let client = Client::new(registry.resolve())?;
-    let progress: Arc<dyn dockless_registry::Progress> =
-        Arc::from(crate::progress::for_stderr(quiet));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     // The registry's errors already name the image and the registry.
-    Ok(runtime.block_on(client.pull(&reference, &platform, &store, progress))?)
+    Ok(runtime.block_on(client.pull(&reference, &platform, store, progress))?)
+}
+
+/// Pulls an image and unpacks its layers while they download: each layer's unpacker reads the
+/// blob as it arrives (the runtime verifies the diff id, which the verified config names). If
+/// the streamed unpack fails for a reason the pull did not share (say, a download restarted
+/// from zero), the layers are unpacked again from the verified blobs.
+pub fn pull_and_unpack(
+    image: &str,
+    platform: &str,
+    registry: &RegistryArgs,
+    paths: &Paths,
+    progress: Arc<dyn Progress>,
+) -> anyhow::Result<(ImageRecord, Vec<EnsuredLayer>)> {
+    let store = Store::open(paths.store())?;
+    let follow = Follow::new(store.clone(), progress);
+    std::thread::scope(|scope| {
+        let puller = scope.spawn(|| {
+            let result = pull(image, platform, registry, &store, follow.clone());
+            follow.close(result.as_ref().err().map(|e| format!("{e:#}")));
+            result
+        });
+        let streamed = follow.wait_layers().map(|(layers, diff_ids)| {
+            ensure(&layers, &diff_ids, paths, |d| Box::new(follow.reader(d)))
+        });
+        let record = puller.join().expect("pull thread panicked")?;
+        let unpacked = match streamed {
+            Some(Ok(u)) => u,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "streamed unpack failed; unpacking from the stored blobs"
+                );
+                unpack(&record, paths)?
+            }
+            None => unpack(&record, paths)?,
+        };
+        Ok((record, unpacked))
+    })
 }
 
 /// The snapshot store of unpacked layers (beside the content store).
@@ -88,24 +131,51 @@ pub fn snapshots(paths: &Paths) -> anyhow::Result<SnapshotStore> {
     Ok(SnapshotStore::open(&paths.root)?)
 }
 
-/// Makes sure every layer of `record` is unpacked into the snapshot store; layers already
-/// there are not even opened. Returns the layers' chain ids in manifest order.
+/// Makes sure every layer of `record` is unpacked into the snapshot store from the verified
+/// blobs; layers already there are not even opened. Returns the chain ids in manifest order.
 pub fn unpack(record: &ImageRecord, paths: &Paths) -> anyhow::Result<Vec<EnsuredLayer>> {
     let store = Store::open(paths.store())?;
-    let mut sources = Vec::with_capacity(record.layers.len());
-    for (layer, diff_id) in record.layers.iter().zip(&record.diff_ids) {
-        let blob = store.blob_path(&layer.digest);
+    ensure(
+        &record.layers,
+        &record.diff_ids,
+        paths,
+        |d| match std::fs::File::open(store.blob_path(d)) {
+            Ok(f) => Box::new(f),
+            Err(e) => Box::new(FailingReader(Some(e))),
+        },
+    )
+    .with_context(|| format!("cannot unpack {}", record.name))
+}
+
+/// Hands the runtime one reader per layer, opened lazily, and the diff ids.
+fn ensure<'a>(
+    layers: &[LayerRecord],
+    diff_ids: &[Digest],
+    paths: &Paths,
+    open: impl Fn(&Digest) -> Box<dyn std::io::Read + Send + 'a> + Send + Sync + 'a,
+) -> anyhow::Result<Vec<EnsuredLayer>> {
+    let open = Arc::new(open);
+    let mut sources = Vec::with_capacity(layers.len());
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        let (open, digest) = (open.clone(), layer.digest.clone());
         sources.push(LayerSource {
             label: layer.digest.to_string(),
             compression: Compression::from_media_type(&layer.media_type)?,
             diff_id: diff_id.to_string().parse()?,
-            open: Box::new(move || {
-                let file = std::fs::File::open(&blob)?;
-                Ok(Box::new(file) as Box<dyn std::io::Read + Send>)
-            }),
+            open: Box::new(move || Ok(open(&digest))),
         });
     }
-    snapshots(paths)?
-        .ensure(sources)
-        .with_context(|| format!("cannot unpack {}", record.name))
+    Ok(snapshots(paths)?.ensure(sources)?)
+}
+
+/// A reader that reports an open error on first use (openers run inside the runtime).
+struct FailingReader(Option<std::io::Error>);
+
+impl std::io::Read for FailingReader {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("blob unreadable")))
+    }
 }
