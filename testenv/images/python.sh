@@ -3,9 +3,9 @@
 #
 # A realistically sized image for pull/unpack tests and the benchmark. It downloads from the Debian
 # mirror in DEBIAN_MIRROR (scripts/test-env takes it from the host's apt sources) and takes a few
-# minutes, which is why scripts/test-env caches the result and rebuilds it only when this file,
-# the mirror or the architecture changed. Unlike the small images it is not reproducible: the
-# packages are whatever the mirror serves on the day of the build.
+# minutes, which is why scripts/test-env caches the result and rebuilds it only when this file or
+# the architecture changed (not lib.sh nor the mirror). Unlike the small images it is not
+# reproducible: the packages are whatever the mirror serves on the day of the build.
 
 RECIPE_NAME=python
 # shellcheck source=testenv/images/lib.sh
@@ -18,7 +18,7 @@ rootfs="$bundle/rootfs"
 mounted=()
 
 unmount_all() {
-	local m
+	local m i
 	for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
 		m=${mounted[i]}
 		umount "$m" || log "could not unmount $m"
