@@ -39,10 +39,17 @@ async fn every_test_image_pulls_and_verifies() {
 
 #[tokio::test]
 async fn index_resolves_to_the_requested_platform() {
+    for tag in ["latest", "v2s2"] {
+        index_case(tag).await;
+    }
+}
+
+/// `multi:latest` is an OCI index, `multi:v2s2` a Docker manifest list.
+async fn index_case(tag: &str) {
     let env = test_env();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let image = format!("{}/multi:latest", env.registry);
+    let image = format!("{}/multi:{tag}", env.registry);
     let amd = pull_with(settings(), &store, &image, "linux/amd64")
         .await
         .unwrap();
