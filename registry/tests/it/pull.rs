@@ -208,3 +208,30 @@ async fn concurrent_pulls_of_one_image_share_the_store_safely() {
         ingest_leftovers(&store)
     );
 }
+
+#[tokio::test]
+async fn docker_hub_images_come_from_a_mirror_with_fallback() {
+    let env = test_env();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // The plain test registry holds `library/busybox`, as a Docker Hub pull-through mirror does.
+    let proxy = FaultProxy::start(&env.registry, vec![]);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_host = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let mut s = settings();
+    s.mirrors = vec![format!("http://{dead_host}/"), proxy.host()];
+    let record = pull_with(s, &store, "busybox", "linux/amd64")
+        .await
+        .unwrap();
+    assert_eq!(record.name, "docker.io/library/busybox:latest");
+    assert_verified(&store, &record);
+    assert!(
+        proxy
+            .requests_to("/v2/library/busybox/manifests/latest")
+            .len()
+            >= 1,
+        "the second mirror served it after the first failed: {:?}",
+        proxy.log()
+    );
+}
