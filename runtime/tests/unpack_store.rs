@@ -480,3 +480,92 @@ fn layers_shared_by_two_images_are_unpacked_once() {
     assert!(second[0].unpacked.is_none() && second[1].unpacked.is_some());
     assert_eq!(snapshot_names(tmp.path()).len(), 3);
 }
+
+#[test]
+fn a_failing_base_layer_commits_nothing_and_openers_errors_are_reported() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut ok = Tar::new();
+    ok.file("ok", b"ok");
+    let ok = ok.finish();
+    let mut truncated = Tar::new();
+    let mut h = truncated.header(b"big", tar::EntryType::Regular, b"", 1 << 20, 0o644);
+    truncated.raw(&mut h, b"short");
+    let truncated = truncated.unterminated();
+    let err = store
+        .ensure(vec![
+            plain("broken-base", &truncated),
+            plain("ok1", &ok),
+            plain("ok2", &ok),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, RootfsError::Unpack { index: 0, ref source } if matches!(source.kind, LayerError::Stream(_))), "{err:?}");
+    assert!(snapshot_names(tmp.path()).is_empty(), "{:?}", snapshot_names(tmp.path()));
+    let err = store
+        .ensure(vec![LayerSource {
+            open: Box::new(|| Err(std::io::Error::other("registry gone"))),
+            ..plain("sha256:unreachable", &ok)
+        }])
+        .unwrap_err();
+    assert!(matches!(err, RootfsError::OpenLayer { ref label, .. } if label == "sha256:unreachable"));
+    assert!(snapshot_names(tmp.path()).is_empty());
+}
+
+#[test]
+fn a_layer_streams_from_a_reader_that_is_still_being_written() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut t = Tar::new();
+    for i in 0..200 {
+        t.file(&format!("dir{}/file{i}", i % 7), format!("content {i}").repeat(300).as_bytes());
+    }
+    let layer = t.finish();
+    let gz = gzip(&layer);
+    // A pipe fed in small, slow pieces stands in for a download in progress.
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for piece in gz.chunks(1000) {
+            writer.write_all(piece).unwrap();
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    });
+    let source = LayerSource {
+        label: "streamed".into(),
+        compression: Compression::Gzip,
+        diff_id: diff_id_of(&layer),
+        open: Box::new(move || Ok(Box::new(reader) as Box<dyn Read + Send>)),
+    };
+    let ensured = store.ensure(vec![source]).unwrap();
+    feeder.join().unwrap();
+    let report = ensured[0].unpacked.as_ref().unwrap();
+    assert_eq!(report.stats.entries, 200);
+    assert_eq!(report.uncompressed_bytes, layer.len() as u64);
+    let dir = store.snapshot_dir(&ensured[0].chain_id);
+    assert_eq!(std::fs::read_to_string(dir.join("dir3/file199")).unwrap(), "content 199".repeat(300));
+}
+
+#[test]
+fn limits_stop_decompression_bombs_and_entry_floods() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut t = Tar::new();
+    t.file("zeros", &vec![0u8; 4 << 20]);
+    let bomb = t.finish();
+    store.limits.max_layer_bytes = 1 << 20;
+    let err = store
+        .ensure(vec![source("bomb", gzip(&bomb), Compression::Gzip, diff_id_of(&bomb))])
+        .unwrap_err();
+    assert!(matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))), "{err:?}");
+    store.limits = Default::default();
+    store.limits.max_entries = 10;
+    let mut t = Tar::new();
+    for i in 0..11 {
+        t.file(&format!("f{i}"), b"");
+    }
+    let err = store.ensure(vec![plain("flood", &t.finish())]).unwrap_err();
+    assert!(matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))), "{err:?}");
+    assert!(snapshot_names(tmp.path()).is_empty());
+}

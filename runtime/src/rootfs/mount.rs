@@ -184,6 +184,8 @@ impl SnapshotStore {
             .mode(0o700)
             .create(run_dir)
             .map_err(dir_err(run_dir))?;
+        // Absolute, so the leftover-mount check can compare with /proc/self/mountinfo.
+        let run_dir = &std::path::absolute(run_dir).map_err(dir_err(run_dir))?;
         let rootfs = run_dir.join("rootfs");
         let mut guard = RunRootfs {
             run_dir: run_dir.to_path_buf(),

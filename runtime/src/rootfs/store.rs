@@ -164,51 +164,65 @@ impl SnapshotStore {
         }
 
         // Commit in manifest order up to the first failed layer; everything above it is dropped.
+        // 1. implied directories take the attributes of their lower layers (staged or stored);
+        // 2. one syncfs makes all staged data durable; 3. renames publish the snapshots.
         let stop = first_error.as_ref().map_or(usize::MAX, |(i, _)| *i);
-        let mut result = Vec::with_capacity(chains.len());
         let mut commit_error = None;
-        let mut staged_dirs: Vec<PathBuf> = Vec::new();
-        for (index, chain) in chains.iter().enumerate() {
-            let Some((dir, report)) = staged.remove(&index) else {
-                result.push(EnsuredLayer {
-                    chain_id: *chain,
-                    unpacked: None,
-                });
+        let mut ready = Vec::new();
+        for (index, label) in labels.iter().enumerate() {
+            let Some((dir, report)) = staged.get(&index) else {
                 continue;
             };
-            if index > stop || commit_error.is_some() {
-                self.discard(&dir);
-                continue;
+            if index > stop {
+                break;
             }
-            // Lower layers are committed (or were there) by now.
             let lowers: Vec<PathBuf> = (0..index)
                 .rev()
-                .map(|i| self.snapshot_dir(&chains[i]))
+                .map(|i| match staged.get(&i) {
+                    Some((d, _)) => d.clone(),
+                    None => self.snapshot_dir(&chains[i]),
+                })
                 .collect();
-            if let Err(e) =
-                super::implied::reconcile(&dir, &lowers, &report.implied_dirs, &labels[index])
-            {
-                self.discard(&dir);
+            if let Err(e) = super::implied::reconcile(dir, &lowers, &report.implied_dirs, label) {
                 commit_error = Some(e);
-                continue;
+                break;
             }
-            staged_dirs.push(dir.clone());
-            if let Err(source) = sync_filesystem(&dir).and_then(|_| self.commit(&dir, chain)) {
-                self.discard(&dir);
+            ready.push(index);
+        }
+        if let Some(&first) = ready.first()
+            && let Err(source) = sync_filesystem(&self.dir)
+        {
+            commit_error = Some(RootfsError::Commit {
+                chain: chains[first],
+                source,
+            });
+            ready.clear();
+        }
+        let mut reports: HashMap<usize, LayerReport> = HashMap::new();
+        for index in ready {
+            let Some((dir, report)) = staged.remove(&index) else {
+                continue;
+            };
+            if let Err(source) = self.commit(&dir, &chains[index]) {
                 commit_error = Some(RootfsError::Commit {
-                    chain: *chain,
+                    chain: chains[index],
                     source,
                 });
-                continue;
+                break;
             }
-            result.push(EnsuredLayer {
-                chain_id: *chain,
-                unpacked: Some(report),
-            });
+            reports.insert(index, report);
         }
         for (_, (dir, _)) in staged.drain() {
             self.discard(&dir);
         }
+        let result: Vec<EnsuredLayer> = chains
+            .iter()
+            .enumerate()
+            .map(|(index, chain)| EnsuredLayer {
+                chain_id: *chain,
+                unpacked: reports.remove(&index),
+            })
+            .collect();
         if let Some((_, e)) = first_error {
             return Err(e);
         }
