@@ -163,16 +163,24 @@ impl SqliteStorage {
     }
 
     fn migrate(&self) -> Result<()> {
+        // Readers must not queue behind a long write: look first, lock only to create.
+        match self.schema_version()? {
+            SCHEMA_VERSION => return Ok(()),
+            0 => {}
+            found => {
+                return Err(Error::SchemaVersion {
+                    path: self.path.clone(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
         // IMMEDIATE: two first openers of a new file must not both create the schema.
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(Error::db("starting the schema migration"))?;
         let result = (|| {
-            let version: i64 = self
-                .conn
-                .query_row("PRAGMA user_version", [], |r| r.get(0))
-                .map_err(Error::db("reading the schema version"))?;
-            if version == 0 {
+            if self.schema_version()? == 0 {
                 self.conn
                     .execute_batch(SCHEMA)
                     .map_err(Error::db("creating the schema"))?;
@@ -187,6 +195,12 @@ impl SqliteStorage {
             .execute_batch(end)
             .map_err(Error::db("finishing the schema migration"))?;
         result
+    }
+
+    fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(Error::db("reading the schema version"))
     }
 }
 
