@@ -356,6 +356,12 @@ fn export(
     } else {
         options.columns.clone()
     };
+    if selected.is_empty() {
+        return Err(Error::Columns {
+            what: id.to_string(),
+            reason: "nothing to export: the table has no columns".into(),
+        });
+    }
     let mut positions = Vec::with_capacity(selected.len());
     for name in &selected {
         positions.push(column_index(id, &table.columns, name)?);
@@ -400,7 +406,7 @@ fn export(
             for batch in full_rx {
                 let mut start = 0usize;
                 for (i, end) in batch.ends.iter().enumerate() {
-                    let end = *end as usize;
+                    let end = *end;
                     quote_field(&mut buf, &batch.data[start..end], (i + 1) % width == 0);
                     start = end;
                 }
@@ -424,7 +430,7 @@ fn export(
                         _ => b"",
                     };
                     batch.data.extend_from_slice(field);
-                    batch.ends.push(batch.data.len() as u32);
+                    batch.ends.push(batch.data.len());
                 }
                 count += 1;
                 if batch.data.len() >= EXPORT_BATCH || batch.ends.len() >= EXPORT_BATCH / 8 {
@@ -458,7 +464,7 @@ fn export(
 #[derive(Default)]
 struct Batch {
     data: Vec<u8>,
-    ends: Vec<u32>,
+    ends: Vec<usize>,
 }
 
 /// Bytes of raw values per batch handed to the export writer thread.
