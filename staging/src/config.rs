@@ -468,6 +468,22 @@ pub fn container_config(normalized: &Value, image_parameters: &Value, action: &s
     Value::Object(out)
 }
 
+/// Builds the `config.json` of a processor: its `parameters`, its own `image_parameters`,
+/// the action, an empty `storage` and an empty `authorization`.
+pub fn processor_config(parameters: &Value, image_parameters: &Value, action: &str) -> Value {
+    let object_or_empty = |v: &Value| match v {
+        Value::Object(map) if !map.is_empty() => v.clone(),
+        _ => json!({}),
+    };
+    json!({
+        "parameters": object_or_empty(parameters),
+        "image_parameters": object_or_empty(image_parameters),
+        "action": action,
+        "storage": {},
+        "authorization": {},
+    })
+}
+
 /// Serializes a document the way the runner writes its files: JSON pretty-printed with four
 /// spaces and a final newline, or YAML.
 pub fn render(

@@ -165,6 +165,16 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The Storage file was written by a newer dockless.
+    #[error("storage {path} has schema version {found}, this dockless supports {supported}")]
+    SchemaVersion {
+        /// The database file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: i64,
+        /// Version this build writes.
+        supported: i64,
+    },
     /// Serializing config.json, a manifest or the state failed.
     #[error("failed to write {path}")]
     Serialize {
@@ -182,7 +192,10 @@ impl Error {
     pub fn is_user_error(&self) -> bool {
         !matches!(
             self,
-            Error::Io { .. } | Error::Db { .. } | Error::Serialize { .. }
+            Error::Io { .. }
+                | Error::Db { .. }
+                | Error::Serialize { .. }
+                | Error::SchemaVersion { .. }
         )
     }
 

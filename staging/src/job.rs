@@ -105,11 +105,34 @@ impl Job {
         Ok(path)
     }
 
+    /// Writes the `config.json` of a processor (an image run before or after the main one):
+    /// only its `parameters`, its own component's `image_parameters`, the action, an empty
+    /// `storage` and an empty `authorization`, as Keboola's runner does.
+    pub fn write_processor_config(
+        &self,
+        dir: &DataDir,
+        parameters: &Value,
+        image_parameters: &Value,
+    ) -> Result<PathBuf> {
+        let action = if self.spec.action.is_empty() {
+            "run"
+        } else {
+            &self.spec.action
+        };
+        let doc = config::processor_config(parameters, image_parameters, action);
+        let path = dir
+            .data()
+            .join(format!("config.{}", self.spec.format.extension()));
+        write(&path, &doc, self.spec.format)?;
+        Ok(path)
+    }
+
     /// Writes `config.json`, `in/state.json` and, for a `run` action, stages the input tables
     /// and files. On error the data folder may hold part of the inputs; Storage is unchanged.
     pub fn stage(&mut self, storage: &dyn Storage, dir: &DataDir) -> Result<&InputReport> {
         self.write_config(dir)?;
-        let stored = match self.state_key() {
+        // Sync actions never touch Storage (Keboola sends them no state either).
+        let stored = match self.state_key().filter(|_| self.is_run()) {
             Some(key) => storage.state(&key)?.unwrap_or(Value::Null),
             None => Value::Null,
         };

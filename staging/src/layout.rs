@@ -49,6 +49,35 @@ impl DataDir {
         }
     }
 
+    /// Hands one image's output to the next image (processors): `in/tables` and `in/files` are
+    /// replaced by `out/tables` and `out/files`, `out/` is emptied and recreated, and
+    /// `out/state.json` is dropped (processors never see state). `in/state.json` and
+    /// `in/user` stay.
+    pub fn rotate_out_to_in(&self) -> Result<()> {
+        for (from, to) in [
+            (self.out_tables(), self.in_tables()),
+            (self.out_files(), self.in_files()),
+        ] {
+            if let Err(e) = std::fs::remove_dir_all(&to)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(Error::Io {
+                    path: to,
+                    source: e,
+                });
+            }
+            // rename never follows a link at `from`: a planted link is moved as a link and
+            // refused later by output mapping, it is not resolved here.
+            std::fs::rename(&from, &to).map_err(Error::io(&from))?;
+        }
+        let out = self.data().join("out");
+        std::fs::remove_dir_all(&out).map_err(Error::io(&out))?;
+        for path in [self.out_tables(), self.out_files()] {
+            std::fs::create_dir_all(&path).map_err(Error::io(&path))?;
+        }
+        Ok(())
+    }
+
     /// The working directory itself.
     pub fn root(&self) -> &Path {
         &self.root

@@ -163,16 +163,24 @@ impl SqliteStorage {
     }
 
     fn migrate(&self) -> Result<()> {
+        // Readers must not queue behind a long write: look first, lock only to create.
+        match self.schema_version()? {
+            SCHEMA_VERSION => return Ok(()),
+            0 => {}
+            found => {
+                return Err(Error::SchemaVersion {
+                    path: self.path.clone(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
         // IMMEDIATE: two first openers of a new file must not both create the schema.
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(Error::db("starting the schema migration"))?;
         let result = (|| {
-            let version: i64 = self
-                .conn
-                .query_row("PRAGMA user_version", [], |r| r.get(0))
-                .map_err(Error::db("reading the schema version"))?;
-            if version == 0 {
+            if self.schema_version()? == 0 {
                 self.conn
                     .execute_batch(SCHEMA)
                     .map_err(Error::db("creating the schema"))?;
@@ -187,6 +195,12 @@ impl SqliteStorage {
             .execute_batch(end)
             .map_err(Error::db("finishing the schema migration"))?;
         result
+    }
+
+    fn schema_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(Error::db("reading the schema version"))
     }
 }
 
@@ -342,6 +356,12 @@ fn export(
     } else {
         options.columns.clone()
     };
+    if selected.is_empty() {
+        return Err(Error::Columns {
+            what: id.to_string(),
+            reason: "nothing to export: the table has no columns".into(),
+        });
+    }
     let mut positions = Vec::with_capacity(selected.len());
     for name in &selected {
         positions.push(column_index(id, &table.columns, name)?);
@@ -386,7 +406,7 @@ fn export(
             for batch in full_rx {
                 let mut start = 0usize;
                 for (i, end) in batch.ends.iter().enumerate() {
-                    let end = *end as usize;
+                    let end = *end;
                     quote_field(&mut buf, &batch.data[start..end], (i + 1) % width == 0);
                     start = end;
                 }
@@ -410,7 +430,7 @@ fn export(
                         _ => b"",
                     };
                     batch.data.extend_from_slice(field);
-                    batch.ends.push(batch.data.len() as u32);
+                    batch.ends.push(batch.data.len());
                 }
                 count += 1;
                 if batch.data.len() >= EXPORT_BATCH || batch.ends.len() >= EXPORT_BATCH / 8 {
@@ -444,7 +464,7 @@ fn export(
 #[derive(Default)]
 struct Batch {
     data: Vec<u8>,
-    ends: Vec<u32>,
+    ends: Vec<usize>,
 }
 
 /// Bytes of raw values per batch handed to the export writer thread.

@@ -64,3 +64,30 @@ fn concurrent_writers_both_succeed_without_lost_rows() {
         assert_eq!(own.rows, rows);
     }
 }
+
+#[test]
+fn readers_do_not_wait_for_a_long_write_and_a_second_writer_times_out_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("storage.db");
+    let mut writer = SqliteStorage::open(&db).unwrap();
+    crate::seed(&mut writer, "in.c-a.t", "a\n1\n", &[]);
+    let tx = writer.begin().unwrap();
+    let quick = dockless_staging::SqliteOptions {
+        busy_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let mut other = SqliteStorage::open_with(&db, &quick).unwrap();
+    assert_eq!(
+        other.tables().unwrap().len(),
+        1,
+        "a reader sees the last commit"
+    );
+    let err = other
+        .begin()
+        .err()
+        .expect("the second writer must not get the lock");
+    assert!(matches!(err, dockless_staging::Error::Db { .. }), "{err:?}");
+    assert!(!err.is_user_error());
+    drop(tx);
+    other.begin().unwrap().commit().unwrap();
+}

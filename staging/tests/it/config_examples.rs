@@ -347,3 +347,37 @@ fn input_manifests_carry_the_keys_of_real_ones() {
     expected.insert("is_sliced".into());
     assert_eq!(keys(&ours), expected);
 }
+
+#[test]
+fn processors_get_their_own_config_and_rotated_data() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = DataDir::create(work.path()).unwrap();
+    let job = Job::new(JobSpec {
+        configuration: load(
+            "05-docker-bundle-test-derived/stored-configuration-with-before-processors.json",
+        ),
+        component_id: "c".into(),
+        action: "run".into(),
+        ..JobSpec::default()
+    })
+    .unwrap();
+    let path = job
+        .write_processor_config(&dir, &json!({"direction": "tables"}), &json!([]))
+        .unwrap();
+    let written: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        json!({"parameters": {"direction": "tables"}, "image_parameters": {}, "action": "run", "storage": {}, "authorization": {}})
+    );
+    std::fs::write(dir.out_tables().join("t.csv"), "a\n1\n").unwrap();
+    std::fs::write(dir.in_tables().join("old.csv"), "x\n").unwrap();
+    std::fs::write(dir.data().join("out/state.json"), "{}").unwrap();
+    dir.rotate_out_to_in().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.in_tables().join("t.csv")).unwrap(),
+        "a\n1\n"
+    );
+    assert!(!dir.in_tables().join("old.csv").exists());
+    assert!(dir.out_tables().is_dir() && dir.out_files().is_dir());
+    assert!(!dir.data().join("out/state.json").exists());
+}

@@ -220,3 +220,46 @@ fn a_missing_source_table_is_a_user_error() {
         "{err}"
     );
 }
+
+#[test]
+fn sliced_files_become_folders_of_slices() {
+    let (_d, mut s) = storage();
+    let mut tx = s.begin().unwrap();
+    let file = NewFile {
+        name: "export.csv".into(),
+        tags: vec!["sliced".into()],
+        is_public: false,
+        is_permanent: false,
+        is_encrypted: true,
+    };
+    let slice = |name: &str, body: &str| Slice {
+        name: name.into(),
+        reader: Box::new(std::io::Cursor::new(body.as_bytes().to_vec())),
+        origin: name.into(),
+    };
+    let mut slices = vec![slice("part0", "a,1\n"), slice("part1", "b,2\n")].into_iter();
+    let id = tx.add_file(&file, &mut slices).unwrap();
+    tx.commit().unwrap();
+    let info = s.file(id).unwrap().unwrap();
+    assert!(info.is_sliced);
+    assert_eq!(
+        (info.size, info.slices.clone()),
+        (8, vec!["part0".to_string(), "part1".to_string()])
+    );
+    let (_w, dir, job) = stage(
+        &s,
+        json!({"storage": {"input": {"files": [{"tags": ["sliced"]}]}}}),
+    );
+    job.unwrap();
+    assert_eq!(
+        read(&dir, &format!("in/files/{id}_export.csv/part0")),
+        "a,1\n"
+    );
+    assert_eq!(
+        read(&dir, &format!("in/files/{id}_export.csv/part1")),
+        "b,2\n"
+    );
+    let manifest: Value =
+        serde_json::from_str(&read(&dir, &format!("in/files/{id}_export.csv.manifest"))).unwrap();
+    assert_eq!(manifest["is_sliced"], true);
+}
