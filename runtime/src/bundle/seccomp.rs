@@ -1,0 +1,290 @@
+//! Turns a moby/podman-format seccomp profile into a plain OCI `linux.seccomp`.
+//!
+//! The profile (podman ships it as `/usr/share/containers/seccomp.json`) is a superset of the
+//! OCI format: rules carry `includes`/`excludes` on capabilities, architectures and kernel
+//! versions, and an `archMap`. libcontainer only understands plain OCI, so the conditions are
+//! evaluated here for the capabilities actually granted and the host's architecture.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use libcontainer::oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
+};
+use serde::Deserialize;
+
+use super::BundleError;
+
+/// Where podman's maintained profile lives on Debian (`golang-github-containers-common`).
+pub const DEFAULT_PROFILE_PATH: &str = "/usr/share/containers/seccomp.json";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Profile {
+    default_action: LinuxSeccompAction,
+    #[serde(default)]
+    default_errno_ret: Option<u32>,
+    #[serde(default)]
+    arch_map: Vec<ArchMapEntry>,
+    #[serde(default)]
+    syscalls: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArchMapEntry {
+    architecture: Arch,
+    #[serde(default)]
+    sub_architectures: Vec<Arch>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule {
+    names: Vec<String>,
+    action: LinuxSeccompAction,
+    #[serde(default)]
+    errno_ret: Option<u32>,
+    #[serde(default)]
+    args: Option<Vec<RuleArg>>,
+    #[serde(default)]
+    includes: Filter,
+    #[serde(default)]
+    excludes: Filter,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuleArg {
+    index: usize,
+    value: u64,
+    #[serde(default)]
+    value_two: u64,
+    op: LinuxSeccompOperator,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Filter {
+    #[serde(default)]
+    caps: Vec<String>,
+    #[serde(default)]
+    arches: Vec<String>,
+    #[serde(default)]
+    min_kernel: Option<String>,
+}
+
+/// The host facts a profile's conditions are evaluated against.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Go-style architecture name as used in profiles (`amd64`, `arm64`, ...).
+    pub arch: &'static str,
+    /// The seccomp architecture of this build.
+    pub seccomp_arch: Arch,
+    /// Running kernel as (major, minor).
+    pub kernel: (u32, u32),
+}
+
+impl Target {
+    /// The architecture this binary was built for and the running kernel.
+    pub fn host() -> Self {
+        let (arch, seccomp_arch) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", Arch::ScmpArchX86_64),
+            "aarch64" => ("arm64", Arch::ScmpArchAarch64),
+            "x86" => ("x86", Arch::ScmpArchX86),
+            "arm" => ("arm", Arch::ScmpArchArm),
+            "s390x" => ("s390x", Arch::ScmpArchS390x),
+            "riscv64" => ("riscv64", Arch::ScmpArchRiscv64),
+            "powerpc64" => ("ppc64le", Arch::ScmpArchPpc64le),
+            _ => ("", Arch::ScmpArchNative),
+        };
+        let kernel = nix::sys::utsname::uname()
+            .ok()
+            .and_then(|u| parse_kernel(&u.release().to_string_lossy()))
+            .unwrap_or((0, 0));
+        Self {
+            arch,
+            seccomp_arch,
+            kernel,
+        }
+    }
+}
+
+fn parse_kernel(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// Reads the profile at `path` and evaluates it for `granted_caps` (names like `CAP_CHOWN`,
+/// the bounding set, as Docker does) and `target`.
+pub fn load_profile(
+    path: &Path,
+    granted_caps: &HashSet<String>,
+    target: &Target,
+) -> Result<LinuxSeccomp, BundleError> {
+    let bytes = std::fs::read(path).map_err(|source| BundleError::SeccompRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let profile: Profile =
+        serde_json::from_slice(&bytes).map_err(|source| BundleError::SeccompParse {
+            path: path.to_owned(),
+            source,
+        })?;
+    evaluate(profile, granted_caps, target).map_err(|source| BundleError::Spec {
+        what: "seccomp",
+        source,
+    })
+}
+
+fn evaluate(
+    profile: Profile,
+    caps: &HashSet<String>,
+    target: &Target,
+) -> Result<LinuxSeccomp, libcontainer::oci_spec::OciSpecError> {
+    let mut arches = Vec::new();
+    for entry in &profile.arch_map {
+        if entry.architecture == target.seccomp_arch {
+            arches.push(entry.architecture);
+            arches.extend(entry.sub_architectures.iter().copied());
+        }
+    }
+    let mut syscalls: Vec<LinuxSyscall> = Vec::new();
+    for rule in profile.syscalls {
+        if !applies(&rule, caps, target) {
+            continue;
+        }
+        let mut b = LinuxSyscallBuilder::default()
+            .names(rule.names)
+            .action(rule.action);
+        if let Some(errno) = rule.errno_ret {
+            b = b.errno_ret(errno);
+        }
+        if let Some(args) = rule.args.filter(|a| !a.is_empty()) {
+            let args = args
+                .into_iter()
+                .map(|a| {
+                    LinuxSeccompArgBuilder::default()
+                        .index(a.index)
+                        .value(a.value)
+                        .value_two(a.value_two)
+                        .op(a.op)
+                        .build()
+                })
+                .collect::<Result<Vec<LinuxSeccompArg>, _>>()?;
+            b = b.args(args);
+        }
+        syscalls.push(b.build()?);
+    }
+    let mut b = LinuxSeccompBuilder::default()
+        .default_action(profile.default_action)
+        .syscalls(syscalls);
+    if let Some(errno) = profile.default_errno_ret {
+        b = b.default_errno_ret(errno);
+    }
+    if !arches.is_empty() {
+        b = b.architectures(arches);
+    }
+    b.build()
+}
+
+/// Docker's semantics: every `includes` condition must hold, and no `excludes` one may.
+fn applies(rule: &Rule, caps: &HashSet<String>, target: &Target) -> bool {
+    let inc = &rule.includes;
+    if !inc.caps.iter().all(|c| caps.contains(c)) {
+        return false;
+    }
+    if !inc.arches.is_empty() && !inc.arches.iter().any(|a| a == target.arch) {
+        return false;
+    }
+    if let Some(min) = inc.min_kernel.as_deref().and_then(parse_kernel)
+        && target.kernel < min
+    {
+        return false;
+    }
+    let exc = &rule.excludes;
+    if exc.caps.iter().any(|c| caps.contains(c)) {
+        return false;
+    }
+    if exc.arches.iter().any(|a| a == target.arch) {
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            arch: "amd64",
+            seccomp_arch: Arch::ScmpArchX86_64,
+            kernel: (6, 1),
+        }
+    }
+
+    const PROFILE: &str = r#"{
+      "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+      "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]},
+                  {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}],
+      "syscalls": [
+        {"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [], "includes": {}, "excludes": {}},
+        {"names": ["chroot"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_CHROOT"]}},
+        {"names": ["bpf"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+        {"names": ["bpf"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+        {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64"]}},
+        {"names": ["breakpoint"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["arm64"]}},
+        {"names": ["future"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "9.0"}},
+        {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": 8, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]}
+      ]}"#;
+
+    #[test]
+    fn conditions_are_evaluated_for_caps_arch_and_kernel() {
+        let profile: Profile = serde_json::from_str(PROFILE).unwrap();
+        let caps: HashSet<String> = ["CAP_SYS_CHROOT".to_owned()].into();
+        let s = evaluate(profile, &caps, &target()).unwrap();
+        assert_eq!(s.default_errno_ret(), Some(38));
+        assert_eq!(
+            s.architectures().as_deref(),
+            Some(&[Arch::ScmpArchX86_64, Arch::ScmpArchX86][..])
+        );
+        let rules: Vec<(String, LinuxSeccompAction)> = s
+            .syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|r| (r.names()[0].clone(), r.action()))
+            .collect();
+        let names: Vec<&str> = rules.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["read", "chroot", "bpf", "arch_prctl", "personality"]
+        );
+        assert_eq!(rules[2].1, LinuxSeccompAction::ScmpActErrno);
+        let personality = &s.syscalls().as_ref().unwrap()[4];
+        assert_eq!(personality.args().as_ref().unwrap()[0].value(), 8);
+        assert!(s.syscalls().as_ref().unwrap()[0].args().is_none());
+    }
+
+    #[test]
+    fn the_installed_profile_evaluates() {
+        let path = Path::new(DEFAULT_PROFILE_PATH);
+        assert!(
+            path.exists(),
+            "{DEFAULT_PROFILE_PATH} missing: apt-get install golang-github-containers-common"
+        );
+        let s = load_profile(path, &HashSet::new(), &Target::host()).unwrap();
+        let all: Vec<&String> = s
+            .syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.names())
+            .collect();
+        assert!(all.iter().any(|n| *n == "read"));
+        assert!(s.syscalls().as_ref().unwrap().len() > 10);
+    }
+}
