@@ -177,6 +177,9 @@ fn evaluate(
         }
         syscalls.push(b.build()?);
     }
+    if !caps.contains("CAP_SYS_ADMIN") {
+        restrict_namespace_syscalls(&mut syscalls, target)?;
+    }
     let mut b = LinuxSeccompBuilder::default()
         .default_action(profile.default_action)
         .syscalls(syscalls);
@@ -187,6 +190,93 @@ fn evaluate(
         b = b.architectures(arches);
     }
     b.build()
+}
+
+/// Syscalls that create or enter namespaces, mount, or reach the kernel keyring. podman's
+/// profile allows them and relies on capabilities, but creating a user namespace needs none:
+/// like moby's profile, we deny them without CAP_SYS_ADMIN.
+const ADMIN_ONLY_SYSCALLS: &[&str] = &[
+    "unshare",
+    "setns",
+    "mount",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "keyctl",
+    "add_key",
+    "request_key",
+];
+
+/// The namespace flags moby's profile refuses in `clone` (CLONE_NEWNS, NEWCGROUP, NEWUTS,
+/// NEWIPC, NEWUSER, NEWPID, NEWNET).
+const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
+
+/// Applies moby's rules for a container without CAP_SYS_ADMIN on top of podman's profile:
+/// the syscalls above fail with EPERM, `clone` is allowed only without namespace flags, and
+/// `clone3` (whose flags seccomp cannot inspect) fails with ENOSYS so libc falls back to clone.
+fn restrict_namespace_syscalls(
+    syscalls: &mut Vec<LinuxSyscall>,
+    target: &Target,
+) -> Result<(), libcontainer::oci_spec::OciSpecError> {
+    for rule in syscalls.iter_mut() {
+        let names: Vec<String> = rule
+            .names()
+            .iter()
+            .filter(|n| {
+                !ADMIN_ONLY_SYSCALLS.contains(&n.as_str()) && *n != "clone" && *n != "clone3"
+            })
+            .cloned()
+            .collect();
+        rule.set_names(names);
+    }
+    syscalls.retain(|r| !r.names().is_empty());
+    // s390 passes the clone flags in the second argument.
+    let flags_index: usize = if target.arch.starts_with("s390") {
+        1
+    } else {
+        0
+    };
+    syscalls.push(
+        LinuxSyscallBuilder::default()
+            .names(vec!["clone".to_owned()])
+            .action(LinuxSeccompAction::ScmpActAllow)
+            .args(vec![
+                LinuxSeccompArgBuilder::default()
+                    .index(flags_index)
+                    .value(0u64)
+                    .value_two(CLONE_NAMESPACE_FLAGS)
+                    .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                    .build()?,
+            ])
+            .build()?,
+    );
+    syscalls.push(
+        LinuxSyscallBuilder::default()
+            .names(vec!["clone3".to_owned()])
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(libc::ENOSYS as u32)
+            .build()?,
+    );
+    syscalls.push(
+        LinuxSyscallBuilder::default()
+            .names(
+                ADMIN_ONLY_SYSCALLS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(libc::EPERM as u32)
+            .build()?,
+    );
+    Ok(())
 }
 
 /// Docker's semantics: every `includes` condition must hold, and no `excludes` one may.
@@ -261,7 +351,16 @@ mod tests {
         let names: Vec<&str> = rules.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["read", "chroot", "bpf", "arch_prctl", "personality"]
+            [
+                "read",
+                "chroot",
+                "bpf",
+                "arch_prctl",
+                "personality",
+                "clone",
+                "clone3",
+                "unshare"
+            ]
         );
         assert_eq!(rules[2].1, LinuxSeccompAction::ScmpActErrno);
         let personality = &s.syscalls().as_ref().unwrap()[4];
@@ -286,5 +385,14 @@ mod tests {
             .collect();
         assert!(all.iter().any(|n| *n == "read"));
         assert!(s.syscalls().as_ref().unwrap().len() > 10);
+        // Without CAP_SYS_ADMIN nothing may allow unshare or an unconditional clone.
+        for rule in s.syscalls().as_ref().unwrap() {
+            if rule.action() == LinuxSeccompAction::ScmpActAllow {
+                assert!(!rule.names().iter().any(|n| n == "unshare" || n == "keyctl"));
+                if rule.names().iter().any(|n| n == "clone") {
+                    assert!(rule.args().is_some(), "clone must be conditional");
+                }
+            }
+        }
     }
 }

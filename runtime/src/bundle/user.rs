@@ -23,7 +23,7 @@ pub struct ResolvedUser {
     pub uid: u32,
     /// Primary group id.
     pub gid: u32,
-    /// Supplementary groups from /etc/group membership (without the primary group).
+    /// Supplementary groups: the primary group, then /etc/group memberships.
     pub additional_gids: Vec<u32>,
     /// Home directory from /etc/passwd, used for a default `HOME`.
     pub home: Option<String>,
@@ -93,13 +93,11 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, BundleErr
         };
     }
 
-    let mut additional_gids = Vec::new();
+    // Like initgroups(3): the primary group first, then every group listing the user.
+    let mut additional_gids = vec![gid];
     if let Some(name) = &name {
         for g in &groups {
-            if g.gid != gid
-                && g.members.iter().any(|m| m == name)
-                && !additional_gids.contains(&g.gid)
-            {
+            if g.members.iter().any(|m| m == name) && !additional_gids.contains(&g.gid) {
                 additional_gids.push(g.gid);
             }
         }
@@ -210,13 +208,14 @@ mod tests {
         let r = rootfs(PASSWD, GROUP);
         let u = resolve_user(r.path(), "alice").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 1000));
-        assert_eq!(u.additional_gids, vec![50, 10]);
+        assert_eq!(u.additional_gids, vec![1000, 50, 10]);
         assert_eq!(u.home.as_deref(), Some("/home/alice"));
         let u = resolve_user(r.path(), "1000:staff").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 50));
-        assert_eq!(u.additional_gids, vec![10]);
+        assert_eq!(u.additional_gids, vec![50, 10]);
         let u = resolve_user(r.path(), "4242").unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids.len()), (4242, 0, 0));
+        assert_eq!((u.uid, u.gid), (4242, 0));
+        assert_eq!(u.additional_gids, vec![0]);
         let u = resolve_user(r.path(), "").unwrap();
         assert_eq!((u.uid, u.gid), (0, 0));
         assert_eq!(u.home.as_deref(), Some("/root"));
