@@ -133,13 +133,19 @@ fn kernel_paths_are_masked_or_read_only() {
 fn spec_has_hardened_defaults() {
     // The written config.json itself, for what the container cannot observe directly.
     let fx = Fixture::new("spec");
-    let spec = fx.sh("true");
+    let mut spec = fx.sh("true");
+    spec.limits.cpus = Some(1.5);
+    spec.limits.memory_bytes = Some(64 << 20);
     let oci = dockless_runtime::bundle::build_spec(&fx.rootfs, &spec, "/dockless/x").unwrap();
     let json = serde_json::to_value(&oci).unwrap();
     let linux = &json["linux"];
     assert_eq!(linux["cgroupsPath"], "/dockless/x");
     assert_eq!(linux["rootfsPropagation"], "private");
     assert_eq!(linux["resources"]["pids"]["limit"], 2048);
+    assert_eq!(linux["resources"]["cpu"]["quota"], 150_000);
+    assert_eq!(linux["resources"]["cpu"]["period"], 100_000);
+    assert_eq!(linux["resources"]["memory"]["limit"], 64 << 20);
+    assert_eq!(linux["resources"]["memory"]["swap"], 64 << 20);
     assert_eq!(linux["resources"]["devices"][0]["allow"], false);
     assert_eq!(linux["resources"]["devices"][0]["access"], "rwm");
     let ns: Vec<&str> = linux["namespaces"]
@@ -160,5 +166,19 @@ fn spec_has_hardened_defaults() {
         assert!(masked.iter().any(|m| m == want), "{want}");
     }
     assert_eq!(json["process"]["noNewPrivileges"], true);
+    // Only the native ABI unless compat arches are asked for.
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(
+            linux["seccomp"]["architectures"],
+            serde_json::json!(["SCMP_ARCH_X86_64"])
+        );
+        spec.seccomp_compat_arches = true;
+        let oci = dockless_runtime::bundle::build_spec(&fx.rootfs, &spec, "/dockless/x").unwrap();
+        let json = serde_json::to_value(&oci).unwrap();
+        assert_eq!(
+            json["linux"]["seccomp"]["architectures"],
+            serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+        );
+    }
     assert_eq!(json["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
 }

@@ -5,7 +5,8 @@
 //!
 //! Options: `--rootfs DIR` (required), `--state DIR` (required), `--cgroup-parent NAME`,
 //! `--data DIR`, `--timeout-ms N`, `--memory BYTES`, `--pids N`, `--network none|host`,
-//! `--read-only`. Prints the container's output as it comes and exits with its exit code.
+//! `--read-only`, `--seccomp-profile FILE`, `--seccomp-compat-arches`.
+//! `probe spec [OPTIONS] -- CMD...` prints the config.json such a run would use. Prints the container's output as it comes and exits with its exit code.
 
 #![allow(clippy::print_stderr)]
 
@@ -21,6 +22,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("__helper") => helper_main(),
+        Some("spec") => match print_spec(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("probe: {msg}");
+                ExitCode::from(125)
+            }
+        },
         Some("run") => match run(&args[1..]) {
             Ok(code) => code,
             Err(msg) => {
@@ -35,7 +43,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<ExitCode, String> {
+/// `spec [OPTIONS] -- CMD...`: prints the config.json a run would use (with cgroups path
+/// `/<cgroup-parent>/spec`), so other runtimes can be benchmarked on the same bundle.
+fn print_spec(args: &[String]) -> Result<(), String> {
+    let (rootfs, _, parent, spec) = parse(args)?;
+    let oci = dockless_runtime::bundle::build_spec(&rootfs, &spec, &format!("/{parent}/spec"))
+        .map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(&oci).map_err(|e| e.to_string())?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{json}");
+    }
+    Ok(())
+}
+
+type Parsed = (PathBuf, Option<PathBuf>, String, RunSpec);
+
+fn parse(args: &[String]) -> Result<Parsed, String> {
     let split = args
         .iter()
         .position(|a| a == "--")
@@ -74,10 +98,17 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 }
             }
             "--read-only" => spec.read_only_rootfs = true,
+            "--seccomp-profile" => spec.seccomp_profile = PathBuf::from(value()?),
+            "--seccomp-compat-arches" => spec.seccomp_compat_arches = true,
             other => return Err(format!("unknown option {other}")),
         }
     }
     let rootfs = rootfs.ok_or("--rootfs is required")?;
+    Ok((rootfs, state, parent, spec))
+}
+
+fn run(args: &[String]) -> Result<ExitCode, String> {
+    let (rootfs, state, parent, spec) = parse(args)?;
     let state = state.ok_or("--state is required")?;
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let runner = Runner::new(exe, ["__helper"], state).with_cgroup_parent(parent);

@@ -84,6 +84,10 @@ pub struct Target {
     pub seccomp_arch: Arch,
     /// Running kernel as (major, minor).
     pub kernel: (u32, u32),
+    /// Also admit the profile's sub-architectures (x86 and x32 on x86_64). Each one roughly
+    /// doubles the time libseccomp needs to build the filter at every start; without them a
+    /// syscall through a 32-bit ABI kills the calling thread.
+    pub compat_arches: bool,
 }
 
 impl Target {
@@ -107,6 +111,7 @@ impl Target {
             arch,
             seccomp_arch,
             kernel,
+            compat_arches: false,
         }
     }
 }
@@ -147,7 +152,9 @@ fn evaluate(
     for entry in &profile.arch_map {
         if entry.architecture == target.seccomp_arch {
             arches.push(entry.architecture);
-            arches.extend(entry.sub_architectures.iter().copied());
+            if target.compat_arches {
+                arches.extend(entry.sub_architectures.iter().copied());
+            }
         }
     }
     let mut syscalls: Vec<LinuxSyscall> = Vec::new();
@@ -312,6 +319,7 @@ mod tests {
             arch: "amd64",
             seccomp_arch: Arch::ScmpArchX86_64,
             kernel: (6, 1),
+            compat_arches: true,
         }
     }
 

@@ -122,7 +122,10 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
     let seccomp = load_profile(
         &run.seccomp_profile,
         &hardening::capability_names(&bounding),
-        &Target::host(),
+        &Target {
+            compat_arches: run.seccomp_compat_arches,
+            ..Target::host()
+        },
     )?;
 
     let mut namespaces = Vec::new();
