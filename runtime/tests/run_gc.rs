@@ -137,3 +137,22 @@ fn a_failing_start_is_an_error_and_leaves_nothing() {
     assert!(matches!(err, RunError::Bundle(_)), "{err:?}");
     fx.assert_clean();
 }
+
+#[test]
+fn an_unresponsive_helper_is_killed_after_timeout_plus_grace() {
+    let fx = Fixture::new("stuck");
+    // A "helper" that never answers stands in for one stuck inside libcontainer.
+    let runner = dockless_runtime::container::Runner::new("/bin/sleep", ["1000"], &fx.state)
+        .with_cgroup_parent(&fx.cgroup_parent)
+        .with_helper_grace(Duration::from_millis(500));
+    let mut spec = fx.sh("true");
+    spec.timeout = Some(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let err = runner.run(&fx.rootfs, &spec, &mut |_, _| {}).unwrap_err();
+    assert!(
+        matches!(err, RunError::HelperUnresponsive { .. }),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    fx.assert_clean();
+}

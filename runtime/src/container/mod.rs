@@ -19,7 +19,7 @@ use std::path::PathBuf;
 pub use capture::{BoundedCapture, Captured, Stream};
 pub use gc::{GcReport, gc};
 pub use helper::helper_main;
-pub use runner::{DEFAULT_CAPTURE_LIMIT, RunResult, Runner};
+pub use runner::{DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, RunResult, Runner};
 
 use crate::bundle::BundleError;
 
@@ -83,6 +83,15 @@ pub enum RunError {
         status: String,
         /// The tail of its stderr.
         stderr: String,
+    },
+    /// The helper did not report within the run's timeout plus the grace period; it was
+    /// killed and the run removed.
+    #[error("runtime helper for run {id} did not report within the timeout plus {grace:?}")]
+    HelperUnresponsive {
+        /// The run.
+        id: String,
+        /// The grace period that passed.
+        grace: std::time::Duration,
     },
     /// A leftover run could not be removed.
     #[error("cannot remove leftover run {path:?}: {reason}")]

@@ -26,6 +26,9 @@ use crate::bundle::{NetworkMode, RunSpec, build_spec, write_bundle};
 /// Bytes kept at each end of each output stream unless configured otherwise.
 pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
 
+/// Default for [`Runner::with_helper_grace`].
+pub const DEFAULT_HELPER_GRACE: Duration = Duration::from_secs(30);
+
 /// Bytes of the helper's own stderr kept for error messages.
 const HELPER_STDERR_LIMIT: usize = 64 << 10;
 
@@ -61,6 +64,7 @@ pub struct Runner {
     state_root: PathBuf,
     cgroup_parent: String,
     capture_limit: usize,
+    helper_grace: Duration,
 }
 
 impl Runner {
@@ -77,6 +81,7 @@ impl Runner {
             state_root: state_root.into(),
             cgroup_parent: "dockless".to_owned(),
             capture_limit: DEFAULT_CAPTURE_LIMIT,
+            helper_grace: DEFAULT_HELPER_GRACE,
         }
     }
 
@@ -89,6 +94,13 @@ impl Runner {
     /// Keeps at most `bytes` at each end of each output stream in the [`RunResult`].
     pub fn with_capture_limit(mut self, bytes: usize) -> Self {
         self.capture_limit = bytes;
+        self
+    }
+
+    /// How long past a run's timeout the helper may take to report before it is killed and
+    /// the run cleaned up from here (default 30 s). Runs without a timeout have no watchdog.
+    pub fn with_helper_grace(mut self, grace: Duration) -> Self {
+        self.helper_grace = grace;
         self
     }
 
@@ -208,6 +220,7 @@ impl Runner {
         let mut stderr = BoundedCapture::new(self.capture_limit);
         let mut report = BoundedCapture::new(HELPER_STDERR_LIMIT);
         let mut diag = BoundedCapture::new(HELPER_STDERR_LIMIT);
+        let mut unresponsive = false;
         {
             let mut sources: Vec<(BorrowedFd<'_>, Option<Stream>, usize)> = vec![
                 (out_r.as_fd(), Some(Stream::Stdout), 0),
@@ -220,12 +233,32 @@ impl Runner {
                 sources.push((h.as_fd(), None, 3));
             }
             let mut buf = vec![0u8; 64 << 10];
+            let watchdog = spec
+                .timeout
+                .map(|t| std::time::Instant::now() + t + self.helper_grace);
             while !sources.is_empty() {
+                let wait = match watchdog {
+                    Some(at) => {
+                        let left = at.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            // The helper is stuck (e.g. inside libcontainer): kill it and let
+                            // the cleanup below delete the container from its state.
+                            if let Some(child) = session.child.as_mut() {
+                                let _ = child.kill();
+                            }
+                            unresponsive = true;
+                            break;
+                        }
+                        PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                            .unwrap_or(PollTimeout::MAX)
+                    }
+                    None => PollTimeout::NONE,
+                };
                 let mut fds: Vec<PollFd<'_>> = sources
                     .iter()
                     .map(|(fd, _, _)| PollFd::new(*fd, PollFlags::POLLIN))
                     .collect();
-                match poll(&mut fds, PollTimeout::NONE) {
+                match poll(&mut fds, wait) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => {
                         return Err(RunError::Os {
@@ -273,6 +306,13 @@ impl Runner {
         drop((out_r, err_r, helper_out, helper_err));
 
         let status = session.finish_helper();
+        if unresponsive {
+            session.cleanup()?;
+            return Err(RunError::HelperUnresponsive {
+                id,
+                grace: self.helper_grace,
+            });
+        }
         let report = report.finish();
         let parsed: Option<HelperReport> = if report.truncated() {
             None
