@@ -12,6 +12,7 @@ mod gc;
 mod helper;
 mod loopback;
 mod protocol;
+mod pump;
 mod runner;
 
 use std::path::PathBuf;

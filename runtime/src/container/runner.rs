@@ -4,23 +4,23 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::RunError;
-use super::capture::{BoundedCapture, Captured, Stream};
+use super::capture::{Captured, Stream};
 use super::gc::{CONTAINERS_DIR, LOCK_FILE, RUNS_DIR, lock_file, remove_leftover};
 use super::protocol::{
     CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, RUN_LOCK_FD,
 };
+use super::pump::{Source, pump};
 use crate::bundle::{NetworkMode, RunSpec, build_spec, write_bundle};
 
 /// Bytes kept at each end of each output stream unless configured otherwise.
@@ -28,9 +28,6 @@ pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
 
 /// Default for [`Runner::with_helper_grace`].
 pub const DEFAULT_HELPER_GRACE: Duration = Duration::from_secs(30);
-
-/// Bytes of the helper's own stderr kept for error messages.
-const HELPER_STDERR_LIMIT: usize = 64 << 10;
 
 /// The outcome of one run.
 #[derive(Debug, Clone)]
@@ -125,34 +122,8 @@ impl Runner {
         on_output: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunResult, RunError> {
         let id = new_run_id();
-        let run_dir = self.state_root.join(RUNS_DIR).join(&id);
-        let io = |what: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| RunError::Io { what, path, source }
-        };
-        std::fs::create_dir_all(self.state_root.join(RUNS_DIR))
-            .map_err(io("cannot create", &self.state_root.join(RUNS_DIR)))?;
-        // The run directory appears under its final name only once its lock is held, so a
-        // concurrent gc never mistakes a run being set up for an abandoned one.
-        let staging = self.state_root.join(RUNS_DIR).join(format!(".new-{id}"));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&staging)
-            .map_err(io("cannot create", &staging))?;
-        let lock_path = staging.join(LOCK_FILE);
-        let lock = File::create(&lock_path).map_err(io("cannot create", &lock_path));
-        let lock = lock.and_then(|l| {
-            lock_file(&l, true).map_err(io("cannot lock", &lock_path))?;
-            std::fs::rename(&staging, &run_dir).map_err(io("cannot rename", &staging))?;
-            Ok(l)
-        });
-        let lock = match lock {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(e);
-            }
-        };
+        let (run_dir, lock) = self.create_run_dir(&id)?;
+        let lock_fd = lock.as_raw_fd();
         // From here on the guard removes whatever exists of this run, even on panic.
         let mut session = Session {
             state_root: self.state_root.clone(),
@@ -163,32 +134,15 @@ impl Runner {
         };
 
         let cgroups_path = format!("/{}/{}", self.cgroup_parent, id);
-        let oci = build_spec(rootfs, spec, &cgroups_path)?;
-        write_bundle(&run_dir, &oci)?;
+        write_bundle(&run_dir, &build_spec(rootfs, spec, &cgroups_path)?)?;
 
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let passed = [
+        let mut child = self.spawn_helper([
             (out_w.as_raw_fd(), CONTAINER_STDOUT_FD),
             (err_w.as_raw_fd(), CONTAINER_STDERR_FD),
-            (
-                session.lock.as_ref().map_or(-1, |l| l.as_raw_fd()),
-                RUN_LOCK_FD,
-            ),
-        ];
-        // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || place_fds(&passed));
-        }
-        let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
-            program: self.program.clone(),
-            source,
-        })?;
+            (lock_fd, RUN_LOCK_FD),
+        ])?;
         drop((out_w, err_w));
         let helper_out = child.stdout.take();
         let helper_err = child.stderr.take();
@@ -198,7 +152,7 @@ impl Runner {
         let request = HelperRequest {
             id: id.clone(),
             container_root: self.state_root.join(CONTAINERS_DIR),
-            run_dir: run_dir.clone(),
+            run_dir,
             timeout_ms: spec
                 .timeout
                 .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
@@ -211,139 +165,111 @@ impl Runner {
         })?;
         line.push(b'\n');
         if let Some(stdin) = session.stdin.as_mut() {
-            // A failed write means the helper already died; its report (or lack of it)
-            // tells the rest below.
+            // A failed write means the helper already died; its report (or the lack of
+            // one) tells the rest below.
             let _ = stdin.write_all(&line).and_then(|_| stdin.flush());
         }
 
-        let mut stdout = BoundedCapture::new(self.capture_limit);
-        let mut stderr = BoundedCapture::new(self.capture_limit);
-        let mut report = BoundedCapture::new(HELPER_STDERR_LIMIT);
-        let mut diag = BoundedCapture::new(HELPER_STDERR_LIMIT);
-        let mut unresponsive = false;
-        {
-            let mut sources: Vec<(BorrowedFd<'_>, Option<Stream>, usize)> = vec![
-                (out_r.as_fd(), Some(Stream::Stdout), 0),
-                (err_r.as_fd(), Some(Stream::Stderr), 1),
-            ];
-            if let Some(h) = &helper_out {
-                sources.push((h.as_fd(), None, 2));
-            }
-            if let Some(h) = &helper_err {
-                sources.push((h.as_fd(), None, 3));
-            }
-            let mut buf = vec![0u8; 64 << 10];
-            let watchdog = spec
-                .timeout
-                .map(|t| std::time::Instant::now() + t + self.helper_grace);
-            while !sources.is_empty() {
-                let wait = match watchdog {
-                    Some(at) => {
-                        let left = at.saturating_duration_since(std::time::Instant::now());
-                        if left.is_zero() {
-                            // The helper is stuck (e.g. inside libcontainer): kill it and let
-                            // the cleanup below delete the container from its state.
-                            if let Some(child) = session.child.as_mut() {
-                                let _ = child.kill();
-                            }
-                            unresponsive = true;
-                            break;
-                        }
-                        PollTimeout::try_from(left.as_millis().min(60_000) as i32)
-                            .unwrap_or(PollTimeout::MAX)
-                    }
-                    None => PollTimeout::NONE,
-                };
-                let mut fds: Vec<PollFd<'_>> = sources
-                    .iter()
-                    .map(|(fd, _, _)| PollFd::new(*fd, PollFlags::POLLIN))
-                    .collect();
-                match poll(&mut fds, wait) {
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => {
-                        return Err(RunError::Os {
-                            what: "poll on the output pipes failed",
-                            source: e.into(),
-                        });
-                    }
-                }
-                let ready: Vec<bool> = fds
-                    .iter()
-                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                    .collect();
-                drop(fds);
-                let mut closed = Vec::new();
-                for (i, (fd, stream, slot)) in sources.iter().enumerate() {
-                    if !ready[i] {
-                        continue;
-                    }
-                    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-                        Ok(0) => closed.push(i),
-                        Ok(n) => {
-                            let chunk = &buf[..n];
-                            match (stream, slot) {
-                                (Some(s @ Stream::Stdout), _) => {
-                                    stdout.push(chunk);
-                                    on_output(*s, chunk);
-                                }
-                                (Some(s @ Stream::Stderr), _) => {
-                                    stderr.push(chunk);
-                                    on_output(*s, chunk);
-                                }
-                                (None, 2) => report.push(chunk),
-                                _ => diag.push(chunk),
-                            }
-                        }
-                        Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
-                        Err(_) => closed.push(i),
-                    }
-                }
-                for i in closed.into_iter().rev() {
-                    sources.remove(i);
-                }
-            }
+        let mut sources = vec![
+            (out_r.as_fd(), Source::Container(Stream::Stdout)),
+            (err_r.as_fd(), Source::Container(Stream::Stderr)),
+        ];
+        if let Some(h) = &helper_out {
+            sources.push((h.as_fd(), Source::Report));
         }
+        if let Some(h) = &helper_err {
+            sources.push((h.as_fd(), Source::Diagnostics));
+        }
+        let watchdog = spec.timeout.map(|t| Instant::now() + t + self.helper_grace);
+        let pumped = pump(sources, self.capture_limit, watchdog, on_output)?;
         drop((out_r, err_r, helper_out, helper_err));
 
-        let status = session.finish_helper();
-        if unresponsive {
+        if pumped.deadline_passed {
+            // The helper is stuck (e.g. inside libcontainer): kill it; the cleanup deletes
+            // the container from its state.
+            if let Some(child) = session.child.as_mut() {
+                let _ = child.kill();
+            }
             session.cleanup()?;
             return Err(RunError::HelperUnresponsive {
                 id,
                 grace: self.helper_grace,
             });
         }
-        let report = report.finish();
-        let parsed: Option<HelperReport> = if report.truncated() {
+        let status = session.finish_helper();
+        let report: Option<HelperReport> = if pumped.report.truncated() {
             None
         } else {
-            serde_json::from_slice(&report.head).ok()
-        };
-        let outcome = match parsed {
-            Some(HelperReport::Finished(o)) => o,
-            Some(HelperReport::Failed(messages)) => {
-                session.cleanup()?;
-                return Err(RunError::Helper { id, messages });
-            }
-            None => {
-                session.cleanup()?;
-                return Err(RunError::HelperCrashed {
-                    id,
-                    status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                    stderr: diag.finish().to_string_lossy(),
-                });
-            }
+            serde_json::from_slice(&pumped.report.head).ok()
         };
         session.cleanup()?;
-        Ok(RunResult {
-            id,
-            exit_code: outcome.exit_code,
-            oom_killed: outcome.oom_killed,
-            timed_out: outcome.timed_out,
-            duration: Duration::from_nanos(outcome.duration_ns),
-            peak_memory_bytes: outcome.peak_memory_bytes,
-            stdout: stdout.finish(),
-            stderr: stderr.finish(),
+        match report {
+            Some(HelperReport::Finished(outcome)) => Ok(RunResult {
+                id,
+                exit_code: outcome.exit_code,
+                oom_killed: outcome.oom_killed,
+                timed_out: outcome.timed_out,
+                duration: Duration::from_nanos(outcome.duration_ns),
+                peak_memory_bytes: outcome.peak_memory_bytes,
+                stdout: pumped.stdout,
+                stderr: pumped.stderr,
+            }),
+            Some(HelperReport::Failed(messages)) => Err(RunError::Helper { id, messages }),
+            None => Err(RunError::HelperCrashed {
+                id,
+                status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                stderr: pumped.diagnostics.to_string_lossy(),
+            }),
+        }
+    }
+
+    /// Creates `<state_root>/runs/<id>` with its lock held. The directory appears under its
+    /// final name only once locked, so a concurrent gc never mistakes a run being set up for
+    /// an abandoned one.
+    fn create_run_dir(&self, id: &str) -> Result<(PathBuf, File), RunError> {
+        let io = |what: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| RunError::Io { what, path, source }
+        };
+        let runs = self.state_root.join(RUNS_DIR);
+        std::fs::create_dir_all(&runs).map_err(io("cannot create", &runs))?;
+        let staging = runs.join(format!(".new-{id}"));
+        let run_dir = runs.join(id);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(io("cannot create", &staging))?;
+        let lock_path = staging.join(LOCK_FILE);
+        let locked = File::create(&lock_path)
+            .map_err(io("cannot create", &lock_path))
+            .and_then(|lock| {
+                lock_file(&lock, true).map_err(io("cannot lock", &lock_path))?;
+                std::fs::rename(&staging, &run_dir).map_err(io("cannot rename", &staging))?;
+                Ok(lock)
+            });
+        match locked {
+            Ok(lock) => Ok((run_dir, lock)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts `program args...` with piped stdio and `passed` fds moved to fixed numbers.
+    fn spawn_helper(&self, passed: [(RawFd, RawFd); 3]) -> Result<Child, RunError> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || place_fds(&passed));
+        }
+        cmd.spawn().map_err(|source| RunError::Spawn {
+            program: self.program.clone(),
+            source,
         })
     }
 }
@@ -393,19 +319,18 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
 
 /// In the forked child before exec: moves each fd to its fixed number without CLOEXEC.
 /// Sources are first copied above the targets so that no move clobbers a later source.
-fn place_fds(passed: &[(i32, i32)]) -> std::io::Result<()> {
-    let mut temps = [0i32; 3];
-    for (i, (src, _)) in passed.iter().enumerate() {
+fn place_fds(passed: &[(RawFd, RawFd); 3]) -> std::io::Result<()> {
+    let mut temps = [0; 3];
+    for (temp, (src, _)) in temps.iter_mut().zip(passed) {
         // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd we own; async-signal-safe.
-        let t = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10) };
-        if t < 0 {
+        *temp = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10) };
+        if *temp < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        temps[i] = t;
     }
-    for (i, (_, target)) in passed.iter().enumerate() {
+    for (temp, (_, target)) in temps.iter().zip(passed) {
         // SAFETY: dup2 onto a fixed number; async-signal-safe.
-        if unsafe { libc::dup2(temps[i], *target) } < 0 {
+        if unsafe { libc::dup2(*temp, *target) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
