@@ -38,12 +38,15 @@ fn stdout_and_stderr_are_kept_apart_and_streamed() {
 fn image_config_drives_the_process() {
     let fx = Fixture::new("imagecfg");
     let json = br#"{"architecture":"amd64","config":{"Entrypoint":["sh","-c"],
-        "Cmd":["echo $GREETING from $(pwd) as $(id -un)"],"Env":["PATH=/bin","GREETING=hello"],
+        "Cmd":["echo $GREETING from $(pwd) as $(id -un) on $(hostname)"],"Env":["PATH=/bin","GREETING=hello"],
         "WorkingDir":"/home/alice","User":"alice"}}"#;
     let image = dockless_runtime::bundle::ImageConfig::from_image_config_json(json).unwrap();
     let mut spec = dockless_runtime::bundle::RunSpec::new(image);
     let out = fx.run(&spec);
-    assert_eq!(out.stdout(), "hello from /home/alice as alice\n");
+    assert_eq!(
+        out.stdout(),
+        "hello from /home/alice as alice on dockless\n"
+    );
     spec.command = Some(vec!["echo $GREETING $EXTRA; exit 4".into()]);
     spec.env = vec!["EXTRA=added".into(), "GREETING=overridden".into()];
     let out = fx.run(&spec);
@@ -57,8 +60,13 @@ fn data_dir_is_bound_read_write() {
     let fx = Fixture::new("data");
     let data = fx.host_dir("data");
     std::fs::write(data.join("in.txt"), "input\n").unwrap();
-    let mut spec = fx.sh("cat /data/in.txt > /data/out.txt; echo written >> /data/out.txt; grep ' /data ' /proc/mounts");
+    let tmp = fx.host_dir("tmp");
+    let mut spec = fx.sh(
+        "cat /data/in.txt > /data/out.txt; echo written >> /data/out.txt; echo t > /tmp/t; \
+         grep ' /data ' /proc/mounts",
+    );
     spec.data_dir = Some(data.clone());
+    spec.tmp = dockless_runtime::bundle::TmpMount::HostDir(tmp.clone());
     let out = fx.run(&spec);
     assert_eq!(out.result.exit_code, 0, "stderr: {}", out.stderr());
     assert_eq!(
@@ -80,10 +88,13 @@ fn network_none_has_only_loopback_and_it_works() {
     let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     host.set_nonblocking(true).unwrap();
     let port = host.local_addr().unwrap().port();
+    // A server inside answers one connection; the client retries until it is listening.
     let script = format!(
         "ls /sys/class/net; ip -o link show lo; \
-         (echo ping-inside | nc -l -p 7777 127.0.0.1 > /tmp/got) & sleep 0.3; \
-         echo hello | nc 127.0.0.1 7777; sleep 0.2; echo \"loopback=$(cat /tmp/got 2>/dev/null)\"; \
+         echo ping-inside | nc -l -p 7777 > /tmp/got & srv=$!; i=0; \
+         until echo hello | nc 127.0.0.1 7777; do \
+           i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.05; done; \
+         wait $srv; echo \"loopback=$(cat /tmp/got)\"; \
          if echo x | nc -w 2 127.0.0.1 {port}; then echo host-reachable; else echo host-unreachable; fi"
     );
     let out = fx.run(&fx.sh(&script));
