@@ -166,6 +166,12 @@ fn spec_has_hardened_defaults() {
         assert!(masked.iter().any(|m| m == want), "{want}");
     }
     assert_eq!(json["process"]["noNewPrivileges"], true);
+    let mut bad = spec.clone();
+    bad.limits.memory_bytes = Some(0);
+    assert!(matches!(
+        dockless_runtime::bundle::build_spec(&fx.rootfs, &bad, "/dockless/x"),
+        Err(dockless_runtime::bundle::BundleError::InvalidLimit { what: "memory", .. })
+    ));
     // Only the native ABI unless compat arches are asked for.
     if cfg!(target_arch = "x86_64") {
         assert_eq!(

@@ -61,6 +61,20 @@ pub enum BundleError {
         /// The offending value.
         cpus: f64,
     },
+    /// A memory or pids limit that is zero or negative.
+    #[error("invalid {what} limit {value}")]
+    InvalidLimit {
+        /// Which limit.
+        what: &'static str,
+        /// The offending value.
+        value: i64,
+    },
+    /// An environment entry that is not `KEY=VALUE` with a non-empty key.
+    #[error("invalid environment entry {entry:?} (expected KEY=VALUE)")]
+    InvalidEnv {
+        /// The offending entry.
+        entry: String,
+    },
     /// A user name that the rootfs' /etc/passwd does not list.
     #[error("user {user:?} not found in {rootfs:?}/etc/passwd")]
     UnknownUser {

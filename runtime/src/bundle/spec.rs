@@ -47,7 +47,7 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         .or(run.image.user.as_deref())
         .unwrap_or("");
     let user = resolve_user(rootfs, user_spec)?;
-    let env = process_env(run, user.home.as_deref());
+    let env = process_env(run, user.home.as_deref())?;
     let cwd = run
         .workdir
         .as_deref()
@@ -149,6 +149,12 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
 
     let mut resources = LinuxResourcesBuilder::default().devices(hardening::device_rules()?);
     if let Some(bytes) = run.limits.memory_bytes {
+        if bytes <= 0 {
+            return Err(BundleError::InvalidLimit {
+                what: "memory",
+                value: bytes,
+            });
+        }
         resources = resources.memory(
             LinuxMemoryBuilder::default()
                 .limit(bytes)
@@ -170,6 +176,12 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         );
     }
     if let Some(pids) = run.limits.pids {
+        if pids <= 0 {
+            return Err(BundleError::InvalidLimit {
+                what: "pids",
+                value: pids,
+            });
+        }
         resources = resources.pids(
             LinuxPidsBuilder::default()
                 .limit(pids)
@@ -238,10 +250,17 @@ fn process_args(run: &RunSpec) -> Result<Vec<String>, BundleError> {
 
 /// Image env, then the caller's additions (a later key replaces an earlier one), plus PATH
 /// and HOME when neither sets them.
-fn process_env(run: &RunSpec, home: Option<&str>) -> Vec<String> {
+fn process_env(run: &RunSpec, home: Option<&str>) -> Result<Vec<String>, BundleError> {
     let mut env: Vec<String> = Vec::new();
     for entry in run.image.env.iter().flatten().chain(run.env.iter()) {
-        let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+        let key = match entry.split_once('=') {
+            Some((k, _)) if !k.is_empty() => k,
+            _ => {
+                return Err(BundleError::InvalidEnv {
+                    entry: entry.clone(),
+                });
+            }
+        };
         env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
         env.push(entry.clone());
     }
@@ -252,7 +271,7 @@ fn process_env(run: &RunSpec, home: Option<&str>) -> Vec<String> {
     if !has(&env, "HOME") {
         env.push(format!("HOME={}", home.unwrap_or("/")));
     }
-    env
+    Ok(env)
 }
 
 fn mounts(run: &RunSpec) -> Result<Vec<Mount>, BundleError> {
@@ -322,7 +341,14 @@ mod tests {
         };
         let mut run = run_with(image);
         run.env = vec!["A=3".into()];
-        let env = process_env(&run, Some("/root"));
+        let env = process_env(&run, Some("/root")).unwrap();
         assert_eq!(env, [DEFAULT_PATH, "B=2", "A=3", "HOME=/root"]);
+        run.env = vec!["=x".into()];
+        assert!(matches!(
+            process_env(&run, None),
+            Err(BundleError::InvalidEnv { .. })
+        ));
+        run.env = vec!["NOVALUE".into()];
+        assert!(process_env(&run, None).is_err());
     }
 }

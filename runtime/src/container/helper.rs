@@ -75,7 +75,15 @@ fn chain(context: &str, err: &dyn std::error::Error) -> Vec<String> {
 }
 
 fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
-    // SAFETY: the parent placed these pipe ends on fds 3 and 4 for us alone.
+    for fd in [CONTAINER_STDOUT_FD, CONTAINER_STDERR_FD] {
+        // SAFETY: F_GETFD only queries the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(vec![format!(
+                "fd {fd} is not open: the helper must be started by a Runner"
+            )]);
+        }
+    }
+    // SAFETY: the parent placed these pipe ends on fds 3 and 4 for us alone (checked open).
     let (out_fd, err_fd) = unsafe {
         (
             OwnedFd::from_raw_fd(CONTAINER_STDOUT_FD),
