@@ -1,1 +1,167 @@
-//! bundle (to be written).
+//! The hardened OCI runtime bundle for one run: `config.json` built through
+//! `libcontainer::oci_spec` from the image config and the caller's [`RunSpec`].
+//!
+//! Isolation is the default: new pid, ipc, uts, mount, cgroup and (unless host networking is
+//! asked for) network namespaces; podman's 11 capabilities for root and none for other users;
+//! no_new_privileges; masked and read-only kernel paths; podman's seccomp profile evaluated
+//! for the granted capabilities; deny-all devices; memory (swap = memory), CPU and pids limits.
+
+mod hardening;
+mod image_config;
+mod run_spec;
+mod seccomp;
+mod spec;
+mod user;
+
+use std::path::{Path, PathBuf};
+
+pub use hardening::DEFAULT_CAPABILITIES;
+pub use image_config::ImageConfig;
+pub use run_spec::{DEFAULT_NOFILE, DEFAULT_PIDS_LIMIT, Limits, NetworkMode, RunSpec, TmpMount};
+pub use seccomp::DEFAULT_PROFILE_PATH as DEFAULT_SECCOMP_PROFILE;
+pub use spec::{DEFAULT_PATH, build_spec};
+pub use user::{ResolvedUser, resolve_user};
+
+/// Why a bundle could not be built or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The image configuration blob is not valid JSON of the expected shape.
+    #[error("invalid image configuration")]
+    ImageConfig(#[source] serde_json::Error),
+    /// Neither the image nor the caller gave a command.
+    #[error("no command: the image has no Entrypoint or Cmd and none was given")]
+    NoCommand,
+    /// The rootfs must be given as an absolute path.
+    #[error("rootfs path {path:?} is not absolute")]
+    RelativeRootfs {
+        /// The offending path.
+        path: PathBuf,
+    },
+    /// Bind-mount sources must be absolute host paths.
+    #[error("bind source {path:?} is not absolute")]
+    RelativeBindSource {
+        /// The offending path.
+        path: PathBuf,
+    },
+    /// The working directory must be absolute.
+    #[error("working directory {workdir:?} is not absolute")]
+    RelativeWorkdir {
+        /// The offending value.
+        workdir: String,
+    },
+    /// cgroups paths are absolute (relative ones land somewhere surprising).
+    #[error("cgroups path {path:?} is not absolute")]
+    CgroupsPath {
+        /// The offending value.
+        path: String,
+    },
+    /// `--cpus` must be a positive finite number.
+    #[error("invalid cpu limit {cpus}")]
+    InvalidCpus {
+        /// The offending value.
+        cpus: f64,
+    },
+    /// A memory or pids limit that is zero or negative.
+    #[error("invalid {what} limit {value}")]
+    InvalidLimit {
+        /// Which limit.
+        what: &'static str,
+        /// The offending value.
+        value: i64,
+    },
+    /// An environment entry that is not `KEY=VALUE` with a non-empty key.
+    #[error("invalid environment entry {entry:?} (expected KEY=VALUE)")]
+    InvalidEnv {
+        /// The offending entry.
+        entry: String,
+    },
+    /// A user name that the rootfs' /etc/passwd does not list.
+    #[error("user {user:?} not found in {rootfs:?}/etc/passwd")]
+    UnknownUser {
+        /// The name asked for.
+        user: String,
+        /// The rootfs searched.
+        rootfs: PathBuf,
+    },
+    /// A group name that the rootfs' /etc/group does not list.
+    #[error("group {group:?} not found in {rootfs:?}/etc/group")]
+    UnknownGroup {
+        /// The name asked for.
+        group: String,
+        /// The rootfs searched.
+        rootfs: PathBuf,
+    },
+    /// Reading a file inside the rootfs failed.
+    #[error("cannot read {path:?} inside the rootfs")]
+    ReadInRootfs {
+        /// The file (as a host path, for the message).
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// /etc/passwd or /etc/group is not a regular file.
+    #[error("{path:?} is not a regular file")]
+    NotARegularFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// /etc/passwd or /etc/group is implausibly large.
+    #[error("{path:?} exceeds {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
+    /// The seccomp profile could not be read.
+    #[error("cannot read seccomp profile {path:?}")]
+    SeccompRead {
+        /// The profile path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The seccomp profile is not in the moby/podman format.
+    #[error("invalid seccomp profile {path:?}")]
+    SeccompParse {
+        /// The profile path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// oci-spec refused a value while building a section.
+    #[error("cannot build the {what} section of the runtime spec")]
+    Spec {
+        /// The section.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: libcontainer::oci_spec::OciSpecError,
+    },
+    /// Writing config.json failed.
+    #[error("cannot write the bundle at {path:?}")]
+    Write {
+        /// The bundle directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Writes `spec` as `<dir>/config.json`, the only file libcontainer reads from a bundle
+/// (the rootfs is referenced by absolute path, so it may live elsewhere).
+pub fn write_bundle(
+    dir: &Path,
+    spec: &libcontainer::oci_spec::runtime::Spec,
+) -> Result<(), BundleError> {
+    let err = |source| BundleError::Write {
+        path: dir.to_owned(),
+        source,
+    };
+    let json = serde_json::to_vec(spec).map_err(|e| err(std::io::Error::other(e)))?;
+    std::fs::write(dir.join("config.json"), json).map_err(err)
+}

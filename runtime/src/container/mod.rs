@@ -1,1 +1,105 @@
-//! container (to be written).
+//! Runs a bundle through youki's libcontainer in a single-threaded helper process and
+//! reports what happened: exit code, OOM, timeout, duration, peak memory and bounded output.
+//!
+//! The parent ([`Runner`]) writes the bundle, spawns the helper (the embedding binary
+//! re-executed with a hidden subcommand that calls [`helper_main`]), streams the container's
+//! stdout and stderr from two pipes, and removes everything of the run when it ends. Runs
+//! killed mid-way are found and removed by [`gc`].
+
+mod capture;
+mod cgroup_stats;
+mod gc;
+mod helper;
+mod loopback;
+mod protocol;
+mod pump;
+mod runner;
+
+use std::path::PathBuf;
+
+pub use capture::{BoundedCapture, Captured, Stream};
+pub use gc::{GcReport, gc};
+pub use helper::helper_main;
+pub use runner::{DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, RunResult, Runner};
+
+use crate::bundle::BundleError;
+
+/// Why a run could not be carried out (a container that fails is a [`RunResult`], not this).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The bundle could not be built or written.
+    #[error("cannot prepare the bundle")]
+    Bundle(#[from] BundleError),
+    /// A filesystem operation on the runner's state failed.
+    #[error("{what} {path:?}")]
+    Io {
+        /// What was attempted.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call without a path failed.
+    #[error("{what}")]
+    Os {
+        /// What was attempted.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The helper process could not be started.
+    #[error("cannot start the runtime helper {program:?}")]
+    Spawn {
+        /// The helper executable.
+        program: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request could not be encoded.
+    #[error("cannot encode the request for run {id}: {reason}")]
+    Protocol {
+        /// The run.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The helper reported a failure (its error chain, outermost first).
+    #[error("run {id} failed: {}", messages.join(": "))]
+    Helper {
+        /// The run.
+        id: String,
+        /// The helper's error chain.
+        messages: Vec<String>,
+    },
+    /// The helper ended without a report.
+    #[error("runtime helper for run {id} ended without a report ({status}); its stderr: {stderr}")]
+    HelperCrashed {
+        /// The run.
+        id: String,
+        /// Its exit status.
+        status: String,
+        /// The tail of its stderr.
+        stderr: String,
+    },
+    /// The helper did not report within the run's timeout plus the grace period; it was
+    /// killed and the run removed.
+    #[error("runtime helper for run {id} did not report within the timeout plus {grace:?}")]
+    HelperUnresponsive {
+        /// The run.
+        id: String,
+        /// The grace period that passed.
+        grace: std::time::Duration,
+    },
+    /// A leftover run could not be removed.
+    #[error("cannot remove leftover run {path:?}: {reason}")]
+    Leftover {
+        /// The run directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}

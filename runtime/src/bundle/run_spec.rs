@@ -1,0 +1,116 @@
+//! What the caller asks for: the CLI-independent description of one run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::image_config::ImageConfig;
+
+/// The pids limit podman applies by default; a fork bomb stops there instead of at the host's.
+pub const DEFAULT_PIDS_LIMIT: i64 = 2048;
+
+/// Default `RLIMIT_NOFILE` (soft, hard): enough for data tools, far below the host's.
+pub const DEFAULT_NOFILE: (u64, u64) = (1024, 524_288);
+
+/// Everything one run needs besides the rootfs directory; the binary fills it from its flags.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunSpec {
+    /// The image's runtime config (Entrypoint, Cmd, Env, WorkingDir, User).
+    pub image: ImageConfig,
+    /// Replaces the image's Cmd (Entrypoint stays), like `docker run IMAGE CMD...`.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's Entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// `KEY=VALUE` pairs added to (and overriding) the image's Env.
+    pub env: Vec<String>,
+    /// Overrides the image's User (`name`, `uid`, `name:group`, `uid:gid`).
+    pub user: Option<String>,
+    /// Overrides the image's WorkingDir.
+    pub workdir: Option<String>,
+    /// Host directory bound read-write at `/data`; `None` means no `/data` mount.
+    pub data_dir: Option<PathBuf>,
+    /// What backs `/tmp` inside the container.
+    pub tmp: TmpMount,
+    /// Resource limits applied through the container's cgroup.
+    pub limits: Limits,
+    /// Wall-clock limit; the whole cgroup is SIGKILLed when it passes.
+    pub timeout: Option<Duration>,
+    /// Network namespace choice.
+    pub network: NetworkMode,
+    /// Mount the rootfs read-only (`/data` and `/tmp` stay writable).
+    pub read_only_rootfs: bool,
+    /// Hostname inside the container's UTS namespace.
+    pub hostname: String,
+    /// Seccomp profile in moby/podman format, evaluated for the granted capabilities.
+    pub seccomp_profile: PathBuf,
+    /// Let the seccomp filter admit 32-bit ABIs (x86, x32 on x86_64). Off by default: data
+    /// components are 64-bit, the compat ABIs are extra attack surface, and each one adds
+    /// ~8 ms to every start (libseccomp builds the filter per architecture). When off, a
+    /// 32-bit syscall kills the calling thread.
+    pub seccomp_compat_arches: bool,
+}
+
+impl RunSpec {
+    /// A run of `image` with the hardened defaults: no network, tmpfs `/tmp`, podman's pids
+    /// limit, no timeout and no `/data`.
+    pub fn new(image: ImageConfig) -> Self {
+        Self {
+            image,
+            command: None,
+            entrypoint: None,
+            env: Vec::new(),
+            user: None,
+            workdir: None,
+            data_dir: None,
+            tmp: TmpMount::Tmpfs,
+            limits: Limits::default(),
+            timeout: None,
+            network: NetworkMode::None,
+            read_only_rootfs: false,
+            hostname: "dockless".to_owned(),
+            seccomp_profile: PathBuf::from(super::seccomp::DEFAULT_PROFILE_PATH),
+            seccomp_compat_arches: false,
+        }
+    }
+}
+
+/// Where `/tmp` comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TmpMount {
+    /// A fresh tmpfs (charged to the container's memory cgroup).
+    Tmpfs,
+    /// A host directory chosen by the caller, bound read-write.
+    HostDir(PathBuf),
+}
+
+/// Network namespace choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NetworkMode {
+    /// A new, empty network namespace with only `lo`, brought up by the runner.
+    None,
+    /// The host's network namespace (only when the caller asks for it).
+    Host,
+}
+
+/// cgroup limits; `None` leaves a resource unlimited.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes; swap is limited to the same value (no swap on top).
+    pub memory_bytes: Option<i64>,
+    /// CPU quota in CPUs (1.5 = one and a half cores).
+    pub cpus: Option<f64>,
+    /// Maximum number of tasks in the container.
+    pub pids: Option<i64>,
+    /// `RLIMIT_NOFILE` as (soft, hard).
+    pub nofile: (u64, u64),
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: None,
+            cpus: None,
+            pids: Some(DEFAULT_PIDS_LIMIT),
+            nofile: DEFAULT_NOFILE,
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Finds and removes what runs killed mid-way left behind: running containers, their
+//! cgroups, libcontainer state and run directories.
+//!
+//! Each run holds an exclusive `flock` on `<state_root>/runs/<id>/lock` from before its
+//! container exists until after it is deleted (parent and helper share the lock), so a lock
+//! that can be taken means its owners are dead and everything under that id is garbage.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+
+use super::RunError;
+
+/// Subdirectory of the state root with one directory per run (bundle + lock).
+pub(crate) const RUNS_DIR: &str = "runs";
+/// Subdirectory of the state root used as libcontainer's state root.
+pub(crate) const CONTAINERS_DIR: &str = "containers";
+/// Name of the lock file inside a run directory.
+pub(crate) const LOCK_FILE: &str = "lock";
+
+/// What [`gc`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Ids of abandoned runs that were cleaned up.
+    pub removed: Vec<String>,
+    /// Ids skipped because their run is still alive.
+    pub alive: Vec<String>,
+}
+
+/// Cleans up every abandoned run under `state_root`; runs still in progress (in this or any
+/// other process) are left alone. Safe to call at any time, e.g. at every start.
+pub fn gc(state_root: &Path) -> Result<GcReport, RunError> {
+    let mut report = GcReport::default();
+    let runs = state_root.join(RUNS_DIR);
+    for id in list_dir(&runs)? {
+        let run_dir = runs.join(&id);
+        if id.starts_with('.') {
+            collect_staging(&run_dir)?;
+            continue;
+        }
+        let lock = match File::open(run_dir.join(LOCK_FILE)) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(RunError::Io {
+                    what: "cannot open a run lock",
+                    path: run_dir.join(LOCK_FILE),
+                    source,
+                });
+            }
+        };
+        if let Some(lock) = &lock {
+            match lock_file(lock, false) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                    report.alive.push(id);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(RunError::Io {
+                        what: "cannot lock a run",
+                        path: run_dir.join(LOCK_FILE),
+                        source: e,
+                    });
+                }
+            }
+        }
+        remove_leftover(state_root, &id)?;
+        report.removed.push(id);
+    }
+    // Container state without a run directory: its helper died during its own cleanup.
+    for id in list_dir(&state_root.join(CONTAINERS_DIR))? {
+        if !runs.join(&id).exists() {
+            remove_leftover(state_root, &id)?;
+            report.removed.push(id);
+        }
+    }
+    Ok(report)
+}
+
+/// `flock(LOCK_EX)` on the open file description (shared with the helper through fd
+/// inheritance); raw rather than nix's `Flock`, whose drop would unlock it for the helper too.
+pub(crate) fn lock_file(file: &File, wait: bool) -> io::Result<()> {
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock(2) on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A run directory still being set up (`.new-<id>`): removed only when its owner is gone,
+/// or when it never got a lock file and is older than a minute.
+fn collect_staging(dir: &Path) -> Result<(), RunError> {
+    match File::open(dir.join(LOCK_FILE)) {
+        Ok(lock) => {
+            if lock_file(&lock, false).is_ok() {
+                remove_dir(dir)?;
+            }
+        }
+        Err(_) => {
+            let old = std::fs::metadata(dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+            if old {
+                remove_dir(dir)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>, RunError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(RunError::Io {
+            what: "cannot list",
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Kills and deletes the container of run `id` (if any) and removes its run directory.
+/// The caller guarantees that no live helper owns the run.
+pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<(), RunError> {
+    let container_dir = state_root.join(CONTAINERS_DIR).join(id);
+    let run_dir = state_root.join(RUNS_DIR).join(id);
+    if container_dir.exists() {
+        let deleted = Container::load(container_dir.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| c.delete(true).map_err(|e| e.to_string()));
+        if let Err(reason) = deleted {
+            // State unreadable or delete failed half-way: fall back to the cgroup recorded in
+            // our own config.json, then drop the state.
+            kill_cgroup_from_bundle(&run_dir, &reason)?;
+            remove_dir(&container_dir)?;
+        }
+    }
+    remove_dir(&run_dir)
+}
+
+fn remove_dir(dir: &Path) -> Result<(), RunError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RunError::Io {
+            what: "cannot remove",
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// SIGKILLs every task in each v1 controller's (or the unified) cgroup of the run and removes
+/// the cgroup directories.
+fn kill_cgroup_from_bundle(run_dir: &Path, reason: &str) -> Result<(), RunError> {
+    let config = run_dir.join("config.json");
+    let Ok(spec) = libcontainer::oci_spec::runtime::Spec::load(&config) else {
+        return Err(RunError::Leftover {
+            path: run_dir.to_owned(),
+            reason: reason.to_owned(),
+        });
+    };
+    let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
+        return Ok(());
+    };
+    for dir in cgroup_dirs(&path) {
+        for _ in 0..50 {
+            let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+                break;
+            };
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            if std::fs::remove_dir(&dir).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Every directory a cgroups path maps to: one per mounted v1 hierarchy, or the unified one.
+pub(crate) fn cgroup_dirs(cgroups_path: &Path) -> Vec<PathBuf> {
+    let rel = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+    let root = Path::new("/sys/fs/cgroup");
+    let mut dirs = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            let dir = e.path().join(rel);
+            if dir.is_dir() {
+                dirs.push(dir);
+            }
+        }
+    }
+    let unified = root.join(rel);
+    if unified.is_dir() {
+        dirs.push(unified);
+    }
+    dirs
+}

@@ -1,0 +1,271 @@
+//! The single-threaded helper process that drives libcontainer for one run.
+//!
+//! libcontainer `chdir`s the calling process, makes it non-dumpable and makes the container's
+//! init its child; none of that may happen inside a multi-threaded caller. The binary that
+//! embeds this crate re-executes itself with a hidden subcommand and calls [`helper_main`].
+
+use std::io::{BufRead, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+
+use super::cgroup_stats::read_memory_stats;
+use super::loopback::bring_up_loopback;
+use super::protocol::{
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest,
+};
+
+/// How long the init may take to die after SIGKILL before the helper gives up waiting.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Entry point of the helper: reads a [`HelperRequest`] line from stdin, runs the container,
+/// writes a [`HelperReport`] line to stdout. Expects the container's stdout and stderr pipes
+/// on fds 3 and 4 and the run lock on fd 5 (set up by the parent's `Runner`).
+pub fn helper_main() -> ExitCode {
+    // Rust ignores SIGPIPE at startup and libcontainer's init is a clone of this process:
+    // without a reset every container would inherit SIG_IGN for SIGPIPE.
+    // SAFETY: restoring default dispositions in a single-threaded process.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+        let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    let report = match stdin.lock().read_line(&mut line) {
+        Ok(0) => HelperReport::Failed(vec!["empty request on stdin".into()]),
+        Ok(_) => match serde_json::from_str::<HelperRequest>(&line) {
+            Ok(req) => match run(&req) {
+                Ok(outcome) => HelperReport::Finished(outcome),
+                Err(chain) => HelperReport::Failed(chain),
+            },
+            Err(e) => HelperReport::Failed(vec!["invalid request".into(), e.to_string()]),
+        },
+        Err(e) => HelperReport::Failed(vec!["cannot read request".into(), e.to_string()]),
+    };
+    let mut out = std::io::stdout().lock();
+    let written = serde_json::to_writer(&mut out, &report)
+        .ok()
+        .and_then(|_| out.write_all(b"\n").ok())
+        .and_then(|_| out.flush().ok());
+    match (written, &report) {
+        (Some(()), HelperReport::Finished(_)) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// The error chain of `err`, outermost first.
+fn chain(context: &str, err: &dyn std::error::Error) -> Vec<String> {
+    let mut out = vec![context.to_owned(), err.to_string()];
+    let mut src = err.source();
+    while let Some(e) = src {
+        out.push(e.to_string());
+        src = e.source();
+    }
+    out
+}
+
+fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
+    for fd in [CONTAINER_STDOUT_FD, CONTAINER_STDERR_FD] {
+        // SAFETY: F_GETFD only queries the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(vec![format!(
+                "fd {fd} is not open: the helper must be started by a Runner"
+            )]);
+        }
+    }
+    // SAFETY: the parent placed these pipe ends on fds 3 and 4 for us alone (checked open).
+    let (out_fd, err_fd) = unsafe {
+        (
+            OwnedFd::from_raw_fd(CONTAINER_STDOUT_FD),
+            OwnedFd::from_raw_fd(CONTAINER_STDERR_FD),
+        )
+    };
+    let devnull =
+        std::fs::File::open("/dev/null").map_err(|e| chain("cannot open /dev/null", &e))?;
+    let container_dir = req.container_root.join(&req.id);
+    std::fs::create_dir_all(&req.container_root)
+        .map_err(|e| chain("cannot create the container state root", &e))?;
+
+    let built = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+        .with_root_path(&req.container_root)
+        .map(|b| {
+            b.with_stdin(devnull)
+                .with_stdout(out_fd)
+                .with_stderr(err_fd)
+        })
+        .and_then(|b| b.validate_id())
+        .and_then(|b| {
+            b.as_init(&req.run_dir)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+        });
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            let mut msg = chain("cannot create the container", &e);
+            if let Err(cleanup) = remove_container(&container_dir) {
+                msg.extend(cleanup);
+            }
+            return Err(msg);
+        }
+    };
+
+    let result = supervise(req, &mut container);
+    let stats = read_memory_stats(&req.cgroups_path);
+    let deleted = delete_with_retry(&mut container);
+    let mut outcome = result?;
+    deleted?;
+    if outcome.aborted {
+        // Nobody is left to remove the run directory.
+        let _ = std::fs::remove_dir_all(&req.run_dir);
+    }
+    outcome.oom_killed = stats.oom_killed;
+    outcome.peak_memory_bytes = stats.peak_bytes;
+    Ok(outcome)
+}
+
+/// Starts the created container and waits for its init, enforcing the timeout and watching
+/// the parent. On error the container is left for the caller to delete.
+fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOutcome, Vec<String>> {
+    let pid = container
+        .pid()
+        .ok_or_else(|| vec!["libcontainer reported no init pid".to_owned()])?;
+    // Opened before start() so the pid cannot be recycled under us.
+    let pidfd = pidfd_open(pid).map_err(|e| chain("cannot open a pidfd for the init", &e))?;
+    if req.loopback_up {
+        bring_up_loopback(pid).map_err(|e| chain("cannot bring up lo in the container", &e))?;
+    }
+    container
+        .start()
+        .map_err(|e| chain("cannot start the container", &e))?;
+    let started = Instant::now();
+    let deadline = req.timeout_ms.map(|ms| started + Duration::from_millis(ms));
+
+    let stdin = std::io::stdin();
+    let mut timed_out = false;
+    let mut aborted = false;
+    let mut kill_deadline: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let wait_until = match (kill_deadline, deadline) {
+            (Some(k), _) => Some(k),
+            (None, Some(d)) => Some(d),
+            (None, None) => None,
+        };
+        let timeout = match wait_until {
+            Some(t) => PollTimeout::try_from(
+                t.saturating_duration_since(now).as_millis().min(60_000) as i32,
+            )
+            .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        if !aborted {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(chain("poll failed", &e)),
+        }
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        if !aborted
+            && fds
+                .get(1)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        {
+            // The parent closed our stdin (it finished early, panicked or died): nobody
+            // will read the result, so end the container now.
+            aborted = true;
+            kill_all(container);
+            kill_deadline.get_or_insert(Instant::now() + KILL_GRACE);
+            continue;
+        }
+        let now = Instant::now();
+        if let Some(k) = kill_deadline {
+            if now >= k {
+                return Err(vec![format!(
+                    "the container's init {pid} did not exit within {KILL_GRACE:?} of SIGKILL"
+                )]);
+            }
+        } else if deadline.is_some_and(|d| now >= d) {
+            timed_out = true;
+            kill_all(container);
+            kill_deadline = Some(now + KILL_GRACE);
+        }
+    }
+    let status = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED)
+        .map_err(|e| chain("cannot reap the container's init", &e))?;
+    let duration = started.elapsed();
+    let exit_code = match status {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        other => return Err(vec![format!("unexpected wait status {other:?}")]),
+    };
+    Ok(HelperOutcome {
+        exit_code,
+        oom_killed: false,
+        timed_out,
+        duration_ns: duration.as_nanos().min(u64::MAX as u128) as u64,
+        peak_memory_bytes: None,
+        aborted,
+    })
+}
+
+/// SIGKILL to every process of the container's cgroup (freeze, kill, thaw).
+fn kill_all(container: &mut Container) {
+    if container.kill(Signal::SIGKILL, true).is_err()
+        && let Some(pid) = container.pid()
+    {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    }
+}
+
+fn delete_with_retry(container: &mut Container) -> Result<(), Vec<String>> {
+    let mut last = None;
+    for attempt in 0..5 {
+        match container.delete(true) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(chain("cannot delete the container", &e)),
+        }
+        std::thread::sleep(Duration::from_millis(50 << attempt));
+    }
+    Err(last.unwrap_or_default())
+}
+
+/// Removes what a failed `build()` may have left: the state dir and, through it, the cgroup.
+fn remove_container(container_dir: &std::path::Path) -> Result<(), Vec<String>> {
+    if !container_dir.exists() {
+        return Ok(());
+    }
+    match Container::load(container_dir.to_owned()) {
+        Ok(mut c) => c
+            .delete(true)
+            .map_err(|e| chain("cannot delete the half-created container", &e)),
+        Err(_) => std::fs::remove_dir_all(container_dir)
+            .map_err(|e| chain("cannot remove the half-created container's state", &e)),
+    }
+}
+
+fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

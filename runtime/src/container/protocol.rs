@@ -1,0 +1,54 @@
+//! What the parent and the helper process tell each other: one JSON line each way.
+
+use std::path::PathBuf;
+
+/// fd (in the helper) of the pipe the container's stdout goes to.
+pub const CONTAINER_STDOUT_FD: i32 = 3;
+/// fd (in the helper) of the pipe the container's stderr goes to.
+pub const CONTAINER_STDERR_FD: i32 = 4;
+/// fd (in the helper) of the run's lock file, held for as long as the run may be alive.
+pub const RUN_LOCK_FD: i32 = 5;
+
+/// The parent's instructions, written to the helper's stdin as one line. The stdin pipe then
+/// stays open: its closing tells the helper that the parent is gone.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct HelperRequest {
+    /// Container id (also the run directory's name).
+    pub id: String,
+    /// libcontainer's state root (`<state_root>/containers`).
+    pub container_root: PathBuf,
+    /// The run directory holding `config.json` (`<state_root>/runs/<id>`).
+    pub run_dir: PathBuf,
+    /// Wall-clock limit in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Bring `lo` up in the container's new network namespace.
+    pub loopback_up: bool,
+    /// The container's cgroup path (for OOM and peak memory).
+    pub cgroups_path: String,
+}
+
+/// What the container did, as measured by the helper.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HelperOutcome {
+    /// `Exited(n)` -> n, `Signaled(s)` -> 128 + s.
+    pub exit_code: i32,
+    /// The kernel's OOM killer fired in the container's cgroup.
+    pub oom_killed: bool,
+    /// The timeout passed and the cgroup was killed.
+    pub timed_out: bool,
+    /// From `start()` to the init's exit, in nanoseconds.
+    pub duration_ns: u64,
+    /// Peak memory use of the cgroup, where the kernel reports it.
+    pub peak_memory_bytes: Option<u64>,
+    /// Set when the parent went away and the helper killed the container on its own.
+    pub aborted: bool,
+}
+
+/// The helper's single answer.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum HelperReport {
+    /// The container ran (and was cleaned up).
+    Finished(HelperOutcome),
+    /// Something failed; the chain of error messages, outermost first.
+    Failed(Vec<String>),
+}

@@ -1,0 +1,355 @@
+//! The parent side of a run: writes the bundle, spawns the helper, streams the container's
+//! output to the caller, and cleans up on every path.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+
+use super::RunError;
+use super::capture::{Captured, Stream};
+use super::gc::{CONTAINERS_DIR, LOCK_FILE, RUNS_DIR, lock_file, remove_leftover};
+use super::protocol::{
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, RUN_LOCK_FD,
+};
+use super::pump::{Source, pump};
+use crate::bundle::{NetworkMode, RunSpec, build_spec, write_bundle};
+
+/// Bytes kept at each end of each output stream unless configured otherwise.
+pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
+
+/// Default for [`Runner::with_helper_grace`].
+pub const DEFAULT_HELPER_GRACE: Duration = Duration::from_secs(30);
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The run's container id.
+    pub id: String,
+    /// `Exited(n)` -> n, `Signaled(s)` -> 128 + s (so a timeout's SIGKILL gives 137).
+    pub exit_code: i32,
+    /// The OOM killer fired in the container's cgroup (the init may still exit 0 if the
+    /// victim was another process).
+    pub oom_killed: bool,
+    /// The timeout passed and every process of the container was killed.
+    pub timed_out: bool,
+    /// From the container's start to its init's exit.
+    pub duration: Duration,
+    /// Peak memory of the cgroup, where the kernel reports it.
+    pub peak_memory_bytes: Option<u64>,
+    /// Head and tail of the container's stdout.
+    pub stdout: Captured,
+    /// Head and tail of the container's stderr.
+    pub stderr: Captured,
+}
+
+/// Runs containers through a helper process: `program args...` must end up calling
+/// [`helper_main`](super::helper_main) (the `dockless` binary passes its own path and a
+/// hidden subcommand). One `Runner` may be used from many threads at once.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    program: PathBuf,
+    args: Vec<OsString>,
+    state_root: PathBuf,
+    cgroup_parent: String,
+    capture_limit: usize,
+    helper_grace: Duration,
+}
+
+impl Runner {
+    /// A runner whose helper is `program args...` and whose state (bundles, libcontainer
+    /// state, locks) lives under `state_root`.
+    pub fn new<I, A>(program: impl Into<PathBuf>, args: I, state_root: impl Into<PathBuf>) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<OsString>,
+    {
+        Self {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            state_root: state_root.into(),
+            cgroup_parent: "dockless".to_owned(),
+            capture_limit: DEFAULT_CAPTURE_LIMIT,
+            helper_grace: DEFAULT_HELPER_GRACE,
+        }
+    }
+
+    /// Puts container cgroups under `/<parent>/<id>` in every hierarchy (default `dockless`).
+    pub fn with_cgroup_parent(mut self, parent: impl Into<String>) -> Self {
+        self.cgroup_parent = parent.into().trim_matches('/').to_owned();
+        self
+    }
+
+    /// Keeps at most `bytes` at each end of each output stream in the [`RunResult`].
+    pub fn with_capture_limit(mut self, bytes: usize) -> Self {
+        self.capture_limit = bytes;
+        self
+    }
+
+    /// How long past a run's timeout the helper may take to report before it is killed and
+    /// the run cleaned up from here (default 30 s). Runs without a timeout have no watchdog.
+    pub fn with_helper_grace(mut self, grace: Duration) -> Self {
+        self.helper_grace = grace;
+        self
+    }
+
+    /// Where this runner keeps its state; pass it to [`gc`](super::gc).
+    pub fn state_root(&self) -> &Path {
+        &self.state_root
+    }
+
+    /// The cgroup parent (relative to each hierarchy's root).
+    pub fn cgroup_parent(&self) -> &str {
+        &self.cgroup_parent
+    }
+
+    /// Runs `spec` with `rootfs` (a private per-run directory the caller owns) as root
+    /// filesystem. Output chunks go to `on_output` as they arrive (from the calling thread)
+    /// and are kept, bounded, in the result. Returns once the container is gone and its
+    /// state, cgroups and run directory are removed.
+    pub fn run(
+        &self,
+        rootfs: &Path,
+        spec: &RunSpec,
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<RunResult, RunError> {
+        let id = new_run_id();
+        let (run_dir, lock) = self.create_run_dir(&id)?;
+        let lock_fd = lock.as_raw_fd();
+        // From here on the guard removes whatever exists of this run, even on panic.
+        let mut session = Session {
+            state_root: self.state_root.clone(),
+            id: id.clone(),
+            child: None,
+            stdin: None,
+            lock: Some(lock),
+        };
+
+        let cgroups_path = format!("/{}/{}", self.cgroup_parent, id);
+        write_bundle(&run_dir, &build_spec(rootfs, spec, &cgroups_path)?)?;
+
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let mut child = self.spawn_helper([
+            (out_w.as_raw_fd(), CONTAINER_STDOUT_FD),
+            (err_w.as_raw_fd(), CONTAINER_STDERR_FD),
+            (lock_fd, RUN_LOCK_FD),
+        ])?;
+        drop((out_w, err_w));
+        let helper_out = child.stdout.take();
+        let helper_err = child.stderr.take();
+        session.stdin = child.stdin.take();
+        session.child = Some(child);
+
+        let request = HelperRequest {
+            id: id.clone(),
+            container_root: self.state_root.join(CONTAINERS_DIR),
+            run_dir,
+            timeout_ms: spec
+                .timeout
+                .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+            loopback_up: spec.network == NetworkMode::None,
+            cgroups_path,
+        };
+        let mut line = serde_json::to_vec(&request).map_err(|e| RunError::Protocol {
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
+        line.push(b'\n');
+        if let Some(stdin) = session.stdin.as_mut() {
+            // A failed write means the helper already died; its report (or the lack of
+            // one) tells the rest below.
+            let _ = stdin.write_all(&line).and_then(|_| stdin.flush());
+        }
+
+        let mut sources = vec![
+            (out_r.as_fd(), Source::Container(Stream::Stdout)),
+            (err_r.as_fd(), Source::Container(Stream::Stderr)),
+        ];
+        if let Some(h) = &helper_out {
+            sources.push((h.as_fd(), Source::Report));
+        }
+        if let Some(h) = &helper_err {
+            sources.push((h.as_fd(), Source::Diagnostics));
+        }
+        let watchdog = spec.timeout.map(|t| Instant::now() + t + self.helper_grace);
+        let pumped = pump(sources, self.capture_limit, watchdog, on_output)?;
+        drop((out_r, err_r, helper_out, helper_err));
+
+        if pumped.deadline_passed {
+            // The helper is stuck (e.g. inside libcontainer): kill it; the cleanup deletes
+            // the container from its state.
+            if let Some(child) = session.child.as_mut() {
+                let _ = child.kill();
+            }
+            session.cleanup()?;
+            return Err(RunError::HelperUnresponsive {
+                id,
+                grace: self.helper_grace,
+            });
+        }
+        let status = session.finish_helper();
+        let report: Option<HelperReport> = if pumped.report.truncated() {
+            None
+        } else {
+            serde_json::from_slice(&pumped.report.head).ok()
+        };
+        session.cleanup()?;
+        match report {
+            Some(HelperReport::Finished(outcome)) => Ok(RunResult {
+                id,
+                exit_code: outcome.exit_code,
+                oom_killed: outcome.oom_killed,
+                timed_out: outcome.timed_out,
+                duration: Duration::from_nanos(outcome.duration_ns),
+                peak_memory_bytes: outcome.peak_memory_bytes,
+                stdout: pumped.stdout,
+                stderr: pumped.stderr,
+            }),
+            Some(HelperReport::Failed(messages)) => Err(RunError::Helper { id, messages }),
+            None => Err(RunError::HelperCrashed {
+                id,
+                status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                stderr: pumped.diagnostics.to_string_lossy(),
+            }),
+        }
+    }
+
+    /// Creates `<state_root>/runs/<id>` with its lock held. The directory appears under its
+    /// final name only once locked, so a concurrent gc never mistakes a run being set up for
+    /// an abandoned one.
+    fn create_run_dir(&self, id: &str) -> Result<(PathBuf, File), RunError> {
+        let io = |what: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| RunError::Io { what, path, source }
+        };
+        let runs = self.state_root.join(RUNS_DIR);
+        std::fs::create_dir_all(&runs).map_err(io("cannot create", &runs))?;
+        let staging = runs.join(format!(".new-{id}"));
+        let run_dir = runs.join(id);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(io("cannot create", &staging))?;
+        let lock_path = staging.join(LOCK_FILE);
+        let locked = File::create(&lock_path)
+            .map_err(io("cannot create", &lock_path))
+            .and_then(|lock| {
+                lock_file(&lock, true).map_err(io("cannot lock", &lock_path))?;
+                std::fs::rename(&staging, &run_dir).map_err(io("cannot rename", &staging))?;
+                Ok(lock)
+            });
+        match locked {
+            Ok(lock) => Ok((run_dir, lock)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts `program args...` with piped stdio and `passed` fds moved to fixed numbers.
+    fn spawn_helper(&self, passed: [(RawFd, RawFd); 3]) -> Result<Child, RunError> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || place_fds(&passed));
+        }
+        cmd.spawn().map_err(|source| RunError::Spawn {
+            program: self.program.clone(),
+            source,
+        })
+    }
+}
+
+/// Owns a run while it is in progress; dropping it (normal end, error or panic) closes the
+/// helper's stdin — which makes a still-running helper kill its container — waits for the
+/// helper, and removes whatever is left of the run.
+struct Session {
+    state_root: PathBuf,
+    id: String,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    /// Our copy of the run lock; the helper holds another, so gc skips the run while
+    /// either of us lives.
+    lock: Option<File>,
+}
+
+impl Session {
+    fn finish_helper(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.stdin = None;
+        match self.child.take() {
+            Some(mut child) => child.wait(),
+            None => Err(std::io::Error::other("helper not started")),
+        }
+    }
+
+    fn cleanup(&mut self) -> Result<(), RunError> {
+        let _ = self.finish_helper();
+        let removed = remove_leftover(&self.state_root, &self.id);
+        self.lock = None;
+        removed
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.cleanup();
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| RunError::Os {
+        what: "cannot create a pipe",
+        source: e.into(),
+    })
+}
+
+/// In the forked child before exec: moves each fd to its fixed number without CLOEXEC.
+/// Sources are first copied above the targets so that no move clobbers a later source.
+fn place_fds(passed: &[(RawFd, RawFd); 3]) -> std::io::Result<()> {
+    let mut temps = [0; 3];
+    for (temp, (src, _)) in temps.iter_mut().zip(passed) {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd we own; async-signal-safe.
+        *temp = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10) };
+        if *temp < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (temp, (_, target)) in temps.iter().zip(passed) {
+        // SAFETY: dup2 onto a fixed number; async-signal-safe.
+        if unsafe { libc::dup2(*temp, *target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A container id unique across processes and time: pid, a per-process counter and the
+/// clock; only characters libcontainer accepts.
+fn new_run_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "dl-{:x}-{}-{:x}",
+        std::process::id(),
+        n,
+        nanos & 0xffff_ffff
+    )
+}
