@@ -24,6 +24,13 @@ pub struct Cli {
 /// One verb per subcommand; each lives in its own file under `commands/`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a container from an image (pulled when not stored).
+    Run(Box<crate::commands::run::RunArgs>),
+    /// Remove what killed runs left behind (containers, mounts, state).
+    Gc,
+    /// The runtime's helper process (internal).
+    #[command(name = "__runtime-helper", hide = true)]
+    RuntimeHelper,
     /// Pull an image from a registry into the local store.
     Pull(crate::commands::pull::PullArgs),
     /// List images in the local store.

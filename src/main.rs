@@ -12,6 +12,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if matches!(cli.command, cli::Command::RuntimeHelper) {
+        // The helper's stderr becomes the container's: nothing of ours may log there.
+        return dockless_runtime::container::helper_main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DOCKLESS_LOG")

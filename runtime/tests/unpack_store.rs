@@ -500,15 +500,24 @@ fn a_failing_base_layer_commits_nothing_and_openers_errors_are_reported() {
             plain("ok2", &ok),
         ])
         .unwrap_err();
-    assert!(matches!(err, RootfsError::Unpack { index: 0, ref source } if matches!(source.kind, LayerError::Stream(_))), "{err:?}");
-    assert!(snapshot_names(tmp.path()).is_empty(), "{:?}", snapshot_names(tmp.path()));
+    assert!(
+        matches!(err, RootfsError::Unpack { index: 0, ref source } if matches!(source.kind, LayerError::Stream(_))),
+        "{err:?}"
+    );
+    assert!(
+        snapshot_names(tmp.path()).is_empty(),
+        "{:?}",
+        snapshot_names(tmp.path())
+    );
     let err = store
         .ensure(vec![LayerSource {
             open: Box::new(|| Err(std::io::Error::other("registry gone"))),
             ..plain("sha256:unreachable", &ok)
         }])
         .unwrap_err();
-    assert!(matches!(err, RootfsError::OpenLayer { ref label, .. } if label == "sha256:unreachable"));
+    assert!(
+        matches!(err, RootfsError::OpenLayer { ref label, .. } if label == "sha256:unreachable")
+    );
     assert!(snapshot_names(tmp.path()).is_empty());
 }
 
@@ -519,7 +528,10 @@ fn a_layer_streams_from_a_reader_that_is_still_being_written() {
     let store = SnapshotStore::open(tmp.path()).unwrap();
     let mut t = Tar::new();
     for i in 0..200 {
-        t.file(&format!("dir{}/file{i}", i % 7), format!("content {i}").repeat(300).as_bytes());
+        t.file(
+            &format!("dir{}/file{i}", i % 7),
+            format!("content {i}").repeat(300).as_bytes(),
+        );
     }
     let layer = t.finish();
     let gz = gzip(&layer);
@@ -543,7 +555,10 @@ fn a_layer_streams_from_a_reader_that_is_still_being_written() {
     assert_eq!(report.stats.entries, 200);
     assert_eq!(report.uncompressed_bytes, layer.len() as u64);
     let dir = store.snapshot_dir(&ensured[0].chain_id);
-    assert_eq!(std::fs::read_to_string(dir.join("dir3/file199")).unwrap(), "content 199".repeat(300));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("dir3/file199")).unwrap(),
+        "content 199".repeat(300)
+    );
 }
 
 #[test]
@@ -556,9 +571,17 @@ fn limits_stop_decompression_bombs_and_entry_floods() {
     let bomb = t.finish();
     store.limits.max_layer_bytes = 1 << 20;
     let err = store
-        .ensure(vec![source("bomb", gzip(&bomb), Compression::Gzip, diff_id_of(&bomb))])
+        .ensure(vec![source(
+            "bomb",
+            gzip(&bomb),
+            Compression::Gzip,
+            diff_id_of(&bomb),
+        )])
         .unwrap_err();
-    assert!(matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))), "{err:?}");
+    assert!(
+        matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))),
+        "{err:?}"
+    );
     store.limits = Default::default();
     store.limits.max_entries = 10;
     let mut t = Tar::new();
@@ -566,6 +589,9 @@ fn limits_stop_decompression_bombs_and_entry_floods() {
         t.file(&format!("f{i}"), b"");
     }
     let err = store.ensure(vec![plain("flood", &t.finish())]).unwrap_err();
-    assert!(matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))), "{err:?}");
+    assert!(
+        matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))),
+        "{err:?}"
+    );
     assert!(snapshot_names(tmp.path()).is_empty());
 }

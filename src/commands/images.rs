@@ -108,7 +108,7 @@ pub fn load(args: LoadArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 /// The chain ids of an image's layers (the snapshot keys).
-fn chains(record: &ImageRecord) -> anyhow::Result<Vec<ChainId>> {
+pub fn chains(record: &ImageRecord) -> anyhow::Result<Vec<ChainId>> {
     let diff_ids: Vec<DiffId> = record
         .diff_ids
         .iter()

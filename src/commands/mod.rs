@@ -1,8 +1,13 @@
 //! One file per verb; `dispatch` routes the parsed command line.
 
+pub mod gc;
 pub mod images;
 pub mod pull;
+pub mod run;
 pub mod storage;
+
+/// The hidden subcommand that makes this binary the runtime's single-threaded helper.
+pub const HELPER_COMMAND: &str = "__runtime-helper";
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +23,16 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// The runtime's state: containers in progress, their bundles and locks.
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers-v1")
+    }
+
+    /// Per-run root filesystems (overlay mounts) and their locks.
+    pub fn rootfs_runs(&self) -> PathBuf {
+        self.root.join("rootfs-v1")
+    }
+
     /// The content store (blobs, manifests, image index).
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
@@ -60,5 +75,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::list(args, &paths),
         Command::Rmi(args) => images::remove(args, &paths),
         Command::Load(args) => images::load(args, &paths),
+        Command::Run(args) => run::run(*args, &paths),
+        Command::Gc => gc::run(&paths),
+        Command::RuntimeHelper => unreachable!("main runs the helper before anything else"),
     }
 }

@@ -70,6 +70,24 @@ impl RunRootfs {
         &self.kind
     }
 
+    /// Takes over the run directory of a run whose process died (SIGKILL leaves its overlay
+    /// mounted), so that [`RunRootfs::release`] can unmount and remove it. The caller must know
+    /// that no live run uses `run_dir` (e.g. because it holds that run's lock).
+    pub fn adopt_abandoned(run_dir: &Path) -> Result<RunRootfs, RootfsError> {
+        let rootfs = run_dir.join("rootfs");
+        let mounted = has_mount_below(&rootfs).map_err(|source| RootfsError::RemoveRunDir {
+            path: run_dir.to_path_buf(),
+            source,
+        })?;
+        Ok(RunRootfs {
+            run_dir: run_dir.to_path_buf(),
+            rootfs,
+            kind: RootfsKind::Overlay,
+            mounted,
+            released: false,
+        })
+    }
+
     /// Unmounts and removes the run directory, reporting what failed.
     pub fn release(mut self) -> Result<(), RootfsError> {
         self.released = true;

@@ -1,0 +1,110 @@
+//! `dockless gc` and the per-run rootfs slots it cleans up.
+//!
+//! A runner killed with SIGKILL leaves its container (the runtime's `gc` finds it) and its
+//! overlay mount (found here): each run's rootfs directory is guarded by a lock file held for
+//! the run's lifetime, so a directory whose lock can be taken belongs to a dead run.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use dockless_runtime::rootfs::RunRootfs;
+
+use super::Paths;
+
+/// Removes what dead runs left behind and says what it did.
+pub fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
+    let (containers, rootfs) = collect(paths)?;
+    println!(
+        "removed {containers} abandoned container(s) and {rootfs} abandoned root filesystem(s)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cleans up abandoned containers and rootfs slots; live runs (in any process) are untouched.
+/// Cheap when there is nothing to do, so every `run` calls it first.
+pub fn collect(paths: &Paths) -> anyhow::Result<(usize, usize)> {
+    let report = dockless_runtime::container::gc(&paths.containers())
+        .context("cannot clean up abandoned containers")?;
+    let mut rootfs = 0;
+    let dir = paths.rootfs_runs();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((report.removed.len(), 0)),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".lock") else {
+            continue;
+        };
+        let lock_path = dir.join(&name);
+        let lock = File::open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            continue; // a live run holds it
+        }
+        let run_dir = dir.join(id);
+        if run_dir.exists() {
+            RunRootfs::adopt_abandoned(&run_dir)?
+                .release()
+                .with_context(|| format!("cannot remove abandoned rootfs {}", run_dir.display()))?;
+            rootfs += 1;
+        }
+        std::fs::remove_file(&lock_path)
+            .with_context(|| format!("cannot remove {}", lock_path.display()))?;
+    }
+    Ok((report.removed.len(), rootfs))
+}
+
+static SLOT_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A per-run rootfs directory name, locked for as long as the run lives.
+pub struct RootfsSlot {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: File,
+}
+
+impl RootfsSlot {
+    /// Claims a fresh slot (the directory itself is created by the runtime).
+    pub fn claim(paths: &Paths) -> anyhow::Result<RootfsSlot> {
+        let base = paths.rootfs_runs();
+        std::fs::create_dir_all(&base)
+            .with_context(|| format!("cannot create {}", base.display()))?;
+        let id = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+            SLOT_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let lock_path = base.join(format!("{id}.lock"));
+        let lock = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        Ok(RootfsSlot {
+            dir: base.join(id),
+            lock_path,
+            _lock: lock,
+        })
+    }
+
+    /// Where the runtime mounts this run's rootfs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The run is over and its rootfs removed: drop the lock file too.
+    pub fn release(self) {
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}

@@ -1,0 +1,247 @@
+//! End-to-end: `dockless run` (plain mode) and `dockless gc` with real containers from the
+//! local test registry. Needs root (scripts/test runs as root).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dockless_testkit::test_env;
+
+fn dockless(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root)
+        .args(args)
+        .output()
+        .expect("run dockless")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "dockless run needs root here: run the tests through scripts/test"
+    );
+}
+
+/// Mount points below `root` (overlays of runs).
+fn mounts_below(root: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(root.to_str().unwrap()))
+        .collect()
+}
+
+/// Asserts that a root has no run left: no mount, no container state, no rootfs dir.
+fn assert_clean(root: &Path) {
+    assert!(
+        mounts_below(root).is_empty(),
+        "leftover mounts: {:?}",
+        mounts_below(root)
+    );
+    for dir in [
+        "rootfs-v1",
+        "containers-v1/runs",
+        "containers-v1/containers",
+    ] {
+        let p = root.join(dir);
+        let left: Vec<_> = std::fs::read_dir(&p)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "leftovers in {}: {left:?}", p.display());
+    }
+}
+
+#[test]
+fn exit_codes_streams_and_data_round_trip() {
+    require_root();
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("in.txt"), "from the host\n").unwrap();
+    let image = format!("{}/busybox:latest", env.registry);
+    let out = dockless(
+        root.path(),
+        &[
+            "run",
+            "--data",
+            data.path().to_str().unwrap(),
+            &image,
+            "--",
+            "sh",
+            "-c",
+            "cat /data/in.txt; echo to-stderr >&2; echo written > /data/out.txt; exit 3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from the host\n");
+    assert!(
+        text(&out.stderr).ends_with("to-stderr\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("out.txt")).unwrap(),
+        "written\n"
+    );
+    for code in [0, 1] {
+        let out = dockless(
+            root.path(),
+            &["run", &image, "--", "sh", "-c", &format!("exit {code}")],
+        );
+        assert_eq!(out.status.code(), Some(code));
+    }
+    assert_clean(root.path());
+}
+
+#[test]
+fn no_network_but_loopback_and_the_image_cmd_by_default() {
+    require_root();
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/busybox:latest", env.registry);
+    let out = dockless(
+        root.path(),
+        &[
+            "run",
+            &image,
+            "--",
+            "sh",
+            "-c",
+            "ls /sys/class/net; cat /sys/class/net/lo/operstate",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    assert_eq!(listing.lines().next(), Some("lo"), "only lo: {listing}");
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    // The registry on the host's loopback is not reachable from the container's.
+    let out = dockless(
+        root.path(),
+        &[
+            "run",
+            &image,
+            "--",
+            "sh",
+            "-c",
+            &format!("wget -q -T 2 -O- http://{}/v2/", env.registry),
+        ],
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the host's registry must be unreachable"
+    );
+    assert_clean(root.path());
+}
+
+#[test]
+fn timeout_kills_and_is_reported() {
+    require_root();
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/busybox:latest", env.registry);
+    let started = Instant::now();
+    let out = dockless(
+        root.path(),
+        &[
+            "run",
+            "--timeout",
+            "1",
+            &image,
+            "--",
+            "sh",
+            "-c",
+            "sleep 100 & sleep 100",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "did not wait for sleep 100"
+    );
+    let json = dockless(
+        root.path(),
+        &[
+            "run",
+            "--json",
+            "--timeout",
+            "1s",
+            &image,
+            "--",
+            "sleep",
+            "100",
+        ],
+    );
+    let result: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(result["timed_out"], true);
+    assert_clean(root.path());
+}
+
+#[test]
+fn gc_removes_what_a_killed_runner_left() {
+    require_root();
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/busybox:latest", env.registry);
+    assert!(
+        dockless(root.path(), &["pull", "-q", &image])
+            .status
+            .success()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root.path())
+        .args(["run", &image, "--", "sleep", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let containers = root.path().join("containers-v1/containers");
+    while std::fs::read_dir(&containers)
+        .map(|d| d.count())
+        .unwrap_or(0)
+        == 0
+        || mounts_below(root.path()).is_empty()
+    {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !mounts_below(root.path()).is_empty(),
+        "the killed runner left its overlay mounted"
+    );
+
+    // The helper may still be tearing down on its own; gc must leave nothing either way.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = dockless(root.path(), &["gc"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let left = std::fs::read_dir(root.path().join("containers-v1/runs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if left == 0 && mounts_below(root.path()).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gc never cleaned up: {}",
+            text(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_clean(root.path());
+}
