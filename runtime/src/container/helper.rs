@@ -31,6 +31,9 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// Entry point of the helper: reads a [`HelperRequest`] line from stdin, runs the container,
 /// writes a [`HelperReport`] line to stdout. Expects the container's stdout and stderr pipes
 /// on fds 3 and 4 and the run lock on fd 5 (set up by the parent's `Runner`).
+///
+/// Call it first thing in `main` for the hidden subcommand, before any thread or async
+/// runtime is started: libcontainer forks from this process and must not inherit held locks.
 pub fn helper_main() -> ExitCode {
     // Rust ignores SIGPIPE at startup and libcontainer's init is a clone of this process:
     // without a reset every container would inherit SIG_IGN for SIGPIPE.
