@@ -67,13 +67,13 @@ pub fn gc(state_root: &Path) -> Result<GcReport, RunError> {
                 });
             }
         }
-        remove_leftover(state_root, &id)?;
-        report.removed.push(id);
+        if remove_leftover(state_root, &id)? {
+            report.removed.push(id);
+        }
     }
     // Container state without a run directory: its helper died during its own cleanup.
     for id in list_dir(&state_root.join(CONTAINERS_DIR))? {
-        if !runs.join(&id).exists() {
-            remove_leftover(state_root, &id)?;
+        if !runs.join(&id).exists() && remove_leftover(state_root, &id)? {
             report.removed.push(id);
         }
     }
@@ -128,23 +128,36 @@ fn list_dir(dir: &Path) -> Result<Vec<String>, RunError> {
     }
 }
 
-/// Kills and deletes the container of run `id` (if any) and removes its run directory.
-/// The caller guarantees that no live helper owns the run.
-pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<(), RunError> {
+/// Kills and deletes the container of run `id` (if any) and removes its run directory;
+/// returns whether anything was there. The caller guarantees that no live helper owns the run.
+pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<bool, RunError> {
     let container_dir = state_root.join(CONTAINERS_DIR).join(id);
     let run_dir = state_root.join(RUNS_DIR).join(id);
+    let mut found = false;
     if container_dir.exists() {
+        found = true;
         let deleted = Container::load(container_dir.clone())
             .map_err(|e| e.to_string())
             .and_then(|mut c| c.delete(true).map_err(|e| e.to_string()));
-        if let Err(reason) = deleted {
+        // If the state vanished meanwhile, a run that just ended removed it itself.
+        if let Err(reason) = deleted
+            && container_dir.exists()
+        {
             // State unreadable or delete failed half-way: fall back to the cgroup recorded in
             // our own config.json, then drop the state.
             kill_cgroup_from_bundle(&run_dir, &reason)?;
             remove_dir(&container_dir)?;
         }
     }
-    remove_dir(&run_dir)
+    match std::fs::remove_dir_all(&run_dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(found),
+        Err(source) => Err(RunError::Io {
+            what: "cannot remove",
+            path: run_dir,
+            source,
+        }),
+    }
 }
 
 fn remove_dir(dir: &Path) -> Result<(), RunError> {

@@ -299,7 +299,7 @@ impl Session {
         let _ = self.finish_helper();
         let removed = remove_leftover(&self.state_root, &self.id);
         self.lock = None;
-        removed
+        removed.map(drop)
     }
 }
 
