@@ -291,3 +291,30 @@ fn vm_hwm_kib(status_path: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+#[test]
+fn output_is_streamed_while_the_container_runs() {
+    // The container waits for a file that the caller only creates once it has seen the
+    // container's first line: this finishes only if output arrives live.
+    let fx = Fixture::new("live");
+    let data = fx.host_dir("data");
+    let mut spec = fx.sh(
+        "echo early; i=0; while [ ! -e /data/go ] && [ $i -lt 400 ]; do sleep 0.05; \
+         i=$((i+1)); done; [ -e /data/go ] && echo late",
+    );
+    spec.data_dir = Some(data.clone());
+    spec.timeout = Some(std::time::Duration::from_secs(60));
+    let mut seen = String::new();
+    let result = fx
+        .runner()
+        .run(&fx.rootfs, &spec, &mut |_, chunk| {
+            seen.push_str(&String::from_utf8_lossy(chunk));
+            if seen.contains("early") {
+                std::fs::write(data.join("go"), "").unwrap();
+            }
+        })
+        .unwrap();
+    assert_eq!(result.exit_code, 0);
+    assert_eq!(seen, "early\nlate\n");
+    fx.assert_clean();
+}

@@ -157,3 +157,43 @@ fn an_unresponsive_helper_is_killed_after_timeout_plus_grace() {
     assert!(started.elapsed() < Duration::from_secs(20));
     fx.assert_clean();
 }
+
+#[test]
+fn gc_running_alongside_runs_never_disturbs_them() {
+    let fx = Fixture::new("gcrace");
+    let runner = fx.runner();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let collector = s.spawn(|| {
+            let mut rounds = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let report = gc(&fx.state).unwrap();
+                assert!(
+                    report.removed.is_empty(),
+                    "gc removed a live run: {report:?}"
+                );
+                rounds += 1;
+            }
+            rounds
+        });
+        let runs: Vec<_> = (0..4)
+            .map(|i| {
+                let (fx, runner) = (&fx, &runner);
+                s.spawn(move || {
+                    for round in 0..3 {
+                        let out =
+                            fx.run_with(runner, &fx.sh(&format!("echo {i}-{round}; exit {i}")));
+                        assert_eq!(out.stdout(), format!("{i}-{round}\n"));
+                        assert_eq!(out.result.exit_code, i);
+                    }
+                })
+            })
+            .collect();
+        for run in runs {
+            run.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(collector.join().unwrap() > 0);
+    });
+    fx.assert_clean();
+}

@@ -126,3 +126,71 @@ fn processes_ignoring_sigterm_with_children_are_all_gone_after_timeout() {
     assert_eq!(out.result.exit_code, 137);
     fx.assert_clean();
 }
+
+#[test]
+fn limits_land_in_the_container_cgroup() {
+    let fx = Fixture::new("cglimits");
+    let data = fx.host_dir("data");
+    // Runs until /data/stop appears (or the 30 s timeout).
+    let mut spec = fx.sh(
+        "echo ready > /data/ready; i=0; while [ ! -e /data/stop ] && [ $i -lt 600 ]; do \
+         sleep 0.05; i=$((i+1)); done",
+    );
+    spec.data_dir = Some(data.clone());
+    spec.limits.memory_bytes = Some(48 << 20);
+    spec.limits.cpus = Some(0.5);
+    spec.limits.pids = Some(77);
+    spec.timeout = Some(Duration::from_secs(30));
+    let runner = fx.runner();
+    std::thread::scope(|s| {
+        let run = s.spawn(|| fx.run_with(&runner, &spec));
+        assert!(common::wait_for(Duration::from_secs(20), || data
+            .join("ready")
+            .exists()));
+        // The one container cgroup below our parent, per controller (cgroup v1 here).
+        let leaf = |ctrl: &str| {
+            let parent = std::path::Path::new("/sys/fs/cgroup")
+                .join(ctrl)
+                .join(&fx.cgroup_parent);
+            let mut dirs: Vec<_> = std::fs::read_dir(&parent)
+                .unwrap_or_else(|e| panic!("{parent:?}: {e}"))
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            assert_eq!(dirs.len(), 1, "{dirs:?}");
+            dirs.pop().unwrap()
+        };
+        let read = |ctrl: &str, file: &str| {
+            std::fs::read_to_string(leaf(ctrl).join(file))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (48u64 << 20).to_string()
+        );
+        assert_eq!(
+            read("memory", "memory.memsw.limit_in_bytes"),
+            (48u64 << 20).to_string()
+        );
+        assert_eq!(read("pids", "pids.max"), "77");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+        let devices = read("devices", "devices.list");
+        assert!(
+            !devices.contains("a *:* rwm"),
+            "devices cgroup allows everything: {devices}"
+        );
+        assert!(
+            devices.contains("c 1:3 rwm"),
+            "/dev/null missing: {devices}"
+        );
+        std::fs::write(data.join("stop"), "").unwrap();
+        let out = run.join().unwrap();
+        assert_eq!(out.result.exit_code, 0, "{}", out.stderr());
+        assert!(!out.result.timed_out);
+    });
+    fx.assert_clean();
+}

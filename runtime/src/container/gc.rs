@@ -1,9 +1,9 @@
 //! Finds and removes what runs killed mid-way left behind: running containers, their
 //! cgroups, libcontainer state and run directories.
 //!
-//! Each run holds an exclusive `flock` on `<state_root>/runs/<id>/lock` from before its
-//! container exists until after it is deleted (parent and helper share the lock), so a lock
-//! that can be taken means its owners are dead and everything under that id is garbage.
+//! Each run holds an exclusive `flock` on its directory `<state_root>/runs/<id>` from before
+//! its container exists until after it is deleted (parent and helper share the lock), so a
+//! lock that can be taken means its owners are dead and everything under that id is garbage.
 
 use std::fs::File;
 use std::io;
@@ -14,12 +14,13 @@ use libcontainer::container::Container;
 
 use super::RunError;
 
-/// Subdirectory of the state root with one directory per run (bundle + lock).
+/// Subdirectory of the state root with one directory per run (its bundle, and its lock).
 pub(crate) const RUNS_DIR: &str = "runs";
 /// Subdirectory of the state root used as libcontainer's state root.
 pub(crate) const CONTAINERS_DIR: &str = "containers";
-/// Name of the lock file inside a run directory.
-pub(crate) const LOCK_FILE: &str = "lock";
+/// Age after which a run directory still being set up (`.new-<id>`) whose lock can be
+/// taken is considered abandoned (its creator locks it right after `mkdir`).
+const STAGING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What [`gc`] removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,80 +42,73 @@ pub fn gc(state_root: &Path) -> Result<GcReport, RunError> {
             collect_staging(&run_dir)?;
             continue;
         }
-        let lock = match File::open(run_dir.join(LOCK_FILE)) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        let lock = match File::open(&run_dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(source) => {
                 return Err(RunError::Io {
-                    what: "cannot open a run lock",
-                    path: run_dir.join(LOCK_FILE),
+                    what: "cannot open a run directory",
+                    path: run_dir,
                     source,
                 });
             }
         };
-        if let Some(lock) = &lock {
-            match lock_file(lock, false) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
-                    report.alive.push(id);
-                    continue;
-                }
-                Err(e) => {
-                    return Err(RunError::Io {
-                        what: "cannot lock a run",
-                        path: run_dir.join(LOCK_FILE),
-                        source: e,
-                    });
-                }
+        match lock_run(&lock, false) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                report.alive.push(id);
+                continue;
+            }
+            Err(source) => {
+                return Err(RunError::Io {
+                    what: "cannot lock a run directory",
+                    path: run_dir,
+                    source,
+                });
             }
         }
-        remove_leftover(state_root, &id)?;
-        report.removed.push(id);
+        if remove_leftover(state_root, &id)? {
+            report.removed.push(id);
+        }
     }
     // Container state without a run directory: its helper died during its own cleanup.
     for id in list_dir(&state_root.join(CONTAINERS_DIR))? {
-        if !runs.join(&id).exists() {
-            remove_leftover(state_root, &id)?;
+        if !runs.join(&id).exists() && remove_leftover(state_root, &id)? {
             report.removed.push(id);
         }
     }
     Ok(report)
 }
 
-/// `flock(LOCK_EX)` on the open file description (shared with the helper through fd
-/// inheritance); raw rather than nix's `Flock`, whose drop would unlock it for the helper too.
-pub(crate) fn lock_file(file: &File, wait: bool) -> io::Result<()> {
+/// `flock(LOCK_EX)` on an open run directory. The open file description is shared with the
+/// helper through fd inheritance; raw rather than nix's `Flock`, whose drop would unlock it
+/// for the helper too.
+pub(crate) fn lock_run(dir: &File, wait: bool) -> io::Result<()> {
     let op = if wait {
         libc::LOCK_EX
     } else {
         libc::LOCK_EX | libc::LOCK_NB
     };
     // SAFETY: flock(2) on an fd we own.
-    if unsafe { libc::flock(file.as_raw_fd(), op) } < 0 {
+    if unsafe { libc::flock(dir.as_raw_fd(), op) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
-/// A run directory still being set up (`.new-<id>`): removed only when its owner is gone,
-/// or when it never got a lock file and is older than a minute.
+/// A run directory still being set up (`.new-<id>`): removed once its lock can be taken and
+/// it is old enough that its creator cannot be between `mkdir` and `flock`.
 fn collect_staging(dir: &Path) -> Result<(), RunError> {
-    match File::open(dir.join(LOCK_FILE)) {
-        Ok(lock) => {
-            if lock_file(&lock, false).is_ok() {
-                remove_dir(dir)?;
-            }
-        }
-        Err(_) => {
-            let old = std::fs::metadata(dir)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > std::time::Duration::from_secs(60));
-            if old {
-                remove_dir(dir)?;
-            }
-        }
+    let old = std::fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STAGING_MAX_AGE);
+    if old
+        && let Ok(lock) = File::open(dir)
+        && lock_run(&lock, false).is_ok()
+    {
+        remove_dir(dir)?;
     }
     Ok(())
 }
@@ -134,23 +128,36 @@ fn list_dir(dir: &Path) -> Result<Vec<String>, RunError> {
     }
 }
 
-/// Kills and deletes the container of run `id` (if any) and removes its run directory.
-/// The caller guarantees that no live helper owns the run.
-pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<(), RunError> {
+/// Kills and deletes the container of run `id` (if any) and removes its run directory;
+/// returns whether anything was there. The caller guarantees that no live helper owns the run.
+pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<bool, RunError> {
     let container_dir = state_root.join(CONTAINERS_DIR).join(id);
     let run_dir = state_root.join(RUNS_DIR).join(id);
+    let mut found = false;
     if container_dir.exists() {
+        found = true;
         let deleted = Container::load(container_dir.clone())
             .map_err(|e| e.to_string())
             .and_then(|mut c| c.delete(true).map_err(|e| e.to_string()));
-        if let Err(reason) = deleted {
+        // If the state vanished meanwhile, a run that just ended removed it itself.
+        if let Err(reason) = deleted
+            && container_dir.exists()
+        {
             // State unreadable or delete failed half-way: fall back to the cgroup recorded in
             // our own config.json, then drop the state.
             kill_cgroup_from_bundle(&run_dir, &reason)?;
             remove_dir(&container_dir)?;
         }
     }
-    remove_dir(&run_dir)
+    match std::fs::remove_dir_all(&run_dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(found),
+        Err(source) => Err(RunError::Io {
+            what: "cannot remove",
+            path: run_dir,
+            source,
+        }),
+    }
 }
 
 fn remove_dir(dir: &Path) -> Result<(), RunError> {

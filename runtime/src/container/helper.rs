@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 use super::cgroup_stats::read_memory_stats;
+use super::gc::cgroup_dirs;
 use super::loopback::bring_up_loopback;
 use super::protocol::{
     CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest,
@@ -29,6 +31,9 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// Entry point of the helper: reads a [`HelperRequest`] line from stdin, runs the container,
 /// writes a [`HelperReport`] line to stdout. Expects the container's stdout and stderr pipes
 /// on fds 3 and 4 and the run lock on fd 5 (set up by the parent's `Runner`).
+///
+/// Call it first thing in `main` for the hidden subcommand, before any thread or async
+/// runtime is started: libcontainer forks from this process and must not inherit held locks.
 pub fn helper_main() -> ExitCode {
     // Rust ignores SIGPIPE at startup and libcontainer's init is a clone of this process:
     // without a reset every container would inherit SIG_IGN for SIGPIPE.
@@ -123,7 +128,11 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
 
     let result = supervise(req, &mut container);
     let stats = read_memory_stats(&req.cgroups_path);
-    let deleted = delete_with_retry(&mut container);
+    let deleted = if result.is_ok() && remove_reaped(&container_dir, &req.cgroups_path) {
+        Ok(())
+    } else {
+        delete_with_retry(&mut container)
+    };
     let mut outcome = result?;
     deleted?;
     if outcome.aborted {
@@ -246,8 +255,26 @@ fn delete_with_retry(container: &mut Container) -> Result<(), Vec<String>> {
     Err(last.unwrap_or_default())
 }
 
+/// Fast path after the init was reaped: our specs have no hooks and no Intel RDT, so a
+/// finished container is just its cgroup directories and its state directory. libcontainer's
+/// `delete` costs ~10 ms more (hundreds of hardened procfs lookups). Returns false (and the
+/// caller falls back to `delete`) if a cgroup is still busy, e.g. with dying processes.
+fn remove_reaped(container_dir: &Path, cgroups_path: &str) -> bool {
+    for dir in cgroup_dirs(Path::new(cgroups_path)) {
+        if let Err(e) = std::fs::remove_dir(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return false;
+        }
+    }
+    match std::fs::remove_dir_all(container_dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
 /// Removes what a failed `build()` may have left: the state dir and, through it, the cgroup.
-fn remove_container(container_dir: &std::path::Path) -> Result<(), Vec<String>> {
+fn remove_container(container_dir: &Path) -> Result<(), Vec<String>> {
     if !container_dir.exists() {
         return Ok(());
     }

@@ -5,6 +5,36 @@
 //! re-executed with a hidden subcommand that calls [`helper_main`]), streams the container's
 //! stdout and stderr from two pipes, and removes everything of the run when it ends. Runs
 //! killed mid-way are found and removed by [`gc`].
+//!
+//! Embedding (what the `dockless` binary does):
+//!
+//! ```no_run
+//! use std::process::ExitCode;
+//! use dockless_runtime::bundle::{ImageConfig, RunSpec};
+//! use dockless_runtime::container::{Runner, Stream, gc, helper_main};
+//!
+//! fn main() -> ExitCode {
+//!     // First thing, before any thread exists: the hidden helper subcommand.
+//!     if std::env::args().nth(1).as_deref() == Some("__runtime-helper") {
+//!         return helper_main();
+//!     }
+//!     let state = std::path::PathBuf::from("/run/dockless/runtime");
+//!     gc(&state).expect("gc");
+//!     let exe = std::env::current_exe().expect("current_exe");
+//!     let runner = Runner::new(exe, ["__runtime-helper"], &state);
+//!     let image = ImageConfig::from_image_config_json(br#"{"config":{"Cmd":["true"]}}"#)
+//!         .expect("image config");
+//!     let mut spec = RunSpec::new(image);
+//!     spec.timeout = Some(std::time::Duration::from_secs(60));
+//!     let rootfs = std::path::Path::new("/var/lib/dockless/runs/1/rootfs"); // a private copy
+//!     let result = runner
+//!         .run(rootfs, &spec, &mut |stream, chunk| {
+//!             let _ = (stream == Stream::Stdout, chunk); // forward live output here
+//!         })
+//!         .expect("run");
+//!     ExitCode::from(result.exit_code.clamp(0, 255) as u8)
+//! }
+//! ```
 
 mod capture;
 mod cgroup_stats;

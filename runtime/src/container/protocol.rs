@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub const CONTAINER_STDOUT_FD: i32 = 3;
 /// fd (in the helper) of the pipe the container's stderr goes to.
 pub const CONTAINER_STDERR_FD: i32 = 4;
-/// fd (in the helper) of the run's lock file, held for as long as the run may be alive.
+/// fd (in the helper) of the run directory, flocked for as long as the run may be alive.
 pub const RUN_LOCK_FD: i32 = 5;
 
 /// The parent's instructions, written to the helper's stdin as one line. The stdin pipe then

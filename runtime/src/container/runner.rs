@@ -16,7 +16,7 @@ use nix::fcntl::OFlag;
 
 use super::RunError;
 use super::capture::{Captured, Stream};
-use super::gc::{CONTAINERS_DIR, LOCK_FILE, RUNS_DIR, lock_file, remove_leftover};
+use super::gc::{CONTAINERS_DIR, RUNS_DIR, lock_run, remove_leftover};
 use super::protocol::{
     CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, RUN_LOCK_FD,
 };
@@ -223,9 +223,9 @@ impl Runner {
         }
     }
 
-    /// Creates `<state_root>/runs/<id>` with its lock held. The directory appears under its
-    /// final name only once locked, so a concurrent gc never mistakes a run being set up for
-    /// an abandoned one.
+    /// Creates `<state_root>/runs/<id>` and returns it open with its lock held. The directory
+    /// appears under its final name only once locked, so a concurrent gc never mistakes a run
+    /// being set up for an abandoned one.
     fn create_run_dir(&self, id: &str) -> Result<(PathBuf, File), RunError> {
         let io = |what: &'static str, path: &Path| {
             let path = path.to_owned();
@@ -239,11 +239,10 @@ impl Runner {
             .mode(0o700)
             .create(&staging)
             .map_err(io("cannot create", &staging))?;
-        let lock_path = staging.join(LOCK_FILE);
-        let locked = File::create(&lock_path)
-            .map_err(io("cannot create", &lock_path))
+        let locked = File::open(&staging)
+            .map_err(io("cannot open", &staging))
             .and_then(|lock| {
-                lock_file(&lock, true).map_err(io("cannot lock", &lock_path))?;
+                lock_run(&lock, true).map_err(io("cannot lock", &staging))?;
                 std::fs::rename(&staging, &run_dir).map_err(io("cannot rename", &staging))?;
                 Ok(lock)
             });
@@ -282,8 +281,8 @@ struct Session {
     id: String,
     child: Option<Child>,
     stdin: Option<ChildStdin>,
-    /// Our copy of the run lock; the helper holds another, so gc skips the run while
-    /// either of us lives.
+    /// The run directory, open and flocked; the helper inherits the same open file
+    /// description, so gc skips the run while either of us lives.
     lock: Option<File>,
 }
 
@@ -300,7 +299,7 @@ impl Session {
         let _ = self.finish_helper();
         let removed = remove_leftover(&self.state_root, &self.id);
         self.lock = None;
-        removed
+        removed.map(drop)
     }
 }
 
