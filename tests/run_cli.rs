@@ -10,6 +10,7 @@ use dockless_testkit::test_env;
 fn dockless(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dockless"))
         .env("DOCKLESS_ROOT", root)
+        .env("DOCKLESS_RUN_ROOT", root.join("run"))
         .args(args)
         .output()
         .expect("run dockless")
@@ -47,8 +48,8 @@ fn assert_clean(root: &Path) {
     );
     for dir in [
         "rootfs-v1",
-        "containers-v1/runs",
-        "containers-v1/containers",
+        "run/containers-v1/runs",
+        "run/containers-v1/containers",
     ] {
         let p = root.join(dir);
         let left: Vec<_> = std::fs::read_dir(&p)
@@ -202,13 +203,14 @@ fn gc_removes_what_a_killed_runner_left() {
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_dockless"))
         .env("DOCKLESS_ROOT", root.path())
+        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
         .args(["run", &image, "--", "sleep", "100"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let containers = root.path().join("containers-v1/containers");
+    let containers = root.path().join("run/containers-v1/containers");
     while std::fs::read_dir(&containers)
         .map(|d| d.count())
         .unwrap_or(0)
@@ -230,7 +232,7 @@ fn gc_removes_what_a_killed_runner_left() {
     loop {
         let out = dockless(root.path(), &["gc"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let left = std::fs::read_dir(root.path().join("containers-v1/runs"))
+        let left = std::fs::read_dir(root.path().join("run/containers-v1/runs"))
             .map(|d| d.count())
             .unwrap_or(0);
         if left == 0 && mounts_below(root.path()).is_empty() {
