@@ -64,7 +64,7 @@ pub mod time;
 
 pub use config::Format;
 pub use error::{Error, Result};
-pub use id::{BucketId, Stage, TableId};
+pub use id::{BucketId, Stage, TableId, default_bucket};
 pub use job::{Job, JobReport, JobSpec};
 pub use layout::DataDir;
 pub use output::{

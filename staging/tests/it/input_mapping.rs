@@ -263,3 +263,24 @@ fn sliced_files_become_folders_of_slices() {
         serde_json::from_str(&read(&dir, &format!("in/files/{id}_export.csv.manifest"))).unwrap();
     assert_eq!(manifest["is_sliced"], true);
 }
+
+#[test]
+fn adaptive_files_read_only_new_ones() {
+    let (_d, mut s) = storage();
+    let first = add_file(&mut s, "one.txt", &["feed"], "1");
+    let config =
+        json!({"storage": {"input": {"files": [{"tags": ["feed"], "changed_since": "adaptive"}]}}});
+    let (_w, result) = run_job(&mut s, config.clone(), true, |_| {});
+    result.unwrap();
+    let (_w, dir, job) = stage(&s, config.clone());
+    job.unwrap();
+    assert!(
+        !dir.in_files().join(format!("{first}_one.txt")).exists(),
+        "already read by the last run"
+    );
+    let second = add_file(&mut s, "two.txt", &["feed"], "2");
+    let (_w, dir, job) = stage(&s, config);
+    job.unwrap();
+    assert_eq!(read(&dir, &format!("in/files/{second}_two.txt")), "2");
+    assert!(!dir.in_files().join(format!("{first}_one.txt")).exists());
+}
