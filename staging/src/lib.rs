@@ -58,6 +58,7 @@ pub mod job;
 pub mod layout;
 mod out_dir;
 pub mod output;
+pub mod php_json;
 pub mod sanitize;
 pub mod storage;
 pub mod time;

@@ -43,7 +43,7 @@ pub(super) fn read_manifest(
 ) -> Result<Map<String, Value>> {
     let bytes = out_dir::read_document(path)?;
     let what = path.display().to_string();
-    let value = config::parse(&bytes, format, &what)?;
+    let value = config::parse_document(&bytes, format, &what)?;
     let map = match value {
         Value::Object(map) => map,
         _ => return Err(Error::mapping(&what, "a manifest must be an object")),

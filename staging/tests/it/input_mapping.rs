@@ -105,7 +105,7 @@ fn layout_and_table_with_columns_filter_and_limit() {
         created.len() == 24 && created.ends_with("+0000"),
         "{created}"
     );
-    assert_eq!(read(&dir, "in/state.json"), "{}\n");
+    assert_eq!(read(&dir, "in/state.json"), "{}");
     assert!(read(&dir, "config.json").contains("\"where_operator\": \"eq\""));
 }
 
