@@ -168,16 +168,6 @@ fn string_list(map: &Map<String, Value>, key: &str, at: &str) -> Result<Vec<Stri
     }
 }
 
-fn is_empty_value(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => true,
-        Some(Value::String(s)) => s.is_empty(),
-        Some(Value::Array(a)) => a.is_empty(),
-        Some(Value::Number(n)) => n.as_i64() == Some(0),
-        _ => false,
-    }
-}
-
 /// Appends `defaults` that `map` lacks (or holds as `null`), in the given order: Symfony's
 /// config tree keeps the keys it was given in their order and appends missing defaults in
 /// definition order.
@@ -370,15 +360,15 @@ fn normalize_input_table(table: &mut Value, at: &str) -> Result<()> {
             ));
         }
     }
-    let has_column = !is_empty_value(t.get("where_column"));
-    let has_values = !is_empty_value(t.get("where_values"));
+    let has_column = !t.get("where_column").is_none_or(is_empty_php);
+    let has_values = !t.get("where_values").is_none_or(is_empty_php);
     if has_column != has_values {
         return Err(Error::config(
             at,
             "where_column and where_values must be set together",
         ));
     }
-    if !is_empty_value(t.get("days")) && !is_empty_value(t.get("changed_since")) {
+    if !t.get("days").is_none_or(is_empty_php) && !t.get("changed_since").is_none_or(is_empty_php) {
         return Err(Error::config(
             at,
             "cannot set both parameters \"days\" and \"changed_since\"",
@@ -418,7 +408,7 @@ fn normalize_input_file(file: &mut Value, at: &str) -> Result<()> {
     }
     string_list(f, "tags", at)?;
     string_list(f, "processed_tags", at)?;
-    let has_tags = !is_empty_value(f.get("tags"));
+    let has_tags = !f.get("tags").is_none_or(is_empty_php);
     let source_tags = f
         .get("source")
         .and_then(|s| s.get("tags"))
@@ -431,15 +421,16 @@ fn normalize_input_file(file: &mut Value, at: &str) -> Result<()> {
     }
     if !has_tags
         && !source_tags
-        && is_empty_value(f.get("query"))
-        && is_empty_value(f.get("file_ids"))
+        && f.get("query").is_none_or(is_empty_php)
+        && f.get("file_ids").is_none_or(is_empty_php)
     {
         return Err(Error::config(
             at,
             "at least one of \"tags\", \"source.tags\", \"query\" or \"file_ids\" is required",
         ));
     }
-    if !is_empty_value(f.get("query")) && !is_empty_value(f.get("changed_since")) {
+    if !f.get("query").is_none_or(is_empty_php) && !f.get("changed_since").is_none_or(is_empty_php)
+    {
         return Err(Error::config(
             at,
             "\"changed_since\" cannot be combined with \"query\"",
@@ -549,13 +540,14 @@ fn normalize_output_table(table: &mut Value, at: &str) -> Result<()> {
             format!("{dest:?} is not a table id (stage.bucket.table)"),
         ));
     }
-    if !is_empty_value(t.get("delete_where_column")) && t.contains_key("delete_where") {
+    if !t.get("delete_where_column").is_none_or(is_empty_php) && t.contains_key("delete_where") {
         return Err(Error::config(
             at,
             "\"delete_where_column\" cannot be combined with \"delete_where\"",
         ));
     }
-    if !is_empty_value(t.get("delete_where_column")) && is_empty_value(t.get("delete_where_values"))
+    if !t.get("delete_where_column").is_none_or(is_empty_php)
+        && t.get("delete_where_values").is_none_or(is_empty_php)
     {
         return Err(Error::config(
             at,
@@ -563,13 +555,13 @@ fn normalize_output_table(table: &mut Value, at: &str) -> Result<()> {
         ));
     }
     let schema = t.get("schema").is_some_and(|s| !is_empty_php(s));
-    if schema && !is_empty_value(t.get("primary_key")) {
+    if schema && !t.get("primary_key").is_none_or(is_empty_php) {
         return Err(Error::config(
             at,
             "only one of \"primary_key\" or \"schema[].primary_key\" can be defined",
         ));
     }
-    if schema && !is_empty_value(t.get("columns")) {
+    if schema && !t.get("columns").is_none_or(is_empty_php) {
         return Err(Error::config(
             at,
             "\"schema\" cannot be combined with \"columns\"",
