@@ -284,3 +284,32 @@ fn adaptive_files_read_only_new_ones() {
     assert_eq!(read(&dir, &format!("in/files/{second}_two.txt")), "2");
     assert!(!dir.in_files().join(format!("{first}_one.txt")).exists());
 }
+
+#[test]
+fn manifests_are_written_as_php_json() {
+    let (_d, mut s) = storage();
+    seed(&mut s, "in.c-main.t", "id\n1\n", &[]);
+    let mut tx = s.begin().unwrap();
+    let entries = [(
+        "KBC.description".to_string(),
+        "see https://example.com/ – ok".to_string(),
+    )];
+    tx.set_table_metadata(&"in.c-main.t".parse().unwrap(), "user", &entries)
+        .unwrap();
+    tx.commit().unwrap();
+    let (_w, dir, job) = stage(
+        &s,
+        json!({"storage": {"input": {"tables": [{"source": "in.c-main.t", "destination": "t.csv"}]}}}),
+    );
+    job.unwrap();
+    let text = read(&dir, "in/tables/t.csv.manifest");
+    assert!(
+        text.contains("\"value\": \"see https:\\/\\/example.com\\/ \\u2013 ok\""),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("{\n    \"id\": \"in.c-main.t\",\n    \"name\": \"t\",\n"),
+        "{text}"
+    );
+    assert!(text.ends_with('}'), "no final newline, as PHP writes it");
+}
