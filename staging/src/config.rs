@@ -1,11 +1,13 @@
 //! The job configuration: strict normalization as Keboola's runner does it, and the typed view
 //! of the mapping sections that input and output mapping work from.
 //!
-//! Normalization refuses unknown keys (at the root and in mapping entries), fills the defaults
-//! the runner fills (`where_operator: "eq"`, `incremental: false`, `delimiter: ","`, ...;
-//! `shared_code_row_ids: []` is added when `config.json` is written), and keeps every other
-//! value and the order of the keys as written, so the `config.json` a component reads is the
-//! one it reads under Keboola.
+//! Normalization follows Keboola's code, not its older docs: the `Container` configuration
+//! tree refuses unknown keys and appends missing defaults in its definition order (input
+//! tables get `columns`, `column_types`, `where_values`, `where_operator`, `overwrite`,
+//! `keep_internal_timestamp_column`; output tables get `incremental` ... `schema`; empty
+//! `tags`/`processed_tags` of input files are dropped), then the job definition makes sure
+//! `storage`, `processors` and `parameters` exist. [`container_config`] replays the runner's
+//! `ConfigFile` steps, so keys come out in the order Keboola writes them.
 
 use serde_json::{Map, Value, json};
 
@@ -166,44 +168,78 @@ fn string_list(map: &Map<String, Value>, key: &str, at: &str) -> Result<Vec<Stri
     }
 }
 
-fn is_empty_value(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => true,
-        Some(Value::String(s)) => s.is_empty(),
-        Some(Value::Array(a)) => a.is_empty(),
-        Some(Value::Number(n)) => n.as_i64() == Some(0),
-        _ => false,
+/// Appends `defaults` that `map` lacks (or holds as `null`), in the given order: Symfony's
+/// config tree keeps the keys it was given in their order and appends missing defaults in
+/// definition order.
+fn defaults(map: &mut Map<String, Value>, defaults: &[(&str, Value)]) {
+    for (key, value) in defaults {
+        default(map, key, value.clone());
     }
 }
 
-/// Normalizes a stored configuration the way the runner's configuration tree does: unknown
-/// keys refused (a user error naming the path), defaults filled, old artefacts tolerated
-/// (`image_parameters: []`, output `escaped_by`). Keeps `runtime` and `processors`; they are
-/// dropped only when `config.json` is written.
+/// Keboola's job configuration normalization: the `Container` configuration tree (strict
+/// keys, defaults) followed by the job definition's own fix-ups (`storage`, `processors` and
+/// `parameters` present, `[]` when empty). Unknown keys are a user error naming the path.
+/// Old artefacts are tolerated: `image_parameters: []`, output `escaped_by`.
 pub fn normalize(config: &Value) -> Result<Value> {
+    let mut config = parse(config)?;
+    if let Value::Object(root) = &mut config {
+        for key in ["storage", "processors", "parameters"] {
+            if root.get(key).is_none_or(is_empty_php) {
+                root.insert(key.to_string(), json!([]));
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// PHP's `empty()`: null, false, 0, "", "0", [] and {}.
+pub(crate) fn is_empty_php(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty() || s == "0",
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// The `Container` configuration tree alone: strict keys and defaults, nothing else.
+pub fn parse(config: &Value) -> Result<Value> {
     let mut config = config.clone();
     if config.as_array().is_some_and(Vec::is_empty) || config.is_null() {
         config = json!({});
     }
     let root = object(&mut config, "root")?;
     check_keys(root, ROOT_KEYS, "root")?;
-    if root
-        .get("image_parameters")
-        .is_some_and(|v| v.as_array().is_some_and(Vec::is_empty))
+    if let Some(action) = root
+        .get("action")
+        .filter(|v| !v.is_string() && !v.is_null())
     {
-        root.insert("image_parameters".into(), json!({}));
-    }
-    if let Some(action) = root.get("action").filter(|v| !v.is_string()) {
         return Err(Error::config(
             "action",
             format!("expected a string, got {action}"),
         ));
     }
+    if let Some(auth) = root.get("authorization").and_then(Value::as_object) {
+        check_keys(
+            auth,
+            &["oauth_api", "workspace", "context", "app_proxy"],
+            "authorization",
+        )?;
+    }
+    defaults(root, &[("shared_code_row_ids", json!([]))]);
     if let Some(storage) = root.get_mut("storage") {
         if storage.as_array().is_some_and(Vec::is_empty) {
             *storage = json!({});
         }
         normalize_storage(storage)?;
+    }
+    if let Some(processors) = root.get_mut("processors").filter(|p| !is_empty_php(p)) {
+        let p = object(processors, "processors")?;
+        check_keys(p, &["before", "after"], "processors")?;
+        defaults(p, &[("before", json!([])), ("after", json!([]))]);
     }
     Ok(config)
 }
@@ -218,24 +254,21 @@ fn normalize_storage(storage: &mut Value) -> Result<()> {
         let input = object(input, "storage.input")?;
         check_keys(
             input,
-            &["tables", "files", "read_only_storage_access"],
+            &["read_only_storage_access", "tables", "files"],
             "storage.input",
         )?;
-        if input.contains_key("tables") {
-            for (i, t) in array(input, "tables", "storage.input")?
-                .iter_mut()
-                .enumerate()
-            {
-                normalize_input_table(t, &format!("storage.input.tables[{i}]"))?;
-            }
+        defaults(input, &[("tables", json!([])), ("files", json!([]))]);
+        for (i, t) in array(input, "tables", "storage.input")?
+            .iter_mut()
+            .enumerate()
+        {
+            normalize_input_table(t, &format!("storage.input.tables[{i}]"))?;
         }
-        if input.contains_key("files") {
-            for (i, f) in array(input, "files", "storage.input")?
-                .iter_mut()
-                .enumerate()
-            {
-                normalize_input_file(f, &format!("storage.input.files[{i}]"))?;
-            }
+        for (i, f) in array(input, "files", "storage.input")?
+            .iter_mut()
+            .enumerate()
+        {
+            normalize_input_file(f, &format!("storage.input.files[{i}]"))?;
         }
     }
     if let Some(output) = storage.get_mut("output") {
@@ -246,31 +279,28 @@ fn normalize_storage(storage: &mut Value) -> Result<()> {
         check_keys(
             output,
             &[
-                "tables",
-                "files",
                 "default_bucket",
                 "data_type_support",
                 "table_modifications",
                 "treat_values_as_null",
+                "tables",
+                "files",
                 "table_files",
             ],
             "storage.output",
         )?;
-        if output.contains_key("tables") {
-            for (i, t) in array(output, "tables", "storage.output")?
-                .iter_mut()
-                .enumerate()
-            {
-                normalize_output_table(t, &format!("storage.output.tables[{i}]"))?;
-            }
+        defaults(output, &[("tables", json!([])), ("files", json!([]))]);
+        for (i, t) in array(output, "tables", "storage.output")?
+            .iter_mut()
+            .enumerate()
+        {
+            normalize_output_table(t, &format!("storage.output.tables[{i}]"))?;
         }
-        if output.contains_key("files") {
-            for (i, f) in array(output, "files", "storage.output")?
-                .iter_mut()
-                .enumerate()
-            {
-                normalize_output_file(f, &format!("storage.output.files[{i}]"))?;
-            }
+        for (i, f) in array(output, "files", "storage.output")?
+            .iter_mut()
+            .enumerate()
+        {
+            normalize_output_file(f, &format!("storage.output.files[{i}]"))?;
         }
     }
     Ok(())
@@ -288,9 +318,37 @@ fn normalize_input_table(table: &mut Value, at: &str) -> Result<()> {
             ));
         }
     }
-    default(t, "columns", json!([]));
-    default(t, "where_values", json!([]));
-    default(t, "where_operator", json!("eq"));
+    if t.get("days").is_some_and(Value::is_null) {
+        t.insert("days".into(), json!(0));
+    }
+    if t.get("changed_since").is_some_and(Value::is_null) {
+        t.insert("changed_since".into(), json!(""));
+    }
+    if t.get("where_operator")
+        .is_some_and(|v| v.is_null() || v == "")
+    {
+        t.insert("where_operator".into(), json!("eq"));
+    }
+    defaults(
+        t,
+        &[
+            ("columns", json!([])),
+            ("column_types", json!([])),
+            ("where_values", json!([])),
+            ("where_operator", json!("eq")),
+            ("overwrite", json!(false)),
+            ("keep_internal_timestamp_column", json!(true)),
+        ],
+    );
+    if t.get("file_type").is_some_and(is_empty_php) {
+        t.remove("file_type");
+    }
+    if let Some(use_view) = t.remove("use_view")
+        && use_view == json!(true)
+        && !t.contains_key("load_type")
+    {
+        t.insert("load_type".into(), json!("VIEW"));
+    }
     string_list(t, "columns", at)?;
     string_list(t, "where_values", at)?;
     match t.get("where_operator").and_then(Value::as_str) {
@@ -302,15 +360,15 @@ fn normalize_input_table(table: &mut Value, at: &str) -> Result<()> {
             ));
         }
     }
-    let has_column = !is_empty_value(t.get("where_column"));
-    let has_values = !is_empty_value(t.get("where_values"));
+    let has_column = !t.get("where_column").is_none_or(is_empty_php);
+    let has_values = !t.get("where_values").is_none_or(is_empty_php);
     if has_column != has_values {
         return Err(Error::config(
             at,
             "where_column and where_values must be set together",
         ));
     }
-    if !is_empty_value(t.get("days")) && !is_empty_value(t.get("changed_since")) {
+    if !t.get("days").is_none_or(is_empty_php) && !t.get("changed_since").is_none_or(is_empty_php) {
         return Err(Error::config(
             at,
             "cannot set both parameters \"days\" and \"changed_since\"",
@@ -322,25 +380,39 @@ fn normalize_input_table(table: &mut Value, at: &str) -> Result<()> {
 fn normalize_input_file(file: &mut Value, at: &str) -> Result<()> {
     let f = object(file, at)?;
     check_keys(f, INPUT_FILE_KEYS, at)?;
-    default(f, "processed_tags", json!([]));
+    if let Some(source) = f.get_mut("source") {
+        let source_at = format!("{at}.source");
+        let source = object(source, &source_at)?;
+        check_keys(source, &["tags"], &source_at)?;
+        defaults(source, &[("tags", json!([]))]);
+        for (j, tag) in array(source, "tags", &source_at)?.iter_mut().enumerate() {
+            let tag_at = format!("{at}.source.tags[{j}]");
+            let tag = object(tag, &tag_at)?;
+            check_keys(tag, &["name", "match"], &tag_at)?;
+            defaults(tag, &[("match", json!("include"))]);
+        }
+    }
+    defaults(
+        f,
+        &[
+            ("file_ids", json!([])),
+            ("tags", json!([])),
+            ("overwrite", json!(true)),
+            ("processed_tags", json!([])),
+        ],
+    );
+    for key in ["tags", "query", "processed_tags", "file_ids"] {
+        if f.get(key).is_some_and(is_empty_php) {
+            f.remove(key);
+        }
+    }
     string_list(f, "tags", at)?;
     string_list(f, "processed_tags", at)?;
-    let has_tags = !is_empty_value(f.get("tags"));
+    let has_tags = !f.get("tags").is_none_or(is_empty_php);
     let source_tags = f
         .get("source")
         .and_then(|s| s.get("tags"))
         .is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
-    if let Some(source) = f.get("source") {
-        let ok = source
-            .as_object()
-            .is_some_and(|s| s.keys().all(|k| k == "tags"));
-        if !ok {
-            return Err(Error::config(
-                format!("{at}.source"),
-                "only \"tags\" is allowed",
-            ));
-        }
-    }
     if has_tags && source_tags {
         return Err(Error::config(
             at,
@@ -349,21 +421,99 @@ fn normalize_input_file(file: &mut Value, at: &str) -> Result<()> {
     }
     if !has_tags
         && !source_tags
-        && is_empty_value(f.get("query"))
-        && is_empty_value(f.get("file_ids"))
+        && f.get("query").is_none_or(is_empty_php)
+        && f.get("file_ids").is_none_or(is_empty_php)
     {
         return Err(Error::config(
             at,
             "at least one of \"tags\", \"source.tags\", \"query\" or \"file_ids\" is required",
         ));
     }
-    if !is_empty_value(f.get("query")) && !is_empty_value(f.get("changed_since")) {
+    if !f.get("query").is_none_or(is_empty_php) && !f.get("changed_since").is_none_or(is_empty_php)
+    {
         return Err(Error::config(
             at,
             "\"changed_since\" cannot be combined with \"query\"",
         ));
     }
     Ok(())
+}
+
+/// Defaults of an output table mapping entry, in the order Keboola's tree appends them.
+fn output_table_defaults(t: &mut Map<String, Value>) {
+    if t.get("delete_where_operator")
+        .is_some_and(|v| v.is_null() || v == "")
+    {
+        t.insert("delete_where_operator".into(), json!("eq"));
+    }
+    defaults(
+        t,
+        &[
+            ("incremental", json!(false)),
+            ("primary_key", json!([])),
+            ("columns", json!([])),
+            ("distribution_key", json!([])),
+            ("delete_where_values", json!([])),
+            ("delete_where_operator", json!("eq")),
+            ("delete_where", json!([])),
+            ("delimiter", json!(",")),
+            ("enclosure", json!("\"")),
+            ("metadata", json!([])),
+            ("column_metadata", json!([])),
+            ("write_always", json!(false)),
+            ("tags", json!([])),
+            ("schema", json!([])),
+        ],
+    );
+    if t.get("delete_where").is_some_and(is_empty_php) {
+        t.remove("delete_where");
+    }
+    for item in t
+        .get_mut("delete_where")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(item) = item.as_object_mut() {
+            defaults(item, &[("where_filters", json!([]))]);
+            if item.get("where_filters").is_some_and(is_empty_php) {
+                item.remove("where_filters");
+            }
+            for f in item
+                .get_mut("where_filters")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(f) = f.as_object_mut() {
+                    defaults(
+                        f,
+                        &[("operator", json!("eq")), ("values_from_set", json!([]))],
+                    );
+                    if f.get("values_from_set").is_some_and(is_empty_php) {
+                        f.remove("values_from_set");
+                    }
+                }
+            }
+        }
+    }
+    for column in t
+        .get_mut("schema")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = column.as_object_mut() {
+            defaults(
+                c,
+                &[
+                    ("nullable", json!(true)),
+                    ("primary_key", json!(false)),
+                    ("distribution_key", json!(false)),
+                ],
+            );
+        }
+    }
 }
 
 fn normalize_output_table(table: &mut Value, at: &str) -> Result<()> {
@@ -378,21 +528,9 @@ fn normalize_output_table(table: &mut Value, at: &str) -> Result<()> {
             ));
         }
     }
-    default(t, "incremental", json!(false));
-    default(t, "primary_key", json!([]));
-    default(t, "delete_where_values", json!([]));
-    default(t, "delete_where_operator", json!("eq"));
-    default(t, "delimiter", json!(","));
-    default(t, "enclosure", json!("\""));
-    let pk = string_list(t, "primary_key", at)?;
-    // Keboola trims, drops empty names and de-duplicates the key.
-    let mut clean: Vec<String> = Vec::new();
-    for k in pk.iter().map(|k| k.trim()).filter(|k| !k.is_empty()) {
-        if !clean.iter().any(|c| c == k) {
-            clean.push(k.to_string());
-        }
-    }
-    t.insert("primary_key".into(), json!(clean));
+    output_table_defaults(t);
+    string_list(t, "primary_key", at)?;
+    string_list(t, "columns", at)?;
     if let Some(dest) = t.get("destination").and_then(Value::as_str)
         && !dest.is_empty()
         && !crate::id::TableId::looks_like_id(dest)
@@ -402,17 +540,31 @@ fn normalize_output_table(table: &mut Value, at: &str) -> Result<()> {
             format!("{dest:?} is not a table id (stage.bucket.table)"),
         ));
     }
-    if !is_empty_value(t.get("delete_where_column")) && !is_empty_value(t.get("delete_where")) {
+    if !t.get("delete_where_column").is_none_or(is_empty_php) && t.contains_key("delete_where") {
         return Err(Error::config(
             at,
             "\"delete_where_column\" cannot be combined with \"delete_where\"",
         ));
     }
-    if !is_empty_value(t.get("delete_where_column")) && is_empty_value(t.get("delete_where_values"))
+    if !t.get("delete_where_column").is_none_or(is_empty_php)
+        && t.get("delete_where_values").is_none_or(is_empty_php)
     {
         return Err(Error::config(
             at,
             "\"delete_where_column\" requires \"delete_where_values\"",
+        ));
+    }
+    let schema = t.get("schema").is_some_and(|s| !is_empty_php(s));
+    if schema && !t.get("primary_key").is_none_or(is_empty_php) {
+        return Err(Error::config(
+            at,
+            "only one of \"primary_key\" or \"schema[].primary_key\" can be defined",
+        ));
+    }
+    if schema && !t.get("columns").is_none_or(is_empty_php) {
+        return Err(Error::config(
+            at,
+            "\"schema\" cannot be combined with \"columns\"",
         ));
     }
     Ok(())
@@ -430,81 +582,85 @@ fn normalize_output_file(file: &mut Value, at: &str) -> Result<()> {
             ));
         }
     }
-    default(f, "tags", json!([]));
-    default(f, "is_public", json!(false));
-    default(f, "is_permanent", json!(false));
-    default(f, "is_encrypted", json!(true));
-    default(f, "notify", json!(false));
+    defaults(
+        f,
+        &[
+            ("tags", json!([])),
+            ("is_public", json!(false)),
+            ("is_permanent", json!(false)),
+            ("is_encrypted", json!(true)),
+            ("notify", json!(false)),
+        ],
+    );
     string_list(f, "tags", at)?;
     Ok(())
 }
 
-/// Builds the `config.json` document of the main container from a normalized configuration:
-/// `runtime` and `processors` removed, the component's `image_parameters` and the job's
-/// `action` set, empty `storage`, `parameters`, `image_parameters` and `authorization` as `{}`.
-/// Keys keep their order; missing ones are appended in the order Keboola's runner writes them.
-pub fn container_config(normalized: &Value, image_parameters: &Value, action: &str) -> Value {
-    let mut out = normalized.as_object().cloned().unwrap_or_default();
+/// Builds the `config.json` document of the main container the way the runner's `ConfigFile`
+/// does, step by step: `runtime` and `processors` dropped; `image_parameters` set to the
+/// component's; an empty `authorization` or `storage` dropped; `action` set; the tree parsed
+/// again (which appends `shared_code_row_ids: []` when missing); finally `storage`,
+/// `parameters`, `image_parameters` and `authorization` written as `{}` when empty (in place,
+/// or appended). Values pass through PHP's decoding, so nested empty objects become `[]`.
+/// Key order follows from these steps, as in Keboola.
+pub fn container_config(config: &Value, image_parameters: &Value, action: &str) -> Result<Value> {
+    let mut config = config.clone();
+    crate::php_json::empty_objects_as_arrays(&mut config);
+    let mut out = match config {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
     out.remove("runtime");
     out.remove("processors");
-    let image = match image_parameters {
-        Value::Object(_) => image_parameters.clone(),
-        _ => json!({}),
-    };
+    let mut image = image_parameters.clone();
+    crate::php_json::empty_objects_as_arrays(&mut image);
     out.insert("image_parameters".into(), image);
-    out.insert("action".into(), json!(action));
-    // The runner's configuration tree adds this default; it lands after `action`.
-    out.entry("shared_code_row_ids").or_insert(json!([]));
-    for key in ["storage", "authorization"] {
-        out.entry(key).or_insert(Value::Null);
-    }
-    for key in ["storage", "parameters", "image_parameters", "authorization"] {
-        if let Some(v) = out.get_mut(key)
-            && (v.is_null() || v.as_array().is_some_and(Vec::is_empty))
-        {
-            *v = json!({});
+    for key in ["authorization", "storage"] {
+        if out.get(key).is_some_and(is_empty_php) {
+            out.remove(key);
         }
     }
-    Value::Object(out)
+    out.insert("action".into(), json!(action));
+    let mut out = match parse(&Value::Object(out))? {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    for key in ["storage", "parameters", "image_parameters", "authorization"] {
+        if out.get(key).is_none_or(is_empty_php) {
+            out.insert(key.to_string(), json!({}));
+        }
+    }
+    Ok(Value::Object(out))
 }
 
 /// Builds the `config.json` of a processor: its `parameters`, its own `image_parameters`,
-/// the action, an empty `storage` and an empty `authorization`.
-pub fn processor_config(parameters: &Value, image_parameters: &Value, action: &str) -> Value {
-    let object_or_empty = |v: &Value| match v {
-        Value::Object(map) if !map.is_empty() => v.clone(),
-        _ => json!({}),
-    };
-    json!({
-        "parameters": object_or_empty(parameters),
-        "image_parameters": object_or_empty(image_parameters),
-        "action": action,
-        "storage": {},
-        "authorization": {},
-    })
+/// the action, then empty `storage` and `authorization`, as the runner writes it.
+pub fn processor_config(
+    parameters: &Value,
+    image_parameters: &Value,
+    action: &str,
+) -> Result<Value> {
+    container_config(
+        &json!({ "parameters": parameters }),
+        image_parameters,
+        action,
+    )
 }
 
-/// Serializes a document the way the runner writes its files: JSON pretty-printed with four
-/// spaces and a final newline, or YAML.
+/// Serializes a document the way the runner writes its files: PHP's pretty-printed JSON
+/// (see [`crate::php_json`]), or YAML.
 pub fn render(
     value: &Value,
     format: Format,
 ) -> std::result::Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
     match format {
-        Format::Json => {
-            let mut buf = Vec::new();
-            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
-            serde::Serialize::serialize(value, &mut ser)?;
-            buf.push(b'\n');
-            Ok(buf)
-        }
+        Format::Json => Ok(crate::php_json::render(value)),
         Format::Yaml => Ok(serde_norway::to_string(value)?.into_bytes()),
     }
 }
 
 /// Parses a JSON or YAML document written by a component.
-pub fn parse(bytes: &[u8], format: Format, what: &str) -> Result<Value> {
+pub fn parse_document(bytes: &[u8], format: Format, what: &str) -> Result<Value> {
     match format {
         Format::Json => serde_json::from_slice(bytes).map_err(|source| Error::Parse {
             what: what.to_string(),
@@ -533,9 +689,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             n["storage"]["input"]["tables"][0],
-            json!({"source": "in.c-a.b", "columns": [], "where_values": [], "where_operator": "eq"})
+            json!({"source": "in.c-a.b", "columns": [], "column_types": [], "where_values": [],
+                   "where_operator": "eq", "overwrite": false, "keep_internal_timestamp_column": true})
         );
-        let written = container_config(&n, &json!({}), "run");
+        let written = container_config(&n, &json!({}), "run").unwrap();
         assert_eq!(written["shared_code_row_ids"], json!([]));
     }
 

@@ -169,6 +169,33 @@ impl fmt::Display for TableId {
     }
 }
 
+/// The default bucket of a component whose spec sets `default_bucket: true`:
+/// `<stage>.c-<component id with every character outside [A-Za-z0-9-] as '-'>-<config id>`.
+/// Keboola refuses a job without a configuration id here (a user error).
+pub fn default_bucket(
+    stage: Stage,
+    component_id: &str,
+    config_id: Option<&str>,
+) -> Result<BucketId> {
+    let Some(config) = config_id.filter(|c| !c.is_empty()) else {
+        return Err(Error::config(
+            "storage.output.default_bucket",
+            "the component's default bucket needs a configuration id",
+        ));
+    };
+    let component: String = component_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{}.c-{component}-{config}", stage.as_str()).parse()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +206,17 @@ mod tests {
         assert_eq!(id.to_string(), "in.c-main.orders_2");
         assert_eq!(id.bucket().to_string(), "in.c-main");
         assert_eq!(id.bucket().stage(), Stage::In);
+    }
+
+    #[test]
+    fn builds_the_component_default_bucket() {
+        let b = default_bucket(Stage::In, "keboola.ex-db_mysql", Some("123")).unwrap();
+        assert_eq!(b.to_string(), "in.c-keboola-ex-db-mysql-123");
+        assert!(
+            default_bucket(Stage::Out, "keboola.ex-db", None)
+                .unwrap_err()
+                .is_user_error()
+        );
     }
 
     #[test]

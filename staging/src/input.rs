@@ -348,7 +348,7 @@ pub fn stage_files(
                 "is_encrypted": info.is_encrypted,
                 "is_sliced": info.is_sliced,
                 "tags": info.tags,
-                "max_age_days": if info.is_permanent { Value::Null } else { json!(15) },
+                "max_age_days": if info.is_permanent { 0 } else { 15 },
                 "size_bytes": info.size,
             });
             write_doc(&manifest_path(&path), &manifest, format)?;

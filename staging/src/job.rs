@@ -97,7 +97,7 @@ impl Job {
         } else {
             &self.spec.action
         };
-        let doc = config::container_config(&self.normalized, &self.spec.image_parameters, action);
+        let doc = config::container_config(&self.normalized, &self.spec.image_parameters, action)?;
         let path = dir
             .data()
             .join(format!("config.{}", self.spec.format.extension()));
@@ -106,8 +106,9 @@ impl Job {
     }
 
     /// Writes the `config.json` of a processor (an image run before or after the main one):
-    /// only its `parameters`, its own component's `image_parameters`, the action, an empty
-    /// `storage` and an empty `authorization`, as Keboola's runner does.
+    /// only its `parameters`, its own component's `image_parameters`, the action,
+    /// `shared_code_row_ids: []`, an empty `storage` and an empty `authorization`, as
+    /// Keboola's runner does.
     pub fn write_processor_config(
         &self,
         dir: &DataDir,
@@ -119,7 +120,7 @@ impl Job {
         } else {
             &self.spec.action
         };
-        let doc = config::processor_config(parameters, image_parameters, action);
+        let doc = config::processor_config(parameters, image_parameters, action)?;
         let path = dir
             .data()
             .join(format!("config.{}", self.spec.format.extension()));
@@ -136,8 +137,14 @@ impl Job {
             Some(key) => storage.state(&key)?.unwrap_or(Value::Null),
             None => Value::Null,
         };
+        // Keboola hands the component its state after a PHP round trip: nested empty objects
+        // come out as `[]`; an empty or missing state is always written as `{}`.
         let component = match &stored["component"] {
-            Value::Object(map) if !map.is_empty() => stored["component"].clone(),
+            Value::Object(map) if !map.is_empty() => {
+                let mut state = stored["component"].clone();
+                crate::php_json::empty_objects_as_arrays(&mut state);
+                state
+            }
             Value::Array(list) if !list.is_empty() => stored["component"].clone(),
             _ => json!({}),
         };
@@ -254,7 +261,7 @@ impl Job {
             Err(source) => return Err(Error::Io { path, source }),
             Ok(_) => {
                 let bytes = out_dir::read_document(&path)?;
-                config::parse(&bytes, self.spec.format, &path.display().to_string())?
+                config::parse_document(&bytes, self.spec.format, &path.display().to_string())?
             }
         };
         let mut state = match previous {

@@ -58,13 +58,14 @@ pub mod job;
 pub mod layout;
 mod out_dir;
 pub mod output;
+pub mod php_json;
 pub mod sanitize;
 pub mod storage;
 pub mod time;
 
 pub use config::Format;
 pub use error::{Error, Result};
-pub use id::{BucketId, Stage, TableId};
+pub use id::{BucketId, Stage, TableId, default_bucket};
 pub use job::{Job, JobReport, JobSpec};
 pub use layout::DataDir;
 pub use output::{

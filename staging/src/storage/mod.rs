@@ -233,10 +233,10 @@ pub trait Transaction {
     ) -> Result<Prepared>;
     /// Deletes the matching rows; returns how many.
     fn delete_rows(&mut self, id: &TableId, filter: &DeleteFilter) -> Result<u64>;
-    /// Loads rows whose fields follow `columns` (a permutation of a superset of nothing: every
-    /// existing column must be present). Full load replaces the rows; incremental upserts by the
-    /// table's primary key (unchanged rows keep `_timestamp`) or appends without one.
-    /// Returns the number of records read.
+    /// Loads rows whose fields follow `columns`, in any order; every column of the table must
+    /// be among them (call [`Transaction::prepare_table`] first to add new ones). Full load
+    /// replaces the rows; incremental upserts by the table's primary key (unchanged rows keep
+    /// `_timestamp`) or appends without one. Returns the number of records read.
     fn load_rows(
         &mut self,
         id: &TableId,

@@ -33,7 +33,7 @@ fn every_example_config_normalizes() {
         // Normalizing is idempotent and keeps every value that was there.
         assert_eq!(config::normalize(&n).unwrap(), n, "{rel}");
         for (k, v) in original.as_object().unwrap() {
-            if k != "storage" && k != "image_parameters" {
+            if !["storage", "image_parameters", "processors"].contains(&k.as_str()) {
                 assert_eq!(&n[k], v, "{rel}: {k}");
             }
         }
@@ -41,37 +41,64 @@ fn every_example_config_normalizes() {
     let n = config::normalize(&load("02-python-component-data1/config.json")).unwrap();
     assert_eq!(n["storage"]["output"]["files"][0]["is_encrypted"], true);
     assert_eq!(n["storage"]["output"]["tables"][0]["delimiter"], ",");
+    // Current runners drop empty processed_tags and add overwrite (the example is older).
+    assert!(
+        n["storage"]["input"]["files"][0]
+            .get("processed_tags")
+            .is_none()
+    );
+    assert_eq!(n["storage"]["input"]["files"][0]["overwrite"], true);
     assert_eq!(
-        n["storage"]["input"]["files"][0]["processed_tags"],
+        n["storage"]["input"]["tables"][0]["keep_internal_timestamp_column"],
+        true
+    );
+    assert_eq!(
+        n["storage"]["output"]["tables"][0]["column_metadata"],
         json!([])
     );
+    let n = config::normalize(&load(
+        "05-docker-bundle-test-derived/stored-configuration-with-before-processors.json",
+    ))
+    .unwrap();
+    assert_eq!(n["processors"]["after"], json!([]));
     let n = config::normalize(&load("01-docs-sample-data-folder/config.json")).unwrap();
+    let written = config::container_config(&n, &json!([]), "run").unwrap();
     assert_eq!(
-        n["image_parameters"],
+        written["image_parameters"],
         json!({}),
-        "an old runner's [] becomes {{}}"
+        "an old runner's [] is written as {{}}"
     );
 }
 
 #[test]
 fn config_json_matches_the_runner_byte_for_byte() {
+    // docker-bundle's ConfigFileTest feeds ConfigFile a raw configuration; the expected text is
+    // a PHP heredoc, which has no final newline (the transcription in the examples adds one).
+    let raw = json!({"parameters": {"key1": "value1", "key2": {"key3": "value3", "key4": []}}});
+    let doc = config::container_config(&raw, &json!({"fooBar": "baz"}), "run").unwrap();
+    let expected = std::fs::read_to_string(
+        examples().join("05-docker-bundle-test-derived/runner-written-config.json"),
+    )
+    .unwrap();
+    let ours = String::from_utf8(config::render(&doc, Format::Json).unwrap()).unwrap();
+    assert_eq!(ours, expected.trim_end_matches('\n'));
+
+    // A real job goes through the job definition's normalization first, which places
+    // shared_code_row_ids before the keys ConfigFile appends.
     let work = tempfile::tempdir().unwrap();
     let dir = DataDir::create(work.path()).unwrap();
     let job = Job::new(JobSpec {
-        configuration: json!({"parameters": {"key1": "value1", "key2": {"key3": "value3", "key4": []}}}),
+        configuration: json!({"parameters": {"url": "https://example.com/a", "name": "Dlažba", "n": 2.0, "o": {}}}),
         image_parameters: json!({"fooBar": "baz"}),
         component_id: "keboola.test".into(),
         action: "run".into(),
         ..JobSpec::default()
     })
     .unwrap();
-    let path = job.write_config(&dir).unwrap();
-    let expected =
-        std::fs::read(examples().join("05-docker-bundle-test-derived/runner-written-config.json"))
-            .unwrap();
+    let written = std::fs::read_to_string(job.write_config(&dir).unwrap()).unwrap();
     assert_eq!(
-        String::from_utf8(std::fs::read(path).unwrap()).unwrap(),
-        String::from_utf8(expected).unwrap()
+        written,
+        "{\n    \"parameters\": {\n        \"url\": \"https:\\/\\/example.com\\/a\",\n        \"name\": \"Dla\\u017eba\",\n        \"n\": 2,\n        \"o\": []\n    },\n    \"shared_code_row_ids\": [],\n    \"image_parameters\": {\n        \"fooBar\": \"baz\"\n    },\n    \"action\": \"run\",\n    \"storage\": {},\n    \"authorization\": {}\n}"
     );
 }
 
@@ -367,7 +394,8 @@ fn processors_get_their_own_config_and_rotated_data() {
     let written: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(
         written,
-        json!({"parameters": {"direction": "tables"}, "image_parameters": {}, "action": "run", "storage": {}, "authorization": {}})
+        json!({"parameters": {"direction": "tables"}, "image_parameters": {}, "action": "run",
+               "shared_code_row_ids": [], "storage": {}, "authorization": {}})
     );
     std::fs::write(dir.out_tables().join("t.csv"), "a\n1\n").unwrap();
     std::fs::write(dir.in_tables().join("old.csv"), "x\n").unwrap();

@@ -105,7 +105,7 @@ fn layout_and_table_with_columns_filter_and_limit() {
         created.len() == 24 && created.ends_with("+0000"),
         "{created}"
     );
-    assert_eq!(read(&dir, "in/state.json"), "{}\n");
+    assert_eq!(read(&dir, "in/state.json"), "{}");
     assert!(read(&dir, "config.json").contains("\"where_operator\": \"eq\""));
 }
 
@@ -262,4 +262,54 @@ fn sliced_files_become_folders_of_slices() {
     let manifest: Value =
         serde_json::from_str(&read(&dir, &format!("in/files/{id}_export.csv.manifest"))).unwrap();
     assert_eq!(manifest["is_sliced"], true);
+}
+
+#[test]
+fn adaptive_files_read_only_new_ones() {
+    let (_d, mut s) = storage();
+    let first = add_file(&mut s, "one.txt", &["feed"], "1");
+    let config =
+        json!({"storage": {"input": {"files": [{"tags": ["feed"], "changed_since": "adaptive"}]}}});
+    let (_w, result) = run_job(&mut s, config.clone(), true, |_| {});
+    result.unwrap();
+    let (_w, dir, job) = stage(&s, config.clone());
+    job.unwrap();
+    assert!(
+        !dir.in_files().join(format!("{first}_one.txt")).exists(),
+        "already read by the last run"
+    );
+    let second = add_file(&mut s, "two.txt", &["feed"], "2");
+    let (_w, dir, job) = stage(&s, config);
+    job.unwrap();
+    assert_eq!(read(&dir, &format!("in/files/{second}_two.txt")), "2");
+    assert!(!dir.in_files().join(format!("{first}_one.txt")).exists());
+}
+
+#[test]
+fn manifests_are_written_as_php_json() {
+    let (_d, mut s) = storage();
+    seed(&mut s, "in.c-main.t", "id\n1\n", &[]);
+    let mut tx = s.begin().unwrap();
+    let entries = [(
+        "KBC.description".to_string(),
+        "see https://example.com/ – ok".to_string(),
+    )];
+    tx.set_table_metadata(&"in.c-main.t".parse().unwrap(), "user", &entries)
+        .unwrap();
+    tx.commit().unwrap();
+    let (_w, dir, job) = stage(
+        &s,
+        json!({"storage": {"input": {"tables": [{"source": "in.c-main.t", "destination": "t.csv"}]}}}),
+    );
+    job.unwrap();
+    let text = read(&dir, "in/tables/t.csv.manifest");
+    assert!(
+        text.contains("\"value\": \"see https:\\/\\/example.com\\/ \\u2013 ok\""),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("{\n    \"id\": \"in.c-main.t\",\n    \"name\": \"t\",\n"),
+        "{text}"
+    );
+    assert!(text.ends_with('}'), "no final newline, as PHP writes it");
 }

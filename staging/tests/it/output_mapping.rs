@@ -431,3 +431,97 @@ fn native_types_manifest_sets_key_and_column_metadata() {
         "\"id\",\"number\",\"other_column\"\n\"1\",\"2\",\"3\"\n"
     );
 }
+
+#[test]
+fn a_file_mapping_replaces_the_manifest_and_an_empty_sliced_folder_empties_a_table() {
+    let (_d, mut s) = storage();
+    seed(&mut s, "out.c-a.t", "c\n1\n2\n", &[]);
+    let config =
+        json!({"storage": {"output": {"files": [{"source": "f.txt", "tags": ["from-mapping"]}]}}});
+    let (_w, result) = run_job(&mut s, config, true, |out| {
+        put(out, "files/f.txt", "x");
+        put(
+            out,
+            "files/f.txt.manifest",
+            r#"{"tags": ["from-manifest"], "is_permanent": true}"#,
+        );
+        std::fs::create_dir_all(out.join("tables/t")).unwrap();
+        put(
+            out,
+            "tables/t.manifest",
+            r#"{"destination": "out.c-a.t", "columns": ["c"]}"#,
+        );
+    });
+    result.unwrap();
+    let file = &s.files(&Default::default()).unwrap()[0];
+    assert!(file.tags.contains(&"from-mapping".to_string()));
+    assert!(!file.tags.contains(&"from-manifest".to_string()));
+    assert!(!file.is_permanent, "the manifest's flags are not merged in");
+    assert_eq!(export(&s, "out.c-a.t"), "\"c\"\n");
+}
+
+#[test]
+fn yaml_components_write_yaml_manifests() {
+    let (_d, mut s) = storage();
+    let work = tempfile::tempdir().unwrap();
+    let dir = DataDir::create(work.path()).unwrap();
+    let mut job = Job::new(JobSpec {
+        component_id: "keboola.test".into(),
+        config_id: Some("cfg1".into()),
+        action: "run".into(),
+        format: dockless_staging::Format::Yaml,
+        ..JobSpec::default()
+    })
+    .unwrap();
+    job.stage(&s, &dir).unwrap();
+    put(&dir.data().join("out"), "tables/t.csv", "a,b\n1,2\n");
+    put(
+        &dir.data().join("out"),
+        "tables/t.csv.manifest",
+        "destination: out.c-y.t\nprimary_key:\n  - a\n",
+    );
+    put(&dir.data().join("out"), "state.yml", "cursor: 3\n");
+    let report = job.finish(&mut s, &dir, true).unwrap();
+    assert!(report.state_stored);
+    assert_eq!(
+        s.table(&id("out.c-y.t")).unwrap().unwrap().primary_key,
+        ["a"]
+    );
+    let key = dockless_staging::StateKey {
+        component: "keboola.test".into(),
+        config: "cfg1".into(),
+        row: None,
+    };
+    assert_eq!(
+        s.state(&key).unwrap().unwrap()["component"],
+        json!({"cursor": 3})
+    );
+}
+
+#[test]
+fn delete_where_by_time_window() {
+    let (_d, mut s) = storage();
+    seed(&mut s, "out.c-a.t", "id\n1\n", &["id"]);
+    let config = json!({"storage": {"output": {"tables": [{"source": "t.csv", "destination": "out.c-a.t",
+        "incremental": true, "primary_key": ["id"], "delete_where": [{"changed_since": "-1 hour"}]}]}}});
+    let (_w, result) = run_job(&mut s, config, true, |out| {
+        put(out, "tables/t.csv", "id\n2\n")
+    });
+    result.unwrap();
+    assert_eq!(
+        export(&s, "out.c-a.t"),
+        "\"id\"\n\"2\"\n",
+        "rows changed in the last hour were deleted first"
+    );
+    let config = json!({"storage": {"output": {"tables": [{"source": "t.csv", "destination": "out.c-a.t",
+        "incremental": true, "primary_key": ["id"], "delete_where": [{"changed_until": "-1 hour"}]}]}}});
+    let (_w, result) = run_job(&mut s, config, true, |out| {
+        put(out, "tables/t.csv", "id\n3\n")
+    });
+    result.unwrap();
+    assert_eq!(
+        export_sorted(&s, "out.c-a.t"),
+        "\"id\"\n\"2\"\n\"3\"\n",
+        "nothing older than an hour to delete"
+    );
+}

@@ -31,7 +31,7 @@ fn staged_state(s: &dockless_staging::SqliteStorage) -> String {
 #[test]
 fn state_round_trips_only_on_success_and_a_missing_file_clears_it() {
     let (_d, mut s) = storage();
-    assert_eq!(staged_state(&s), "{}\n", "no state yet: an empty object");
+    assert_eq!(staged_state(&s), "{}", "no state yet: an empty object");
 
     let (_w, r) = run_job(&mut s, json!({}), true, |out| {
         std::fs::write(out.join("state.json"), r##"{"cursor": 7, "#secret": "x"}"##).unwrap()
@@ -43,7 +43,7 @@ fn state_round_trips_only_on_success_and_a_missing_file_clears_it() {
     );
     assert_eq!(
         staged_state(&s),
-        "{\n    \"cursor\": 7,\n    \"#secret\": \"x\"\n}\n"
+        "{\n    \"cursor\": 7,\n    \"#secret\": \"x\"\n}"
     );
 
     // A failed job keeps the stored state.
@@ -56,7 +56,7 @@ fn state_round_trips_only_on_success_and_a_missing_file_clears_it() {
     // A successful job without out/state.json clears it; the component then reads {}.
     let (_w, r) = run_job(&mut s, json!({}), true, |_| {});
     r.unwrap();
-    assert_eq!(staged_state(&s), "{}\n");
+    assert_eq!(staged_state(&s), "{}");
 }
 
 #[test]

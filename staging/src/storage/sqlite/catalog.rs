@@ -1,0 +1,219 @@
+//! Reading the catalog: tables, metadata, files, and the SQL fragments built from them.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+use crate::id::TableId;
+use crate::storage::{ColumnFilter, FileInfo, Metadata, Operator, TableInfo};
+use crate::time::format_iso;
+
+/// One blob of a file's content, as kept in the catalog.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct BlobRef {
+    pub(super) name: String,
+    pub(super) sha256: String,
+    pub(super) size: u64,
+}
+
+pub(super) fn json_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+pub(super) fn to_json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+/// Catalog row of a table, as SQL sees it.
+pub(super) struct TableRow {
+    pub(super) seq: i64,
+    pub(super) columns: Vec<String>,
+    pub(super) primary_key: Vec<String>,
+}
+
+pub(super) fn table_row(conn: &Connection, id: &TableId) -> Result<Option<TableRow>> {
+    conn.query_row(
+        "SELECT seq, columns, primary_key FROM tables WHERE id = ?1",
+        [id.to_string()],
+        |r| {
+            Ok(TableRow {
+                seq: r.get(0)?,
+                columns: json_list(&r.get::<_, String>(1)?),
+                primary_key: json_list(&r.get::<_, String>(2)?),
+            })
+        },
+    )
+    .optional()
+    .map_err(Error::db(format!("reading table {id}")))
+}
+
+/// Metadata of each column, by column name.
+pub(super) type ColumnMetadata = Vec<(String, Vec<Metadata>)>;
+
+pub(super) fn read_metadata(
+    conn: &Connection,
+    id: &str,
+) -> Result<(Vec<Metadata>, ColumnMetadata)> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT column_name, key, value, provider, timestamp FROM metadata
+             WHERE table_id = ?1 ORDER BY column_name, rowid",
+        )
+        .map_err(Error::db("reading metadata"))?;
+    let mut table = Vec::new();
+    let mut columns: Vec<(String, Vec<Metadata>)> = Vec::new();
+    let rows = stmt
+        .query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Metadata {
+                    key: r.get(1)?,
+                    value: r.get(2)?,
+                    provider: r.get(3)?,
+                    timestamp: format_iso(r.get(4)?),
+                },
+            ))
+        })
+        .map_err(Error::db("reading metadata"))?;
+    for row in rows {
+        let (column, entry) = row.map_err(Error::db("reading metadata"))?;
+        if column.is_empty() {
+            table.push(entry);
+        } else if let Some(last) = columns.last_mut().filter(|(c, _)| *c == column) {
+            last.1.push(entry);
+        } else {
+            columns.push((column, vec![entry]));
+        }
+    }
+    Ok((table, columns))
+}
+
+pub(super) fn table_info(conn: &Connection, id: &TableId) -> Result<Option<TableInfo>> {
+    let row = conn
+        .query_row(
+            "SELECT columns, primary_key, created, last_change, last_import, rows
+             FROM tables WHERE id = ?1",
+            [id.to_string()],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(Error::db(format!("reading table {id}")))?;
+    let Some((columns, pk, created, last_change, last_import, rows)) = row else {
+        return Ok(None);
+    };
+    let (metadata, column_metadata) = read_metadata(conn, &id.to_string())?;
+    Ok(Some(TableInfo {
+        id: id.clone(),
+        columns: json_list(&columns),
+        primary_key: json_list(&pk),
+        created,
+        last_change,
+        last_import,
+        rows: rows.max(0) as u64,
+        metadata,
+        column_metadata,
+    }))
+}
+
+pub(super) fn column_index(table: &TableId, columns: &[String], name: &str) -> Result<usize> {
+    columns
+        .iter()
+        .position(|c| c == name)
+        .ok_or_else(|| Error::ColumnNotFound {
+            table: table.to_string(),
+            column: name.to_string(),
+        })
+}
+
+/// Appends `AND c IN (?, ..)` for a filter and pushes its values.
+pub(super) fn push_filter(
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+    table: &TableId,
+    columns: &[String],
+    filter: &ColumnFilter,
+) -> Result<()> {
+    let col = column_index(table, columns, &filter.column)?;
+    let op = match filter.operator {
+        Operator::Eq => "IN",
+        Operator::Ne => "NOT IN",
+    };
+    sql.push_str(&format!(" AND c{col} {op} ("));
+    for (i, v) in filter.values.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('?');
+        args.push(v.clone().into());
+    }
+    sql.push(')');
+    Ok(())
+}
+
+pub(super) fn file_info(conn: &Connection, id: i64) -> Result<Option<FileInfo>> {
+    let row = conn
+        .query_row(
+            "SELECT name, created, size, is_public, is_permanent, is_encrypted, is_sliced, slices
+             FROM files WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, bool>(5)?,
+                    r.get::<_, bool>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(Error::db(format!("reading file {id}")))?;
+    let Some((name, created, size, is_public, is_permanent, is_encrypted, is_sliced, slices)) = row
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn
+        .prepare_cached("SELECT tag FROM file_tags WHERE file_id = ?1 ORDER BY tag")
+        .map_err(Error::db("reading file tags"))?;
+    let tags = stmt
+        .query_map([id], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(Error::db("reading file tags"))?;
+    let blobs: Vec<BlobRef> = serde_json::from_str(&slices).unwrap_or_default();
+    Ok(Some(FileInfo {
+        id,
+        name,
+        tags,
+        created,
+        size: size.max(0) as u64,
+        is_public,
+        is_permanent,
+        is_encrypted,
+        is_sliced,
+        slices: if is_sliced {
+            blobs.into_iter().map(|b| b.name).collect()
+        } else {
+            Vec::new()
+        },
+    }))
+}
+
+pub(super) fn file_blobs(conn: &Connection, id: i64) -> Result<Vec<BlobRef>> {
+    let slices: Option<String> = conn
+        .query_row("SELECT slices FROM files WHERE id = ?1", [id], |r| r.get(0))
+        .optional()
+        .map_err(Error::db(format!("reading file {id}")))?;
+    let slices = slices.ok_or(Error::FileNotFound { id })?;
+    Ok(serde_json::from_str(&slices).unwrap_or_default())
+}

@@ -1,0 +1,516 @@
+//! The write transaction: table loads, metadata, files, state.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use rusqlite::params;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::catalog::{
+    BlobRef, TableRow, column_index, file_blobs, push_filter, table_info, table_row, to_json,
+};
+use crate::error::{Error, Result};
+use crate::id::TableId;
+use crate::storage::{
+    DeleteFilter, NewFile, Prepared, RowSource, Slice, StateKey, TableInfo, Transaction,
+};
+
+/// The write transaction of the embedded backend (`BEGIN IMMEDIATE`: one writer at a time).
+pub(super) struct SqliteTransaction<'c> {
+    pub(super) tx: rusqlite::Transaction<'c>,
+    pub(super) now: i64,
+    pub(super) blobs: PathBuf,
+}
+
+impl SqliteTransaction<'_> {
+    fn require(&self, id: &TableId) -> Result<TableRow> {
+        table_row(&self.tx, id)?.ok_or_else(|| Error::TableNotFound { id: id.to_string() })
+    }
+
+    fn write_catalog(&self, id: &TableId, columns: &[String], pk: &[String]) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE tables SET columns = ?2, primary_key = ?3 WHERE id = ?1",
+                params![id.to_string(), to_json(columns), to_json(pk)],
+            )
+            .map_err(Error::db(format!("updating table {id}")))?;
+        Ok(())
+    }
+
+    /// Builds the unique index of `pk`; false (and no index) when the rows hold duplicates.
+    fn create_pk_index(
+        &self,
+        seq: i64,
+        columns: &[String],
+        pk: &[String],
+        id: &TableId,
+    ) -> Result<bool> {
+        if pk.is_empty() {
+            return Ok(true);
+        }
+        let mut cols = Vec::new();
+        for name in pk {
+            cols.push(format!("c{}", column_index(id, columns, name)?));
+        }
+        let sql = format!(
+            "CREATE UNIQUE INDEX t{seq}_pk ON t{seq} ({})",
+            cols.join(",")
+        );
+        self.tx
+            .execute_batch("SAVEPOINT pk")
+            .map_err(Error::db("creating a savepoint"))?;
+        match self.tx.execute_batch(&sql) {
+            Ok(()) => {
+                self.tx
+                    .execute_batch("RELEASE pk")
+                    .map_err(Error::db("releasing a savepoint"))?;
+                Ok(true)
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                self.tx
+                    .execute_batch("ROLLBACK TO pk; RELEASE pk")
+                    .map_err(Error::db("rolling back a savepoint"))?;
+                Ok(false)
+            }
+            Err(e) => Err(Error::db(format!("indexing the primary key of {id}"))(e)),
+        }
+    }
+
+    fn load_plain(
+        &self,
+        seq: i64,
+        positions: &[usize],
+        rows: &mut dyn RowSource,
+        upsert: Option<(&[String], &[String])>,
+    ) -> Result<(u64, u64)> {
+        let cols: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
+        let marks: Vec<String> = (1..=positions.len()).map(|i| format!("?{i}")).collect();
+        let ts = positions.len() + 1;
+        let mut sql = format!(
+            "INSERT INTO t{seq} ({}, _timestamp) VALUES ({}, ?{ts})",
+            cols.join(","),
+            marks.join(",")
+        );
+        if let Some((pk_cols, _)) = upsert {
+            let sets: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+            let differs: Vec<String> = cols
+                .iter()
+                .map(|c| format!("t{seq}.{c} IS NOT excluded.{c}"))
+                .collect();
+            sql.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}, _timestamp = excluded._timestamp WHERE {}",
+                pk_cols.join(","),
+                sets.join(","),
+                differs.join(" OR ")
+            ));
+        }
+        let mut stmt = self
+            .tx
+            .prepare(&sql)
+            .map_err(Error::db("preparing the load"))?;
+        let mut record = csv::StringRecord::new();
+        let (mut read, mut changed) = (0u64, 0u64);
+        while rows.next_record(&mut record)? {
+            for (i, field) in record.iter().enumerate() {
+                stmt.raw_bind_parameter(i + 1, field)
+                    .map_err(Error::db("binding a row"))?;
+            }
+            stmt.raw_bind_parameter(ts, self.now)
+                .map_err(Error::db("binding a row"))?;
+            changed += stmt.raw_execute().map_err(Error::db("inserting a row"))? as u64;
+            read += 1;
+        }
+        Ok((read, changed))
+    }
+
+    fn touch(&self, id: &TableId, changed: bool) -> Result<()> {
+        let seq = self.require(id)?.seq;
+        let rows: i64 = self
+            .tx
+            .query_row(&format!("SELECT count(*) FROM t{seq}"), [], |r| r.get(0))
+            .map_err(Error::db(format!("counting rows of {id}")))?;
+        let sql = if changed {
+            "UPDATE tables SET last_import = ?2, last_change = ?2, rows = ?3 WHERE id = ?1"
+        } else {
+            "UPDATE tables SET last_import = ?2, rows = ?3 WHERE id = ?1"
+        };
+        self.tx
+            .execute(sql, params![id.to_string(), self.now, rows])
+            .map_err(Error::db(format!("updating table {id}")))?;
+        Ok(())
+    }
+
+    fn put_metadata(
+        &self,
+        id: &TableId,
+        column: &str,
+        provider: &str,
+        entries: &[(String, String)],
+    ) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO metadata (table_id, column_name, key, value, provider, timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (table_id, column_name, key, provider)
+                 DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp",
+            )
+            .map_err(Error::db("writing metadata"))?;
+        for (key, value) in entries {
+            stmt.execute(params![
+                id.to_string(),
+                column,
+                key,
+                value,
+                provider,
+                self.now
+            ])
+            .map_err(Error::db(format!("writing metadata of {id}")))?;
+        }
+        Ok(())
+    }
+
+    fn store_blob(&self, slice: &mut Slice) -> Result<BlobRef> {
+        let dir = self.blobs.join("sha256");
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix("tmp-")
+            .tempfile_in(&self.blobs)
+            .map_err(Error::io(&self.blobs))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut size = 0u64;
+        loop {
+            let n = match slice.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: slice.origin.clone(),
+                        source,
+                    });
+                }
+            };
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).map_err(Error::io(tmp.path()))?;
+            size += n as u64;
+        }
+        tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;
+        let sha = hex::encode(hasher.finalize());
+        let target = dir.join(&sha);
+        tmp.persist(&target).map_err(|e| Error::Io {
+            path: target.clone(),
+            source: e.error,
+        })?;
+        Ok(BlobRef {
+            name: slice.name.clone(),
+            sha256: sha,
+            size,
+        })
+    }
+}
+
+impl Transaction for SqliteTransaction<'_> {
+    fn table(&self, id: &TableId) -> Result<Option<TableInfo>> {
+        table_info(&self.tx, id)
+    }
+
+    fn prepare_table(
+        &mut self,
+        id: &TableId,
+        columns: &[String],
+        primary_key: &[String],
+    ) -> Result<Prepared> {
+        let mut prepared = Prepared::default();
+        let Some(existing) = table_row(&self.tx, id)? else {
+            for (i, c) in columns.iter().enumerate() {
+                if c.is_empty() || columns[..i].contains(c) {
+                    return Err(Error::Columns {
+                        what: id.to_string(),
+                        reason: format!("column {c:?} is empty or repeated"),
+                    });
+                }
+            }
+            if columns.is_empty() {
+                return Err(Error::Columns {
+                    what: id.to_string(),
+                    reason: "a table needs at least one column".into(),
+                });
+            }
+            for name in primary_key {
+                column_index(id, columns, name)?;
+            }
+            let bucket = id.bucket().to_string();
+            self.tx
+                .execute(
+                    "INSERT OR IGNORE INTO buckets (id, created) VALUES (?1, ?2)",
+                    params![bucket, self.now],
+                )
+                .map_err(Error::db(format!("creating bucket {bucket}")))?;
+            let seq: i64 = self
+                .tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM tables", [], |r| {
+                    r.get(0)
+                })
+                .map_err(Error::db("allocating a table"))?;
+            self.tx
+                .execute(
+                    "INSERT INTO tables (id, bucket, seq, columns, primary_key, created, last_change, last_import)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+                    params![id.to_string(), bucket, seq, to_json(columns), to_json(primary_key), self.now],
+                )
+                .map_err(Error::db(format!("creating table {id}")))?;
+            let defs: Vec<String> = (0..columns.len())
+                .map(|i| format!("c{i} TEXT NOT NULL DEFAULT ''"))
+                .collect();
+            self.tx
+                .execute_batch(&format!(
+                    "DROP TABLE IF EXISTS t{seq}; CREATE TABLE t{seq} ({}, _timestamp INTEGER NOT NULL)",
+                    defs.join(", ")
+                ))
+                .map_err(Error::db(format!("creating table {id}")))?;
+            self.create_pk_index(seq, columns, primary_key, id)?;
+            prepared.created = true;
+            return Ok(prepared);
+        };
+        let mut all = existing.columns.clone();
+        for c in columns {
+            if c.is_empty() {
+                return Err(Error::Columns {
+                    what: id.to_string(),
+                    reason: "empty column name".into(),
+                });
+            }
+            if !all.contains(c) {
+                self.tx
+                    .execute_batch(&format!(
+                        "ALTER TABLE t{} ADD COLUMN c{} TEXT NOT NULL DEFAULT ''",
+                        existing.seq,
+                        all.len()
+                    ))
+                    .map_err(Error::db(format!("adding column {c} to {id}")))?;
+                all.push(c.clone());
+                prepared.added_columns.push(c.clone());
+            }
+        }
+        let mut pk = existing.primary_key.clone();
+        if primary_key != existing.primary_key.as_slice() {
+            for name in primary_key {
+                column_index(id, &all, name)?;
+            }
+            self.tx
+                .execute_batch(&format!("DROP INDEX IF EXISTS t{}_pk", existing.seq))
+                .map_err(Error::db(format!("dropping the primary key of {id}")))?;
+            if self.create_pk_index(existing.seq, &all, primary_key, id)? {
+                prepared.warnings.push(format!(
+                    "primary key of {id} changed from {:?} to {primary_key:?}",
+                    existing.primary_key
+                ));
+                pk = primary_key.to_vec();
+            } else {
+                self.create_pk_index(existing.seq, &all, &existing.primary_key, id)?;
+                prepared.warnings.push(format!(
+                    "primary key of {id} kept as {:?}: the rows have duplicates in {primary_key:?}",
+                    existing.primary_key
+                ));
+            }
+        }
+        self.write_catalog(id, &all, &pk)?;
+        Ok(prepared)
+    }
+
+    fn delete_rows(&mut self, id: &TableId, filter: &DeleteFilter) -> Result<u64> {
+        let table = self.require(id)?;
+        let mut sql = format!("DELETE FROM t{} WHERE 1", table.seq);
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(since) = filter.changed_since {
+            sql.push_str(" AND _timestamp >= ?");
+            args.push(since.into());
+        }
+        if let Some(until) = filter.changed_until {
+            sql.push_str(" AND _timestamp < ?");
+            args.push(until.into());
+        }
+        for f in &filter.filters {
+            push_filter(&mut sql, &mut args, id, &table.columns, f)?;
+        }
+        let n = self
+            .tx
+            .execute(&sql, rusqlite::params_from_iter(args))
+            .map_err(Error::db(format!("deleting rows of {id}")))?;
+        if n > 0 {
+            self.touch(id, true)?;
+        }
+        Ok(n as u64)
+    }
+
+    fn load_rows(
+        &mut self,
+        id: &TableId,
+        columns: &[String],
+        incremental: bool,
+        rows: &mut dyn RowSource,
+    ) -> Result<u64> {
+        let table = self.require(id)?;
+        let missing: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|c| !columns.contains(c))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingColumns {
+                table: id.to_string(),
+                missing,
+            });
+        }
+        let mut positions = Vec::with_capacity(columns.len());
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].contains(c) {
+                return Err(Error::Columns {
+                    what: id.to_string(),
+                    reason: format!("column {c:?} appears twice"),
+                });
+            }
+            positions.push(column_index(id, &table.columns, c)?);
+        }
+        let seq = table.seq;
+        let pk_cols: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|k| column_index(id, &table.columns, k).map(|p| format!("c{p}")))
+            .collect::<Result<_>>()?;
+        let (read, changed) = if !incremental {
+            // Full load: empty the table, insert without the index, then build the index in
+            // one sort (much faster than keeping it up to date row by row). Duplicate keys in
+            // the file keep one arbitrary row, as Keboola does.
+            self.tx
+                .execute_batch(&format!(
+                    "DROP INDEX IF EXISTS t{seq}_pk; DELETE FROM t{seq};"
+                ))
+                .map_err(Error::db(format!("emptying {id}")))?;
+            let counts = self.load_plain(seq, &positions, rows, None)?;
+            if !self.create_pk_index(seq, &table.columns, &table.primary_key, id)? {
+                self.tx
+                    .execute_batch(&format!(
+                        "DELETE FROM t{seq} WHERE rowid NOT IN (SELECT MAX(rowid) FROM t{seq} GROUP BY {})",
+                        pk_cols.join(",")
+                    ))
+                    .map_err(Error::db(format!("deduplicating {id}")))?;
+                self.create_pk_index(seq, &table.columns, &table.primary_key, id)?;
+            }
+            (counts.0, 1)
+        } else if pk_cols.is_empty() {
+            self.load_plain(seq, &positions, rows, None)?
+        } else {
+            self.load_plain(seq, &positions, rows, Some((&pk_cols, &table.primary_key)))?
+        };
+        self.touch(id, changed > 0)?;
+        Ok(read)
+    }
+
+    fn set_table_metadata(
+        &mut self,
+        id: &TableId,
+        provider: &str,
+        entries: &[(String, String)],
+    ) -> Result<()> {
+        self.require(id)?;
+        self.put_metadata(id, "", provider, entries)
+    }
+
+    fn set_column_metadata(
+        &mut self,
+        id: &TableId,
+        column: &str,
+        provider: &str,
+        entries: &[(String, String)],
+    ) -> Result<()> {
+        let table = self.require(id)?;
+        column_index(id, &table.columns, column)?;
+        self.put_metadata(id, column, provider, entries)
+    }
+
+    fn drop_table(&mut self, id: &TableId) -> Result<()> {
+        let table = self.require(id)?;
+        self.tx
+            .execute_batch(&format!("DROP TABLE t{}", table.seq))
+            .map_err(Error::db(format!("dropping {id}")))?;
+        self.tx
+            .execute("DELETE FROM tables WHERE id = ?1", [id.to_string()])
+            .and_then(|_| {
+                self.tx
+                    .execute("DELETE FROM metadata WHERE table_id = ?1", [id.to_string()])
+            })
+            .map_err(Error::db(format!("dropping {id}")))?;
+        Ok(())
+    }
+
+    fn add_file(&mut self, file: &NewFile, slices: &mut dyn Iterator<Item = Slice>) -> Result<i64> {
+        let mut blobs = Vec::new();
+        for mut slice in slices {
+            blobs.push(self.store_blob(&mut slice)?);
+        }
+        let is_sliced = blobs.len() != 1;
+        let size: u64 = blobs.iter().map(|b| b.size).sum();
+        let slices = serde_json::to_string(&blobs).unwrap_or_else(|_| "[]".into());
+        self.tx
+            .execute(
+                "INSERT INTO files (name, created, size, is_public, is_permanent, is_encrypted, is_sliced, slices)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![file.name, self.now, size as i64, file.is_public, file.is_permanent, file.is_encrypted, is_sliced, slices],
+            )
+            .map_err(Error::db(format!("adding file {}", file.name)))?;
+        let id = self.tx.last_insert_rowid();
+        self.add_file_tags(id, &file.tags)?;
+        Ok(id)
+    }
+
+    fn add_file_tags(&mut self, id: i64, tags: &[String]) -> Result<()> {
+        file_blobs(&self.tx, id)?;
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO file_tags (file_id, tag) VALUES (?1, ?2)")
+            .map_err(Error::db("tagging a file"))?;
+        for tag in tags {
+            stmt.execute(params![id, tag])
+                .map_err(Error::db(format!("tagging file {id}")))?;
+        }
+        Ok(())
+    }
+
+    fn delete_file(&mut self, id: i64) -> Result<()> {
+        let n = self
+            .tx
+            .execute("DELETE FROM files WHERE id = ?1", [id])
+            .map_err(Error::db(format!("deleting file {id}")))?;
+        if n == 0 {
+            return Err(Error::FileNotFound { id });
+        }
+        Ok(())
+    }
+
+    fn set_state(&mut self, key: &StateKey, state: &Value) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO states (component, config, row_id, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (component, config, row_id) DO UPDATE SET value = excluded.value",
+                params![
+                    key.component,
+                    key.config,
+                    key.row.as_deref().unwrap_or(""),
+                    state.to_string()
+                ],
+            )
+            .map_err(Error::db("storing the state"))?;
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().map_err(Error::db("committing"))
+    }
+}
