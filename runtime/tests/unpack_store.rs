@@ -346,24 +346,58 @@ fn implied_directories_keep_the_lower_layers_attributes() {
 }
 
 #[test]
-fn b24_a_layer_relying_on_a_lower_symlink_is_refused_by_the_overlay_store() {
+fn b24_a_layer_relying_on_a_lower_symlink_is_replayed_over_its_lowers() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let store = SnapshotStore::open(tmp.path()).unwrap();
     let mut l1 = Tar::new();
-    l1.dir("usr/").dir("usr/lib/").symlink("lib", "usr/lib");
+    l1.dir("usr/")
+        .dir_mode("usr/lib/", 0o751)
+        .file("usr/lib/lower", b"l")
+        .symlink("lib", "usr/lib");
     let mut l2 = Tar::new();
-    l2.file("lib/systemd/system/container.service", b"unit");
-    let l1 = l1.finish();
-    let err = store
-        .ensure(vec![plain("l1", &l1), plain("l2", &l2.finish())])
-        .unwrap_err();
-    assert!(
-        matches!(err, RootfsError::ImpliedDirOverSymlink { ref path, .. } if path == "lib"),
-        "{err:?}"
+    l2.file("lib/systemd/system/container.service", b"unit")
+        .file("usr/lib/.wh.lower", b"")
+        .file("other/new", b"n");
+    let l2 = l2.finish();
+    let ensured = store
+        .ensure(vec![plain("l1", &l1.finish()), plain("l2", &l2)])
+        .unwrap();
+    let chain = chain_of(&ensured);
+    for mode in [MountMode::OverlayOnly, MountMode::CopyOnly] {
+        let run = store
+            .mount_run(&chain, &tmp.path().join(format!("run-{mode:?}")), mode)
+            .unwrap();
+        let root = run.path();
+        assert!(
+            root.join("lib").is_symlink(),
+            "{mode:?}: lib must stay a symlink"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("usr/lib/systemd/system/container.service")).unwrap(),
+            "unit"
+        );
+        assert!(
+            !root.join("usr/lib/lower").exists(),
+            "{mode:?}: the whiteout still applies"
+        );
+        assert_eq!(
+            std::fs::metadata(root.join("usr/lib")).unwrap().mode() & 0o7777,
+            0o751
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("other/new")).unwrap(),
+            "n"
+        );
+    }
+    // Only the two snapshots remain (no staging or rebase leftovers).
+    assert_eq!(
+        snapshot_names(tmp.path()).len(),
+        2,
+        "{:?}",
+        snapshot_names(tmp.path())
     );
-    // The base is committed, the refused layer is not.
-    assert_eq!(snapshot_names(tmp.path()), [diff_id_of(&l1).0.hex()]);
+    assert!(!mounted_below(tmp.path()));
 }
 
 #[test]
@@ -500,15 +534,24 @@ fn a_failing_base_layer_commits_nothing_and_openers_errors_are_reported() {
             plain("ok2", &ok),
         ])
         .unwrap_err();
-    assert!(matches!(err, RootfsError::Unpack { index: 0, ref source } if matches!(source.kind, LayerError::Stream(_))), "{err:?}");
-    assert!(snapshot_names(tmp.path()).is_empty(), "{:?}", snapshot_names(tmp.path()));
+    assert!(
+        matches!(err, RootfsError::Unpack { index: 0, ref source } if matches!(source.kind, LayerError::Stream(_))),
+        "{err:?}"
+    );
+    assert!(
+        snapshot_names(tmp.path()).is_empty(),
+        "{:?}",
+        snapshot_names(tmp.path())
+    );
     let err = store
         .ensure(vec![LayerSource {
             open: Box::new(|| Err(std::io::Error::other("registry gone"))),
             ..plain("sha256:unreachable", &ok)
         }])
         .unwrap_err();
-    assert!(matches!(err, RootfsError::OpenLayer { ref label, .. } if label == "sha256:unreachable"));
+    assert!(
+        matches!(err, RootfsError::OpenLayer { ref label, .. } if label == "sha256:unreachable")
+    );
     assert!(snapshot_names(tmp.path()).is_empty());
 }
 
@@ -519,7 +562,10 @@ fn a_layer_streams_from_a_reader_that_is_still_being_written() {
     let store = SnapshotStore::open(tmp.path()).unwrap();
     let mut t = Tar::new();
     for i in 0..200 {
-        t.file(&format!("dir{}/file{i}", i % 7), format!("content {i}").repeat(300).as_bytes());
+        t.file(
+            &format!("dir{}/file{i}", i % 7),
+            format!("content {i}").repeat(300).as_bytes(),
+        );
     }
     let layer = t.finish();
     let gz = gzip(&layer);
@@ -543,7 +589,10 @@ fn a_layer_streams_from_a_reader_that_is_still_being_written() {
     assert_eq!(report.stats.entries, 200);
     assert_eq!(report.uncompressed_bytes, layer.len() as u64);
     let dir = store.snapshot_dir(&ensured[0].chain_id);
-    assert_eq!(std::fs::read_to_string(dir.join("dir3/file199")).unwrap(), "content 199".repeat(300));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("dir3/file199")).unwrap(),
+        "content 199".repeat(300)
+    );
 }
 
 #[test]
@@ -556,9 +605,17 @@ fn limits_stop_decompression_bombs_and_entry_floods() {
     let bomb = t.finish();
     store.limits.max_layer_bytes = 1 << 20;
     let err = store
-        .ensure(vec![source("bomb", gzip(&bomb), Compression::Gzip, diff_id_of(&bomb))])
+        .ensure(vec![source(
+            "bomb",
+            gzip(&bomb),
+            Compression::Gzip,
+            diff_id_of(&bomb),
+        )])
         .unwrap_err();
-    assert!(matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))), "{err:?}");
+    assert!(
+        matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))),
+        "{err:?}"
+    );
     store.limits = Default::default();
     store.limits.max_entries = 10;
     let mut t = Tar::new();
@@ -566,6 +623,9 @@ fn limits_stop_decompression_bombs_and_entry_floods() {
         t.file(&format!("f{i}"), b"");
     }
     let err = store.ensure(vec![plain("flood", &t.finish())]).unwrap_err();
-    assert!(matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))), "{err:?}");
+    assert!(
+        matches!(err, RootfsError::Unpack { ref source, .. } if matches!(source.kind, LayerError::Limit(_))),
+        "{err:?}"
+    );
     assert!(snapshot_names(tmp.path()).is_empty());
 }

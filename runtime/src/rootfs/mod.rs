@@ -10,6 +10,7 @@ mod error;
 mod flatten;
 mod implied;
 mod mount;
+mod rebase;
 mod store;
 
 pub use error::RootfsError;

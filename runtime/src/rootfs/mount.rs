@@ -255,7 +255,7 @@ pub(crate) fn root_is_opaque(dir: &Path) -> bool {
 
 /// Mounts overlayfs at `target`: with the new mount API and one `lowerdir+` per layer (no
 /// page-size limit on the option string), else with `mount(2)`.
-fn mount_overlay(
+pub(crate) fn mount_overlay(
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,

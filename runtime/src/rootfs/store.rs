@@ -176,6 +176,7 @@ impl SnapshotStore {
             if index > stop {
                 break;
             }
+            let (dir, implied) = (dir.clone(), report.implied_dirs.clone());
             let lowers: Vec<PathBuf> = (0..index)
                 .rev()
                 .map(|i| match staged.get(&i) {
@@ -183,9 +184,26 @@ impl SnapshotStore {
                     None => self.snapshot_dir(&chains[i]),
                 })
                 .collect();
-            if let Err(e) = super::implied::reconcile(dir, &lowers, &report.implied_dirs, label) {
-                commit_error = Some(e);
-                break;
+            match super::implied::reconcile(&dir, &lowers, &implied, label) {
+                Ok(()) => {}
+                Err(RootfsError::ImpliedDirOverSymlink { .. }) => {
+                    match self.rebase(&dir, &implied, &lowers, label, &chains[index]) {
+                        Ok(new_dir) => {
+                            self.discard(&dir);
+                            if let Some(entry) = staged.get_mut(&index) {
+                                entry.0 = new_dir;
+                            }
+                        }
+                        Err(e) => {
+                            commit_error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    commit_error = Some(e);
+                    break;
+                }
             }
             ready.push(index);
         }
@@ -280,6 +298,38 @@ impl SnapshotStore {
                 Err(RootfsError::Unpack { index, source })
             }
         }
+    }
+
+    /// Replays a staged layer through an overlay of its lowers (see `rebase.rs`) and returns
+    /// the new staging directory.
+    fn rebase(
+        &self,
+        staged: &Path,
+        implied: &[Vec<u8>],
+        lowers: &[PathBuf],
+        label: &str,
+        chain: &ChainId,
+    ) -> Result<PathBuf, RootfsError> {
+        let pid = std::process::id();
+        let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let work_base = self.dir.join(format!("{STAGING_PREFIX}rebase-{pid}-{n}"));
+        let result = super::rebase::reapply_over_lowers(staged, implied, lowers, &work_base, label)
+            .and_then(|upper| {
+                let target = self
+                    .dir
+                    .join(format!("{STAGING_PREFIX}{}-{pid}-{n}", chain.hex()));
+                std::fs::rename(&upper, &target)
+                    .map(|()| target)
+                    .map_err(|source| RootfsError::Store {
+                        path: upper.clone(),
+                        source,
+                    })
+            });
+        // Never delete through a mount that could not be undone.
+        if !super::mount::has_mount_below(&work_base).unwrap_or(true) {
+            self.discard(&work_base);
+        }
+        result
     }
 
     /// Atomically moves a staged snapshot into place; if another process committed the same

@@ -1,0 +1,109 @@
+//! The slow path for a layer that only makes sense on top of its lowers.
+//!
+//! A layer holding `lib/systemd/x` with no `lib` entry, over a lower layer where `lib` is a
+//! symlink to `usr/lib`, means `usr/lib/systemd/x`. Unpacked on its own, such a layer gets a
+//! real `lib` directory that would hide the symlink. When the store sees this, it replays the
+//! staged snapshot through a writable overlay of the lower snapshots, skipping the implied
+//! directories, so every path resolves in the merged view exactly as a flattened apply would;
+//! overlayfs then records the changes (copy-ups, whiteouts) in a fresh upper directory, which
+//! becomes the snapshot.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use rustix::mount::{UnmountFlags, unmount};
+
+use super::error::RootfsError;
+use super::flatten::replay;
+use super::mount::mount_overlay;
+use super::store::open_dir;
+use crate::unpack::tree::remove_any;
+use crate::unpack::{Applier, LayerError, LayerFormat, UnpackError};
+
+/// Re-applies the staged snapshot `staged` over `lowers` (nearest first) and returns the
+/// directory holding the new snapshot (inside `work_base`, which is created and must not
+/// exist). `staged` is left for the caller to discard.
+pub(crate) fn reapply_over_lowers(
+    staged: &Path,
+    implied: &[Vec<u8>],
+    lowers: &[PathBuf],
+    work_base: &Path,
+    label: &str,
+) -> Result<PathBuf, RootfsError> {
+    let store_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RootfsError::Store { path, source }
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(work_base)
+        .map_err(store_err(work_base))?;
+    let (upper, work, merged) = (
+        work_base.join("upper"),
+        work_base.join("work"),
+        work_base.join("merged"),
+    );
+    for d in [&upper, &work, &merged] {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(d)
+            .map_err(store_err(d))?;
+    }
+    mount_overlay(lowers, &upper, &work, &merged).map_err(|source| RootfsError::Mount {
+        path: merged.clone(),
+        source,
+    })?;
+    let result = replay_into(staged, implied, &merged, label);
+    let unmounted = unmount(&merged, UnmountFlags::NOFOLLOW).map_err(|e| RootfsError::Unmount {
+        path: merged.clone(),
+        source: e.into(),
+    });
+    result.map_err(|source| RootfsError::Copy {
+        path: merged.clone(),
+        source,
+    })?;
+    unmounted?;
+    // Overlay's work directory is not part of the snapshot.
+    if let Ok(base) = open_dir(work_base) {
+        let _ = remove_any(base.as_fd(), b"work");
+        let _ = remove_any(base.as_fd(), b"merged");
+    }
+    Ok(upper)
+}
+
+fn replay_into(
+    staged: &Path,
+    implied: &[Vec<u8>],
+    merged: &Path,
+    label: &str,
+) -> Result<(), UnpackError> {
+    let wrap = |kind| UnpackError {
+        layer: label.to_owned(),
+        kind,
+    };
+    let mut applier = Applier::new(merged, LayerFormat::Flattened).map_err(|source| {
+        wrap(LayerError::OpenTarget {
+            path: merged.to_path_buf(),
+            source,
+        })
+    })?;
+    let src = open_dir(staged).map_err(|source| {
+        wrap(LayerError::OpenTarget {
+            path: staged.to_path_buf(),
+            source,
+        })
+    })?;
+    let implied: HashSet<Vec<u8>> = implied.iter().cloned().collect();
+    replay(
+        src.as_fd(),
+        &[],
+        &mut applier,
+        &mut HashMap::new(),
+        &implied,
+    )
+    .map_err(wrap)?;
+    applier.finish().map_err(wrap)?;
+    Ok(())
+}
