@@ -401,6 +401,58 @@ fn b24_a_layer_relying_on_a_lower_symlink_is_replayed_over_its_lowers() {
 }
 
 #[test]
+fn c16_hardlinks_to_lower_layer_files_are_made_on_top_of_the_lowers() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut l1 = Tar::new();
+    l1.file_mode("usr/bin/perl", b"perl", 0o755)
+        .file("etc/keep", b"k");
+    let mut l2 = Tar::new();
+    l2.hardlink("usr/bin/perl5", "usr/bin/perl")
+        .hardlink("replaced", "etc/keep")
+        .file("replaced", b"same layer wins");
+    let ensured = store
+        .ensure(vec![plain("l1", &l1.finish()), plain("l2", &l2.finish())])
+        .unwrap();
+    let run = store
+        .mount_run(
+            &chain_of(&ensured),
+            &tmp.path().join("run"),
+            MountMode::OverlayOnly,
+        )
+        .unwrap();
+    let a = std::fs::metadata(run.path().join("usr/bin/perl")).unwrap();
+    let b = std::fs::metadata(run.path().join("usr/bin/perl5")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.nlink(), 2);
+    assert_eq!(
+        std::fs::read_to_string(run.path().join("usr/bin/perl5")).unwrap(),
+        "perl"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.path().join("replaced")).unwrap(),
+        "same layer wins"
+    );
+    assert_eq!(
+        std::fs::metadata(run.path().join("etc/keep"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+    drop(run);
+    // In the base layer there is nothing to link to.
+    let mut l0 = Tar::new();
+    l0.hardlink("dangling", "nowhere");
+    let err = store.ensure(vec![plain("l0", &l0.finish())]).unwrap_err();
+    assert!(
+        matches!(err, RootfsError::Unpack { index: 0, .. }),
+        "{err:?}"
+    );
+    assert_eq!(snapshot_names(tmp.path()).len(), 2);
+}
+
+#[test]
 fn run_rootfs_is_private_writable_and_cleaned_up_on_drop_and_panic() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 //! real `lib` directory that would hide the symlink. When the store sees this, it replays the
 //! staged snapshot through a writable overlay of the lower snapshots, skipping the implied
 //! directories, so every path resolves in the merged view exactly as a flattened apply would;
+//! hardlinks to files of lower layers are made there too (overlayfs copies the file up);
 //! overlayfs then records the changes (copy-ups, whiteouts) in a fresh upper directory, which
 //! becomes the snapshot.
 
@@ -19,6 +20,7 @@ use super::error::RootfsError;
 use super::flatten::replay;
 use super::mount::mount_overlay;
 use super::store::open_dir;
+use crate::unpack::spec::{Kind, Meta, Op, Spec};
 use crate::unpack::tree::remove_any;
 use crate::unpack::{Applier, LayerError, LayerFormat, UnpackError};
 
@@ -28,6 +30,7 @@ use crate::unpack::{Applier, LayerError, LayerFormat, UnpackError};
 pub(crate) fn reapply_over_lowers(
     staged: &Path,
     implied: &[Vec<u8>],
+    links: &[(Vec<u8>, Vec<u8>)],
     lowers: &[PathBuf],
     work_base: &Path,
     label: &str,
@@ -55,7 +58,7 @@ pub(crate) fn reapply_over_lowers(
         path: merged.clone(),
         source,
     })?;
-    let result = replay_into(staged, implied, &merged, label);
+    let result = replay_into(staged, implied, links, &merged, label);
     let unmounted = unmount(&merged, UnmountFlags::NOFOLLOW).map_err(|e| RootfsError::Unmount {
         path: merged.clone(),
         source: e.into(),
@@ -76,6 +79,7 @@ pub(crate) fn reapply_over_lowers(
 fn replay_into(
     staged: &Path,
     implied: &[Vec<u8>],
+    links: &[(Vec<u8>, Vec<u8>)],
     merged: &Path,
     label: &str,
 ) -> Result<(), UnpackError> {
@@ -104,6 +108,22 @@ fn replay_into(
         &implied,
     )
     .map_err(wrap)?;
+    // Links to lower files: overlayfs copies the file up and links it in the new layer.
+    for (path, target) in links {
+        let spec = Spec {
+            raw_name: String::from_utf8_lossy(path).into_owned(),
+            path: path.clone(),
+            kind: Kind::Hardlink(target.clone()),
+            meta: Meta {
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                mtime: (0, 0),
+                xattrs: Vec::new(),
+            },
+        };
+        applier.apply(Op::Entry(Box::new(spec))).map_err(wrap)?;
+    }
     applier.finish().map_err(wrap)?;
     Ok(())
 }

@@ -176,7 +176,27 @@ impl SnapshotStore {
             if index > stop {
                 break;
             }
-            let (dir, implied) = (dir.clone(), report.implied_dirs.clone());
+            let (dir, implied, links) = (
+                dir.clone(),
+                report.implied_dirs.clone(),
+                report.pending_hardlinks.clone(),
+            );
+            if !links.is_empty() && index == 0 {
+                let (path, target) = &links[0];
+                commit_error = Some(RootfsError::Unpack {
+                    index,
+                    source: crate::unpack::UnpackError {
+                        layer: label.clone(),
+                        kind: crate::unpack::LayerError::Entry {
+                            entry: String::from_utf8_lossy(path).into_owned(),
+                            source: crate::unpack::EntryError::MissingLinkTarget(
+                                String::from_utf8_lossy(target).into_owned(),
+                            ),
+                        },
+                    },
+                });
+                break;
+            }
             let lowers: Vec<PathBuf> = (0..index)
                 .rev()
                 .map(|i| match staged.get(&i) {
@@ -184,10 +204,19 @@ impl SnapshotStore {
                     None => self.snapshot_dir(&chains[i]),
                 })
                 .collect();
-            match super::implied::reconcile(&dir, &lowers, &implied, label) {
+            let reconciled = if links.is_empty() {
+                super::implied::reconcile(&dir, &lowers, &implied, label)
+            } else {
+                // Links to lower files can only be made on top of the lowers.
+                Err(RootfsError::ImpliedDirOverSymlink {
+                    label: label.clone(),
+                    path: String::new(),
+                })
+            };
+            match reconciled {
                 Ok(()) => {}
                 Err(RootfsError::ImpliedDirOverSymlink { .. }) => {
-                    match self.rebase(&dir, &implied, &lowers, label, &chains[index]) {
+                    match self.rebase(&dir, &implied, &links, &lowers, label, &chains[index]) {
                         Ok(new_dir) => {
                             self.discard(&dir);
                             if let Some(entry) = staged.get_mut(&index) {
@@ -306,6 +335,7 @@ impl SnapshotStore {
         &self,
         staged: &Path,
         implied: &[Vec<u8>],
+        links: &[(Vec<u8>, Vec<u8>)],
         lowers: &[PathBuf],
         label: &str,
         chain: &ChainId,
@@ -313,18 +343,19 @@ impl SnapshotStore {
         let pid = std::process::id();
         let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
         let work_base = self.dir.join(format!("{STAGING_PREFIX}rebase-{pid}-{n}"));
-        let result = super::rebase::reapply_over_lowers(staged, implied, lowers, &work_base, label)
-            .and_then(|upper| {
-                let target = self
-                    .dir
-                    .join(format!("{STAGING_PREFIX}{}-{pid}-{n}", chain.hex()));
-                std::fs::rename(&upper, &target)
-                    .map(|()| target)
-                    .map_err(|source| RootfsError::Store {
-                        path: upper.clone(),
-                        source,
-                    })
-            });
+        let result =
+            super::rebase::reapply_over_lowers(staged, implied, links, lowers, &work_base, label)
+                .and_then(|upper| {
+                    let target = self
+                        .dir
+                        .join(format!("{STAGING_PREFIX}{}-{pid}-{n}", chain.hex()));
+                    std::fs::rename(&upper, &target)
+                        .map(|()| target)
+                        .map_err(|source| RootfsError::Store {
+                            path: upper.clone(),
+                            source,
+                        })
+                });
         // Never delete through a mount that could not be undone.
         if !super::mount::has_mount_below(&work_base).unwrap_or(true) {
             self.discard(&work_base);

@@ -84,6 +84,10 @@ pub struct LayerReport {
     pub stats: ApplyStats,
     /// Directories created only because an entry needed a parent (relative paths).
     pub implied_dirs: Vec<Vec<u8>>,
+    /// Hardlinks (path, target) to files that are not in this layer: left for the snapshot
+    /// store to make on top of the lower layers (overlay snapshot format only; flattened, they
+    /// are errors).
+    pub pending_hardlinks: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Messages buffered between parser and writer; with chunks of up to [`CHUNK`] bytes this
@@ -166,7 +170,7 @@ fn run(
             actual: parsed.diff_id,
         });
     }
-    let implied_dirs = applier.finish()?;
+    let leftovers = applier.finish()?;
     let mut stats = applier.stats.clone();
     stats.xattrs_dropped += parsed.xattrs_dropped;
     stats.root_entries_skipped += parsed.root_entries;
@@ -174,7 +178,8 @@ fn run(
         diff_id: parsed.diff_id,
         uncompressed_bytes: parsed.bytes,
         stats,
-        implied_dirs,
+        implied_dirs: leftovers.implied_dirs,
+        pending_hardlinks: leftovers.pending_links,
     })
 }
 
