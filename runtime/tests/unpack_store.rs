@@ -506,6 +506,32 @@ fn run_rootfs_is_private_writable_and_cleaned_up_on_drop_and_panic() {
 }
 
 #[test]
+fn leftovers_of_a_killed_runner_are_removed() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut l1 = Tar::new();
+    l1.file("f", b"x");
+    let ensured = store.ensure(vec![plain("l1", &l1.finish())]).unwrap();
+    let run_dir = tmp.path().join("run");
+    let run = store
+        .mount_run(&chain_of(&ensured), &run_dir, MountMode::OverlayOnly)
+        .unwrap();
+    std::fs::write(run.path().join("written"), "w").unwrap();
+    // As if the runner was SIGKILLed: no destructor runs.
+    std::mem::forget(run);
+    assert!(mounted_below(&run_dir));
+    dockless_runtime::rootfs::remove_leftover_run(&run_dir).unwrap();
+    assert!(!run_dir.exists());
+    assert!(!mounted_below(tmp.path()));
+    // A staging directory of a dead process is removed when the store is opened again.
+    let stale = tmp.path().join("snapshots-v1/.staging-abc-999999999-0");
+    std::fs::create_dir_all(stale.join("deep/tree")).unwrap();
+    SnapshotStore::open(tmp.path()).unwrap();
+    assert!(!stale.exists());
+}
+
+#[test]
 fn overlay_unavailable_falls_back_to_a_copy_and_says_why() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();

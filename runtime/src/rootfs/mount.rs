@@ -140,6 +140,29 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Removes a run directory left behind by a runner that was killed (for `dockless gc` and
+/// start-up cleanup): unmounts its `rootfs` if it is still mounted, then deletes it. Refuses
+/// (with [`RootfsError::StillMounted`]) rather than delete through a mount.
+pub fn remove_leftover_run(run_dir: &Path) -> Result<(), RootfsError> {
+    let run_dir = std::path::absolute(run_dir).map_err(|source| RootfsError::RemoveRunDir {
+        path: run_dir.to_path_buf(),
+        source,
+    })?;
+    let rootfs = run_dir.join("rootfs");
+    if has_mount_below(&rootfs).map_err(|source| RootfsError::RemoveRunDir {
+        path: run_dir.clone(),
+        source,
+    })? {
+        unmount(&rootfs, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).map_err(|e| {
+            RootfsError::Unmount {
+                path: rootfs.clone(),
+                source: e.into(),
+            }
+        })?;
+    }
+    remove_run_dir(&run_dir)
+}
+
 fn remove_run_dir(run_dir: &Path) -> Result<(), RootfsError> {
     let err = |source: std::io::Error| RootfsError::RemoveRunDir {
         path: run_dir.to_path_buf(),

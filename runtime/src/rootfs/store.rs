@@ -400,8 +400,20 @@ impl SnapshotStore {
             };
             let pid = rest.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
             let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if !alive {
-                self.discard(&self.dir.join(&name));
+            let path = self.dir.join(&name);
+            if alive {
+                continue;
+            }
+            // A rebase interrupted by a crash may have left its overlay mounted.
+            let merged = path.join("merged");
+            if super::mount::has_mount_below(&merged)? {
+                let _ = rustix::mount::unmount(
+                    &merged,
+                    rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW,
+                );
+            }
+            if !super::mount::has_mount_below(&path)? {
+                self.discard(&path);
             }
         }
         Ok(())
