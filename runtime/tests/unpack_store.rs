@@ -390,6 +390,22 @@ fn b24_a_layer_relying_on_a_lower_symlink_is_replayed_over_its_lowers() {
             "n"
         );
     }
+    // The temporary mount's bookkeeping (origin, impure, uuid) is not left in the snapshot.
+    let rebased = store.snapshot_dir(&chain[1]);
+    for (path, node) in describe(&rebased, false) {
+        if node.kind == 'l' {
+            continue;
+        }
+        let mut names = vec![0u8; 4096];
+        let n = rustix::fs::listxattr(rebased.join(&path).as_path(), &mut names).unwrap();
+        for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            assert!(
+                !name.starts_with(b"trusted.overlay.") || name == b"trusted.overlay.opaque",
+                "{path:?} keeps {}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
     // Only the two snapshots remain (no staging or rebase leftovers).
     assert_eq!(
         snapshot_names(tmp.path()).len(),

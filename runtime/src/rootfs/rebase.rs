@@ -10,7 +10,7 @@
 //! becomes the snapshot.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -21,8 +21,9 @@ use super::flatten::replay;
 use super::mount::mount_overlay;
 use super::store::open_dir;
 use crate::unpack::spec::{Kind, Meta, Op, Spec};
-use crate::unpack::tree::remove_any;
+use crate::unpack::tree::{list_dir, lstat_at, open_child_dir, os, remove_any};
 use crate::unpack::{Applier, LayerError, LayerFormat, UnpackError};
+use rustix::fs::{FileType, OFlags};
 
 /// Re-applies the staged snapshot `staged` over `lowers` (nearest first) and returns the
 /// directory holding the new snapshot (inside `work_base`, which is created and must not
@@ -68,6 +69,9 @@ pub(crate) fn reapply_over_lowers(
         source,
     })?;
     unmounted?;
+    if let Ok(fd) = open_dir(&upper) {
+        strip_bookkeeping(fd.as_fd());
+    }
     // Overlay's work directory is not part of the snapshot.
     if let Ok(base) = open_dir(work_base) {
         let _ = remove_any(base.as_fd(), b"work");
@@ -126,4 +130,47 @@ fn replay_into(
     }
     applier.finish().map_err(wrap)?;
     Ok(())
+}
+
+/// Overlayfs bookkeeping of the temporary mount; meaningless once the directory is a lower
+/// layer. Whiteouts and `trusted.overlay.opaque` are kept.
+const BOOKKEEPING: [&str; 4] = [
+    "trusted.overlay.origin",
+    "trusted.overlay.impure",
+    "trusted.overlay.uuid",
+    "trusted.overlay.nlink",
+];
+
+/// Removes [`BOOKKEEPING`] xattrs from a directory tree (directories and regular files, through
+/// fds opened without following symlinks; symlinks keep theirs, which no lower layer reads).
+fn strip_bookkeeping(dir: BorrowedFd<'_>) {
+    for name in BOOKKEEPING {
+        let _ = rustix::fs::fremovexattr(dir, name);
+    }
+    let Ok(names) = list_dir(dir) else { return };
+    for name in names {
+        let Ok(Some(st)) = lstat_at(dir, &name) else {
+            continue;
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                if let Ok(child) = open_child_dir(dir, &name) {
+                    strip_bookkeeping(child.as_fd());
+                }
+            }
+            FileType::RegularFile => {
+                if let Ok(fd) = rustix::fs::openat(
+                    dir,
+                    os(&name),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                ) {
+                    for x in BOOKKEEPING {
+                        let _ = rustix::fs::fremovexattr(&fd, x);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
