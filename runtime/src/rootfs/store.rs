@@ -120,7 +120,10 @@ impl SnapshotStore {
         let mut staged: HashMap<usize, (PathBuf, LayerReport)> = HashMap::new();
         let mut first_error: Option<(usize, RootfsError)> = None;
         if !jobs.is_empty() {
-            let cancel = AtomicBool::new(false);
+            // A failed layer cancels the layers above it (they cannot be committed), never the
+            // ones below, which stay useful to this and other images.
+            let cancel: Vec<AtomicBool> =
+                (0..chains.len()).map(|_| AtomicBool::new(false)).collect();
             let queue = Mutex::new(jobs);
             let workers = self.max_parallel_layers.min(missing.len()).max(1);
             let (tx, rx) = mpsc::channel();
@@ -132,9 +135,11 @@ impl SnapshotStore {
                         loop {
                             let job = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
                             let Some((index, layer)) = job else { break };
-                            let result = self.stage(index, layer, &chains[index], cancel);
+                            let result = self.stage(index, layer, &chains[index], &cancel[index]);
                             if result.is_err() {
-                                cancel.store(true, Ordering::Relaxed);
+                                for flag in &cancel[index + 1..] {
+                                    flag.store(true, Ordering::Relaxed);
+                                }
                             }
                             if tx.send((index, result)).is_err() {
                                 break;
@@ -149,12 +154,17 @@ impl SnapshotStore {
                             staged.insert(index, ok);
                         }
                         Err(e) => {
+                            // Report the real cause (not a "cancelled" follow-up), and of
+                            // several real causes the lowest layer's.
                             let replace = match &first_error {
                                 None => true,
-                                // Prefer the real cause over "cancelled" follow-ups.
-                                Some((i, _)) => index < *i && !is_cancelled(&e),
+                                Some((i, old)) => match (is_cancelled(old), is_cancelled(&e)) {
+                                    (true, false) => true,
+                                    (false, true) => false,
+                                    _ => index < *i,
+                                },
                             };
-                            if replace && !(first_error.is_some() && is_cancelled(&e)) {
+                            if replace {
                                 first_error = Some((index, e));
                             }
                         }
@@ -170,12 +180,16 @@ impl SnapshotStore {
         let mut commit_error = None;
         let mut ready = Vec::new();
         for (index, label) in labels.iter().enumerate() {
-            let Some((dir, report)) = staged.get(&index) else {
-                continue;
-            };
             if index > stop {
                 break;
             }
+            let Some((dir, report)) = staged.get(&index) else {
+                // Already stored: go on. Failed or cancelled: nothing above it may be committed.
+                if self.contains(&chains[index]) {
+                    continue;
+                }
+                break;
+            };
             let (dir, implied, links) = (
                 dir.clone(),
                 report.implied_dirs.clone(),
@@ -287,6 +301,15 @@ impl SnapshotStore {
         chain: &ChainId,
         cancel: &AtomicBool,
     ) -> Result<(PathBuf, LayerReport), RootfsError> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(RootfsError::Unpack {
+                index,
+                source: crate::unpack::UnpackError {
+                    layer: layer.label,
+                    kind: crate::unpack::LayerError::Cancelled,
+                },
+            });
+        }
         let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = self.dir.join(format!(
             "{STAGING_PREFIX}{}-{}-{n}",
