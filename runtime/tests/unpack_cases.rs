@@ -1547,3 +1547,48 @@ fn h20_duplicate_paths_last_one_wins() {
     apply(&fx.root, &t.finish()).unwrap();
     assert_eq!(fx.read("dup"), "second");
 }
+
+// ---------------------------------------------------------------- the same, in snapshot format
+
+#[test]
+fn hostile_layers_stay_inside_in_the_overlay_snapshot_format_too() {
+    let mut tars: Vec<Tar> = Vec::new();
+    let mut t = Tar::new();
+    t.file("../victim/dotdot", b"1")
+        .file("/../file2", b"2")
+        .symlink("..", "/etc/");
+    tars.push(t);
+    let mut t = Tar::new();
+    t.dir("foo/")
+        .symlink("foo", "/")
+        .file("foo/tmp/breakout-snap", b"x")
+        .dir("foo")
+        .file("foo/x", b"");
+    tars.push(t);
+    let mut t = Tar::new();
+    t.dir("inner/")
+        .symlink("inner/go_up", "..")
+        .symlink("inner/go_up/escape", "../victim")
+        .file("inner/go_up/escape/newfile", b"n")
+        .file("inner/go_up/escape/.wh.hello", b"")
+        .file("inner/go_up/escape/.wh..wh..opq", b"");
+    tars.push(t);
+    let mut t = Tar::new();
+    t.symlink("loophole-victim", "../victim")
+        .hardlink("hardlink", "loophole-victim/hello")
+        .file("loophole-victim/file", b"x")
+        .symlink("dir", "../outside-dir")
+        .dir_mode("dir", 0o777);
+    tars.push(t);
+    for (i, t) in tars.into_iter().enumerate() {
+        let fx = Fx::new();
+        let _ = apply_with(&fx.root, &t.finish(), LayerFormat::OverlaySnapshot);
+        assert!(!Path::new("/tmp/breakout-snap").exists());
+        fx.assert_outside_untouched();
+        assert_eq!(
+            std::fs::read_to_string(fx.tmp.path().join("victim/hello")).unwrap(),
+            "victim",
+            "set {i}"
+        );
+    }
+}

@@ -346,24 +346,126 @@ fn implied_directories_keep_the_lower_layers_attributes() {
 }
 
 #[test]
-fn b24_a_layer_relying_on_a_lower_symlink_is_refused_by_the_overlay_store() {
+fn b24_a_layer_relying_on_a_lower_symlink_is_replayed_over_its_lowers() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let store = SnapshotStore::open(tmp.path()).unwrap();
     let mut l1 = Tar::new();
-    l1.dir("usr/").dir("usr/lib/").symlink("lib", "usr/lib");
+    l1.dir("usr/")
+        .dir_mode("usr/lib/", 0o751)
+        .file("usr/lib/lower", b"l")
+        .symlink("lib", "usr/lib");
     let mut l2 = Tar::new();
-    l2.file("lib/systemd/system/container.service", b"unit");
-    let l1 = l1.finish();
-    let err = store
-        .ensure(vec![plain("l1", &l1), plain("l2", &l2.finish())])
-        .unwrap_err();
+    l2.file("lib/systemd/system/container.service", b"unit")
+        .file("usr/lib/.wh.lower", b"")
+        .file("other/new", b"n");
+    let l2 = l2.finish();
+    let ensured = store
+        .ensure(vec![plain("l1", &l1.finish()), plain("l2", &l2)])
+        .unwrap();
+    let chain = chain_of(&ensured);
+    for mode in [MountMode::OverlayOnly, MountMode::CopyOnly] {
+        let run = store
+            .mount_run(&chain, &tmp.path().join(format!("run-{mode:?}")), mode)
+            .unwrap();
+        let root = run.path();
+        assert!(
+            root.join("lib").is_symlink(),
+            "{mode:?}: lib must stay a symlink"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("usr/lib/systemd/system/container.service")).unwrap(),
+            "unit"
+        );
+        assert!(
+            !root.join("usr/lib/lower").exists(),
+            "{mode:?}: the whiteout still applies"
+        );
+        assert_eq!(
+            std::fs::metadata(root.join("usr/lib")).unwrap().mode() & 0o7777,
+            0o751
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("other/new")).unwrap(),
+            "n"
+        );
+    }
+    // The temporary mount's bookkeeping (origin, impure, uuid) is not left in the snapshot.
+    let rebased = store.snapshot_dir(&chain[1]);
+    for (path, node) in describe(&rebased, false) {
+        if node.kind == 'l' {
+            continue;
+        }
+        let mut names = vec![0u8; 4096];
+        let n = rustix::fs::listxattr(rebased.join(&path).as_path(), &mut names).unwrap();
+        for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            assert!(
+                !name.starts_with(b"trusted.overlay.") || name == b"trusted.overlay.opaque",
+                "{path:?} keeps {}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+    // Only the two snapshots remain (no staging or rebase leftovers).
+    assert_eq!(
+        snapshot_names(tmp.path()).len(),
+        2,
+        "{:?}",
+        snapshot_names(tmp.path())
+    );
+    assert!(!mounted_below(tmp.path()));
+}
+
+#[test]
+fn c16_hardlinks_to_lower_layer_files_are_made_on_top_of_the_lowers() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut l1 = Tar::new();
+    l1.file_mode("usr/bin/perl", b"perl", 0o755)
+        .file("etc/keep", b"k");
+    let mut l2 = Tar::new();
+    l2.hardlink("usr/bin/perl5", "usr/bin/perl")
+        .hardlink("replaced", "etc/keep")
+        .file("replaced", b"same layer wins");
+    let ensured = store
+        .ensure(vec![plain("l1", &l1.finish()), plain("l2", &l2.finish())])
+        .unwrap();
+    let run = store
+        .mount_run(
+            &chain_of(&ensured),
+            &tmp.path().join("run"),
+            MountMode::OverlayOnly,
+        )
+        .unwrap();
+    let a = std::fs::metadata(run.path().join("usr/bin/perl")).unwrap();
+    let b = std::fs::metadata(run.path().join("usr/bin/perl5")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.nlink(), 2);
+    assert_eq!(
+        std::fs::read_to_string(run.path().join("usr/bin/perl5")).unwrap(),
+        "perl"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.path().join("replaced")).unwrap(),
+        "same layer wins"
+    );
+    assert_eq!(
+        std::fs::metadata(run.path().join("etc/keep"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+    drop(run);
+    // In the base layer there is nothing to link to.
+    let mut l0 = Tar::new();
+    l0.hardlink("dangling", "nowhere");
+    let err = store.ensure(vec![plain("l0", &l0.finish())]).unwrap_err();
     assert!(
-        matches!(err, RootfsError::ImpliedDirOverSymlink { ref path, .. } if path == "lib"),
+        matches!(err, RootfsError::Unpack { index: 0, .. }),
         "{err:?}"
     );
-    // The base is committed, the refused layer is not.
-    assert_eq!(snapshot_names(tmp.path()), [diff_id_of(&l1).0.hex()]);
+    assert_eq!(snapshot_names(tmp.path()).len(), 2);
 }
 
 #[test]
@@ -417,6 +519,32 @@ fn run_rootfs_is_private_writable_and_cleaned_up_on_drop_and_panic() {
         store.mount_run(&other, &tmp.path().join("c"), MountMode::OverlayOnly),
         Err(RootfsError::MissingSnapshot(_))
     ));
+}
+
+#[test]
+fn leftovers_of_a_killed_runner_are_removed() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut l1 = Tar::new();
+    l1.file("f", b"x");
+    let ensured = store.ensure(vec![plain("l1", &l1.finish())]).unwrap();
+    let run_dir = tmp.path().join("run");
+    let run = store
+        .mount_run(&chain_of(&ensured), &run_dir, MountMode::OverlayOnly)
+        .unwrap();
+    std::fs::write(run.path().join("written"), "w").unwrap();
+    // As if the runner was SIGKILLed: no destructor runs.
+    std::mem::forget(run);
+    assert!(mounted_below(&run_dir));
+    dockless_runtime::rootfs::remove_leftover_run(&run_dir).unwrap();
+    assert!(!run_dir.exists());
+    assert!(!mounted_below(tmp.path()));
+    // A staging directory of a dead process is removed when the store is opened again.
+    let stale = tmp.path().join("snapshots-v1/.staging-abc-999999999-0");
+    std::fs::create_dir_all(stale.join("deep/tree")).unwrap();
+    SnapshotStore::open(tmp.path()).unwrap();
+    assert!(!stale.exists());
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
-use dockless_runtime::rootfs::RunRootfs;
+use dockless_runtime::rootfs::remove_leftover_run;
 
 use super::Paths;
 
@@ -48,8 +48,7 @@ pub fn collect(paths: &Paths) -> anyhow::Result<(usize, usize)> {
         }
         let run_dir = dir.join(id);
         if run_dir.exists() {
-            RunRootfs::adopt_abandoned(&run_dir)?
-                .release()
+            remove_leftover_run(&run_dir)
                 .with_context(|| format!("cannot remove abandoned rootfs {}", run_dir.display()))?;
             rootfs += 1;
         }

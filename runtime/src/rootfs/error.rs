@@ -39,7 +39,8 @@ pub enum RootfsError {
         source: UnpackError,
     },
     /// A layer creates a directory implicitly where a lower layer has a symlink; overlayfs
-    /// would hide the symlink, so the layer cannot be stored as an overlay snapshot.
+    /// would hide the symlink. The store handles this by replaying the layer over its lowers;
+    /// the error only escapes if that replay is impossible.
     #[error("layer {label}: implied directory {path:?} would hide a symlink of a lower layer")]
     ImpliedDirOverSymlink {
         /// The layer label.

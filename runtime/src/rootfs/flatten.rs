@@ -1,7 +1,7 @@
 //! The fallback rootfs: the image's snapshots replayed, bottom to top, into one directory with
 //! the flattened-format applier (whiteouts delete, opaque directories drop lower content).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ pub(crate) fn flatten_into(snapshots: &[PathBuf], target: &Path) -> Result<(), U
             })
         })?;
         let mut links = HashMap::new();
-        replay(src.as_fd(), &[], &mut applier, &mut links).map_err(wrap)?;
+        replay(src.as_fd(), &[], &mut applier, &mut links, &HashSet::new()).map_err(wrap)?;
         applier.finish().map_err(wrap)?;
     }
     Ok(())
@@ -57,12 +57,15 @@ fn entry_err<'a>(path: &'a [u8], op: &'static str) -> impl FnOnce(Errno) -> Laye
     }
 }
 
-/// Emits the entries of one snapshot directory (recursively) to the applier.
-fn replay(
+/// Emits the entries of one snapshot directory (recursively) to the applier. Directories in
+/// `implied` are not emitted themselves (only their content), so the applier resolves them as
+/// implied parents again.
+pub(crate) fn replay(
     dir: BorrowedFd<'_>,
     rel: &[u8],
     applier: &mut Applier,
     links: &mut HashMap<(u64, u64), Vec<u8>>,
+    implied: &HashSet<Vec<u8>>,
 ) -> Result<(), LayerError> {
     let names = list_dir(dir).map_err(entry_err(rel, "list directory"))?;
     for name in names {
@@ -95,11 +98,13 @@ fn replay(
                     open_child_dir(dir, &name).map_err(entry_err(&path, "open directory"))?;
                 meta.xattrs = allowed_xattrs(child.as_fd());
                 let opaque = is_opaque(child.as_fd());
-                applier.apply(spec(Kind::Dir, meta.clone()))?;
+                if !implied.contains(&path) {
+                    applier.apply(spec(Kind::Dir, meta.clone()))?;
+                }
                 if opaque {
                     applier.apply(spec(Kind::Opaque, meta))?;
                 }
-                replay(child.as_fd(), &path, applier, links)?;
+                replay(child.as_fd(), &path, applier, links, implied)?;
             }
             FileType::RegularFile => {
                 if st.st_nlink > 1 {

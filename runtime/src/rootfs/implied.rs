@@ -5,7 +5,9 @@
 //! without this step the image's `/usr` would turn into 0755 root:root with the unpack time.
 //! Applied flattened, the lower `usr` would simply stay as it was: copying its owner, mode and
 //! times onto the implied copy gives the same result. A lower *symlink* at that path cannot be
-//! reproduced this way (the implied directory would hide it) and is reported as an error.
+//! reproduced this way (the implied directory would hide it): that is reported as
+//! [`RootfsError::ImpliedDirOverSymlink`], and the store then replays the layer over its lowers
+//! (`rebase.rs`).
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};

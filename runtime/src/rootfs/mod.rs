@@ -10,8 +10,9 @@ mod error;
 mod flatten;
 mod implied;
 mod mount;
+mod rebase;
 mod store;
 
 pub use error::RootfsError;
-pub use mount::{MountMode, RootfsKind, RunRootfs};
+pub use mount::{MountMode, RootfsKind, RunRootfs, remove_leftover_run};
 pub use store::{BlobOpener, EnsuredLayer, LayerSource, SnapshotStore};

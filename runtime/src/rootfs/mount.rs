@@ -70,24 +70,6 @@ impl RunRootfs {
         &self.kind
     }
 
-    /// Takes over the run directory of a run whose process died (SIGKILL leaves its overlay
-    /// mounted), so that [`RunRootfs::release`] can unmount and remove it. The caller must know
-    /// that no live run uses `run_dir` (e.g. because it holds that run's lock).
-    pub fn adopt_abandoned(run_dir: &Path) -> Result<RunRootfs, RootfsError> {
-        let rootfs = run_dir.join("rootfs");
-        let mounted = has_mount_below(&rootfs).map_err(|source| RootfsError::RemoveRunDir {
-            path: run_dir.to_path_buf(),
-            source,
-        })?;
-        Ok(RunRootfs {
-            run_dir: run_dir.to_path_buf(),
-            rootfs,
-            kind: RootfsKind::Overlay,
-            mounted,
-            released: false,
-        })
-    }
-
     /// Unmounts and removes the run directory, reporting what failed.
     pub fn release(mut self) -> Result<(), RootfsError> {
         self.released = true;
@@ -156,6 +138,29 @@ fn unescape_mountinfo(field: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Removes a run directory left behind by a runner that was killed (for `dockless gc` and
+/// start-up cleanup): unmounts its `rootfs` if it is still mounted, then deletes it. Refuses
+/// (with [`RootfsError::StillMounted`]) rather than delete through a mount.
+pub fn remove_leftover_run(run_dir: &Path) -> Result<(), RootfsError> {
+    let run_dir = std::path::absolute(run_dir).map_err(|source| RootfsError::RemoveRunDir {
+        path: run_dir.to_path_buf(),
+        source,
+    })?;
+    let rootfs = run_dir.join("rootfs");
+    if has_mount_below(&rootfs).map_err(|source| RootfsError::RemoveRunDir {
+        path: run_dir.clone(),
+        source,
+    })? {
+        unmount(&rootfs, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW).map_err(|e| {
+            RootfsError::Unmount {
+                path: rootfs.clone(),
+                source: e.into(),
+            }
+        })?;
+    }
+    remove_run_dir(&run_dir)
 }
 
 fn remove_run_dir(run_dir: &Path) -> Result<(), RootfsError> {
@@ -273,7 +278,7 @@ pub(crate) fn root_is_opaque(dir: &Path) -> bool {
 
 /// Mounts overlayfs at `target`: with the new mount API and one `lowerdir+` per layer (no
 /// page-size limit on the option string), else with `mount(2)`.
-fn mount_overlay(
+pub(crate) fn mount_overlay(
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,

@@ -120,7 +120,10 @@ impl SnapshotStore {
         let mut staged: HashMap<usize, (PathBuf, LayerReport)> = HashMap::new();
         let mut first_error: Option<(usize, RootfsError)> = None;
         if !jobs.is_empty() {
-            let cancel = AtomicBool::new(false);
+            // A failed layer cancels the layers above it (they cannot be committed), never the
+            // ones below, which stay useful to this and other images.
+            let cancel: Vec<AtomicBool> =
+                (0..chains.len()).map(|_| AtomicBool::new(false)).collect();
             let queue = Mutex::new(jobs);
             let workers = self.max_parallel_layers.min(missing.len()).max(1);
             let (tx, rx) = mpsc::channel();
@@ -132,9 +135,11 @@ impl SnapshotStore {
                         loop {
                             let job = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
                             let Some((index, layer)) = job else { break };
-                            let result = self.stage(index, layer, &chains[index], cancel);
+                            let result = self.stage(index, layer, &chains[index], &cancel[index]);
                             if result.is_err() {
-                                cancel.store(true, Ordering::Relaxed);
+                                for flag in &cancel[index + 1..] {
+                                    flag.store(true, Ordering::Relaxed);
+                                }
                             }
                             if tx.send((index, result)).is_err() {
                                 break;
@@ -149,12 +154,17 @@ impl SnapshotStore {
                             staged.insert(index, ok);
                         }
                         Err(e) => {
+                            // Report the real cause (not a "cancelled" follow-up), and of
+                            // several real causes the lowest layer's.
                             let replace = match &first_error {
                                 None => true,
-                                // Prefer the real cause over "cancelled" follow-ups.
-                                Some((i, _)) => index < *i && !is_cancelled(&e),
+                                Some((i, old)) => match (is_cancelled(old), is_cancelled(&e)) {
+                                    (true, false) => true,
+                                    (false, true) => false,
+                                    _ => index < *i,
+                                },
                             };
-                            if replace && !(first_error.is_some() && is_cancelled(&e)) {
+                            if replace {
                                 first_error = Some((index, e));
                             }
                         }
@@ -170,10 +180,35 @@ impl SnapshotStore {
         let mut commit_error = None;
         let mut ready = Vec::new();
         for (index, label) in labels.iter().enumerate() {
-            let Some((dir, report)) = staged.get(&index) else {
-                continue;
-            };
             if index > stop {
+                break;
+            }
+            let Some((dir, report)) = staged.get(&index) else {
+                // Already stored: go on. Failed or cancelled: nothing above it may be committed.
+                if self.contains(&chains[index]) {
+                    continue;
+                }
+                break;
+            };
+            let (dir, implied, links) = (
+                dir.clone(),
+                report.implied_dirs.clone(),
+                report.pending_hardlinks.clone(),
+            );
+            if !links.is_empty() && index == 0 {
+                let (path, target) = &links[0];
+                commit_error = Some(RootfsError::Unpack {
+                    index,
+                    source: crate::unpack::UnpackError {
+                        layer: label.clone(),
+                        kind: crate::unpack::LayerError::Entry {
+                            entry: String::from_utf8_lossy(path).into_owned(),
+                            source: crate::unpack::EntryError::MissingLinkTarget(
+                                String::from_utf8_lossy(target).into_owned(),
+                            ),
+                        },
+                    },
+                });
                 break;
             }
             let lowers: Vec<PathBuf> = (0..index)
@@ -183,9 +218,35 @@ impl SnapshotStore {
                     None => self.snapshot_dir(&chains[i]),
                 })
                 .collect();
-            if let Err(e) = super::implied::reconcile(dir, &lowers, &report.implied_dirs, label) {
-                commit_error = Some(e);
-                break;
+            let reconciled = if links.is_empty() {
+                super::implied::reconcile(&dir, &lowers, &implied, label)
+            } else {
+                // Links to lower files can only be made on top of the lowers.
+                Err(RootfsError::ImpliedDirOverSymlink {
+                    label: label.clone(),
+                    path: String::new(),
+                })
+            };
+            match reconciled {
+                Ok(()) => {}
+                Err(RootfsError::ImpliedDirOverSymlink { .. }) => {
+                    match self.rebase(&dir, &implied, &links, &lowers, label, &chains[index]) {
+                        Ok(new_dir) => {
+                            self.discard(&dir);
+                            if let Some(entry) = staged.get_mut(&index) {
+                                entry.0 = new_dir;
+                            }
+                        }
+                        Err(e) => {
+                            commit_error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    commit_error = Some(e);
+                    break;
+                }
             }
             ready.push(index);
         }
@@ -240,6 +301,15 @@ impl SnapshotStore {
         chain: &ChainId,
         cancel: &AtomicBool,
     ) -> Result<(PathBuf, LayerReport), RootfsError> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(RootfsError::Unpack {
+                index,
+                source: crate::unpack::UnpackError {
+                    layer: layer.label,
+                    kind: crate::unpack::LayerError::Cancelled,
+                },
+            });
+        }
         let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = self.dir.join(format!(
             "{STAGING_PREFIX}{}-{}-{n}",
@@ -282,6 +352,40 @@ impl SnapshotStore {
         }
     }
 
+    /// Replays a staged layer through an overlay of its lowers (see `rebase.rs`) and returns
+    /// the new staging directory.
+    fn rebase(
+        &self,
+        staged: &Path,
+        implied: &[Vec<u8>],
+        links: &[(Vec<u8>, Vec<u8>)],
+        lowers: &[PathBuf],
+        label: &str,
+        chain: &ChainId,
+    ) -> Result<PathBuf, RootfsError> {
+        let pid = std::process::id();
+        let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let work_base = self.dir.join(format!("{STAGING_PREFIX}rebase-{pid}-{n}"));
+        let result =
+            super::rebase::reapply_over_lowers(staged, implied, links, lowers, &work_base, label)
+                .and_then(|upper| {
+                    let target = self
+                        .dir
+                        .join(format!("{STAGING_PREFIX}{}-{pid}-{n}", chain.hex()));
+                    std::fs::rename(&upper, &target)
+                        .map(|()| target)
+                        .map_err(|source| RootfsError::Store {
+                            path: upper.clone(),
+                            source,
+                        })
+                });
+        // Never delete through a mount that could not be undone.
+        if !super::mount::has_mount_below(&work_base).unwrap_or(true) {
+            self.discard(&work_base);
+        }
+        result
+    }
+
     /// Atomically moves a staged snapshot into place; if another process committed the same
     /// chain id meanwhile, its copy wins and ours is dropped.
     fn commit(&self, staged: &Path, chain: &ChainId) -> io::Result<()> {
@@ -319,8 +423,20 @@ impl SnapshotStore {
             };
             let pid = rest.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
             let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if !alive {
-                self.discard(&self.dir.join(&name));
+            let path = self.dir.join(&name);
+            if alive {
+                continue;
+            }
+            // A rebase interrupted by a crash may have left its overlay mounted.
+            let merged = path.join("merged");
+            if super::mount::has_mount_below(&merged)? {
+                let _ = rustix::mount::unmount(
+                    &merged,
+                    rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW,
+                );
+            }
+            if !super::mount::has_mount_below(&path)? {
+                self.discard(&path);
             }
         }
         Ok(())

@@ -65,7 +65,17 @@ pub(crate) struct Applier {
     written: HashSet<Vec<u8>>,
     dirs: Vec<DeferredDir>,
     file: Option<OpenFile>,
+    /// Hardlinks (path, target) whose target is not in this layer (overlay snapshot format).
+    pending_links: Vec<(Vec<u8>, Vec<u8>)>,
     pub(crate) stats: ApplyStats,
+}
+
+/// What a finished layer leaves for the snapshot store to complete.
+pub(crate) struct Leftovers {
+    /// Directories created only as parents of entries.
+    pub(crate) implied_dirs: Vec<Vec<u8>>,
+    /// Hardlinks to files of lower layers, to be made on top of them.
+    pub(crate) pending_links: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Applier {
@@ -77,6 +87,7 @@ impl Applier {
             written: HashSet::new(),
             dirs: Vec::new(),
             file: None,
+            pending_links: Vec::new(),
             stats: ApplyStats::default(),
         })
     }
@@ -143,6 +154,10 @@ impl Applier {
             Kind::Opaque => return self.opaque(&spec.path),
             _ => {}
         }
+        if !self.pending_links.is_empty() {
+            // A later entry of the layer replaces a pending link of the same name.
+            self.pending_links.retain(|(p, _)| p != &spec.path);
+        }
         let (parent_path, name) = split(&spec.path);
         let parent = self
             .tree
@@ -185,19 +200,29 @@ impl Applier {
             }
             Kind::Hardlink(target) => {
                 let (tparent_path, tname) = split(target);
-                let lossy = || String::from_utf8_lossy(target).into_owned();
-                let tparent = self
-                    .tree
-                    .dir(tparent_path, false)?
-                    .ok_or_else(|| EntryError::MissingLinkTarget(lossy()))?;
-                // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
-                match self.replace(parent, name, |p| {
-                    linkat(&*tparent, os(tname), p, os(name), AtFlags::empty())
-                }) {
-                    Ok(()) => Ok(()),
-                    Err(Errno::NOENT) => Err(EntryError::MissingLinkTarget(lossy())),
-                    Err(e) => Err(EntryError::errno("create hardlink")(e)),
+                let missing = match self.tree.dir(tparent_path, false)? {
+                    // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
+                    Some(tparent) => match self.replace(parent, name, |p| {
+                        linkat(&*tparent, os(tname), p, os(name), AtFlags::empty())
+                    }) {
+                        Ok(()) => false,
+                        Err(Errno::NOENT) => true,
+                        Err(e) => return Err(EntryError::errno("create hardlink")(e)),
+                    },
+                    None => true,
+                };
+                if !missing {
+                    return Ok(());
                 }
+                // A snapshot holds one layer only: a link to a file of a lower layer is made
+                // when the snapshot is committed on top of its lowers.
+                if self.format == LayerFormat::OverlaySnapshot {
+                    self.pending_links.push((spec.path.clone(), target.clone()));
+                    return Ok(());
+                }
+                Err(EntryError::MissingLinkTarget(
+                    String::from_utf8_lossy(target).into_owned(),
+                ))
             }
             Kind::Char(major, minor) | Kind::Block(major, minor) => {
                 let ft = if matches!(spec.kind, Kind::Char(..)) {
@@ -471,7 +496,7 @@ impl Applier {
     }
 
     /// Applies the deferred directory attributes; call once after the last entry.
-    pub(crate) fn finish(&mut self) -> Result<Vec<Vec<u8>>, LayerError> {
+    pub(crate) fn finish(&mut self) -> Result<Leftovers, LayerError> {
         self.file = None;
         let dirs = std::mem::take(&mut self.dirs);
         for d in dirs.iter() {
@@ -491,7 +516,10 @@ impl Applier {
             }
             apply_dir_meta(&fd, &d.meta).map_err(|e| dir_error(d, e))?;
         }
-        Ok(std::mem::take(&mut self.tree.implied))
+        Ok(Leftovers {
+            implied_dirs: std::mem::take(&mut self.tree.implied),
+            pending_links: std::mem::take(&mut self.pending_links),
+        })
     }
 }
 

@@ -84,11 +84,18 @@ pub struct LayerReport {
     pub stats: ApplyStats,
     /// Directories created only because an entry needed a parent (relative paths).
     pub implied_dirs: Vec<Vec<u8>>,
+    /// Hardlinks (path, target) to files that are not in this layer: left for the snapshot
+    /// store to make on top of the lower layers (overlay snapshot format only; flattened, they
+    /// are errors).
+    pub pending_hardlinks: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// Messages buffered between parser and writer; with chunks of up to [`CHUNK`] bytes this
-/// bounds the memory of one layer at about 16 MiB.
-const CHANNEL_DEPTH: usize = 64;
+/// Batches buffered between parser and writer. A batch is flushed once it holds [`CHUNK`] bytes
+/// of data or [`BATCH_OPS`] messages, so one layer holds at most about 8 MiB in flight.
+const CHANNEL_DEPTH: usize = 16;
+/// Messages per batch: small files travel many to a batch, which keeps the channel's
+/// wake-ups (futex calls) off the profile.
+const BATCH_OPS: usize = 128;
 /// Largest data chunk sent to the writer (large writes are what makes the writer fast).
 const CHUNK: usize = 256 * 1024;
 /// Read-ahead between the decompressor/hash and the tar parser.
@@ -140,17 +147,19 @@ fn run(
     let compression = layer.compression;
     let blob = layer.blob;
     let (parsed, written) = std::thread::scope(|s| {
-        let (tx, rx) = sync_channel::<Op>(CHANNEL_DEPTH);
+        let (tx, rx) = sync_channel::<Vec<Op>>(CHANNEL_DEPTH);
         let parser = s.spawn(move || parse_stream(blob, compression, limits, tx, cancel));
         let mut written = Ok(());
-        while let Ok(op) = rx.recv() {
+        'batches: while let Ok(batch) = rx.recv() {
             if cancel.load(Ordering::Relaxed) {
                 written = Err(LayerError::Cancelled);
                 break;
             }
-            if let Err(e) = applier.apply(op) {
-                written = Err(e);
-                break;
+            for op in batch {
+                if let Err(e) = applier.apply(op) {
+                    written = Err(e);
+                    break 'batches;
+                }
             }
         }
         drop(rx);
@@ -166,7 +175,7 @@ fn run(
             actual: parsed.diff_id,
         });
     }
-    let implied_dirs = applier.finish()?;
+    let leftovers = applier.finish()?;
     let mut stats = applier.stats.clone();
     stats.xattrs_dropped += parsed.xattrs_dropped;
     stats.root_entries_skipped += parsed.root_entries;
@@ -174,7 +183,8 @@ fn run(
         diff_id: parsed.diff_id,
         uncompressed_bytes: parsed.bytes,
         stats,
-        implied_dirs,
+        implied_dirs: leftovers.implied_dirs,
+        pending_hardlinks: leftovers.pending_links,
     })
 }
 
@@ -191,7 +201,7 @@ fn parse_stream(
     blob: Box<dyn Read + Send + '_>,
     compression: Compression,
     limits: &Limits,
-    tx: SyncSender<Op>,
+    tx: SyncSender<Vec<Op>>,
     cancel: &AtomicBool,
 ) -> Result<Parsed, LayerError> {
     let decoded = compression.decoder(blob).map_err(LayerError::Stream)?;
@@ -200,7 +210,11 @@ fn parse_stream(
     // Zero blocks inside the stream are skipped rather than taken as the end, so every
     // parser sees the same entries; what follows the last entry must still parse as tar.
     archive.set_ignore_zeros(true);
-    let send = |op: Op| tx.send(op).map_err(|_| LayerError::Cancelled);
+    let mut out = Batcher {
+        tx,
+        batch: Vec::with_capacity(BATCH_OPS),
+        bytes: 0,
+    };
     let mut xattrs_dropped = 0;
     let mut root_entries = 0;
     let mut count = 0u64;
@@ -227,7 +241,7 @@ fn parse_stream(
         }
         let Some(spec) = spec else { continue };
         let is_file = matches!(spec.kind, spec::Kind::File { .. });
-        send(Op::Entry(Box::new(spec)))?;
+        out.push(Op::Entry(Box::new(spec)))?;
         if !is_file {
             continue;
         }
@@ -246,10 +260,11 @@ fn parse_stream(
                 )));
             }
             remaining -= buf.len() as u64;
-            send(Op::Data(buf))?;
+            out.push(Op::Data(buf))?;
         }
-        send(Op::End)?;
+        out.push(Op::End)?;
     }
+    out.flush()?;
     // Hash whatever follows the archive (padding, or bytes another reader might see).
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(stream_error)?;
@@ -260,6 +275,36 @@ fn parse_stream(
         xattrs_dropped,
         root_entries,
     })
+}
+
+/// Groups parser messages into batches for the channel.
+struct Batcher {
+    tx: SyncSender<Vec<Op>>,
+    batch: Vec<Op>,
+    bytes: usize,
+}
+
+impl Batcher {
+    fn push(&mut self, op: Op) -> Result<(), LayerError> {
+        if let Op::Data(d) = &op {
+            self.bytes += d.len();
+        }
+        self.batch.push(op);
+        if self.batch.len() >= BATCH_OPS || self.bytes >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is batched; an error means the writer stopped (its error is the cause).
+    fn flush(&mut self) -> Result<(), LayerError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_OPS));
+        self.bytes = 0;
+        self.tx.send(batch).map_err(|_| LayerError::Cancelled)
+    }
 }
 
 /// Flushes everything written below `path` with one `syncfs` (no per-file fsync: that is 4x
