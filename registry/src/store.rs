@@ -208,6 +208,50 @@ impl Store {
         })
     }
 
+    /// Deletes what abandoned downloads left in the ingest dir (partials nobody holds, temp
+    /// files of a killed `load`) once older than `max_age`; younger partials stay for the next
+    /// pull to resume. Lock files stay: removing one that another process waits on would let
+    /// two writers hold "the" lock. Returns how many files were removed.
+    pub fn collect_ingest(&self, max_age: Duration) -> Result<usize> {
+        let dir = self.root.join("ingest");
+        let mut removed = 0;
+        for entry in fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
+            let entry = entry.map_err(Error::io("list", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let old = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= max_age);
+            if !old {
+                continue;
+            }
+            // A partial's lock is held until it is removed, so no writer starts on it meanwhile.
+            let _guard = match name.strip_suffix(".partial") {
+                Some(hex) => {
+                    let lock_path = dir.join(format!("{hex}.lock"));
+                    let lock = OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&lock_path)
+                        .map_err(Error::io("open", &lock_path))?;
+                    if lock.try_lock().is_err() {
+                        continue; // a live pull is writing it
+                    }
+                    Some(lock)
+                }
+                None if name.starts_with(".tmp") => None,
+                None => continue,
+            };
+            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// All stored images, by name.
     pub fn images(&self) -> Result<BTreeMap<String, ImageRecord>> {
         let path = self.index_path();
@@ -632,6 +676,40 @@ mod tests {
             fs::read_dir(dir.path().join("ingest")).unwrap().count(),
             0,
             "ingest dir left clean"
+        );
+    }
+
+    #[test]
+    fn abandoned_partials_expire_and_held_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (Digest::of(b"aaaa"), Digest::of(b"bbbb"));
+        let mut w = writer(&store, &a, 4);
+        w.write(b"aa").unwrap();
+        drop(w); // the process "died": the partial stays for a resume
+        let mut held = writer(&store, &b, 4);
+        held.write(b"bb").unwrap();
+        held.out.flush().unwrap();
+        let age = |d: &Digest| {
+            let f = File::options()
+                .write(true)
+                .open(store.partial_path(d))
+                .unwrap();
+            f.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+                .unwrap();
+        };
+        assert_eq!(
+            store.collect_ingest(Duration::from_secs(3600)).unwrap(),
+            0,
+            "young partials stay"
+        );
+        age(&a);
+        age(&b);
+        assert_eq!(store.collect_ingest(Duration::from_secs(3600)).unwrap(), 1);
+        assert!(!store.partial_path(&a).exists());
+        assert!(
+            store.partial_path(&b).exists(),
+            "a partial whose writer lives stays"
         );
     }
 

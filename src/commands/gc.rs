@@ -17,8 +17,12 @@ use super::Paths;
 /// Removes what dead runs left behind and says what it did.
 pub fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     let (containers, rootfs) = collect(paths)?;
+    // Partial downloads are kept for a day so that an interrupted pull can resume.
+    let downloads = dockless_registry::Store::open(paths.store())?
+        .collect_ingest(std::time::Duration::from_secs(24 * 3600))?;
     println!(
-        "removed {containers} abandoned container(s) and {rootfs} abandoned root filesystem(s)"
+        "removed {containers} abandoned container(s), {rootfs} abandoned root filesystem(s) \
+         and {downloads} expired partial download(s)"
     );
     Ok(ExitCode::SUCCESS)
 }
