@@ -91,7 +91,12 @@ impl Client {
         } else {
             "https"
         };
-        let credentials = self.settings.auth_files.lookup(image.registry())?;
+        // A mirror gets its own credentials (if any), never those of the registry it mirrors.
+        let credentials = if host == image.endpoint() {
+            self.settings.auth_files.lookup(image.registry())?
+        } else {
+            self.settings.auth_files.lookup(host)?
+        };
         let mut session = Session {
             client: self.clone(),
             image: image.to_string(),

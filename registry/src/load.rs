@@ -170,6 +170,21 @@ impl Source {
         }
     }
 
+    /// The archive path `name` refers to once archive symlinks are followed (old `docker save`
+    /// links repeated layers to the first copy), so repeated references share one blob.
+    fn resolve(&self, name: &str) -> String {
+        let mut current = clean(Path::new(name)).unwrap_or_else(|| name.to_string());
+        if let Source::Tar { links, .. } = self {
+            for _ in 0..8 {
+                match links.get(&current) {
+                    Some(t) => current = t.clone(),
+                    None => break,
+                }
+            }
+        }
+        current
+    }
+
     /// Stages the file at `name` (a path inside the archive), following archive symlinks.
     fn blob(&mut self, store: &Store, name: &str, origin: &Path) -> Result<Staged> {
         let missing = || Error::Archive {
@@ -191,7 +206,8 @@ impl Source {
                         None => break,
                     }
                 }
-                // A blob referenced twice (shared layer) is staged again from the committed copy.
+                // Each archive file is staged once; callers key what they committed by
+                // `resolve(name)`, so a second reference never asks again.
                 if let Some(staged) = blobs.remove(&current) {
                     return Ok(staged);
                 }
@@ -250,11 +266,20 @@ fn load_docker(
     let entries: Vec<DockerEntry> =
         serde_json::from_slice(manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
     let mut committed: HashMap<String, (Digest, u64, String)> = HashMap::new();
+    let mut configs: HashMap<String, (Digest, u64)> = HashMap::new();
     let mut records = Vec::new();
     for entry in entries {
-        let config_staged = source.blob(store, &entry.config, origin)?;
-        let config_size = config_staged.size;
-        let config = config_staged.commit(store)?;
+        let config_key = source.resolve(&entry.config);
+        let (config, config_size) = match configs.get(&config_key) {
+            Some(known) => known.clone(),
+            None => {
+                let staged = source.blob(store, &entry.config, origin)?;
+                let size = staged.size;
+                let known = (staged.commit(store)?, size);
+                configs.insert(config_key, known.clone());
+                known
+            }
+        };
         let config_bytes = store.read_metadata(&config)?;
         let diff_ids = manifest::diff_ids(
             &origin.display().to_string(),
@@ -263,7 +288,8 @@ fn load_docker(
         )?;
         let mut layers = Vec::new();
         for (path, diff_id) in entry.layers.iter().zip(&diff_ids) {
-            let (digest, size, media_type) = match committed.get(path) {
+            let key = source.resolve(path);
+            let (digest, size, media_type) = match committed.get(&key) {
                 Some(known) => known.clone(),
                 None => {
                     let staged = source.blob(store, path, origin)?;
@@ -283,7 +309,7 @@ fn load_docker(
                     };
                     let digest = staged.commit(store)?;
                     let known = (digest, size, media.to_string());
-                    committed.insert(path.clone(), known.clone());
+                    committed.insert(key, known.clone());
                     known
                 }
             };
@@ -470,6 +496,60 @@ fn commit_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An old-style `docker save` archive whose second layer is a symlink to the first, as
+    /// docker writes repeated (e.g. empty) layers, with two images sharing one config.
+    #[test]
+    fn docker_archive_with_linked_repeated_layers() {
+        let mut layer = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        layer.append_data(&mut h, "hello", &b"hi"[..]).unwrap();
+        let layer = layer.into_inner().unwrap();
+        let diff_id = Digest::of(&layer);
+        let config = format!(
+            r#"{{"rootfs": {{"type": "layers", "diff_ids": ["{diff_id}", "{diff_id}"]}}}}"#
+        );
+        let manifest = r#"[{"Config": "c.json", "RepoTags": ["a:1"], "Layers": ["one/layer.tar", "two/layer.tar"]},
+                           {"Config": "c.json", "RepoTags": ["b:1"], "Layers": ["two/layer.tar", "one/layer.tar"]}]"#;
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, bytes: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            archive.append_data(&mut h, name, bytes).unwrap();
+        };
+        add("one/layer.tar", &layer);
+        add("c.json", config.as_bytes());
+        add("manifest.json", manifest.as_bytes());
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_cksum();
+        archive
+            .append_link(&mut link, "two/layer.tar", "../one/layer.tar")
+            .unwrap();
+        let bytes = archive.into_inner().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old-save.tar");
+        std::fs::write(&path, bytes).unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let records = load(&store, &path, &Platform::linux_amd64()).unwrap();
+        assert_eq!(records.len(), 2);
+        for r in &records {
+            assert_eq!(r.layers.len(), 2);
+            assert!(
+                r.layers.iter().all(|l| l.digest == diff_id),
+                "both layers are the one blob"
+            );
+        }
+        assert_eq!(records[0].config, records[1].config);
+        assert_eq!(records[0].name, "docker.io/library/a:1");
+    }
 
     #[test]
     fn cleans_archive_paths() {

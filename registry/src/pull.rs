@@ -97,6 +97,16 @@ impl Client {
         progress.resolved(&name, &digest);
 
         let config = descriptor(&name, &manifest.config)?;
+        if config.size > crate::store::MAX_METADATA_BYTES {
+            return Err(Error::Manifest {
+                image: name,
+                reason: format!(
+                    "config blob of {} bytes is larger than the {} byte limit",
+                    config.size,
+                    crate::store::MAX_METADATA_BYTES
+                ),
+            });
+        }
         fetch_blob(&mut session.clone(), store, &config, progress.as_ref()).await?;
         let config_bytes = store.read_metadata(&config.digest)?;
         let diff_ids = manifest::diff_ids(&name, &config_bytes, manifest.layers.len())?;
@@ -167,9 +177,11 @@ fn stored_by_digest(
     image: &ImageRef,
     pinned: &Digest,
 ) -> Result<Option<ImageRecord>> {
+    // Only a pin to the platform manifest itself is unambiguous; a pinned index still has to
+    // be resolved for the requested platform (from the stored index, without a GET).
     let wanted = image.with_digest(pinned).to_string();
     let found = store.images()?.into_values().find(|r| {
-        (r.digest == *pinned || r.index_digest.as_ref() == Some(pinned))
+        r.digest == *pinned
             && ImageRef::parse(&r.name).is_ok_and(|n| n.with_digest(pinned).to_string() == wanted)
     });
     Ok(found.filter(|r| {
@@ -226,7 +238,12 @@ async fn manifest_bytes(
 ) -> Result<(Vec<u8>, Digest)> {
     let known = match pinned.clone() {
         Some(d) => Some(d),
-        None => manifest::head_digest(session, key).await?,
+        // Some registries refuse HEAD (405 and the like): then the GET below tells the digest.
+        None => match manifest::head_digest(session, key).await {
+            Ok(d) => d,
+            Err(Error::Status { .. }) => None,
+            Err(e) => return Err(e),
+        },
     };
     if let Some(d) = known
         && store.has_blob(&d)

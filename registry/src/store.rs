@@ -232,12 +232,18 @@ impl Store {
             let _guard = match name.strip_suffix(".partial") {
                 Some(hex) => {
                     let lock_path = dir.join(format!("{hex}.lock"));
-                    let lock = OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .write(true)
-                        .open(&lock_path)
-                        .map_err(Error::io("open", &lock_path))?;
+                    let lock = match OpenOptions::new().write(true).open(&lock_path) {
+                        Ok(f) => f,
+                        // Committed meanwhile (the commit removes the lock file) or never locked.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            return Err(Error::Io {
+                                op: "open",
+                                path: lock_path,
+                                source: e,
+                            });
+                        }
+                    };
                     if lock.try_lock().is_err() {
                         continue; // a live pull is writing it
                     }
@@ -246,8 +252,17 @@ impl Store {
                 None if name.starts_with(".tmp") => None,
                 None => continue,
             };
-            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-            removed += 1;
+            match fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::Io {
+                        op: "remove",
+                        path,
+                        source: e,
+                    });
+                }
+            }
         }
         Ok(removed)
     }
@@ -292,42 +307,46 @@ impl Store {
     /// Records (or replaces) an image under its name.
     pub fn record_image(&self, record: ImageRecord) -> Result<()> {
         self.update_index(|images| {
+            // An `rmi` may have removed a shared blob after we found it present.
+            if let Some(missing) = record.blobs().find(|d| !self.has_blob(d)) {
+                return Err(Error::Io {
+                    op: "record image (a blob was removed meanwhile, pull again)",
+                    path: self.blob_path(missing),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                });
+            }
             images.insert(record.name.clone(), record);
             Ok(())
         })
     }
 
-    /// Forgets an image and deletes the blobs no other image uses. Returns the removed record.
+    /// Forgets an image and deletes the blobs no other image uses, under the index lock so
+    /// that a pull recording an image at the same time sees either the blobs or no image.
+    /// Returns the removed record.
     pub fn remove_image(&self, name: &str) -> Result<ImageRecord> {
         let found = self
             .find_image(name)?
             .ok_or_else(|| Error::ImageNotStored(name.to_string()))?;
-        let mut unused = Vec::new();
         self.update_index(|images| {
             images.remove(&found.name);
             let live: std::collections::HashSet<&Digest> =
                 images.values().flat_map(|r| r.blobs()).collect();
-            unused = found
-                .blobs()
-                .filter(|d| !live.contains(d))
-                .cloned()
-                .collect();
-            Ok(())
-        })?;
-        for digest in unused {
-            let path = self.blob_path(&digest);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(Error::Io {
-                        op: "remove",
-                        path,
-                        source: e,
-                    });
+            for digest in found.blobs().filter(|d| !live.contains(d)) {
+                let path = self.blob_path(digest);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::Io {
+                            op: "remove",
+                            path,
+                            source: e,
+                        });
+                    }
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(found)
     }
 

@@ -27,6 +27,25 @@ pub fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether any run (in any process) is alive: its slot lock is held.
+pub fn runs_alive(paths: &Paths) -> anyhow::Result<bool> {
+    let Ok(entries) = std::fs::read_dir(paths.rootfs_runs()) else {
+        return Ok(false);
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "lock")
+            || path.to_string_lossy().ends_with(".lock.new")
+        {
+            match File::open(&path) {
+                Ok(f) if f.try_lock().is_err() => return Ok(true),
+                _ => {}
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// Cleans up abandoned containers and rootfs slots; live runs (in any process) are untouched.
 /// Cheap when there is nothing to do, so every `run` calls it first.
 pub fn collect(paths: &Paths) -> anyhow::Result<(usize, usize)> {
@@ -41,12 +60,22 @@ pub fn collect(paths: &Paths) -> anyhow::Result<(usize, usize)> {
     };
     for entry in entries {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_suffix(".lock") else {
+        // `.<id>.lock.new` files are slots being claimed; only `<id>.lock` counts.
+        let Some(id) = name
+            .strip_suffix(".lock")
+            .filter(|_| !name.starts_with('.'))
+        else {
             continue;
         };
         let lock_path = dir.join(&name);
-        let lock = File::open(&lock_path)
-            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        let lock = match File::open(&lock_path) {
+            Ok(f) => f,
+            // Another gc (a concurrent run) collected it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot open {}", lock_path.display()));
+            }
+        };
         if lock.try_lock().is_err() {
             continue; // a live run holds it
         }
@@ -56,8 +85,13 @@ pub fn collect(paths: &Paths) -> anyhow::Result<(usize, usize)> {
                 .with_context(|| format!("cannot remove abandoned rootfs {}", run_dir.display()))?;
             rootfs += 1;
         }
-        std::fs::remove_file(&lock_path)
-            .with_context(|| format!("cannot remove {}", lock_path.display()))?;
+        match std::fs::remove_file(&lock_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot remove {}", lock_path.display()));
+            }
+        }
     }
     Ok((report.removed.len(), rootfs))
 }
@@ -86,14 +120,18 @@ impl RootfsSlot {
                 .unwrap_or(0),
             SLOT_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        // Locked under a name gc ignores, then renamed: gc never sees an unlocked new slot.
+        let claiming = base.join(format!(".{id}.lock.new"));
         let lock_path = base.join(format!("{id}.lock"));
         let lock = OpenOptions::new()
             .create_new(true)
             .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+            .open(&claiming)
+            .with_context(|| format!("cannot create {}", claiming.display()))?;
         lock.lock()
-            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+            .with_context(|| format!("cannot lock {}", claiming.display()))?;
+        std::fs::rename(&claiming, &lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
         Ok(RootfsSlot {
             dir: base.join(id),
             lock_path,

@@ -61,6 +61,12 @@ pub fn remove(args: RmiArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
             .into_iter()
             .flatten()
             .collect();
+        // A running container stacks its overlay on the snapshots: keep them while any run
+        // lives (a later `rmi` or `dockless gc` is not needed: they are reused or stay small).
+        if super::gc::runs_alive(paths)? {
+            eprintln!("dockless: a container is running; the image's unpacked layers are kept");
+            continue;
+        }
         let snapshots = super::pull::snapshots(paths)?;
         for chain in chains(&removed)? {
             if !live.contains(&chain) && snapshots.contains(&chain) {

@@ -103,16 +103,22 @@ pub fn pull_and_unpack(
     let follow = Follow::new(store.clone(), progress);
     std::thread::scope(|scope| {
         let puller = scope.spawn(|| {
+            // Closed on every path, a panic included, so no follower waits forever.
+            let closer = CloseOnDrop(&follow, Some("the pull ended abnormally".into()));
             let result = pull(image, platform, registry, &store, follow.clone());
-            follow.close(result.as_ref().err().map(|e| format!("{e:#}")));
+            closer.finish(result.as_ref().err().map(|e| format!("{e:#}")));
             result
         });
-        let streamed = follow.wait_layers().map(|(layers, diff_ids)| {
+        let announced = follow.wait_layers();
+        let streamed_layers = announced.as_ref().map(|(layers, _)| layers.clone());
+        let streamed = announced.map(|(layers, diff_ids)| {
             ensure(&layers, &diff_ids, paths, |d| Box::new(follow.reader(d)))
         });
         let record = puller.join().expect("pull thread panicked")?;
         let unpacked = match streamed {
-            Some(Ok(u)) => u,
+            // A mirror that failed mid-pull may have announced another image's layers.
+            Some(Ok(u)) if streamed_layers.as_deref() == Some(record.layers.as_slice()) => u,
+            Some(Ok(_)) => unpack(&record, paths)?,
             Some(Err(e)) => {
                 tracing::warn!(
                     error = format!("{e:#}"),
@@ -177,5 +183,23 @@ impl std::io::Read for FailingReader {
             .0
             .take()
             .unwrap_or_else(|| std::io::Error::other("blob unreadable")))
+    }
+}
+
+/// Closes a [`Follow`] when dropped (with the message it was given), unless `finish` closed it.
+struct CloseOnDrop<'a>(&'a Follow, Option<String>);
+
+impl CloseOnDrop<'_> {
+    fn finish(mut self, error: Option<String>) {
+        self.1 = None;
+        self.0.close(error);
+    }
+}
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(error) = self.1.take() {
+            self.0.close(Some(error));
+        }
     }
 }

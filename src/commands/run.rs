@@ -95,7 +95,13 @@ pub enum Network {
 
 /// Runs the container and exits with its code.
 pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
-    super::gc::collect(paths)?;
+    // Leftovers of killed runs must not stop this one: report and go on.
+    if let Err(e) = super::gc::collect(paths) {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cleaning up after earlier runs failed; `dockless gc` retries"
+        );
+    }
     let store = Store::open(paths.store())?;
     let record = match store.find_image(&args.image)? {
         Some(record) => {
