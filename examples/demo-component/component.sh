@@ -12,7 +12,7 @@
 # Parameters: vat_rate (default 0.21); #api_token (a secret: printed to show the redaction);
 # simulate = user-error | application-error | oom | timeout (after writing the outputs) to see
 # how the runner classifies failures; keep_state = false to skip writing the state. A sync
-# action other than `run` prints a JSON answer.
+# action (any action but `run`) prints a JSON answer (with simulate = bad-answer: plain text).
 set -eu
 
 data=${KBC_DATADIR:-/data/}
@@ -35,6 +35,7 @@ json_value() {
 
 action=$(json_value action "$config")
 if [ "${action:-run}" != run ]; then
+	[ "$(json_value simulate "$config")" = bad-answer ] && { echo "this is not JSON"; exit 0; }
 	printf '{"status": "success", "action": "%s", "component": "%s"}\n' "$action" "${KBC_COMPONENTID:-}"
 	exit 0
 fi

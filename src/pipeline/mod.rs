@@ -397,6 +397,7 @@ impl Pipeline<'_> {
         self.result.timed_out = end.timed_out;
         self.result.containers.push(ContainerRun {
             role: "main",
+            id: end.id.clone(),
             image: s.image.clone(),
             exit_code: end.exit_code,
             duration_ms: ms(end.duration),

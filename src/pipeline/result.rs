@@ -64,6 +64,8 @@ pub struct FileWritten {
 pub struct ContainerRun {
     /// `before`, `main` or `after`.
     pub role: &'static str,
+    /// The runtime's container id (also the name of its cgroup).
+    pub id: String,
     /// Image as named.
     pub image: String,
     /// Its exit code (128 + signal when killed).
