@@ -35,6 +35,28 @@ fn demo_image() -> &'static str {
     })
 }
 
+/// The demo processor (examples/demo-component/processor.sh), built and pushed on first use.
+fn processor_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let env = test_env();
+        let reference = format!("{}/demo-processor:test", env.registry);
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image");
+        let out = Command::new(&script)
+            .args([reference.as_str(), "processor.sh"])
+            .output()
+            .expect("run build-image");
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            text(&out.stderr)
+        );
+        reference
+    })
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -523,4 +545,79 @@ fn a_sync_action_answers_with_json_and_maps_nothing() {
         "{}",
         job.message()
     );
+}
+
+#[test]
+fn processors_run_before_and_after_with_their_own_config() {
+    let root = Root::new();
+    let (image, processor) = (demo_image(), processor_image());
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let mut config = demo_config(json!({}));
+    config["processors"] = json!({
+        "before": [{"definition": {"component": "demo.upper"}, "parameters": {"upper_column": "customer"}}],
+        "after": [{"definition": {"component": "demo.log"}, "parameters": {"log_table": "processor_log"}}]
+    });
+    let upper = format!("demo.upper={processor}");
+    let log = format!("demo.log={processor}");
+    let mut flags = JOB_FLAGS.to_vec();
+    flags.extend(["--processor", &upper, "--processor", &log]);
+    let job = root.job(image, &config, &flags);
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    let roles: Vec<&str> = job.result["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["before", "main", "after"]);
+    // The before-processor's output was the main image's input.
+    assert_eq!(
+        root.rows("out.c-demo.customer_totals"),
+        [
+            "\"customer\",\"total\"",
+            "\"ALICE\",\"30.00\"",
+            "\"BOB\",\"5.50\"",
+            "\"CAROL\",\"7.25\"",
+        ]
+    );
+    // The after-processor saw the main image's output, with its own component id and a config
+    // without the job's storage; its output is what was loaded.
+    assert_eq!(
+        root.rows("out.c-demo.processor_log"),
+        [
+            "\"entry\",\"component\",\"saw_storage\"",
+            "\"customer_totals.csv\",\"demo.log\",\"no\"",
+            "\"customer_totals.csv.manifest\",\"demo.log\",\"no\"",
+            "\"orders_enriched.csv\",\"demo.log\",\"no\"",
+            "\"orders_enriched.csv.manifest\",\"demo.log\",\"no\"",
+        ]
+    );
+    // The main image's state survived the after-processor.
+    assert_eq!(root.state("cfg-1").unwrap()["component"]["last_id"], 4);
+
+    // A failing processor fails the job as the main image would; nothing is stored.
+    let root = Root::new();
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let mut config = demo_config(json!({}));
+    config["processors"] = json!({"before": [{"definition": {"component": "demo.upper"}, "parameters": {"fail": true}}]});
+    let job = root.job(image, &config, &flags);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert_eq!(job.message(), "demo processor: failing as asked");
+    assert_eq!(job.result["containers"].as_array().unwrap().len(), 1);
+    assert_eq!(job.result["exit_code"], Value::Null);
+    assert!(!root.table_exists("out.c-demo.customer_totals"));
+    assert_eq!(root.state("cfg-1"), None);
+
+    // A malformed processor entry is refused before anything runs.
+    let mut config = demo_config(json!({}));
+    config["processors"] = json!({"before": [{"parameters": {}}]});
+    let job = root.job(image, &config, JOB_FLAGS);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert!(
+        job.message()
+            .contains("processors.before[0].definition.component"),
+        "{}",
+        job.message()
+    );
+    assert_eq!(job.result["containers"], json!([]));
 }

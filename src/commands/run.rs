@@ -145,6 +145,18 @@ pub struct JobArgs {
     /// The component's `image_parameters` (a JSON file; `#` values are secrets).
     #[arg(long, value_name = "FILE", requires = "config")]
     pub image_parameters: Option<PathBuf>,
+
+    /// The image of a processor component (repeatable); a processor without one is run from
+    /// the image its component id names.
+    #[arg(long = "processor", value_name = "COMPONENT=IMAGE", value_parser = parse_processor, requires = "config")]
+    pub processors: Vec<(String, String)>,
+}
+
+fn parse_processor(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((c, i)) if !c.is_empty() && !i.is_empty() => Ok((c.to_string(), i.to_string())),
+        _ => Err(format!("{text:?}: expected COMPONENT=IMAGE")),
+    }
 }
 
 /// `--configuration-format` values.
@@ -307,6 +319,7 @@ fn run_job(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
             Network::Host => NetworkMode::Host,
         },
         stdout_to_stdout: !args.json,
+        processor_images: job.processors.clone(),
     };
     let result = pipeline::run(&settings, paths);
     if !args.json

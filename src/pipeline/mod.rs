@@ -11,6 +11,7 @@
 pub mod classify;
 pub mod environment;
 pub mod output;
+pub mod processors;
 pub mod redact;
 pub mod result;
 pub mod workdir;
@@ -29,6 +30,7 @@ use crate::settings::RegistryArgs;
 use classify::{Class, ContainerEnd};
 use environment::Identity;
 use output::Tee;
+use processors::{Position, Processor};
 use redact::Secrets;
 use result::{ContainerRun, FileWritten, JobResult, TableWritten, ms};
 use workdir::WorkDir;
@@ -78,6 +80,8 @@ pub struct JobSettings {
     pub network: NetworkMode,
     /// Stream the main container's stdout to our stdout (else to our stderr).
     pub stdout_to_stdout: bool,
+    /// Processor images by component id (`--processor COMPONENT=IMAGE`).
+    pub processor_images: Vec<(String, String)>,
 }
 
 impl JobSettings {
@@ -194,14 +198,35 @@ impl Pipeline<'_> {
         })
         .map_err(Failure::staging)?;
 
-        let (record, image) = self.resolve_image()?;
-        self.result.digest = Some(record.digest.to_string());
+        // Sync actions run no processors (Keboola: no input loader, no processors).
+        let processors = if self.action == "run" {
+            processors::parse(job.configuration(), &s.processor_images).map_err(Failure::user)?
+        } else {
+            Vec::new()
+        };
+
+        // Every image is ready before any container runs.
+        let main = self.resolve_image(&s.image)?;
+        self.result.digest = Some(main.record.digest.to_string());
+        let mut images = Vec::new();
+        for p in &processors {
+            images.push(self.resolve_image(&p.image)?);
+        }
+        let mut steps: Vec<Step> = Vec::new();
+        for (p, image) in processors.iter().zip(images) {
+            steps.push(Step::Processor(p, image));
+        }
+        let after = steps
+            .iter()
+            .position(|st| matches!(st, Step::Processor(p, _) if p.position == Position::After))
+            .unwrap_or(steps.len());
+        steps.insert(after, Step::Main(main));
 
         let input_started = Instant::now();
         crate::commands::gc::collect(self.paths).map_err(|e| Failure::application(&e))?;
         let work = WorkDir::create(&self.paths.root.join("jobs-v1"), &job_dir_name(s))
             .map_err(|e| Failure::application(&e))?;
-        let outcome = self.with_workdir(&mut job, &record, image, &work, input_started);
+        let outcome = self.with_workdir(&mut job, &steps, &work, input_started);
         let cleanup_started = Instant::now();
         if let Err(e) = work.remove() {
             self.result.cleanup_error = Some(self.secrets.redact(&format!("{e:#}")));
@@ -210,27 +235,28 @@ impl Pipeline<'_> {
         outcome
     }
 
-    fn resolve_image(&mut self) -> Result<(ImageRecord, ImageConfig), Failure> {
+    /// Finds `name` in the store (unpacking what is missing) or pulls it.
+    fn resolve_image(&mut self, name: &str) -> Result<Image, Failure> {
         let s = self.settings;
         let pulled = Instant::now();
         let store = Store::open(self.paths.store()).map_err(|e| Failure::application(&e.into()))?;
         let found = store
-            .find_image(&s.image)
-            .map_err(|e| self.pull_failure(e.into()))?;
+            .find_image(name)
+            .map_err(|e| self.pull_failure(name, e.into()))?;
         let record = match found {
             Some(record) => {
-                self.result.timings.pull_ms = ms(pulled.elapsed());
+                self.result.timings.pull_ms += ms(pulled.elapsed());
                 let unpacked = Instant::now();
                 unpack(&record, self.paths).map_err(|e| Failure::application(&e))?;
-                self.result.timings.unpack_ms = ms(unpacked.elapsed());
+                self.result.timings.unpack_ms += ms(unpacked.elapsed());
                 record
             }
             None => {
                 let progress = crate::progress::for_stderr(true);
                 let (record, _) =
-                    pull_and_unpack(&s.image, &s.platform, &s.registry, self.paths, progress)
-                        .map_err(|e| self.pull_failure(e))?;
-                self.result.timings.pull_ms = ms(pulled.elapsed());
+                    pull_and_unpack(name, &s.platform, &s.registry, self.paths, progress)
+                        .map_err(|e| self.pull_failure(name, e))?;
+                self.result.timings.pull_ms += ms(pulled.elapsed());
                 record
             }
         };
@@ -242,20 +268,23 @@ impl Pipeline<'_> {
                 &anyhow::Error::new(e).context(format!("image config of {}", record.name)),
             )
         })?;
-        Ok((record, image))
+        Ok(Image {
+            name: name.to_string(),
+            record,
+            config: image,
+        })
     }
 
     /// Image not found or misnamed: the user's; anything else (unreachable registry, bad
     /// blobs, a failing disk): ours.
-    fn pull_failure(&self, err: anyhow::Error) -> Failure {
+    fn pull_failure(&self, name: &str, err: anyhow::Error) -> Failure {
         let registry_error = err
             .chain()
             .find_map(|e| e.downcast_ref::<dockless_registry::Error>());
         match registry_error {
-            Some(e) if e.is_not_found() => Failure::user(format!(
-                "Image \"{}\" not found in the registry.",
-                self.settings.image
-            )),
+            Some(e) if e.is_not_found() => {
+                Failure::user(format!("Image \"{name}\" not found in the registry."))
+            }
             Some(
                 dockless_registry::Error::InvalidReference { .. }
                 | dockless_registry::Error::NoMatchingPlatform { .. },
@@ -267,8 +296,7 @@ impl Pipeline<'_> {
     fn with_workdir(
         &mut self,
         job: &mut Job,
-        record: &ImageRecord,
-        image: ImageConfig,
+        steps: &[Step<'_>],
         work: &WorkDir,
         input_started: Instant,
     ) -> Result<(), Failure> {
@@ -288,7 +316,7 @@ impl Pipeline<'_> {
         self.result.timings.input_ms = ms(input_started.elapsed());
 
         let run_started = Instant::now();
-        let ran = self.run_main(record, image, &dir);
+        let ran = self.run_steps(job, steps, &dir, work);
         self.result.timings.run_ms = ms(run_started.elapsed());
         let succeeded = match &ran {
             Ok(()) => self.result.class == Class::Success,
@@ -347,13 +375,71 @@ impl Pipeline<'_> {
         }
     }
 
-    fn run_main(
+    /// Runs the images in order, rotating `out/` to `in/` between them; the first failure
+    /// stops the chain.
+    fn run_steps(
         &mut self,
-        record: &ImageRecord,
-        image: ImageConfig,
+        job: &Job,
+        steps: &[Step<'_>],
+        dir: &DataDir,
+        work: &WorkDir,
+    ) -> Result<(), Failure> {
+        let state_name = format!("state.{}", self.settings.format.extension());
+        let out_state = dir.data().join("out").join(&state_name);
+        let kept_state = work.path().join(format!("main-{state_name}"));
+        let mut main_done = false;
+        let mut outcome = Ok(());
+        for (priority, step) in steps.iter().enumerate() {
+            if priority > 0 {
+                dir.rotate_out_to_in().map_err(Failure::staging)?;
+            }
+            outcome = match step {
+                Step::Processor(p, image) => {
+                    job.write_processor_config(dir, &p.parameters, &serde_json::json!({}))
+                        .map_err(Failure::staging)?;
+                    self.run_image(p.position.role(), image, &p.component, priority, dir)
+                }
+                Step::Main(image) => {
+                    job.write_config(dir).map_err(Failure::staging)?;
+                    let ran =
+                        self.run_image("main", image, &self.settings.component_id, priority, dir);
+                    // The main image's state survives the after-processors (Keboola reads it
+                    // right after the main image; processors never write state).
+                    if priority + 1 < steps.len() && out_state.exists() {
+                        std::fs::rename(&out_state, &kept_state)
+                            .map_err(|e| Failure::application(&e.into()))?;
+                    }
+                    main_done = true;
+                    ran
+                }
+            };
+            if outcome.is_err() || self.result.class != Class::Success {
+                break;
+            }
+        }
+        if main_done && kept_state.exists() {
+            if out_state.exists() {
+                std::fs::remove_file(&out_state).map_err(|e| Failure::application(&e.into()))?;
+            }
+            std::fs::rename(&kept_state, &out_state)
+                .map_err(|e| Failure::application(&e.into()))?;
+        } else if !main_done {
+            // A processor failed before the main image: no state of its may count.
+            let _ = std::fs::remove_file(&out_state);
+        }
+        outcome
+    }
+
+    fn run_image(
+        &mut self,
+        role: &'static str,
+        image: &Image,
+        component_id: &str,
+        priority: usize,
         dir: &DataDir,
     ) -> Result<(), Failure> {
         let s = self.settings;
+        let main = role == "main";
         let who = Identity {
             run_id: &s.run_id,
             project_id: &s.project_id,
@@ -362,8 +448,8 @@ impl Pipeline<'_> {
             row_id: s.row_id.as_deref(),
             branch_id: s.branch_id.as_deref(),
         };
-        let mut spec = RunSpec::new(image);
-        spec.env = environment::variables(&who, &s.component_id, &s.configuration["parameters"]);
+        let mut spec = RunSpec::new(image.config.clone());
+        spec.env = environment::variables(&who, component_id, &s.configuration["parameters"]);
         spec.data_dir = Some(dir.data());
         spec.tmp = TmpMount::HostDir(dir.tmp());
         spec.limits = Limits {
@@ -373,7 +459,7 @@ impl Pipeline<'_> {
         };
         spec.timeout = Some(s.timeout);
         spec.network = s.network;
-        let name = container_name(s, 0);
+        let name = container_name(&s.run_id, s.row_id.as_deref(), priority, component_id);
 
         let sync = self.action != "run";
         // A sync action's stdout is its answer: kept, not streamed.
@@ -384,21 +470,27 @@ impl Pipeline<'_> {
         };
         let secrets = self.secrets.clone();
         let mut tee = Tee::new(&secrets, stdout_to, Some(Stream::Stderr));
-        let ran =
-            crate::commands::run::run_container_with(self.paths, record, &spec, &mut |w, b| {
-                tee.chunk(w, b)
-            });
+        let ran = crate::commands::run::run_container_with(
+            self.paths,
+            &image.record,
+            &spec,
+            &mut |w, b| tee.chunk(w, b),
+        );
         tee.finish();
-        self.result.stdout_tail = tee.kept_stdout.last_chars(TAIL_CHARS);
-        self.result.stderr_tail = tee.kept_stderr.last_chars(TAIL_CHARS);
+        if main {
+            self.result.stdout_tail = tee.kept_stdout.last_chars(TAIL_CHARS);
+            self.result.stderr_tail = tee.kept_stderr.last_chars(TAIL_CHARS);
+        }
         let end = ran.map_err(|e| Failure::application(&e))?;
-        self.result.exit_code = Some(end.exit_code);
-        self.result.oom_killed = end.oom_killed;
-        self.result.timed_out = end.timed_out;
+        if main {
+            self.result.exit_code = Some(end.exit_code);
+            self.result.oom_killed = end.oom_killed;
+            self.result.timed_out = end.timed_out;
+        }
         self.result.containers.push(ContainerRun {
-            role: "main",
+            role,
             id: end.id.clone(),
-            image: s.image.clone(),
+            image: image.name.clone(),
             exit_code: end.exit_code,
             duration_ms: ms(end.duration),
             peak_memory_bytes: end.peak_memory_bytes,
@@ -406,7 +498,7 @@ impl Pipeline<'_> {
         let stdout = tee.kept_stdout.text();
         let stderr = tee.kept_stderr.text();
         let (class, message) = classify::classify(&ContainerEnd {
-            image: &s.image,
+            image: &image.name,
             name: &name,
             exit_code: end.exit_code,
             oom_killed: end.oom_killed,
@@ -448,11 +540,29 @@ impl Pipeline<'_> {
     }
 }
 
+/// An image ready to run.
+struct Image {
+    /// As named (command line or processor definition).
+    name: String,
+    record: ImageRecord,
+    config: ImageConfig,
+}
+
+/// One container of the job, in run order.
+enum Step<'a> {
+    Processor(&'a Processor, Image),
+    Main(Image),
+}
+
 /// Keboola's container name: `<run>-<row|norow>-<priority>-<component>` with everything
 /// outside `[A-Za-z0-9-]` in the component id replaced by `-`.
-fn container_name(s: &JobSettings, priority: usize) -> String {
-    let component: String = s
-        .component_id
+fn container_name(
+    run_id: &str,
+    row_id: Option<&str>,
+    priority: usize,
+    component_id: &str,
+) -> String {
+    let component: String = component_id
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -463,9 +573,8 @@ fn container_name(s: &JobSettings, priority: usize) -> String {
         })
         .collect();
     format!(
-        "{}-{}-{priority}-{component}",
-        s.run_id,
-        s.row_id.as_deref().unwrap_or("norow")
+        "{run_id}-{}-{priority}-{component}",
+        row_id.unwrap_or("norow")
     )
 }
 
