@@ -254,6 +254,21 @@ fn demo_config(parameters: Value) -> Value {
 const JOB_FLAGS: &[&str] = &["--component-id", "demo", "--config-id", "cfg-1"];
 
 #[test]
+fn a_killed_jobs_directory_is_collected_by_the_next_job() {
+    let root = Root::new();
+    // A pid that cannot be alive (above the kernel's pid_max limit of 2^22).
+    let stale = root.path().join("jobs-v1/123-4194305");
+    std::fs::create_dir_all(stale.join("data/in")).unwrap();
+    let job = root.job(
+        demo_image(),
+        &json!({"action": "test-connection"}),
+        JOB_FLAGS,
+    );
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    assert!(!stale.exists());
+}
+
+#[test]
 fn demo_two_runs_read_state_and_upsert() {
     let root = Root::new();
     let image = demo_image();
@@ -479,7 +494,7 @@ fn secrets_are_hidden_in_output_result_and_messages() {
 }
 
 #[test]
-fn an_unknown_configuration_key_is_refused_before_anything_runs() {
+fn bad_configurations_and_mappings_are_user_errors() {
     let root = Root::new();
     // The image does not exist: had anything been pulled, the error would say so.
     let image = format!("{}/no-such-component:1", test_env().registry);
@@ -490,7 +505,39 @@ fn an_unknown_configuration_key_is_refused_before_anything_runs() {
     assert_eq!(job.result["exit_code"], Value::Null);
     assert_eq!(job.result["digest"], Value::Null);
     assert!(!root.path().join("storage.db").exists());
+    assert!(!root.path().join("store").exists(), "nothing may be pulled");
 
+    // A missing input table: refused by input mapping, before any container.
+    let image = demo_image();
+    let config = json!({"storage": {"input": {"tables": [{"source": "in.c-demo.missing", "destination": "orders.csv"}]}}});
+    let job = root.job(image, &config, JOB_FLAGS);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert!(
+        job.message().contains("in.c-demo.missing"),
+        "{}",
+        job.message()
+    );
+    assert_eq!(job.result["containers"], json!([]));
+
+    // An output mapping naming a file the component did not write: a user error after the run.
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let mut config = demo_config(json!({}));
+    config["storage"]["output"] =
+        json!({"tables": [{"source": "nope.csv", "destination": "out.c-demo.nope"}]});
+    let job = root.job(image, &config, JOB_FLAGS);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert!(
+        job.message()
+            .starts_with("Failed to process output mapping: "),
+        "{}",
+        job.message()
+    );
+    assert!(job.message().contains("nope.csv"), "{}", job.message());
+    assert_eq!(job.result["exit_code"], 0);
+    assert!(!root.table_exists("out.c-demo.orders_enriched"));
+    assert_eq!(root.state("cfg-1"), None);
+
+    let image = format!("{}/no-such-component:1", test_env().registry);
     let not_json = root.dockless(&["run", &image, "--config", "-", "--json"], Some("{oops"));
     assert_eq!(not_json.status.code(), Some(1));
     assert!(text(&not_json.stdout).contains("not valid JSON"));

@@ -75,11 +75,11 @@ pub struct RunArgs {
     pub env: Vec<String>,
 
     /// User inside the container (`name`, `uid`, `uid:gid`), instead of the image's.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "config")]
     pub user: Option<String>,
 
     /// Working directory inside the container, instead of the image's.
-    #[arg(long, short = 'w')]
+    #[arg(long, short = 'w', conflicts_with = "config")]
     pub workdir: Option<String>,
 
     /// Platform to pull when the image is not stored.
@@ -318,6 +318,8 @@ fn run_job(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
             Network::None => NetworkMode::None,
             Network::Host => NetworkMode::Host,
         },
+        pids: args.pids_limit,
+        read_only: args.read_only,
         stdout_to_stdout: !args.json,
         processor_images: job.processors.clone(),
     };

@@ -78,6 +78,10 @@ pub struct JobSettings {
     pub timeout: Duration,
     /// Network of each container.
     pub network: NetworkMode,
+    /// Maximum number of processes in each container.
+    pub pids: i64,
+    /// Each image's root filesystem read-only (`/data` and `/tmp` stay writable).
+    pub read_only: bool,
     /// Stream the main container's stdout to our stdout (else to our stderr).
     pub stdout_to_stdout: bool,
     /// Processor images by component id (`--processor COMPONENT=IMAGE`).
@@ -224,8 +228,10 @@ impl Pipeline<'_> {
 
         let input_started = Instant::now();
         crate::commands::gc::collect(self.paths).map_err(|e| Failure::application(&e))?;
-        let work = WorkDir::create(&self.paths.root.join("jobs-v1"), &job_dir_name(s))
-            .map_err(|e| Failure::application(&e))?;
+        let jobs = self.paths.root.join("jobs-v1");
+        workdir::collect_stale(&jobs);
+        let work =
+            WorkDir::create(&jobs, &job_dir_name(s)).map_err(|e| Failure::application(&e))?;
         let outcome = self.with_workdir(&mut job, &steps, &work, input_started);
         let cleanup_started = Instant::now();
         if let Err(e) = work.remove() {
@@ -455,10 +461,12 @@ impl Pipeline<'_> {
         spec.limits = Limits {
             memory_bytes: Some(s.memory.0),
             cpus: s.cpus,
+            pids: Some(s.pids),
             ..Limits::default()
         };
         spec.timeout = Some(s.timeout);
         spec.network = s.network;
+        spec.read_only_rootfs = s.read_only;
         let name = container_name(&s.run_id, s.row_id.as_deref(), priority, component_id);
 
         let sync = self.action != "run";

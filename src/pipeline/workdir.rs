@@ -6,6 +6,36 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+/// Removes the working dirs under `parent` whose dockless process is gone (killed before it
+/// could clean up); a dir's name ends in `-<pid>` of the process that created it. Dirs of live
+/// processes, and names not of this form, are left alone.
+pub fn collect_stale(parent: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale job directory")
+            }
+        }
+    }
+    removed
+}
+
 /// A working directory that removes itself.
 #[derive(Debug)]
 pub struct WorkDir {
