@@ -412,8 +412,7 @@ impl Pipeline<'_> {
                     // The main image's state survives the after-processors (Keboola reads it
                     // right after the main image; processors never write state).
                     if priority + 1 < steps.len() && out_state.exists() {
-                        std::fs::rename(&out_state, &kept_state)
-                            .map_err(|e| Failure::application(&e.into()))?;
+                        move_file(&out_state, &kept_state)?;
                     }
                     main_done = true;
                     ran
@@ -424,11 +423,8 @@ impl Pipeline<'_> {
             }
         }
         if main_done && kept_state.exists() {
-            if out_state.exists() {
-                std::fs::remove_file(&out_state).map_err(|e| Failure::application(&e.into()))?;
-            }
-            std::fs::rename(&kept_state, &out_state)
-                .map_err(|e| Failure::application(&e.into()))?;
+            // Whatever an after-processor left as state is not the component's.
+            move_file(&kept_state, &out_state)?;
         } else if !main_done {
             // A processor failed before the main image: no state of its may count.
             let _ = std::fs::remove_file(&out_state);
@@ -546,6 +542,17 @@ impl Pipeline<'_> {
         }
         Ok(())
     }
+}
+
+/// Renames `from` over `to` (same file system: the job's working dir).
+fn move_file(from: &std::path::Path, to: &std::path::Path) -> Result<(), Failure> {
+    std::fs::rename(from, to).map_err(|e| {
+        Failure::application(&anyhow::Error::new(e).context(format!(
+            "cannot move {} to {}",
+            from.display(),
+            to.display()
+        )))
+    })
 }
 
 /// An image ready to run.
