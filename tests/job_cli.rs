@@ -537,6 +537,21 @@ fn bad_configurations_and_mappings_are_user_errors() {
     assert!(!root.table_exists("out.c-demo.orders_enriched"));
     assert_eq!(root.state("cfg-1"), None);
 
+    // A configuration that would carry a component secret out is refused.
+    let params = root.path().join("image-parameters.json");
+    std::fs::write(&params, json!({"#api_key": "component-secret"}).to_string()).unwrap();
+    let config = demo_config(json!({"#token": "component-secret"}));
+    let mut flags = JOB_FLAGS.to_vec();
+    flags.extend(["--image-parameters", params.to_str().unwrap()]);
+    let job = root.job(image, &config, &flags);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert!(
+        job.message().contains("secret image parameter"),
+        "{}",
+        job.message()
+    );
+    assert_eq!(job.result["containers"], json!([]));
+
     let image = format!("{}/no-such-component:1", test_env().registry);
     let not_json = root.dockless(&["run", &image, "--config", "-", "--json"], Some("{oops"));
     assert_eq!(not_json.status.code(), Some(1));

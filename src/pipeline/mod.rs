@@ -202,6 +202,18 @@ impl Pipeline<'_> {
         })
         .map_err(Failure::staging)?;
 
+        // A configuration may not carry the component's own secrets out (Keboola refuses a
+        // `#` value equal to a secret image parameter).
+        let component_secrets = redact::secret_values(&s.image_parameters);
+        if redact::secret_values(&s.configuration)
+            .iter()
+            .any(|v| !v.is_empty() && component_secrets.contains(v))
+        {
+            return Err(Failure::user(
+                "a secret value of the configuration equals a secret image parameter of the component",
+            ));
+        }
+
         // Sync actions run no processors (Keboola: no input loader, no processors).
         let processors = if self.action == "run" {
             processors::parse(job.configuration(), &s.processor_images).map_err(Failure::user)?

@@ -90,6 +90,13 @@ impl Secrets {
     }
 }
 
+/// The values under `#` keys of `doc` (what Keboola encrypts), in document order.
+pub fn secret_values(doc: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(doc, false, &mut out);
+    out
+}
+
 fn walk(value: &Value, secret: bool, out: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
@@ -208,6 +215,12 @@ mod tests {
         assert_eq!(r.push(b"hello world\n"), b"hello world\n");
         assert_eq!(r.push(b"ends with to"), b"ends with ");
         assert_eq!(r.finish(), b"to");
+    }
+
+    #[test]
+    fn secret_values_in_order() {
+        let doc = json!({"a": {"#x": "1", "y": "2", "z": [{"#w": 3}]}});
+        assert_eq!(secret_values(&doc), ["1", "3"]);
     }
 
     #[test]
