@@ -456,6 +456,16 @@ fn out_of_memory_and_timeout_are_user_errors_with_keboolas_wording() {
     );
     assert!(!root.table_exists("out.c-demo.orders_enriched"));
     assert_eq!(root.state("cfg-1"), None);
+
+    // The configuration's own runtime.process_timeout wins over the component's.
+    let mut config = demo_config(json!({"simulate": "timeout"}));
+    config["runtime"] = json!({"process_timeout": 1});
+    let slow = root.job(image, &config, JOB_FLAGS);
+    assert_eq!(slow.code, Some(1), "{}", slow.stderr);
+    assert_eq!(
+        slow.message(),
+        format!("Running {image} container exceeded the timeout of 1 seconds.")
+    );
 }
 
 #[test]

@@ -53,7 +53,8 @@ pub struct RunArgs {
     pub pids_limit: i64,
 
     /// Wall-clock limit (`30`, `30s`, `5m`, `1h`); everything the container started is killed.
-    /// Default with --config: 3600 s (30 s for a sync action).
+    /// Default with --config: 3600 s (30 s for a sync action); the configuration's
+    /// `runtime.process_timeout` overrides it for the main image, as in Keboola.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 

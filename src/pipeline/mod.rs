@@ -88,7 +88,20 @@ pub struct JobSettings {
     pub processor_images: Vec<(String, String)>,
 }
 
+/// Keboola's cap on a configuration's own `runtime.process_timeout`.
+pub const MAX_PROCESS_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 impl JobSettings {
+    /// The main image's timeout: the configuration's `runtime.process_timeout` (a positive
+    /// number of seconds, capped at a day) when set, else the component's. Processors always
+    /// get the component's.
+    pub fn main_timeout(&self) -> Duration {
+        match self.configuration["runtime"]["process_timeout"].as_u64() {
+            Some(secs) if secs > 0 => Duration::from_secs(secs).min(MAX_PROCESS_TIMEOUT),
+            _ => self.timeout,
+        }
+    }
+
     fn action(&self) -> String {
         match self.configuration.get("action").and_then(Value::as_str) {
             Some(a) if !a.is_empty() => a.to_string(),
@@ -472,7 +485,8 @@ impl Pipeline<'_> {
             pids: Some(s.pids),
             ..Limits::default()
         };
-        spec.timeout = Some(s.timeout);
+        let timeout = if main { s.main_timeout() } else { s.timeout };
+        spec.timeout = Some(timeout);
         spec.network = s.network;
         spec.read_only_rootfs = s.read_only;
         let name = container_name(&s.run_id, s.row_id.as_deref(), priority, component_id);
@@ -520,7 +534,7 @@ impl Pipeline<'_> {
             oom_killed: end.oom_killed,
             timed_out: end.timed_out,
             elapsed: end.duration,
-            timeout: s.timeout,
+            timeout,
             memory: &s.memory.1,
             stderr: &stderr,
             stdout: &stdout,
