@@ -602,6 +602,13 @@ fn a_sync_action_answers_with_json_and_maps_nothing() {
     assert_eq!(answer["status"], "success");
     assert_eq!(answer["action"], "test-connection");
     assert_eq!(answer["component"], "demo");
+    assert_eq!(answer["datadir"], "/data/");
+    // Contract §7's variables, no token or Storage URL (there is none to forward).
+    assert_eq!(
+        answer["kbc"],
+        "KBC_COMPONENTID KBC_COMPONENT_RUN_MODE KBC_CONFIGID KBC_CONFIGVERSION KBC_DATADIR \
+         KBC_PROJECTID KBC_PROJECT_FEATURE_GATES KBC_RUNID KBC_STACKID KBC_STAGING_FILE_PROVIDER"
+    );
     let job = root.job(image, &config, &["--component-id", "demo"]);
     assert_eq!(job.result["action_result"]["status"], "success");
     assert_eq!(job.result["tables"], json!([]));

@@ -36,7 +36,10 @@ json_value() {
 action=$(json_value action "$config")
 if [ "${action:-run}" != run ]; then
 	[ "$(json_value simulate "$config")" = bad-answer ] && { echo "this is not JSON"; exit 0; }
-	printf '{"status": "success", "action": "%s", "component": "%s"}\n' "$action" "${KBC_COMPONENTID:-}"
+	# The answer names the KBC_* variables the runner set (never their values: one could be secret).
+	kbc=$(env | grep '^KBC_' | cut -d= -f1 | sort | tr '\n' ' ')
+	printf '{"status": "success", "action": "%s", "component": "%s", "datadir": "%s", "kbc": "%s"}\n' \
+		"$action" "${KBC_COMPONENTID:-}" "${KBC_DATADIR:-}" "${kbc% }"
 	exit 0
 fi
 
