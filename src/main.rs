@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod pipeline;
 mod progress;
 mod settings;
 

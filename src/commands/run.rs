@@ -1,4 +1,5 @@
 //! `dockless run IMAGE [-- CMD...]`: one container from a stored (or freshly pulled) image.
+//! With `--config FILE`, the whole Keboola job instead (see [`crate::pipeline`]).
 //!
 //! Steps: find or pull the image -> make sure its layers are unpacked -> a private rootfs for
 //! this run (overlay over the snapshots) -> bundle + container through the runtime's helper
@@ -6,7 +7,7 @@
 //! with `docker run`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,8 +18,11 @@ use dockless_runtime::bundle::{ImageConfig, Limits, NetworkMode, RunSpec};
 use dockless_runtime::container::{RunResult, Runner, Stream};
 use dockless_runtime::rootfs::{MountMode, RootfsKind};
 
+use dockless_staging::Format;
+
 use super::Paths;
 use super::pull::{pull_and_unpack, unpack};
+use crate::pipeline::{self, JobSettings, classify::Class, result::JobResult};
 use crate::settings::RegistryArgs;
 
 /// Arguments of `dockless run` (plain mode).
@@ -32,10 +36,11 @@ pub struct RunArgs {
     pub command: Vec<String>,
 
     /// Host directory bound read-write at /data.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     pub data: Option<PathBuf>,
 
     /// Memory limit, Keboola's and docker's format (`256m`, `1g`, bytes); swap is not added.
+    /// Default with --config: 256m.
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<i64>,
 
@@ -48,6 +53,8 @@ pub struct RunArgs {
     pub pids_limit: i64,
 
     /// Wall-clock limit (`30`, `30s`, `5m`, `1h`); everything the container started is killed.
+    /// Default with --config: 3600 s (30 s for a sync action); the configuration's
+    /// `runtime.process_timeout` overrides it for the main image, as in Keboola.
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
@@ -60,15 +67,20 @@ pub struct RunArgs {
     pub read_only: bool,
 
     /// Environment variable `KEY=VALUE` (repeatable).
-    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    #[arg(
+        long = "env",
+        short = 'e',
+        value_name = "KEY=VALUE",
+        conflicts_with = "config"
+    )]
     pub env: Vec<String>,
 
     /// User inside the container (`name`, `uid`, `uid:gid`), instead of the image's.
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "config")]
     pub user: Option<String>,
 
     /// Working directory inside the container, instead of the image's.
-    #[arg(long, short = 'w')]
+    #[arg(long, short = 'w', conflicts_with = "config")]
     pub workdir: Option<String>,
 
     /// Platform to pull when the image is not stored.
@@ -76,12 +88,85 @@ pub struct RunArgs {
     pub platform: String,
 
     /// Print a JSON result (exit code, OOM, timeout, duration, output tails) instead of
-    /// streaming the container's stdout.
+    /// streaming the container's stdout (with --config: the job result; the component's
+    /// output is then streamed to stderr).
     #[arg(long)]
     pub json: bool,
 
     #[command(flatten)]
     pub registry: RegistryArgs,
+
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// The Keboola job mode of `dockless run`: the configuration and the component's settings.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Run the whole Keboola job with this configuration (JSON; `-` reads standard input):
+    /// input mapping, the container, output mapping, state. Exits 0 / 1 / 2 for success /
+    /// user error / application error, 125 when dockless itself failed.
+    #[arg(long, value_name = "FILE|-", conflicts_with = "command")]
+    pub config: Option<PathBuf>,
+
+    /// Component id (`KBC_COMPONENTID`, state key, default bucket); default: the image's
+    /// repository name.
+    #[arg(long, requires = "config")]
+    pub component_id: Option<String>,
+
+    /// Configuration id: state is kept per configuration (none without one).
+    #[arg(long, requires = "config")]
+    pub config_id: Option<String>,
+
+    /// Configuration row id.
+    #[arg(long, requires = "config")]
+    pub row_id: Option<String>,
+
+    /// Run id (`KBC_RUNID`); default: generated.
+    #[arg(long, requires = "config")]
+    pub run_id: Option<String>,
+
+    /// Project id (`KBC_PROJECTID`).
+    #[arg(long, default_value = "0", requires = "config")]
+    pub project_id: String,
+
+    /// Branch id (`KBC_BRANCHID`), when the job runs in one.
+    #[arg(long, requires = "config")]
+    pub branch_id: Option<String>,
+
+    /// The component's `configuration_format`: config, state and manifests as json or yaml.
+    #[arg(long, value_enum, default_value_t = ConfigurationFormat::Json, requires = "config")]
+    pub configuration_format: ConfigurationFormat,
+
+    /// The component's default bucket for outputs named by file name only
+    /// (`stage.c-bucket`).
+    #[arg(long, requires = "config")]
+    pub default_bucket: Option<String>,
+
+    /// The component's `image_parameters` (a JSON file; `#` values are secrets).
+    #[arg(long, value_name = "FILE", requires = "config")]
+    pub image_parameters: Option<PathBuf>,
+
+    /// The image of a processor component (repeatable); a processor without one is run from
+    /// the image its component id names.
+    #[arg(long = "processor", value_name = "COMPONENT=IMAGE", value_parser = parse_processor, requires = "config")]
+    pub processors: Vec<(String, String)>,
+}
+
+fn parse_processor(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((c, i)) if !c.is_empty() && !i.is_empty() => Ok((c.to_string(), i.to_string())),
+        _ => Err(format!("{text:?}: expected COMPONENT=IMAGE")),
+    }
+}
+
+/// `--configuration-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigurationFormat {
+    /// config.json
+    Json,
+    /// config.yml
+    Yaml,
 }
 
 /// `--network` values.
@@ -93,8 +178,12 @@ pub enum Network {
     Host,
 }
 
-/// Runs the container and exits with its code.
+/// Runs the container and exits with its code (or, with `--config`, the job and exits with
+/// its class).
 pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    if args.job.config.is_some() {
+        return run_job(args, paths);
+    }
     // Leftovers of killed runs must not stop this one: report and go on.
     if let Err(e) = super::gc::collect(paths) {
         tracing::warn!(
@@ -167,6 +256,130 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(result.exit_code.clamp(0, 255) as u8))
 }
 
+/// `dockless run IMAGE --config FILE`: flags into [`JobSettings`], the pipeline, the result.
+fn run_job(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    let job = &args.job;
+    let path = job.config.as_deref().expect("checked by the caller");
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the configuration")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?
+    };
+    let image_parameters = match &job.image_parameters {
+        None => serde_json::json!({}),
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("--image-parameters {}: not JSON", p.display()))?
+        }
+    };
+    let component_id = match &job.component_id {
+        Some(id) => id.clone(),
+        None => repository_name(&args.image),
+    };
+    let run_id = job.run_id.clone().unwrap_or_else(new_run_id);
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
+    let configuration = match parsed {
+        Ok(value) => value,
+        Err(e) => {
+            // Not even JSON: refused as Keboola refuses a bad configuration, before anything.
+            let mut result = JobResult::new(&args.image, &component_id, &run_id, "run");
+            result.fail(
+                Class::User,
+                format!("configuration {} is not valid JSON: {e}", path.display()),
+            );
+            return report(&result, args.json);
+        }
+    };
+    let sync = configuration
+        .get("action")
+        .and_then(|a| a.as_str())
+        .is_some_and(|a| !a.is_empty() && a != "run");
+    let memory = args.memory.unwrap_or(256 << 20);
+    let settings = JobSettings {
+        image: args.image.clone(),
+        platform: args.platform.clone(),
+        registry: args.registry.clone(),
+        configuration,
+        component_id,
+        config_id: job.config_id.clone(),
+        row_id: job.row_id.clone(),
+        run_id,
+        project_id: job.project_id.clone(),
+        stack_id: "local".to_string(),
+        branch_id: job.branch_id.clone(),
+        image_parameters,
+        format: match job.configuration_format {
+            ConfigurationFormat::Json => Format::Json,
+            ConfigurationFormat::Yaml => Format::Yaml,
+        },
+        default_bucket: job.default_bucket.clone(),
+        memory: (memory, size_text(memory)),
+        cpus: args.cpus,
+        // Keboola gives a sync action 30 s.
+        timeout: args
+            .timeout
+            .unwrap_or(Duration::from_secs(if sync { 30 } else { 3600 })),
+        network: match args.network {
+            Network::None => NetworkMode::None,
+            Network::Host => NetworkMode::Host,
+        },
+        pids: args.pids_limit,
+        read_only: args.read_only,
+        stdout_to_stdout: !args.json,
+        processor_images: job.processors.clone(),
+    };
+    let result = pipeline::run(&settings, paths);
+    if !args.json
+        && let Some(answer) = &result.action_result
+    {
+        println!("{}", serde_json::to_string_pretty(answer)?);
+    }
+    report(&result, args.json)
+}
+
+/// Prints the summary (stderr) and, with `json`, the result (stdout); the exit status is the
+/// class's, or 125 when the job's directory could not be removed.
+fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
+    eprint!("{}", result.summary());
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    }
+    if result.cleanup_error.is_some() {
+        return Ok(ExitCode::from(125));
+    }
+    Ok(ExitCode::from(result.class.exit_status()))
+}
+
+/// The last path segment of an image reference without tag or digest
+/// (`127.0.0.1:5000/team/demo:1` -> `demo`).
+fn repository_name(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last).to_string()
+}
+
+/// A numeric run id as Keboola's: milliseconds since the epoch and three digits of our pid.
+fn new_run_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{millis}{:03}", std::process::id() % 1000)
+}
+
+/// `256m` for 256 MiB, `1g` for 1 GiB, else bytes (the OOM message quotes it).
+fn size_text(bytes: i64) -> String {
+    if bytes % (1 << 30) == 0 {
+        format!("{}g", bytes >> 30)
+    } else if bytes % (1 << 20) == 0 {
+        format!("{}m", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// Gives the run its own rootfs, runs the container, removes the rootfs; shared with the job
 /// pipeline. With `stream`, the container's output goes to ours as it arrives.
 pub fn run_container(
@@ -174,6 +387,24 @@ pub fn run_container(
     record: &dockless_registry::ImageRecord,
     spec: &RunSpec,
     stream: bool,
+) -> anyhow::Result<RunResult> {
+    run_container_with(paths, record, spec, &mut |which: Stream, bytes: &[u8]| {
+        if !stream {
+            return;
+        }
+        let _ = match which {
+            Stream::Stdout => std::io::stdout().lock().write_all(bytes),
+            Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
+    })
+}
+
+/// [`run_container`] with the output handed to `on_output` chunk by chunk as it arrives.
+pub fn run_container_with(
+    paths: &Paths,
+    record: &dockless_registry::ImageRecord,
+    spec: &RunSpec,
+    on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> anyhow::Result<RunResult> {
     let chains = super::images::chains(record)?;
     let slot = super::gc::RootfsSlot::claim(paths)?;
@@ -187,16 +418,7 @@ pub fn run_container(
     }
     let exe = std::env::current_exe().context("cannot find the dockless executable")?;
     let runner = Runner::new(exe, [super::HELPER_COMMAND], paths.containers());
-    let mut on_output = |which: Stream, bytes: &[u8]| {
-        if !stream {
-            return;
-        }
-        let _ = match which {
-            Stream::Stdout => std::io::stdout().lock().write_all(bytes),
-            Stream::Stderr => std::io::stderr().lock().write_all(bytes),
-        };
-    };
-    let result = runner.run(rootfs.path(), spec, &mut on_output);
+    let result = runner.run(rootfs.path(), spec, on_output);
     let released = rootfs.release();
     let result = result.with_context(|| format!("cannot run {}", record.name))?;
     released.context("cannot remove the container's root filesystem")?;
@@ -275,6 +497,15 @@ mod tests {
         assert!(parse_size("12x").is_err());
         assert!(parse_size("m").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn job_defaults() {
+        assert_eq!(repository_name("127.0.0.1:5000/team/demo:1"), "demo");
+        assert_eq!(repository_name("busybox@sha256:ab"), "busybox");
+        assert_eq!(size_text(256 << 20), "256m");
+        assert_eq!(size_text(2 << 30), "2g");
+        assert_eq!(size_text(1000), "1000 bytes");
     }
 
     #[test]

@@ -1,0 +1,231 @@
+//! Running the job's images in order: before-processors, the main image, after-processors,
+//! each its own container with its own config.json and `KBC_COMPONENTID`, `out/` rotated to
+//! `in/` between them (contract §9), each exit classified as Keboola does.
+
+use dockless_registry::ImageRecord;
+use dockless_runtime::bundle::{ImageConfig, Limits, RunSpec, TmpMount};
+use dockless_runtime::container::Stream;
+use dockless_staging::{DataDir, Job};
+use serde_json::Value;
+
+use super::classify::{self, Class, ContainerEnd};
+use super::environment::{self, Identity};
+use super::output::{self, Tee};
+use super::processors::Processor;
+use super::result::{ContainerRun, ms};
+use super::workdir::WorkDir;
+use super::{Failure, Pipeline, TAIL_CHARS};
+
+impl Pipeline<'_> {
+    /// Runs the images in order, rotating `out/` to `in/` between them; the first failure
+    /// stops the chain.
+    pub(super) fn run_steps(
+        &mut self,
+        job: &Job,
+        steps: &[Step<'_>],
+        dir: &DataDir,
+        work: &WorkDir,
+    ) -> Result<(), Failure> {
+        let state_name = format!("state.{}", self.settings.format.extension());
+        let out_state = dir.data().join("out").join(&state_name);
+        let kept_state = work.path().join(format!("main-{state_name}"));
+        let mut main_done = false;
+        let mut outcome = Ok(());
+        for (priority, step) in steps.iter().enumerate() {
+            if priority > 0 {
+                dir.rotate_out_to_in().map_err(Failure::staging)?;
+            }
+            outcome = match step {
+                Step::Processor(p, image) => {
+                    job.write_processor_config(dir, &p.parameters, &serde_json::json!({}))
+                        .map_err(Failure::staging)?;
+                    self.run_image(p.position.role(), image, &p.component, priority, dir)
+                }
+                Step::Main(image) => {
+                    job.write_config(dir).map_err(Failure::staging)?;
+                    let ran =
+                        self.run_image("main", image, &self.settings.component_id, priority, dir);
+                    // The main image's state survives the after-processors (Keboola reads it
+                    // right after the main image; processors never write state).
+                    if priority + 1 < steps.len() && out_state.exists() {
+                        move_file(&out_state, &kept_state)?;
+                    }
+                    main_done = true;
+                    ran
+                }
+            };
+            if outcome.is_err() || self.result.class != Class::Success {
+                break;
+            }
+        }
+        if main_done && kept_state.exists() {
+            // Whatever an after-processor left as state is not the component's.
+            move_file(&kept_state, &out_state)?;
+        } else if !main_done {
+            // A processor failed before the main image: no state of its may count.
+            let _ = std::fs::remove_file(&out_state);
+        }
+        outcome
+    }
+
+    fn run_image(
+        &mut self,
+        role: &'static str,
+        image: &Image,
+        component_id: &str,
+        priority: usize,
+        dir: &DataDir,
+    ) -> Result<(), Failure> {
+        let s = self.settings;
+        let main = role == "main";
+        let who = Identity {
+            run_id: &s.run_id,
+            project_id: &s.project_id,
+            stack_id: &s.stack_id,
+            config_id: s.config_id.as_deref(),
+            row_id: s.row_id.as_deref(),
+            branch_id: s.branch_id.as_deref(),
+        };
+        let mut spec = RunSpec::new(image.config.clone());
+        spec.env = environment::variables(&who, component_id, &s.configuration["parameters"]);
+        spec.data_dir = Some(dir.data());
+        spec.tmp = TmpMount::HostDir(dir.tmp());
+        spec.limits = Limits {
+            memory_bytes: Some(s.memory.0),
+            cpus: s.cpus,
+            pids: Some(s.pids),
+            ..Limits::default()
+        };
+        let timeout = if main { s.main_timeout() } else { s.timeout };
+        spec.timeout = Some(timeout);
+        spec.network = s.network;
+        spec.read_only_rootfs = s.read_only;
+        let name = container_name(&s.run_id, s.row_id.as_deref(), priority, component_id);
+
+        let sync = self.action != "run";
+        // A sync action's stdout is its answer: kept, not streamed.
+        let stdout_to = match (sync, s.stdout_to_stdout) {
+            (true, _) => None,
+            (false, true) => Some(Stream::Stdout),
+            (false, false) => Some(Stream::Stderr),
+        };
+        let secrets = self.secrets.clone();
+        let mut tee = Tee::new(&secrets, stdout_to, Some(Stream::Stderr));
+        let ran = crate::commands::run::run_container_with(
+            self.paths,
+            &image.record,
+            &spec,
+            &mut |w, b| tee.chunk(w, b),
+        );
+        tee.finish();
+        if main {
+            self.result.stdout_tail = tee.kept_stdout.last_chars(TAIL_CHARS);
+            self.result.stderr_tail = tee.kept_stderr.last_chars(TAIL_CHARS);
+        }
+        let end = ran.map_err(|e| Failure::application(&e))?;
+        if main {
+            self.result.exit_code = Some(end.exit_code);
+            self.result.oom_killed = end.oom_killed;
+            self.result.timed_out = end.timed_out;
+        }
+        self.result.containers.push(ContainerRun {
+            role,
+            id: end.id.clone(),
+            image: image.name.clone(),
+            exit_code: end.exit_code,
+            duration_ms: ms(end.duration),
+            peak_memory_bytes: end.peak_memory_bytes,
+        });
+        let stdout = tee.kept_stdout.text();
+        let stderr = tee.kept_stderr.text();
+        let (class, message) = classify::classify(&ContainerEnd {
+            image: &image.name,
+            name: &name,
+            exit_code: end.exit_code,
+            oom_killed: end.oom_killed,
+            timed_out: end.timed_out,
+            elapsed: end.duration,
+            timeout,
+            memory: &s.memory.1,
+            stderr: &stderr,
+            stdout: &stdout,
+        });
+        if let Some(message) = message {
+            return Err(Failure { class, message });
+        }
+        if sync {
+            if !tee.kept_stdout.complete() {
+                return Err(Failure {
+                    class: Class::Application,
+                    message: format!(
+                        "sync action {:?}: its output is larger than {} bytes",
+                        self.action,
+                        2 * output::KEEP_BYTES
+                    ),
+                });
+            }
+            match serde_json::from_str::<Value>(&stdout) {
+                Ok(answer) => self.result.action_result = Some(answer),
+                Err(e) => {
+                    return Err(Failure {
+                        class: Class::Application,
+                        message: format!(
+                            "sync action {:?}: its output is not valid JSON: {e}",
+                            self.action
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renames `from` over `to` (same file system: the job's working dir).
+fn move_file(from: &std::path::Path, to: &std::path::Path) -> Result<(), Failure> {
+    std::fs::rename(from, to).map_err(|e| {
+        Failure::application(&anyhow::Error::new(e).context(format!(
+            "cannot move {} to {}",
+            from.display(),
+            to.display()
+        )))
+    })
+}
+
+/// An image ready to run.
+pub(super) struct Image {
+    /// As named (command line or processor definition).
+    pub(super) name: String,
+    pub(super) record: ImageRecord,
+    pub(super) config: ImageConfig,
+}
+
+/// One container of the job, in run order.
+pub(super) enum Step<'a> {
+    Processor(&'a Processor, Image),
+    Main(Image),
+}
+
+/// Keboola's container name: `<run>-<row|norow>-<priority>-<component>` with everything
+/// outside `[A-Za-z0-9-]` in the component id replaced by `-`.
+fn container_name(
+    run_id: &str,
+    row_id: Option<&str>,
+    priority: usize,
+    component_id: &str,
+) -> String {
+    let component: String = component_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "{run_id}-{}-{priority}-{component}",
+        row_id.unwrap_or("norow")
+    )
+}

@@ -1,0 +1,430 @@
+//! The job pipeline of `dockless run IMAGE --config FILE`: Keboola's Docker Bundle workflow
+//! (contract §1) over the registry, runtime and staging crates.
+//!
+//! Order: validate the configuration (before anything runs) -> resolve and pull the image ->
+//! working dir -> config.json, in/state.json, input mapping -> before-processors, main
+//! image, after-processors (each its own container, `out/` rotated to `in/` in between) ->
+//! classify the exit -> output mapping (only `write_always` tables on failure) and state
+//! (success only) -> remove the working dir. Every failure on the way is classified as
+//! Keboola does ([`Class`]) and every text that leaves the pipeline is redacted.
+
+pub mod classify;
+mod containers;
+pub mod environment;
+pub mod output;
+pub mod processors;
+pub mod redact;
+pub mod result;
+pub mod workdir;
+
+use std::time::{Duration, Instant};
+
+use dockless_registry::Store;
+use dockless_runtime::bundle::{ImageConfig, NetworkMode};
+use dockless_staging::{DataDir, Format, Job, JobSpec, SqliteStorage};
+use serde_json::Value;
+
+use crate::commands::Paths;
+use crate::commands::pull::{pull_and_unpack, unpack};
+use crate::settings::RegistryArgs;
+use classify::Class;
+use containers::{Image, Step};
+use processors::Position;
+use redact::Secrets;
+use result::{FileWritten, JobResult, TableWritten, ms};
+use workdir::WorkDir;
+
+/// Characters of stdout and stderr kept in the result.
+pub const TAIL_CHARS: usize = 4000;
+
+/// A job as the command line describes it: the image, the configuration and the component's
+/// settings (Keboola keeps those in the component's spec).
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// The main image reference.
+    pub image: String,
+    /// Platform to pull.
+    pub platform: String,
+    /// Registry access.
+    pub registry: RegistryArgs,
+    /// The configuration (`storage`, `parameters`, `authorization`, `action`, `processors`...).
+    pub configuration: Value,
+    /// `KBC_COMPONENTID`, state key and default bucket.
+    pub component_id: String,
+    /// Configuration id: state is stored only with one.
+    pub config_id: Option<String>,
+    /// Row id.
+    pub row_id: Option<String>,
+    /// `KBC_RUNID`.
+    pub run_id: String,
+    /// `KBC_PROJECTID`.
+    pub project_id: String,
+    /// `KBC_STACKID`.
+    pub stack_id: String,
+    /// `KBC_BRANCHID`, when given.
+    pub branch_id: Option<String>,
+    /// The component's `image_parameters`.
+    pub image_parameters: Value,
+    /// `configuration_format`.
+    pub format: Format,
+    /// The component's default bucket.
+    pub default_bucket: Option<String>,
+    /// Memory limit in bytes and as written (`256m`, for the OOM message).
+    pub memory: (i64, String),
+    /// CPU quota.
+    pub cpus: Option<f64>,
+    /// Wall-clock limit of each container.
+    pub timeout: Duration,
+    /// Network of each container.
+    pub network: NetworkMode,
+    /// Maximum number of processes in each container.
+    pub pids: i64,
+    /// Each image's root filesystem read-only (`/data` and `/tmp` stay writable).
+    pub read_only: bool,
+    /// Stream the main container's stdout to our stdout (else to our stderr).
+    pub stdout_to_stdout: bool,
+    /// Processor images by component id (`--processor COMPONENT=IMAGE`).
+    pub processor_images: Vec<(String, String)>,
+}
+
+/// Keboola's cap on a configuration's own `runtime.process_timeout`.
+pub const MAX_PROCESS_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+impl JobSettings {
+    /// The main image's timeout: the configuration's `runtime.process_timeout` (a positive
+    /// number of seconds, capped at a day) when set, else the component's. Processors always
+    /// get the component's.
+    pub fn main_timeout(&self) -> Duration {
+        match self.configuration["runtime"]["process_timeout"].as_u64() {
+            Some(secs) if secs > 0 => Duration::from_secs(secs).min(MAX_PROCESS_TIMEOUT),
+            _ => self.timeout,
+        }
+    }
+
+    fn action(&self) -> String {
+        match self.configuration.get("action").and_then(Value::as_str) {
+            Some(a) if !a.is_empty() => a.to_string(),
+            _ => "run".to_string(),
+        }
+    }
+}
+
+/// Runs the job and returns its result; the working dir, containers and mounts are gone when
+/// it returns, whatever happened.
+pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
+    let started = Instant::now();
+    let action = settings.action();
+    let mut result = JobResult::new(
+        &settings.image,
+        &settings.component_id,
+        &settings.run_id,
+        &action,
+    );
+    result.config_id = settings.config_id.clone();
+    result.row_id = settings.row_id.clone();
+    // Secrets of the configuration and image parameters are known before anything runs;
+    // those of the state are added once it is read.
+    let mut secrets = Secrets::collect([&settings.configuration, &settings.image_parameters]);
+    let outcome = Pipeline {
+        settings,
+        paths,
+        action: &action,
+        result: &mut result,
+        secrets: &mut secrets,
+    }
+    .run();
+    if let Err(failure) = outcome {
+        let message = secrets.redact(&failure.message);
+        result.fail(failure.class, message);
+    }
+    if let Some(m) = result.message.take() {
+        result.message = Some(secrets.redact(&m));
+    }
+    result.warnings = result.warnings.iter().map(|w| secrets.redact(w)).collect();
+    result.timings.total_ms = ms(started.elapsed());
+    result
+}
+
+/// A failure that ends the job early, with its class.
+struct Failure {
+    class: Class,
+    message: String,
+}
+
+impl Failure {
+    fn user(message: impl Into<String>) -> Failure {
+        Failure {
+            class: Class::User,
+            message: message.into(),
+        }
+    }
+
+    fn application(err: &anyhow::Error) -> Failure {
+        Failure {
+            class: Class::Application,
+            message: format!("{err:#}"),
+        }
+    }
+
+    fn staging(err: dockless_staging::Error) -> Failure {
+        Failure {
+            class: if err.is_user_error() {
+                Class::User
+            } else {
+                Class::Application
+            },
+            message: error_chain(&err),
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+struct Pipeline<'a> {
+    settings: &'a JobSettings,
+    paths: &'a Paths,
+    action: &'a str,
+    result: &'a mut JobResult,
+    secrets: &'a mut Secrets,
+}
+
+impl Pipeline<'_> {
+    fn run(&mut self) -> Result<(), Failure> {
+        let s = self.settings;
+        // A bad configuration is refused before any pull, mount or container.
+        let mut job = Job::new(JobSpec {
+            configuration: s.configuration.clone(),
+            component_id: s.component_id.clone(),
+            config_id: s.config_id.clone(),
+            row_id: s.row_id.clone(),
+            run_id: Some(s.run_id.clone()),
+            image_parameters: s.image_parameters.clone(),
+            action: self.action.to_string(),
+            format: s.format,
+            default_bucket: s.default_bucket.clone(),
+        })
+        .map_err(Failure::staging)?;
+
+        // A configuration may not carry the component's own secrets out (Keboola refuses a
+        // `#` value equal to a secret image parameter).
+        let component_secrets = redact::secret_values(&s.image_parameters);
+        if redact::secret_values(&s.configuration)
+            .iter()
+            .any(|v| !v.is_empty() && component_secrets.contains(v))
+        {
+            return Err(Failure::user(
+                "a secret value of the configuration equals a secret image parameter of the component",
+            ));
+        }
+
+        // Sync actions run no processors (Keboola: no input loader, no processors).
+        let processors = if self.action == "run" {
+            processors::parse(job.configuration(), &s.processor_images).map_err(Failure::user)?
+        } else {
+            Vec::new()
+        };
+
+        // Every image is ready before any container runs.
+        let main = self.resolve_image(&s.image)?;
+        self.result.digest = Some(main.record.digest.to_string());
+        let mut images = Vec::new();
+        for p in &processors {
+            images.push(self.resolve_image(&p.image)?);
+        }
+        let mut steps: Vec<Step> = Vec::new();
+        for (p, image) in processors.iter().zip(images) {
+            steps.push(Step::Processor(p, image));
+        }
+        let after = steps
+            .iter()
+            .position(|st| matches!(st, Step::Processor(p, _) if p.position == Position::After))
+            .unwrap_or(steps.len());
+        steps.insert(after, Step::Main(main));
+
+        let input_started = Instant::now();
+        // Leftovers of killed runs must not fail this job: report and go on.
+        if let Err(e) = crate::commands::gc::collect(self.paths) {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "cleaning up after earlier runs failed; `dockless gc` retries"
+            );
+        }
+        let jobs = self.paths.root.join("jobs-v1");
+        workdir::collect_stale(&jobs);
+        let work =
+            WorkDir::create(&jobs, &job_dir_name(s)).map_err(|e| Failure::application(&e))?;
+        let outcome = self.with_workdir(&mut job, &steps, &work, input_started);
+        let cleanup_started = Instant::now();
+        if let Err(e) = work.remove() {
+            self.result.cleanup_error = Some(self.secrets.redact(&format!("{e:#}")));
+        }
+        self.result.timings.cleanup_ms = ms(cleanup_started.elapsed());
+        outcome
+    }
+
+    /// Finds `name` in the store (unpacking what is missing) or pulls it.
+    fn resolve_image(&mut self, name: &str) -> Result<Image, Failure> {
+        let s = self.settings;
+        let pulled = Instant::now();
+        let store = Store::open(self.paths.store()).map_err(|e| Failure::application(&e.into()))?;
+        let found = store
+            .find_image(name)
+            .map_err(|e| self.pull_failure(name, e.into()))?;
+        let record = match found {
+            Some(record) => {
+                self.result.timings.pull_ms += ms(pulled.elapsed());
+                let unpacked = Instant::now();
+                unpack(&record, self.paths).map_err(|e| Failure::application(&e))?;
+                self.result.timings.unpack_ms += ms(unpacked.elapsed());
+                record
+            }
+            None => {
+                let progress = crate::progress::for_stderr(true);
+                let (record, _) =
+                    pull_and_unpack(name, &s.platform, &s.registry, self.paths, progress)
+                        .map_err(|e| self.pull_failure(name, e))?;
+                self.result.timings.pull_ms += ms(pulled.elapsed());
+                record
+            }
+        };
+        let config = store
+            .read_metadata(&record.config)
+            .map_err(|e| Failure::application(&e.into()))?;
+        let image = ImageConfig::from_image_config_json(&config).map_err(|e| {
+            Failure::application(
+                &anyhow::Error::new(e).context(format!("image config of {}", record.name)),
+            )
+        })?;
+        Ok(Image {
+            name: name.to_string(),
+            record,
+            config: image,
+        })
+    }
+
+    /// Image not found or misnamed: the user's; anything else (unreachable registry, bad
+    /// blobs, a failing disk): ours.
+    fn pull_failure(&self, name: &str, err: anyhow::Error) -> Failure {
+        let registry_error = err
+            .chain()
+            .find_map(|e| e.downcast_ref::<dockless_registry::Error>());
+        match registry_error {
+            Some(e) if e.is_not_found() => {
+                Failure::user(format!("Image \"{name}\" not found in the registry."))
+            }
+            Some(
+                dockless_registry::Error::InvalidReference { .. }
+                | dockless_registry::Error::NoMatchingPlatform { .. },
+            ) => Failure::user(format!("{err:#}")),
+            _ => Failure::application(&err),
+        }
+    }
+
+    fn with_workdir(
+        &mut self,
+        job: &mut Job,
+        steps: &[Step<'_>],
+        work: &WorkDir,
+        input_started: Instant,
+    ) -> Result<(), Failure> {
+        let s = self.settings;
+        let dir = DataDir::create(work.path()).map_err(Failure::staging)?;
+        let mut storage = SqliteStorage::open(&self.paths.storage).map_err(Failure::staging)?;
+        job.stage(&storage, &dir).map_err(Failure::staging)?;
+        // The state's `#` values are secrets too.
+        let state_path = dir
+            .data()
+            .join(format!("in/state.{}", s.format.extension()));
+        let state = std::fs::read(&state_path)
+            .ok()
+            .and_then(|b| dockless_staging::config::parse_document(&b, s.format, "in/state").ok())
+            .unwrap_or(Value::Null);
+        *self.secrets = Secrets::collect([&s.configuration, &s.image_parameters, &state]);
+        self.result.timings.input_ms = ms(input_started.elapsed());
+
+        let run_started = Instant::now();
+        let ran = self.run_steps(job, steps, &dir, work);
+        self.result.timings.run_ms = ms(run_started.elapsed());
+        let succeeded = match &ran {
+            Ok(()) => self.result.class == Class::Success,
+            Err(_) => false,
+        };
+        if let Err(f) = ran {
+            self.result.fail(f.class, f.message);
+        }
+
+        let output_started = Instant::now();
+        let finished = job.finish(&mut storage, &dir, succeeded);
+        self.result.timings.output_ms = ms(output_started.elapsed());
+        match finished {
+            Ok(report) => {
+                self.result.tables = report
+                    .output
+                    .tables
+                    .iter()
+                    .map(|t| TableWritten {
+                        destination: t.destination.to_string(),
+                        source: t.source.clone(),
+                        rows: t.rows,
+                        incremental: t.incremental,
+                        created: t.created,
+                    })
+                    .collect();
+                self.result.files = report
+                    .output
+                    .files
+                    .iter()
+                    .map(|f| FileWritten {
+                        id: f.id,
+                        name: f.name.clone(),
+                        tags: f.tags.clone(),
+                    })
+                    .collect();
+                self.result.warnings.extend(report.output.warnings);
+                self.result.state_stored = report.state_stored;
+                Ok(())
+            }
+            // A failed job keeps its own error; the write_always load's is only a warning.
+            Err(e) if !succeeded => {
+                self.result.warnings.push(format!(
+                    "output mapping of the failed job (write_always tables) failed: {}",
+                    error_chain(&e)
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                let f = Failure::staging(e);
+                Err(Failure {
+                    class: f.class,
+                    message: format!("Failed to process output mapping: {}", f.message),
+                })
+            }
+        }
+    }
+}
+
+/// The working dir's name: the run id and our pid (two jobs of one run id never share one).
+fn job_dir_name(s: &JobSettings) -> String {
+    let run: String = s
+        .run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{run}-{}", std::process::id())
+}
