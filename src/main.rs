@@ -12,7 +12,19 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // A usage error exits 125 ("dockless itself failed"), never 1 or 2, which `run --config`
+    // uses for Keboola's user and application errors; --help and --version still exit 0.
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(125)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     if matches!(cli.command, cli::Command::RuntimeHelper) {
         // The helper's stderr becomes the container's: nothing of ours may log there.
         return dockless_runtime::container::helper_main();

@@ -247,3 +247,11 @@ fn gc_removes_what_a_killed_runner_left() {
     }
     assert_clean(root.path());
 }
+
+#[test]
+fn usage_errors_exit_125_not_a_job_class() {
+    let root = tempfile::tempdir().unwrap();
+    let out = dockless(root.path(), &["run", "--no-such-flag", "busybox"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(dockless(root.path(), &["--help"]).status.success());
+}
