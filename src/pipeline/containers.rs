@@ -214,16 +214,7 @@ fn container_name(
     priority: usize,
     component_id: &str,
 ) -> String {
-    let component: String = component_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let component = dockless_staging::sanitize::component_id(component_id);
     format!(
         "{run_id}-{}-{priority}-{component}",
         row_id.unwrap_or("norow")

@@ -183,16 +183,7 @@ pub fn default_bucket(
             "the component's default bucket needs a configuration id",
         ));
     };
-    let component: String = component_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let component = crate::sanitize::component_id(component_id);
     format!("{}.c-{component}-{config}", stage.as_str()).parse()
 }
 

@@ -35,6 +35,21 @@ pub fn column_name(name: &str) -> String {
     out.trim_matches('_').to_string()
 }
 
+/// A component id as Keboola puts it into generated names (default buckets, container names):
+/// every character outside `[A-Za-z0-9-]` becomes `-` (`keboola.ex-db` -> `keboola-ex-db`).
+pub fn component_id(component_id: &str) -> String {
+    component_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::column_name;
