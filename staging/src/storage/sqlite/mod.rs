@@ -136,12 +136,27 @@ impl SqliteStorage {
             .map_err(Error::db("setting the busy timeout"))?;
         // WAL: readers never block the one writer; NORMAL sync is durable at checkpoints and
         // never corrupts. The cache size bounds memory.
-        conn.execute_batch(&format!(
+        let pragmas = format!(
             "PRAGMA page_size={}; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;
              PRAGMA cache_size=-{}; PRAGMA temp_store=FILE;",
             options.page_size, options.cache_kib
-        ))
-        .map_err(Error::db("configuring the connection"))?;
+        );
+        // Switching a new file to WAL needs a moment of exclusive access, and SQLite answers
+        // SQLITE_BUSY there without calling the busy handler: two jobs opening a fresh Storage
+        // at once would fail. Retry within the busy timeout instead.
+        let started = std::time::Instant::now();
+        loop {
+            match conn.execute_batch(&pragmas) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < options.busy_timeout =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(Error::db("configuring the connection")(e)),
+            }
+        }
         let mut blobs = path.as_os_str().to_owned();
         blobs.push(".files");
         let storage = SqliteStorage {
