@@ -701,3 +701,74 @@ fn processors_run_before_and_after_with_their_own_config() {
     );
     assert_eq!(job.result["containers"], json!([]));
 }
+
+#[test]
+fn a_job_file_carries_image_configuration_and_settings() {
+    let root = Root::new();
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let dir = root.path().join("jobdef");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        demo_config(json!({"vat_rate": 0.5})).to_string(),
+    )
+    .unwrap();
+    let job = json!({
+        "image": demo_image(),
+        "config_file": "config.json",
+        "component_id": "demo",
+        "config_id": "from-file",
+        "memory": "64m",
+        "timeout": 120,
+    });
+    std::fs::write(dir.join("job.json"), job.to_string()).unwrap();
+    let job_path = dir.join("job.json");
+    let out = root.dockless(
+        &["run", "--job", job_path.to_str().unwrap(), "--json"],
+        None,
+    );
+    let result: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(result["class"], "success");
+    assert!(
+        text(&out.stderr).contains("config from-file"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        root.state("from-file").is_some(),
+        "state stored under the file's config id"
+    );
+
+    // A flag wins over the file; an unknown key in the file is refused with its name.
+    let out = root.dockless(
+        &[
+            "run",
+            "--job",
+            job_path.to_str().unwrap(),
+            "--config-id",
+            "from-flag",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(root.state("from-flag").is_some());
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"{"image": "x", "configuraton": {}}"#,
+    )
+    .unwrap();
+    let out = root.dockless(
+        &["run", "--job", dir.join("bad.json").to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("configuraton"),
+        "{}",
+        text(&out.stderr)
+    );
+    root.assert_clean();
+}

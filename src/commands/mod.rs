@@ -2,6 +2,7 @@
 
 pub mod gc;
 pub mod images;
+pub mod job_file;
 pub mod pull;
 pub mod run;
 pub mod storage;

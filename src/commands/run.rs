@@ -28,15 +28,16 @@ use crate::settings::RegistryArgs;
 /// Arguments of `dockless run` (plain mode).
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Image reference; pulled when it is not in the local store.
-    pub image: String,
+    /// Image reference; pulled when it is not in the local store (may come from `--job`).
+    #[arg(required_unless_present = "job_file")]
+    pub image: Option<String>,
 
     /// Command and arguments replacing the image's Cmd (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
 
     /// Host directory bound read-write at /data.
-    #[arg(long, conflicts_with = "config")]
+    #[arg(long, conflicts_with = "job_source")]
     pub data: Option<PathBuf>,
 
     /// Memory limit, Keboola's and docker's format (`256m`, `1g`, bytes); swap is not added.
@@ -71,16 +72,16 @@ pub struct RunArgs {
         long = "env",
         short = 'e',
         value_name = "KEY=VALUE",
-        conflicts_with = "config"
+        conflicts_with = "job_source"
     )]
     pub env: Vec<String>,
 
     /// User inside the container (`name`, `uid`, `uid:gid`), instead of the image's.
-    #[arg(long, short, conflicts_with = "config")]
+    #[arg(long, short, conflicts_with = "job_source")]
     pub user: Option<String>,
 
     /// Working directory inside the container, instead of the image's.
-    #[arg(long, short = 'w', conflicts_with = "config")]
+    #[arg(long, short = 'w', conflicts_with = "job_source")]
     pub workdir: Option<String>,
 
     /// Platform to pull when the image is not stored.
@@ -102,54 +103,81 @@ pub struct RunArgs {
 
 /// The Keboola job mode of `dockless run`: the configuration and the component's settings.
 #[derive(Debug, Args)]
+#[group(skip)]
 pub struct JobArgs {
     /// Run the whole Keboola job with this configuration (JSON; `-` reads standard input):
     /// input mapping, the container, output mapping, state. Exits 0 / 1 / 2 for success /
     /// user error / application error, 125 when dockless itself failed.
-    #[arg(long, value_name = "FILE|-", conflicts_with = "command")]
+    #[arg(
+        long,
+        value_name = "FILE|-",
+        conflicts_with = "command",
+        group = "job_source"
+    )]
     pub config: Option<PathBuf>,
+
+    /// A job file (JSON): the image, the configuration (inline as `configuration` or as a
+    /// `config_file` path relative to the job file) and the component's settings under the
+    /// names of the flags (`component_id`, `config_id`, `row_id`, `memory`, `timeout`,
+    /// `network`, `cpus`, `configuration_format`, `default_bucket`, `image_parameters`,
+    /// `processors` as `{"component": "image"}`). Flags given as well win.
+    #[arg(
+        long = "job",
+        value_name = "FILE",
+        conflicts_with = "command",
+        group = "job_source"
+    )]
+    pub job_file: Option<PathBuf>,
+
+    /// The configuration given inline by a job file.
+    #[arg(skip)]
+    pub config_inline: Option<serde_json::Value>,
+
+    /// The image parameters given inline by a job file.
+    #[arg(skip)]
+    pub image_parameters_inline: Option<serde_json::Value>,
 
     /// Component id (`KBC_COMPONENTID`, state key, default bucket); default: the image's
     /// repository name.
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "job_source")]
     pub component_id: Option<String>,
 
     /// Configuration id: state is kept per configuration (none without one).
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "job_source")]
     pub config_id: Option<String>,
 
     /// Configuration row id.
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "job_source")]
     pub row_id: Option<String>,
 
     /// Run id (`KBC_RUNID`); default: generated.
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "job_source")]
     pub run_id: Option<String>,
 
     /// Project id (`KBC_PROJECTID`).
-    #[arg(long, default_value = "0", requires = "config")]
+    #[arg(long, default_value = "0", requires = "job_source")]
     pub project_id: String,
 
     /// Branch id (`KBC_BRANCHID`), when the job runs in one.
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "job_source")]
     pub branch_id: Option<String>,
 
     /// The component's `configuration_format`: config, state and manifests as json or yaml.
-    #[arg(long, value_enum, default_value_t = ConfigurationFormat::Json, requires = "config")]
+    #[arg(long, value_enum, default_value_t = ConfigurationFormat::Json, requires = "job_source")]
     pub configuration_format: ConfigurationFormat,
 
     /// The component's default bucket for outputs named by file name only
     /// (`stage.c-bucket`).
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "job_source")]
     pub default_bucket: Option<String>,
 
     /// The component's `image_parameters` (a JSON file; `#` values are secrets).
-    #[arg(long, value_name = "FILE", requires = "config")]
+    #[arg(long, value_name = "FILE", requires = "job_source")]
     pub image_parameters: Option<PathBuf>,
 
     /// The image of a processor component (repeatable); a processor without one is run from
     /// the image its component id names.
-    #[arg(long = "processor", value_name = "COMPONENT=IMAGE", value_parser = parse_processor, requires = "config")]
+    #[arg(long = "processor", value_name = "COMPONENT=IMAGE", value_parser = parse_processor, requires = "job_source")]
     pub processors: Vec<(String, String)>,
 }
 
@@ -180,9 +208,16 @@ pub enum Network {
 
 /// Runs the container and exits with its code (or, with `--config`, the job and exits with
 /// its class).
-pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
-    if args.job.config.is_some() {
-        return run_job(args, paths);
+pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    if let Some(file) = args.job.job_file.clone() {
+        super::job_file::apply(&file, &mut args)?;
+    }
+    let image = args
+        .image
+        .clone()
+        .context("no image given (as IMAGE or in the job file)")?;
+    if args.job.config.is_some() || args.job.config_inline.is_some() {
+        return run_job(&image, args, paths);
     }
     // Leftovers of killed runs must not stop this one: report and go on.
     if let Err(e) = super::gc::collect(paths) {
@@ -192,14 +227,14 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         );
     }
     let store = Store::open(paths.store())?;
-    let record = match store.find_image(&args.image)? {
+    let record = match store.find_image(&image)? {
         Some(record) => {
             unpack(&record, paths)?;
             record
         }
         None => {
             let progress = crate::progress::for_stderr(false);
-            pull_and_unpack(&args.image, &args.platform, &args.registry, paths, progress)?.0
+            pull_and_unpack(&image, &args.platform, &args.registry, paths, progress)?.0
         }
     };
     let image = ImageConfig::from_image_config_json(&store.read_metadata(&record.config)?)
@@ -257,18 +292,26 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 /// `dockless run IMAGE --config FILE`: flags into [`JobSettings`], the pipeline, the result.
-fn run_job(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+fn run_job(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let job = &args.job;
-    let path = job.config.as_deref().expect("checked by the caller");
-    let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin()).context("cannot read the configuration")?
-    } else {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the configuration {}", path.display()))?
+    // From a job file the configuration may come inline; it is JSON already.
+    let (text, path) = match (&job.config_inline, job.config.as_deref()) {
+        (Some(inline), _) => (inline.to_string(), job.job_file.clone().unwrap_or_default()),
+        (None, Some(path)) if path == Path::new("-") => (
+            std::io::read_to_string(std::io::stdin()).context("cannot read the configuration")?,
+            path.to_path_buf(),
+        ),
+        (None, Some(path)) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the configuration {}", path.display()))?,
+            path.to_path_buf(),
+        ),
+        (None, None) => anyhow::bail!("no configuration given"),
     };
-    let image_parameters = match &job.image_parameters {
-        None => serde_json::json!({}),
-        Some(p) => {
+    let image_parameters = match (&job.image_parameters_inline, &job.image_parameters) {
+        (Some(inline), _) => inline.clone(),
+        (None, None) => serde_json::json!({}),
+        (None, Some(p)) => {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
             serde_json::from_slice(&bytes)
                 .with_context(|| format!("--image-parameters {}: not JSON", p.display()))?
@@ -276,7 +319,7 @@ fn run_job(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     };
     let component_id = match &job.component_id {
         Some(id) => id.clone(),
-        None => repository_name(&args.image),
+        None => repository_name(image),
     };
     let run_id = job.run_id.clone().unwrap_or_else(new_run_id);
     let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
@@ -284,7 +327,7 @@ fn run_job(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         Ok(value) => value,
         Err(e) => {
             // Not even JSON: refused as Keboola refuses a bad configuration, before anything.
-            let mut result = JobResult::new(&args.image, &component_id, &run_id, "run");
+            let mut result = JobResult::new(image, &component_id, &run_id, "run");
             result.fail(
                 Class::User,
                 format!("configuration {} is not valid JSON: {e}", path.display()),
@@ -298,7 +341,7 @@ fn run_job(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         .is_some_and(|a| !a.is_empty() && a != "run");
     let memory = args.memory.unwrap_or(256 << 20);
     let settings = JobSettings {
-        image: args.image.clone(),
+        image: image.to_string(),
         platform: args.platform.clone(),
         registry: args.registry.clone(),
         configuration,

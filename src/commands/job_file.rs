@@ -1,0 +1,127 @@
+//! `dockless run --job FILE`: a job's image, configuration and component settings in one
+//! JSON file, so a job can be kept, versioned and replayed. Flags given on the command line
+//! as well win over the file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use super::run::{ConfigurationFormat, Network, RunArgs, parse_duration, parse_size};
+
+/// The job file's fields: the flags of `dockless run --config`, by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    image: Option<String>,
+    configuration: Option<serde_json::Value>,
+    config_file: Option<PathBuf>,
+    component_id: Option<String>,
+    config_id: Option<String>,
+    row_id: Option<String>,
+    project_id: Option<String>,
+    branch_id: Option<String>,
+    configuration_format: Option<String>,
+    default_bucket: Option<String>,
+    image_parameters: Option<serde_json::Value>,
+    memory: Option<String>,
+    timeout: Option<serde_json::Value>,
+    network: Option<String>,
+    cpus: Option<f64>,
+    #[serde(default)]
+    processors: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads `path` and fills every setting of `args` the command line left unset.
+pub fn apply(path: &Path, args: &mut RunArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the job file {}", path.display()))?;
+    let file: JobFile = serde_json::from_str(&text)
+        .with_context(|| format!("job file {}: not a valid job", path.display()))?;
+    let bad =
+        |what: &str, why: String| anyhow::anyhow!("job file {}: {what}: {why}", path.display());
+
+    if args.image.is_none() {
+        args.image = file.image;
+    }
+    let job = &mut args.job;
+    match (file.configuration, file.config_file) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "configuration",
+                "give `configuration` or `config_file`, not both".into(),
+            ));
+        }
+        (Some(inline), None) => job.config_inline = Some(inline),
+        // Relative to the job file, so a job directory can move as a whole.
+        (None, Some(f)) => job.config = Some(path.parent().unwrap_or(Path::new(".")).join(f)),
+        (None, None) => {
+            return Err(bad(
+                "configuration",
+                "missing (`configuration` or `config_file`)".into(),
+            ));
+        }
+    }
+    job.component_id = job.component_id.take().or(file.component_id);
+    job.config_id = job.config_id.take().or(file.config_id);
+    job.row_id = job.row_id.take().or(file.row_id);
+    job.branch_id = job.branch_id.take().or(file.branch_id);
+    job.default_bucket = job.default_bucket.take().or(file.default_bucket);
+    if let Some(project) = file.project_id.filter(|_| job.project_id == "0") {
+        job.project_id = project;
+    }
+    if let Some(format) = file
+        .configuration_format
+        .filter(|_| job.configuration_format == ConfigurationFormat::Json)
+    {
+        job.configuration_format = match format.as_str() {
+            "json" => ConfigurationFormat::Json,
+            "yaml" => ConfigurationFormat::Yaml,
+            other => {
+                return Err(bad(
+                    "configuration_format",
+                    format!("{other:?} is not json or yaml"),
+                ));
+            }
+        };
+    }
+    if job.image_parameters.is_none() {
+        job.image_parameters_inline = file.image_parameters;
+    }
+    for (component, image) in file.processors {
+        if !job.processors.iter().any(|(c, _)| *c == component) {
+            job.processors.push((component, image));
+        }
+    }
+    if args.memory.is_none()
+        && let Some(m) = file.memory
+    {
+        args.memory = Some(parse_size(&m).map_err(|e| bad("memory", e))?);
+    }
+    if args.timeout.is_none()
+        && let Some(t) = file.timeout
+    {
+        let text = match t {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) => s,
+            other => {
+                return Err(bad(
+                    "timeout",
+                    format!("{other} is not seconds or a duration"),
+                ));
+            }
+        };
+        args.timeout = Some(parse_duration(&text).map_err(|e| bad("timeout", e))?);
+    }
+    if args.cpus.is_none() {
+        args.cpus = file.cpus;
+    }
+    if let Some(net) = file.network.filter(|_| args.network == Network::None) {
+        args.network = match net.as_str() {
+            "none" => Network::None,
+            "host" => Network::Host,
+            other => return Err(bad("network", format!("{other:?} is not none or host"))),
+        };
+    }
+    Ok(())
+}
