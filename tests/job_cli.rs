@@ -674,6 +674,32 @@ fn processors_run_before_and_after_with_their_own_config() {
     );
     // The main image's state survived the after-processor.
     assert_eq!(root.state("cfg-1").unwrap()["component"]["last_id"], 4);
+    // Only the main image sees in/state.json; the second run's main image reads it.
+    assert_eq!(
+        job.stderr
+            .matches("demo processor: state visible: no")
+            .count(),
+        2,
+        "{}",
+        job.stderr
+    );
+    assert!(!job.stderr.contains("state visible: yes"), "{}", job.stderr);
+    let again = root.job(image, &config, &flags);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("orders after id 4"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        again
+            .stderr
+            .matches("demo processor: state visible: no")
+            .count(),
+        2,
+        "{}",
+        again.stderr
+    );
 
     // A failing processor fails the job as the main image would; nothing is stored.
     let root = Root::new();

@@ -31,6 +31,9 @@ fail=$(json_value fail "$config")
 saw_storage=no
 grep -q '"input"' "$config" && saw_storage=yes
 
+# Keboola hands in/state.json to the main image only.
+if [ -e "$data/in/state.json" ]; then state_visible=yes; else state_visible=no; fi
+
 mkdir -p "$data/out/tables" "$data/out/files"
 cp -a "$data/in/files/." "$data/out/files/"
 for f in "$data"/in/tables/*; do
@@ -61,4 +64,5 @@ if [ -n "$log" ]; then
 fi
 echo "demo processor ${KBC_COMPONENTID:-}: copied $(ls "$data/in/tables" | wc -l) table entries"
 [ "$fail" = true ] && { echo "demo processor: failing as asked" >&2; exit 1; }
+echo "demo processor: state visible: $state_visible" >&2
 exit 0

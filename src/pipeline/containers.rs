@@ -29,6 +29,10 @@ impl Pipeline<'_> {
         let state_name = format!("state.{}", self.settings.format.extension());
         let out_state = dir.data().join("out").join(&state_name);
         let kept_state = work.path().join(format!("main-{state_name}"));
+        // `in/state.json` exists only for the main image (Keboola's rule): set aside while
+        // before-processors run, gone for after-processors.
+        let in_state = dir.data().join("in").join(&state_name);
+        let held_in_state = work.path().join(format!("in-{state_name}"));
         let mut main_done = false;
         let mut outcome = Ok(());
         for (priority, step) in steps.iter().enumerate() {
@@ -37,11 +41,26 @@ impl Pipeline<'_> {
             }
             outcome = match step {
                 Step::Processor(p, image) => {
+                    if in_state.exists() {
+                        if main_done {
+                            std::fs::remove_file(&in_state).map_err(|e| {
+                                Failure::application(
+                                    &anyhow::Error::new(e)
+                                        .context(format!("cannot remove {}", in_state.display())),
+                                )
+                            })?;
+                        } else {
+                            move_file(&in_state, &held_in_state)?;
+                        }
+                    }
                     job.write_processor_config(dir, &p.parameters, &serde_json::json!({}))
                         .map_err(Failure::staging)?;
                     self.run_image(p.position.role(), image, &p.component, priority, dir)
                 }
                 Step::Main(image) => {
+                    if held_in_state.exists() {
+                        move_file(&held_in_state, &in_state)?;
+                    }
                     job.write_config(dir).map_err(Failure::staging)?;
                     let ran =
                         self.run_image("main", image, &self.settings.component_id, priority, dir);
