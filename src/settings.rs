@@ -8,7 +8,7 @@ use dockless_registry::{AuthFiles, Settings};
 /// Registry flags shared by every command that may pull.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
-    /// Allow plain HTTP to this registry (HOST[:PORT]); loopback registries always are.
+    /// Allow plain HTTP to this registry (`HOST[:PORT]`); loopback registries always are.
     #[arg(
         long = "insecure-registry",
         value_name = "HOST[:PORT]",
@@ -17,7 +17,7 @@ pub struct RegistryArgs {
     )]
     pub insecure_registries: Vec<String>,
 
-    /// A Docker Hub mirror tried before Docker Hub itself (URL or HOST[:PORT]).
+    /// A Docker Hub mirror tried before Docker Hub itself (URL or `HOST[:PORT]`).
     #[arg(
         long = "registry-mirror",
         value_name = "URL",

@@ -28,8 +28,8 @@ use super::protocol::{
 /// How long the init may take to die after SIGKILL before the helper gives up waiting.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
-/// Entry point of the helper: reads a [`HelperRequest`] line from stdin, runs the container,
-/// writes a [`HelperReport`] line to stdout. Expects the container's stdout and stderr pipes
+/// Entry point of the helper: reads a `HelperRequest` line from stdin, runs the container,
+/// writes a `HelperReport` line to stdout. Expects the container's stdout and stderr pipes
 /// on fds 3 and 4 and the run lock on fd 5 (set up by the parent's `Runner`).
 ///
 /// Call it first thing in `main` for the hidden subcommand, before any thread or async

@@ -4,7 +4,7 @@
 //! The parent ([`Runner`]) writes the bundle, spawns the helper (the embedding binary
 //! re-executed with a hidden subcommand that calls [`helper_main`]), streams the container's
 //! stdout and stderr from two pipes, and removes everything of the run when it ends. Runs
-//! killed mid-way are found and removed by [`gc`].
+//! killed mid-way are found and removed by [`gc()`].
 //!
 //! Embedding (what the `dockless` binary does):
 //!

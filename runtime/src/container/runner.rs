@@ -101,7 +101,7 @@ impl Runner {
         self
     }
 
-    /// Where this runner keeps its state; pass it to [`gc`](super::gc).
+    /// Where this runner keeps its state; pass it to [`gc()`](super::gc()).
     pub fn state_root(&self) -> &Path {
         &self.state_root
     }

@@ -2,7 +2,7 @@
 //!
 //! One layer is unpacked by two threads: a parser (decompress, hash, parse the tar, check
 //! limits) feeding a writer over a bounded channel; the writer applies entries through
-//! [`tree`], which keeps every filesystem operation inside the target directory. The
+//! `tree`, which keeps every filesystem operation inside the target directory. The
 //! uncompressed stream is hashed as it is parsed (and drained to its end), and the result is
 //! refused when it does not match the expected diff id; callers unpack into a staging
 //! directory and only keep it when [`unpack_layer`] returns `Ok`.
