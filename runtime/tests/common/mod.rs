@@ -14,7 +14,7 @@ use dockless_runtime::rootfs::LayerSource;
 use dockless_runtime::unpack::{Compression, DiffId};
 use sha2::Digest;
 
-/// The OCI layout the test environment builds (see notes/testenv-contract.md).
+/// The OCI layout the test environment builds (`scripts/test-env up`; `scripts/test-env env` prints where).
 pub fn oci_layout() -> PathBuf {
     let dir = PathBuf::from(
         std::env::var("DOCKLESS_TEST_OCI_LAYOUT")
