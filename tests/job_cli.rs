@@ -798,3 +798,37 @@ fn a_job_file_carries_image_configuration_and_settings() {
     );
     root.assert_clean();
 }
+
+#[test]
+fn links_planted_in_data_are_never_followed_between_images() {
+    let root = Root::new();
+    let (image, processor) = (demo_image(), processor_image());
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    // A host directory the component must not be able to touch through the runner.
+    let victim = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(victim.path().join("tables")).unwrap();
+    std::fs::write(victim.path().join("tables/keep.csv"), "precious\n").unwrap();
+    std::fs::write(victim.path().join("state.json"), "{\"precious\": true}").unwrap();
+    let mut config = demo_config(json!({
+        "simulate": "hostile-links",
+        "link_target": victim.path().to_str().unwrap(),
+    }));
+    config["processors"] = json!({
+        "after": [{"definition": {"component": "demo.log"}, "parameters": {"log_table": "processor_log"}}]
+    });
+    let log = format!("demo.log={processor}");
+    let mut flags = JOB_FLAGS.to_vec();
+    flags.extend(["--processor", &log]);
+    let job = root.job(image, &config, &flags);
+    assert_eq!(job.code, Some(1), "a user error: {}", job.stderr);
+    assert!(job.message().contains("symlink"), "{}", job.message());
+    assert_eq!(
+        std::fs::read_to_string(victim.path().join("tables/keep.csv")).unwrap(),
+        "precious\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.path().join("state.json")).unwrap(),
+        "{\"precious\": true}"
+    );
+    assert_eq!(root.state("cfg-1"), None, "nothing stored");
+}

@@ -10,8 +10,8 @@
 #   out/state.json                   last_id, runs and the running totals
 #
 # Parameters: vat_rate (default 0.21); #api_token (a secret: printed to show the redaction);
-# simulate = user-error | application-error | oom | timeout (after writing the outputs) to see
-# how the runner classifies failures; keep_state = false to skip writing the state. A sync
+# simulate = user-error | application-error | oom | timeout | hostile-links (after writing the
+# outputs) to see how the runner classifies failures; keep_state = false to skip writing the state. A sync
 # action (any action but `run`) prints a JSON answer (with simulate = bad-answer: plain text).
 set -eu
 
@@ -130,5 +130,13 @@ user-error) echo "simulated user error: the orders do not add up" >&2; exit 1 ;;
 application-error) echo "simulated crash" >&2; exit 2 ;;
 oom) echo "allocating without bound"; awk 'BEGIN { s = "0123456789"; while (1) s = s s }' ;;
 timeout) echo "sleeping past the timeout"; sleep 3600 ;;
+# A hostile component: /data/in and /data/out become links to a host path (`link_target`),
+# which the runner must never follow when it hands data to the next image.
+hostile-links)
+	target=$(json_value link_target "$config")
+	rm -rf "$data/in" "$data/out"
+	ln -s "$target" "$data/in"
+	ln -s "$target" "$data/out"
+	;;
 *) echo "unknown simulate value: $simulate" >&2; exit 1 ;;
 esac

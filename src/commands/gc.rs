@@ -81,8 +81,16 @@ pub fn collect(paths: &Paths) -> anyhow::Result<(usize, usize)> {
         }
         let run_dir = dir.join(id);
         if run_dir.exists() {
-            remove_leftover_run(&run_dir)
-                .with_context(|| format!("cannot remove abandoned rootfs {}", run_dir.display()))?;
+            // The dead runner's helper may still be tearing its container down inside this
+            // overlay: then removal fails for now, and the next gc finishes the job.
+            if let Err(e) = remove_leftover_run(&run_dir) {
+                tracing::warn!(
+                    dir = %run_dir.display(),
+                    error = format!("{e:#}"),
+                    "abandoned rootfs still busy; left for the next gc"
+                );
+                continue;
+            }
             rootfs += 1;
         }
         match std::fs::remove_file(&lock_path) {

@@ -113,8 +113,10 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> anyhow::Result<()> {
         };
         args.timeout = Some(parse_duration(&text).map_err(|e| bad("timeout", e))?);
     }
-    if args.cpus.is_none() {
-        args.cpus = file.cpus;
+    if args.cpus.is_none()
+        && let Some(cpus) = file.cpus
+    {
+        args.cpus = Some(super::run::parse_cpus(&cpus.to_string()).map_err(|e| bad("cpus", e))?);
     }
     if let Some(net) = file.network.filter(|_| args.network == Network::None) {
         args.network = match net.as_str() {

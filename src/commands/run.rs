@@ -46,7 +46,7 @@ pub struct RunArgs {
     pub memory: Option<i64>,
 
     /// CPU quota in CPUs (`1.5`).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_cpus)]
     pub cpus: Option<f64>,
 
     /// Maximum number of processes (podman's default 2048).
@@ -377,7 +377,7 @@ fn run_job(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
     if !args.json
         && let Some(answer) = &result.action_result
     {
-        println!("{}", serde_json::to_string_pretty(answer)?);
+        print_stdout(&serde_json::to_string_pretty(answer)?);
     }
     report(&result, args.json)
 }
@@ -387,7 +387,7 @@ fn run_job(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
 fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
     eprint!("{}", result.summary());
     if json {
-        println!("{}", serde_json::to_string_pretty(result)?);
+        print_stdout(&serde_json::to_string_pretty(result)?);
     }
     if result.cleanup_error.is_some() {
         return Ok(ExitCode::from(125));
@@ -512,7 +512,23 @@ pub fn parse_size(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{text:?}: out of range"))
 }
 
-/// `30` (seconds), `30s`, `5m`, `1h`.
+/// Prints a line on stdout; a reader that went away (`| head`) is not a failure of the job,
+/// whose Storage changes are already committed.
+fn print_stdout(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// A positive, finite number of CPUs.
+pub fn parse_cpus(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!(
+            "{text:?}: expected a positive number of CPUs (e.g. 1.5)"
+        )),
+    }
+}
+
+/// `30` (seconds), `30s`, `5m`, `1h`; at most a year (a deadline must stay computable).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (digits, mult) = match t.chars().last() {
@@ -524,7 +540,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{text:?}: expected seconds or a number with s, m or h"))?;
-    Ok(Duration::from_secs(n.saturating_mul(mult)))
+    const YEAR: u64 = 365 * 24 * 3600;
+    match n.checked_mul(mult) {
+        Some(secs) if secs <= YEAR => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("{text:?}: longer than a year")),
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ impl Pipeline<'_> {
         let in_state = dir.data().join("in").join(&state_name);
         let held_in_state = work.path().join(format!("in-{state_name}"));
         let mut main_done = false;
+        let mut ran_after_main = false;
         let mut outcome = Ok(());
         for (priority, step) in steps.iter().enumerate() {
             if priority > 0 {
@@ -66,8 +67,11 @@ impl Pipeline<'_> {
                         self.run_image("main", image, &self.settings.component_id, priority, dir);
                     // The main image's state survives the after-processors (Keboola reads it
                     // right after the main image; processors never write state).
-                    if priority + 1 < steps.len() && out_state.exists() {
-                        move_file(&out_state, &kept_state)?;
+                    if priority + 1 < steps.len() {
+                        dir.check_dirs().map_err(Failure::staging)?;
+                        if out_state.exists() {
+                            move_file(&out_state, &kept_state)?;
+                        }
                     }
                     main_done = true;
                     ran
@@ -76,10 +80,17 @@ impl Pipeline<'_> {
             if outcome.is_err() || self.result.class != Class::Success {
                 break;
             }
+            // What the container left must not lead the state moves below out of the job dir.
+            dir.check_dirs().map_err(Failure::staging)?;
+            ran_after_main |= main_done && !matches!(step, Step::Main(_));
         }
         if main_done && kept_state.exists() {
             // Whatever an after-processor left as state is not the component's.
             move_file(&kept_state, &out_state)?;
+        } else if main_done && ran_after_main {
+            // The main image wrote no state (Keboola clears it); an after-processor's file
+            // must not take its place.
+            let _ = std::fs::remove_file(&out_state);
         } else if !main_done {
             // A processor failed before the main image: no state of its may count.
             let _ = std::fs::remove_file(&out_state);

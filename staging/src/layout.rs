@@ -54,6 +54,7 @@ impl DataDir {
     /// `out/state.json` is dropped (processors never see state). `in/state.json` and
     /// `in/user` stay.
     pub fn rotate_out_to_in(&self) -> Result<()> {
+        self.check_dirs()?;
         for (from, to) in [
             (self.out_tables(), self.in_tables()),
             (self.out_files(), self.in_files()),
@@ -76,6 +77,14 @@ impl DataDir {
             std::fs::create_dir_all(&path).map_err(Error::io(&path))?;
         }
         Ok(())
+    }
+
+    /// Fails unless `data/in` and `data/out` are real directories. The container can replace
+    /// them (it owns `/data`) with links to anywhere on the host; every host-side step that
+    /// moves or removes files below them checks this first, after the container has ended.
+    pub fn check_dirs(&self) -> Result<()> {
+        crate::out_dir::require_dir(&self.data().join("in"))?;
+        crate::out_dir::require_dir(&self.data().join("out"))
     }
 
     /// The working directory itself.
