@@ -16,45 +16,31 @@ const SECRET: &str = "tok-S3cret-42";
 /// The demo component's reference in the test registry, built and pushed on first use.
 fn demo_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let env = test_env();
-        let reference = format!("{}/demo-component:test", env.registry);
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image");
-        let out = Command::new(&script)
-            .arg(&reference)
-            .output()
-            .expect("run build-image");
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            script.display(),
-            text(&out.stderr)
-        );
-        reference
-    })
+    IMAGE.get_or_init(|| build_image("demo-component", &[]))
 }
 
 /// The demo processor (examples/demo-component/processor.sh), built and pushed on first use.
 fn processor_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let env = test_env();
-        let reference = format!("{}/demo-processor:test", env.registry);
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image");
-        let out = Command::new(&script)
-            .args([reference.as_str(), "processor.sh"])
-            .output()
-            .expect("run build-image");
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            script.display(),
-            text(&out.stderr)
-        );
-        reference
-    })
+    IMAGE.get_or_init(|| build_image("demo-processor", &["processor.sh"]))
+}
+
+/// Builds `examples/demo-component` (with `args` for build-image) as `<registry>/<name>:test`.
+fn build_image(name: &str, args: &[&str]) -> String {
+    let reference = format!("{}/{name}:test", test_env().registry);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image");
+    let out = Command::new(&script)
+        .arg(&reference)
+        .args(args)
+        .output()
+        .expect("run build-image");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        text(&out.stderr)
+    );
+    reference
 }
 
 fn text(b: &[u8]) -> String {
@@ -182,26 +168,15 @@ impl Root {
 
     /// No mount, container state, rootfs or job dir left below the root.
     fn assert_clean(&self) {
-        let root = self.path().to_str().unwrap().to_string();
-        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&root))
-            .collect();
-        assert!(mounts.is_empty(), "leftover mounts: {mounts:?}");
-        for dir in [
-            "rootfs-v1",
-            "run/containers-v1/runs",
-            "run/containers-v1/containers",
-            "jobs-v1",
-        ] {
-            let p = self.path().join(dir);
-            let left: Vec<_> = std::fs::read_dir(&p)
-                .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-                .unwrap_or_default();
-            assert!(left.is_empty(), "leftovers in {}: {left:?}", p.display());
-        }
+        dockless_testkit::assert_clean(
+            self.path(),
+            &[
+                "rootfs-v1",
+                "run/containers-v1/runs",
+                "run/containers-v1/containers",
+                "jobs-v1",
+            ],
+        );
     }
 }
 

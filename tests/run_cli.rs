@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use dockless_testkit::test_env;
+use dockless_testkit::{mounts_below, test_env};
 
 fn dockless(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dockless"))
@@ -29,34 +29,16 @@ fn require_root() {
     );
 }
 
-/// Mount points below `root` (overlays of runs).
-fn mounts_below(root: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(root.to_str().unwrap()))
-        .collect()
-}
-
 /// Asserts that a root has no run left: no mount, no container state, no rootfs dir.
 fn assert_clean(root: &Path) {
-    assert!(
-        mounts_below(root).is_empty(),
-        "leftover mounts: {:?}",
-        mounts_below(root)
+    dockless_testkit::assert_clean(
+        root,
+        &[
+            "rootfs-v1",
+            "run/containers-v1/runs",
+            "run/containers-v1/containers",
+        ],
     );
-    for dir in [
-        "rootfs-v1",
-        "run/containers-v1/runs",
-        "run/containers-v1/containers",
-    ] {
-        let p = root.join(dir);
-        let left: Vec<_> = std::fs::read_dir(&p)
-            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "leftovers in {}: {left:?}", p.display());
-    }
 }
 
 #[test]

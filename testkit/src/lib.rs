@@ -6,6 +6,8 @@
 
 mod env;
 mod fault_proxy;
+mod leftovers;
 
 pub use env::{TestEnv, test_env};
 pub use fault_proxy::{Fault, FaultProxy, Logged, Rule};
+pub use leftovers::{assert_clean, mounts_below};
