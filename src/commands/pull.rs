@@ -112,7 +112,9 @@ pub fn pull_and_unpack(
         let announced = follow.wait_layers();
         let streamed_layers = announced.as_ref().map(|(layers, _)| layers.clone());
         let streamed = announced.map(|(layers, diff_ids)| {
-            ensure(&layers, &diff_ids, paths, |d| Box::new(follow.reader(d)))
+            ensure(&layers, &diff_ids, paths, |d| {
+                Ok(Box::new(follow.reader(d)))
+            })
         });
         let record = puller.join().expect("pull thread panicked")?;
         let unpacked = match streamed {
@@ -141,15 +143,9 @@ pub fn snapshots(paths: &Paths) -> anyhow::Result<SnapshotStore> {
 /// blobs; layers already there are not even opened. Returns the chain ids in manifest order.
 pub fn unpack(record: &ImageRecord, paths: &Paths) -> anyhow::Result<Vec<EnsuredLayer>> {
     let store = Store::open(paths.store())?;
-    ensure(
-        &record.layers,
-        &record.diff_ids,
-        paths,
-        |d| match std::fs::File::open(store.blob_path(d)) {
-            Ok(f) => Box::new(f),
-            Err(e) => Box::new(FailingReader(Some(e))),
-        },
-    )
+    ensure(&record.layers, &record.diff_ids, paths, |d| {
+        Ok(Box::new(std::fs::File::open(store.blob_path(d))?))
+    })
     .with_context(|| format!("cannot unpack {}", record.name))
 }
 
@@ -158,7 +154,7 @@ fn ensure<'a>(
     layers: &[LayerRecord],
     diff_ids: &[Digest],
     paths: &Paths,
-    open: impl Fn(&Digest) -> Box<dyn std::io::Read + Send + 'a> + Send + Sync + 'a,
+    open: impl Fn(&Digest) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> + Send + Sync + 'a,
 ) -> anyhow::Result<Vec<EnsuredLayer>> {
     let open = Arc::new(open);
     let mut sources = Vec::with_capacity(layers.len());
@@ -168,22 +164,10 @@ fn ensure<'a>(
             label: layer.digest.to_string(),
             compression: Compression::from_media_type(&layer.media_type)?,
             diff_id: diff_id.to_string().parse()?,
-            open: Box::new(move || Ok(open(&digest))),
+            open: Box::new(move || open(&digest)),
         });
     }
     Ok(snapshots(paths)?.ensure(sources)?)
-}
-
-/// A reader that reports an open error on first use (openers run inside the runtime).
-struct FailingReader(Option<std::io::Error>);
-
-impl std::io::Read for FailingReader {
-    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-        Err(self
-            .0
-            .take()
-            .unwrap_or_else(|| std::io::Error::other("blob unreadable")))
-    }
 }
 
 /// Closes a [`Follow`] when dropped (with the message it was given), unless `finish` closed it.
