@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod pipeline;
 mod progress;
+mod rootless;
 mod settings;
 
 use std::process::ExitCode;

@@ -37,7 +37,7 @@ fn pull_images_rmi_round_trip() {
     );
 
     let snapshots = || {
-        std::fs::read_dir(root.path().join("snapshots-v1"))
+        std::fs::read_dir(root.path().join("snapshots-v2"))
             .unwrap()
             .filter(|e| {
                 !e.as_ref()

@@ -8,3 +8,4 @@ pub mod bundle;
 pub mod container;
 pub mod rootfs;
 pub mod unpack;
+pub mod userns;

@@ -1239,7 +1239,8 @@ fn g5_g6_big_ids_in_gnu_base256_and_pax() {
 fn g7_g8_xattrs_are_allow_listed() {
     let fx = Fx::new();
     let mut t = Tar::new();
-    // A file capability (cap_net_raw+ep), a user xattr, and two that must not come from images.
+    // A file capability (cap_net_raw+ep), a user xattr, and four that must not come from
+    // images (overlay's own marks in both namespaces: the snapshots use `user.overlay.*`).
     let cap: &[u8] = &[
         0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     ];
@@ -1247,6 +1248,8 @@ fn g7_g8_xattrs_are_allow_listed() {
         ("SCHILY.xattr.user.pax.flags", b"epm"),
         ("SCHILY.xattr.security.capability", cap),
         ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+        ("SCHILY.xattr.user.overlay.opaque", b"y"),
+        ("SCHILY.xattr.user.overlay.redirect", b"/etc"),
         (
             "SCHILY.xattr.security.selinux",
             b"system_u:object_r:shadow_t:s0",
@@ -1259,7 +1262,7 @@ fn g7_g8_xattrs_are_allow_listed() {
     ]);
     t.file_mode("a/b", b"", 0o755);
     let report = apply(&fx.root, &t.finish()).unwrap();
-    assert_eq!(report.stats.xattrs_dropped, 2);
+    assert_eq!(report.stats.xattrs_dropped, 4);
     let get = |p: &str, n: &str| {
         let mut buf = vec![0u8; 256];
         rustix::fs::getxattr(fx.p(p).as_path(), n, &mut buf)
@@ -1269,6 +1272,8 @@ fn g7_g8_xattrs_are_allow_listed() {
     assert_eq!(get("a/b", "user.pax.flags").as_deref(), Some(&b"epm"[..]));
     assert_eq!(get("a/b", "security.capability").as_deref(), Some(cap));
     assert_eq!(get("a", "trusted.overlay.opaque"), None);
+    assert_eq!(get("a", "user.overlay.opaque"), None);
+    assert_eq!(get("a", "user.overlay.redirect"), None);
     assert_eq!(get("a", "user.pax.flags").as_deref(), Some(&b"epm"[..]));
 }
 
@@ -1287,7 +1292,7 @@ fn g9_overlay_format_writes_whiteouts_as_devices_and_opaque_xattrs() {
     let wh = std::fs::symlink_metadata(fx.p("d/x")).unwrap();
     assert_eq!((wh.mode() & 0o170000, wh.rdev()), (0o020000, 0));
     let mut buf = [0u8; 8];
-    let n = rustix::fs::getxattr(fx.p("o").as_path(), "trusted.overlay.opaque", &mut buf).unwrap();
+    let n = rustix::fs::getxattr(fx.p("o").as_path(), "user.overlay.opaque", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"y");
     assert_eq!(fx.read("o/new"), "n");
 }

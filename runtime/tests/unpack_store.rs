@@ -38,7 +38,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 fn snapshot_names(store_root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(store_root.join("snapshots-v1"))
+    let mut v: Vec<String> = std::fs::read_dir(store_root.join("snapshots-v2"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -267,7 +267,7 @@ fn e11_g9_whiteouts_through_a_real_overlay_mount_and_the_copy_fallback() {
     assert_eq!((wh.mode() & 0o170000, wh.rdev()), (0o020000, 0));
     let mut buf = [0u8; 4];
     let n =
-        rustix::fs::getxattr(l2.join("foo").as_path(), "trusted.overlay.opaque", &mut buf).unwrap();
+        rustix::fs::getxattr(l2.join("foo").as_path(), "user.overlay.opaque", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"y");
     for depth in 1..=4 {
         for mode in [MountMode::OverlayOnly, MountMode::CopyOnly] {
@@ -400,7 +400,8 @@ fn b24_a_layer_relying_on_a_lower_symlink_is_replayed_over_its_lowers() {
         let n = rustix::fs::listxattr(rebased.join(&path).as_path(), &mut names).unwrap();
         for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
             assert!(
-                !name.starts_with(b"trusted.overlay.") || name == b"trusted.overlay.opaque",
+                !(name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay."))
+                    || name == b"user.overlay.opaque",
                 "{path:?} keeps {}",
                 String::from_utf8_lossy(name)
             );
@@ -541,7 +542,7 @@ fn leftovers_of_a_killed_runner_are_removed() {
     assert!(!run_dir.exists());
     assert!(!mounted_below(tmp.path()));
     // A staging directory of a dead process is removed when the store is opened again.
-    let stale = tmp.path().join("snapshots-v1/.staging-abc-999999999-0");
+    let stale = tmp.path().join("snapshots-v2/.staging-abc-999999999-0");
     std::fs::create_dir_all(stale.join("deep/tree")).unwrap();
     SnapshotStore::open(tmp.path()).unwrap();
     assert!(!stale.exists());

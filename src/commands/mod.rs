@@ -98,6 +98,13 @@ fn euid() -> u32 {
 /// Runs the parsed command; the returned code is the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::resolve(&cli);
+    // Still single-threaded here: the rootless session must be entered before any thread.
+    if matches!(
+        cli.command,
+        Command::Pull(_) | Command::Rmi(_) | Command::Load(_) | Command::Run(_) | Command::Gc
+    ) {
+        crate::rootless::enter_session(&paths)?;
+    }
     match cli.command {
         Command::Storage(cmd) => storage::run(cmd, &paths),
         Command::Pull(args) => pull::run(args, &paths),

@@ -413,7 +413,7 @@ fn new_run_id() -> String {
 }
 
 /// `256m` for 256 MiB, `1g` for 1 GiB, else bytes (the OOM message quotes it).
-fn size_text(bytes: i64) -> String {
+pub fn size_text(bytes: i64) -> String {
     if bytes % (1 << 30) == 0 {
         format!("{}g", bytes >> 30)
     } else if bytes % (1 << 20) == 0 {
@@ -461,7 +461,11 @@ pub fn run_container_with(
     }
     let exe = std::env::current_exe().context("cannot find the dockless executable")?;
     let runner = Runner::new(exe, [super::HELPER_COMMAND], paths.containers());
-    let result = runner.run(rootfs.path(), spec, on_output);
+    let result = runner.run(
+        rootfs.path(),
+        &crate::rootless::enforceable(spec),
+        on_output,
+    );
     let released = rootfs.release();
     let result = result.with_context(|| format!("cannot run {}", record.name))?;
     released.context("cannot remove the container's root filesystem")?;

@@ -49,6 +49,23 @@ pub enum BundleError {
         /// The offending value.
         workdir: String,
     },
+    /// A rootless run cannot join the host's network namespace: it belongs to the host's
+    /// user namespace, so the container could not mount its own /sys there, and there is no
+    /// user-mode network stack (slirp4netns, pasta) to give it a safe one instead.
+    #[error(
+        "host networking is not available rootless: the host's network namespace belongs to \
+         the host's user namespace; run as root or with the default --network none"
+    )]
+    RootlessHostNetwork,
+    /// Limits were asked for but a rootless run has no cgroup to enforce them in.
+    #[error(
+        "{limits} limits cannot be enforced rootless on this host (no delegated cgroup); \
+         leave them unset"
+    )]
+    RootlessLimits {
+        /// The limits asked for.
+        limits: String,
+    },
     /// cgroups paths are absolute (relative ones land somewhere surprising).
     #[error("cgroups path {path:?} is not absolute")]
     CgroupsPath {

@@ -147,6 +147,10 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         );
     }
 
+    let rootless = crate::userns::in_user_namespace();
+    if rootless {
+        refuse_in_user_namespace(run)?;
+    }
     let mut resources = LinuxResourcesBuilder::default().devices(hardening::device_rules()?);
     if let Some(bytes) = run.limits.memory_bytes {
         if bytes <= 0 {
@@ -190,7 +194,7 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         );
     }
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .masked_paths(hardening::masked_paths())
         .readonly_paths(hardening::readonly_paths())
@@ -200,6 +204,12 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         .seccomp(seccomp)
         .build()
         .map_err(spec_err("linux"))?;
+    if rootless {
+        // libcontainer applies resources (and always the v1 devices rules) only when they are
+        // present; a rootless run has no cgroup it could write them to. Devices stay limited:
+        // only the default nodes are bound in, and mknod of devices needs the host's root.
+        linux.set_resources(None);
+    }
 
     SpecBuilder::default()
         .version("1.0.2")
@@ -216,6 +226,29 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         .linux(linux)
         .build()
         .map_err(spec_err("spec"))
+}
+
+/// Inside a user namespace (rootless) neither cgroup limits nor the host's network can be
+/// granted: say so instead of silently running without them.
+fn refuse_in_user_namespace(run: &RunSpec) -> Result<(), BundleError> {
+    if run.network == NetworkMode::Host {
+        return Err(BundleError::RootlessHostNetwork);
+    }
+    let limits = &run.limits;
+    let asked: Vec<&'static str> = [
+        limits.memory_bytes.map(|_| "memory"),
+        limits.cpus.map(|_| "cpu"),
+        limits.pids.map(|_| "pids"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !asked.is_empty() {
+        return Err(BundleError::RootlessLimits {
+            limits: asked.join(", "),
+        });
+    }
+    Ok(())
 }
 
 /// Raising a hard limit needs CAP_SYS_RESOURCE, which a root without it (as in some

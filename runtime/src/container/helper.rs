@@ -127,6 +127,14 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
     };
 
     let result = supervise(req, &mut container);
+    if result.is_err() {
+        // The init may still be alive (e.g. waiting for start): it holds the output pipes,
+        // and a rootless delete cannot reach it through the cgroup. Kill it by pid and reap.
+        kill_all(&mut container);
+        if let Some(pid) = container.pid() {
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
     let stats = read_memory_stats(&req.cgroups_path);
     let deleted = if result.is_ok() && remove_reaped(&container_dir, &req.cgroups_path) {
         Ok(())

@@ -2,7 +2,9 @@
 //!
 //! libcontainer 0.7 creates the namespace but leaves `lo` down (runc brings it up itself), so
 //! 127.0.0.1 would not work inside. The helper enters the namespace, opens a socket there and
-//! returns; the socket stays bound to the container's namespace for the ioctl.
+//! returns; the socket stays bound to the container's namespace for the ioctl. The switch is
+//! made on a short-lived thread that ends with it: switching back would need privileges over
+//! the host's namespace that a rootless helper does not have.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -10,21 +12,26 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use nix::sched::{CloneFlags, setns};
 use nix::unistd::Pid;
 
-/// Sets IFF_UP on `lo` in the network namespace of `pid`. The calling process must be
-/// single-threaded (setns changes the calling thread only, and we switch back).
+/// Sets IFF_UP on `lo` in the network namespace of `pid`. The namespace is entered by a
+/// thread that exits right after (it is joined before this returns, so the caller is
+/// single-threaded again when libcontainer goes on).
 pub fn bring_up_loopback(pid: Pid) -> std::io::Result<()> {
-    let own = File::open("/proc/self/ns/net")?;
     let target = File::open(format!("/proc/{pid}/ns/net"))?;
-    setns(target.as_fd(), CloneFlags::CLONE_NEWNET)?;
-    // SAFETY: plain socket(2); the result is checked before use.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    let socket_err = std::io::Error::last_os_error();
-    setns(own.as_fd(), CloneFlags::CLONE_NEWNET)?;
-    if raw < 0 {
-        return Err(socket_err);
-    }
-    // SAFETY: `raw` is a fresh socket owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let sock = std::thread::scope(|s| {
+        s.spawn(|| -> std::io::Result<OwnedFd> {
+            setns(target.as_fd(), CloneFlags::CLONE_NEWNET)?;
+            // SAFETY: plain socket(2); the result is checked before use.
+            let raw =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            if raw < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: `raw` is a fresh socket owned by nobody else.
+            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+    })?;
 
     // SAFETY: ifreq is plain old data; zeroed is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };

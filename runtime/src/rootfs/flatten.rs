@@ -172,11 +172,11 @@ pub(crate) fn replay(
 
 fn is_opaque(fd: BorrowedFd<'_>) -> bool {
     let mut buf = [0u8; 4];
-    matches!(rustix::fs::fgetxattr(fd, "trusted.overlay.opaque", &mut buf), Ok(1) if buf[0] == b'y')
+    matches!(rustix::fs::fgetxattr(fd, crate::unpack::OVERLAY_OPAQUE_XATTR, &mut buf), Ok(1) if buf[0] == b'y')
 }
 
 /// The allow-listed extended attributes of a snapshot entry (the unpacker only ever wrote
-/// those, plus overlay's own `trusted.*` which must not be copied).
+/// those, plus overlay's own `user.overlay.*` and `trusted.*`, which must not be copied).
 fn allowed_xattrs(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     let mut names = vec![0u8; 4096];
@@ -184,7 +184,10 @@ fn allowed_xattrs(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
         return out;
     };
     for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if !(name.starts_with(b"user.") || name == b"security.capability") {
+        if !((name.starts_with(b"user.")
+            && !name.starts_with(crate::unpack::OVERLAY_XATTR_PREFIX.as_bytes()))
+            || name == b"security.capability")
+        {
             continue;
         }
         let mut value = vec![0u8; 64 * 1024];

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use rustix::io::Errno;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
-    UnmountFlags, fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount, mount_change,
-    move_mount, unmount,
+    UnmountFlags, fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount,
+    mount_change, move_mount, unmount,
 };
 
 use super::error::RootfsError;
@@ -273,7 +273,7 @@ impl SnapshotStore {
 /// Whether a snapshot's root directory carries the overlay opaque mark.
 pub(crate) fn root_is_opaque(dir: &Path) -> bool {
     let mut buf = [0u8; 4];
-    matches!(rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut buf), Ok(1) if buf[0] == b'y')
+    matches!(rustix::fs::lgetxattr(dir, crate::unpack::OVERLAY_OPAQUE_XATTR, &mut buf), Ok(1) if buf[0] == b'y')
 }
 
 /// Mounts overlayfs at `target`: with the new mount API and one `lowerdir+` per layer (no
@@ -306,6 +306,7 @@ fn mount_overlay_fsopen(
     }
     fsconfig_set_string(&fs, "upperdir", upper)?;
     fsconfig_set_string(&fs, "workdir", work)?;
+    fsconfig_set_flag(&fs, "userxattr")?;
     fsconfig_create(&fs)?;
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     move_mount(
@@ -334,6 +335,7 @@ fn mount_overlay_legacy(
     data.extend_from_slice(upper.as_os_str().as_bytes());
     data.extend_from_slice(b",workdir=");
     data.extend_from_slice(work.as_os_str().as_bytes());
+    data.extend_from_slice(b",userxattr");
     let data =
         CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     mount(

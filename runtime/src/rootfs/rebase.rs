@@ -133,8 +133,13 @@ fn replay_into(
 }
 
 /// Overlayfs bookkeeping of the temporary mount; meaningless once the directory is a lower
-/// layer. Whiteouts and `trusted.overlay.opaque` are kept.
-const BOOKKEEPING: [&str; 4] = [
+/// layer. Whiteouts and the opaque mark are kept. (Mounts use `userxattr`, so overlay writes
+/// the `user.` names; the `trusted.` ones are removed too in case a kernel wrote them.)
+const BOOKKEEPING: [&str; 8] = [
+    "user.overlay.origin",
+    "user.overlay.impure",
+    "user.overlay.uuid",
+    "user.overlay.nlink",
     "trusted.overlay.origin",
     "trusted.overlay.impure",
     "trusted.overlay.uuid",

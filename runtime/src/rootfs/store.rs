@@ -1,8 +1,8 @@
 //! The snapshot store: each layer unpacked once, keyed by its chain id, shared by all images.
 //!
-//! Layout: `<root>/snapshots-v1/<chain-id-hex>/` is the layer's own tree in overlay format
+//! Layout: `<root>/snapshots-v2/<chain-id-hex>/` is the layer's own tree in overlay format
 //! (whiteouts as 0/0 character devices, opaque directories marked with
-//! `trusted.overlay.opaque=y`). A snapshot is staged in `.staging-*` next to it and renamed into
+//! `user.overlay.opaque=y`, read through overlay's `userxattr` option). A snapshot is staged in `.staging-*` next to it and renamed into
 //! place only after its diff id was verified and its data synced, so a snapshot directory that
 //! exists is complete. Nothing writes into a committed snapshot again: runs stack them as
 //! overlayfs lower layers (read-only by construction) or copy them.
@@ -69,7 +69,7 @@ impl SnapshotStore {
     /// Opens (creating if needed) the store below `root` and removes staging directories left
     /// by processes that no longer exist.
     pub fn open(root: &Path) -> Result<Self, RootfsError> {
-        let dir = root.join("snapshots-v1");
+        let dir = root.join("snapshots-v2");
         let store_err = |source| RootfsError::Store {
             path: dir.clone(),
             source,

@@ -21,7 +21,7 @@ use super::tree::{Tree, list_dir, lstat_at, open_child_dir, os, remove_any};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayerFormat {
     /// The layer goes into an empty directory of its own, to be stacked by overlayfs: whiteouts
-    /// become 0/0 character devices and opaque directories get `trusted.overlay.opaque=y`.
+    /// become 0/0 character devices and opaque directories get `user.overlay.opaque=y`.
     OverlaySnapshot,
     /// The layer is applied on top of the lower layers' content in the same directory:
     /// whiteouts delete, opaque markers empty the directory of lower content.
@@ -39,6 +39,9 @@ pub struct ApplyStats {
     pub xattrs_dropped: u64,
     /// Allowed extended attributes the filesystem refused (e.g. `user.*` on tmpfs).
     pub xattrs_failed: u64,
+    /// Device nodes not created because the kernel refuses `mknod` of devices inside a user
+    /// namespace (rootless); containers get the standard devices bound from the host anyway.
+    pub devices_skipped: u64,
 }
 
 struct OpenFile {
@@ -231,10 +234,14 @@ impl Applier {
                     FileType::BlockDevice
                 };
                 let dev = rustix::fs::makedev(*major, *minor);
-                self.replace(parent, name, |p| {
+                let made = self.replace(parent, name, |p| {
                     mknodat(p, os(name), ft, Mode::from_raw_mode(0o600), dev)
-                })
-                .map_err(EntryError::errno("mknod"))?;
+                });
+                if made == Err(Errno::PERM) && crate::userns::in_user_namespace() {
+                    self.stats.devices_skipped += 1;
+                    return Ok(());
+                }
+                made.map_err(EntryError::errno("mknod"))?;
                 self.node_meta(parent, name, &spec.meta)
             }
             Kind::Fifo => {
@@ -309,7 +316,7 @@ impl Applier {
         }
         // chown before chmod: chown clears setuid/setgid (and security.capability).
         fchown(&file, Some(uid(spec.meta.uid)), Some(gid(spec.meta.gid)))
-            .map_err(EntryError::errno("chown"))?;
+            .map_err(EntryError::chown("chown", spec.meta.uid, spec.meta.gid))?;
         fchmod(&file, Mode::from_raw_mode(spec.meta.mode)).map_err(EntryError::errno("chmod"))?;
         self.set_xattrs(file.as_fd(), &spec.meta.xattrs);
         futimens(&file, &times(spec.meta.mtime)).map_err(EntryError::errno("set times"))?;
@@ -330,7 +337,7 @@ impl Applier {
             Some(gid(meta.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .map_err(EntryError::errno("lchown"))?;
+        .map_err(EntryError::chown("lchown", meta.uid, meta.gid))?;
         utimensat(
             parent,
             os(name),
@@ -359,7 +366,7 @@ impl Applier {
             Some(gid(meta.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
-        .map_err(EntryError::errno("chown"))?;
+        .map_err(EntryError::chown("chown", meta.uid, meta.gid))?;
         let fd = openat(
             parent,
             os(name),
@@ -455,8 +462,8 @@ impl Applier {
                     Mode::empty(),
                 )
                 .map_err(EntryError::errno("open directory"))?;
-                fsetxattr(&fd, "trusted.overlay.opaque", b"y", XattrFlags::empty())
-                    .map_err(EntryError::errno("set trusted.overlay.opaque"))
+                fsetxattr(&fd, super::OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                    .map_err(EntryError::errno("set user.overlay.opaque"))
             }
             LayerFormat::Flattened => {
                 self.mark_written(dir_path);
@@ -531,7 +538,8 @@ fn dir_error(d: &DeferredDir, source: EntryError) -> LayerError {
 }
 
 fn apply_dir_meta(fd: &OwnedFd, meta: &Meta) -> Result<(), EntryError> {
-    fchown(fd, Some(uid(meta.uid)), Some(gid(meta.gid))).map_err(EntryError::errno("chown"))?;
+    fchown(fd, Some(uid(meta.uid)), Some(gid(meta.gid)))
+        .map_err(EntryError::chown("chown", meta.uid, meta.gid))?;
     fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(EntryError::errno("chmod"))?;
     futimens(fd, &times(meta.mtime)).map_err(EntryError::errno("set times"))
 }

@@ -88,6 +88,18 @@ pub enum EntryError {
     /// The entry is malformed or not allowed (reason in our words).
     #[error("{0}")]
     Invalid(String),
+    /// The kernel refused an owner because it is not mapped in this user namespace: a
+    /// rootless session has only as many ids as the user's subordinate ranges.
+    #[error(
+        "owner {uid}:{gid} is not mapped in this user namespace (a rootless run needs \
+         subordinate uid and gid ranges in /etc/subuid and /etc/subgid that cover it)"
+    )]
+    UnmappedOwner {
+        /// The entry's uid.
+        uid: u32,
+        /// The entry's gid.
+        gid: u32,
+    },
     /// A hardlink names a target that does not exist in this layer's tree.
     #[error("hardlink target {0:?} does not exist")]
     MissingLinkTarget(String),
@@ -96,6 +108,24 @@ pub enum EntryError {
 impl EntryError {
     pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
         move |source| EntryError::Io { op, source }
+    }
+
+    /// For chown: EINVAL means the owner has no mapping in our user namespace.
+    pub(crate) fn chown(
+        op: &'static str,
+        uid: u32,
+        gid: u32,
+    ) -> impl FnOnce(rustix::io::Errno) -> EntryError {
+        move |e| {
+            if e == rustix::io::Errno::INVAL {
+                EntryError::UnmappedOwner { uid, gid }
+            } else {
+                EntryError::Io {
+                    op,
+                    source: e.into(),
+                }
+            }
+        }
     }
 
     pub(crate) fn errno(op: &'static str) -> impl FnOnce(rustix::io::Errno) -> EntryError {

@@ -4,16 +4,18 @@ use std::io::Read;
 
 use tar::EntryType;
 
-use super::Limits;
 use super::error::EntryError;
 use super::names::{Special, classify, clean};
 use super::spec::{Kind, Meta, Spec};
+use super::{Limits, OVERLAY_XATTR_PREFIX};
 
 /// Extended attributes that images legitimately carry and that are safe to restore:
-/// user attributes and file capabilities (e.g. `ping`). `trusted.*` (overlay's own) and
-/// `security.selinux`/`security.ima` must not come from an image.
+/// user attributes and file capabilities (e.g. `ping`). Overlay's own (`user.overlay.*`, which
+/// our snapshots use, and `trusted.*`) and `security.selinux`/`security.ima` must not come
+/// from an image: an image-made opaque or redirect mark would change what the mount shows.
 fn xattr_allowed(name: &[u8]) -> bool {
-    name.starts_with(b"user.") || name == b"security.capability"
+    (name.starts_with(b"user.") && !name.starts_with(OVERLAY_XATTR_PREFIX.as_bytes()))
+        || name == b"security.capability"
 }
 
 /// Converts one tar entry; `Ok(None)` for entries that create nothing (a PAX global header,

@@ -1,0 +1,105 @@
+//! The rootless side of the binary: an ordinary user's commands that unpack layers or run
+//! containers first move the process into its own user namespace (see the runtime's
+//! `userns`), and every limit that cannot be enforced there is named in a warning.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use dockless_runtime::bundle::RunSpec;
+use dockless_runtime::userns::{self, SubIdFiles};
+
+use crate::commands::Paths;
+
+/// Enters the rootless session when the caller is not root. Must run before any thread is
+/// started. Containers then run in the caller's cgroup: this host's cgroup hierarchy cannot be
+/// written by an ordinary user, so a private cgroup2 view is mounted for libcontainer.
+pub fn enter_session(paths: &Paths) -> anyhow::Result<()> {
+    if nix_euid() == 0 {
+        return Ok(());
+    }
+    secure_run_state(&paths.run_state)?;
+    let map = userns::current_user_map(&SubIdFiles::default()).context("cannot run rootless")?;
+    userns::enter(&map).context("cannot enter the rootless user namespace")?;
+    userns::mount_private_cgroup2().context("cannot set up the rootless session")?;
+    Ok(())
+}
+
+/// Whether this process runs rootless (inside its session or a foreign user namespace).
+pub fn active() -> bool {
+    userns::in_user_namespace()
+}
+
+/// The spec to hand the runtime: rootless without a delegated cgroup, the cgroup limits are
+/// taken out and named once per process on stderr, never dropped silently.
+pub fn enforceable(spec: &RunSpec) -> RunSpec {
+    let mut spec = spec.clone();
+    if !active() {
+        return spec;
+    }
+    let mut dropped = Vec::new();
+    if let Some(bytes) = spec.limits.memory_bytes.take() {
+        dropped.push(format!(
+            "memory limit {}",
+            crate::commands::run::size_text(bytes)
+        ));
+    }
+    if let Some(cpus) = spec.limits.cpus.take() {
+        dropped.push(format!("cpu limit {cpus}"));
+    }
+    if let Some(pids) = spec.limits.pids.take() {
+        dropped.push(format!("pids limit {pids}"));
+    }
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !dropped.is_empty() && !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "dockless: warning: rootless on a host that delegates no cgroup to this user \
+             (cgroup v1): not enforced: {}; the timeout still applies",
+            dropped.join(", ")
+        );
+    }
+    spec
+}
+
+/// The runtime state directory holds bundles and locks; in a shared `/tmp` fallback it must
+/// be ours alone and never a link someone planted.
+fn secure_run_state(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::DirBuilder::new()
+        .recursive(false)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| {
+                    format!("cannot create the runtime state dir {}", dir.display())
+                })?;
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot create the runtime state dir {}", dir.display()));
+        }
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot inspect the runtime state dir {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != nix_euid() || meta.mode() & 0o022 != 0 {
+        bail!(
+            "runtime state dir {} is not a directory of uid {} writable by it alone; \
+             remove it or set XDG_RUNTIME_DIR or DOCKLESS_RUN_ROOT",
+            dir.display(),
+            nix_euid()
+        );
+    }
+    Ok(())
+}
+
+fn nix_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
