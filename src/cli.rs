@@ -42,4 +42,15 @@ pub enum Command {
     /// Tables and files of the embedded Storage.
     #[command(subcommand)]
     Storage(crate::commands::storage::StorageCommand),
+    /// Run a command inside the rootless user namespace (as podman unshare): e.g. remove
+    /// files a container left owned by a subordinate uid. Root runs it as is.
+    Unshare(UnshareArgs),
+}
+
+/// `dockless unshare [COMMAND...]`.
+#[derive(Debug, clap::Args)]
+pub struct UnshareArgs {
+    /// The command and its arguments (default: $SHELL).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }

@@ -62,6 +62,18 @@ pub fn enforceable(spec: &RunSpec) -> RunSpec {
     spec
 }
 
+/// `dockless unshare`: replaces this process with `command` inside the session.
+pub fn exec(mut command: Vec<String>) -> anyhow::Result<std::process::ExitCode> {
+    use std::os::unix::process::CommandExt;
+    if command.is_empty() {
+        command.push(std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".to_owned()));
+    }
+    let err = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    Err(err).with_context(|| format!("cannot run {:?}", command[0]))
+}
+
 /// The runtime state directory holds bundles and locks; in a shared `/tmp` fallback it must
 /// be ours alone and never a link someone planted.
 fn secure_run_state(dir: &Path) -> anyhow::Result<()> {

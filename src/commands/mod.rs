@@ -101,7 +101,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Still single-threaded here: the rootless session must be entered before any thread.
     if matches!(
         cli.command,
-        Command::Pull(_) | Command::Rmi(_) | Command::Load(_) | Command::Run(_) | Command::Gc
+        Command::Pull(_)
+            | Command::Rmi(_)
+            | Command::Load(_)
+            | Command::Run(_)
+            | Command::Gc
+            | Command::Unshare(_)
     ) {
         crate::rootless::enter_session(&paths)?;
     }
@@ -113,6 +118,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(args) => images::load(args, &paths),
         Command::Run(args) => run::run(*args, &paths),
         Command::Gc => gc::run(&paths),
+        Command::Unshare(args) => crate::rootless::exec(args.command),
         Command::RuntimeHelper => unreachable!("main runs the helper before anything else"),
     }
 }

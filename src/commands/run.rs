@@ -467,9 +467,12 @@ pub fn run_container_with(
         on_output,
     );
     let released = rootfs.release();
+    if released.is_ok() {
+        // Also when the run failed: the rootfs is gone, so the slot is free.
+        slot.release();
+    }
     let result = result.with_context(|| format!("cannot run {}", record.name))?;
     released.context("cannot remove the container's root filesystem")?;
-    slot.release();
     Ok(result)
 }
 

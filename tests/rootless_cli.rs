@@ -1,0 +1,536 @@
+//! End-to-end, rootless: `dockless pull`, `run` and a Keboola job as an ordinary user with
+//! subordinate id ranges (created by `scripts/test-env up`), through the real registry, real
+//! containers in a user namespace and a real Storage file; and a user without ranges, who
+//! must be told what to add. The test process is root only to switch users (`runuser`) and
+//! to inspect the host side.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use dockless_testkit::test_env;
+use serde_json::Value;
+
+fn rootless_user() -> String {
+    std::env::var("DOCKLESS_TEST_ROOTLESS_USER").unwrap_or_else(|_| "dockless-rl".into())
+}
+
+fn nosubid_user() -> String {
+    std::env::var("DOCKLESS_TEST_NOSUBID_USER").unwrap_or_else(|_| "dockless-nosub".into())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// One rootless test at a time: each checks afterwards that the user has no process left.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A user of the host: name, uid, gid and the first subordinate uid/gid (if any).
+struct User {
+    name: String,
+    uid: u32,
+    gid: u32,
+    subuid: Option<u32>,
+    subgid: Option<u32>,
+}
+
+impl User {
+    fn lookup(name: &str) -> User {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the rootless tests switch users with runuser: run them through scripts/test"
+        );
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, name]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "test user {name} does not exist: run `scripts/test-env up` first"
+            );
+            text(&out.stdout).trim().parse().unwrap()
+        };
+        let first = |file: &str| {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() == 3 && f[0] == name).then(|| f[1].parse().unwrap())
+                })
+        };
+        User {
+            name: name.to_owned(),
+            uid: id("-u"),
+            gid: id("-g"),
+            subuid: first("/etc/subuid"),
+            subgid: first("/etc/subgid"),
+        }
+    }
+}
+
+/// The dockless binary where any user can run it: the build's own path may sit below a
+/// directory only root can enter (a CI clone in a private temp dir).
+fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let src = Path::new(env!("CARGO_BIN_EXE_dockless"));
+        let meta = std::fs::metadata(src).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "dockless-rootless-bin-{:x}-{:x}",
+            meta.len(),
+            meta.mtime()
+        ));
+        let dst = dir.join("dockless");
+        if !dst.is_file() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let tmp = dir.join(format!(".dockless-{}", std::process::id()));
+            std::fs::copy(src, &tmp).unwrap();
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::rename(&tmp, &dst).unwrap();
+        }
+        dst
+    })
+}
+
+/// One test's home and dockless root, owned by the test user (removed by root afterwards,
+/// subordinate-owned files included).
+struct Session {
+    user: User,
+    dir: tempfile::TempDir,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Session {
+    fn new(user: &str) -> Session {
+        let serial = serial();
+        let user = User::lookup(user);
+        let dir = tempfile::Builder::new()
+            .prefix("dockless-rootless-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid)).unwrap();
+        let s = Session {
+            user,
+            dir,
+            _serial: serial,
+        };
+        s.assert_no_processes();
+        s
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// `dockless args...` as the user, with a clean environment (no XDG_RUNTIME_DIR).
+    fn dockless(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.dockless_env(
+            args,
+            stdin,
+            &[
+                ("DOCKLESS_ROOT", self.root().to_str().unwrap()),
+                (
+                    "DOCKLESS_RUN_ROOT",
+                    self.root().join("run").to_str().unwrap(),
+                ),
+            ],
+        )
+    }
+
+    fn dockless_env(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", &self.user.name, "--", "env", "-i"])
+            .arg(format!("HOME={}", self.dir.path().display()))
+            .arg("PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+            .arg("DOCKLESS_RETRY_BASE_MS=1");
+        for (k, v) in env {
+            cmd.arg(format!("{k}={v}"));
+        }
+        let mut child = cmd
+            .arg(binary())
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runuser");
+        let input = child.stdin.take().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut input = input;
+                let _ = std::io::Write::write_all(&mut input, stdin.unwrap_or("").as_bytes());
+            });
+        });
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.dockless(args, None);
+        assert!(
+            out.status.success(),
+            "dockless {args:?} failed ({}): {}{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    }
+
+    /// Processes of the user or of its subordinate ids (container users).
+    fn processes(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
+            let uid = meta.uid();
+            let sub = self
+                .user
+                .subuid
+                .is_some_and(|s| (s..s + 65_536).contains(&uid));
+            if uid == self.user.uid || sub {
+                let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                found.push(format!("{pid}: {}", text(&cmd).replace('\0', " ")));
+            }
+        }
+        found
+    }
+
+    fn assert_no_processes(&self) {
+        // A process that is just exiting may still be listed for a moment.
+        for _ in 0..50 {
+            if self.processes().is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "processes of {} left: {:?}",
+            self.user.name,
+            self.processes()
+        );
+    }
+
+    /// Nothing of any run is left: containers, bundles, rootfs dirs, job dirs, processes.
+    /// (The overlays lived in the session's own mount namespace; they ended with it.)
+    fn assert_clean(&self) {
+        self.assert_no_processes();
+        dockless_testkit::assert_clean(
+            &self.root(),
+            &[
+                "rootfs-v1",
+                "jobs-v1",
+                "run/containers-v1/runs",
+                "run/containers-v1/containers",
+            ],
+        );
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Let a failing test's processes not spill into the next one.
+        if !self.processes().is_empty() {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-u", &self.user.name])
+                .status();
+        }
+    }
+}
+
+fn image(name: &str) -> String {
+    format!("{}/{name}:latest", test_env().registry)
+}
+
+#[test]
+fn image_owners_map_into_the_subordinate_range() {
+    let s = Session::new(&rootless_user());
+    let layered = image("layered");
+    s.ok(&["pull", "-q", &layered]);
+    let out = s.ok(&[
+        "run",
+        &layered,
+        "--",
+        "sh",
+        "-c",
+        "id -u; stat -c '%u:%g %n' /fixture/owned-1000.txt /fixture/home-1000 /fixture/hello.txt; \
+         cat /proc/self/uid_map /proc/self/gid_map",
+    ]);
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "0", "{stdout}");
+    assert_eq!(lines[1], "1000:1000 /fixture/owned-1000.txt", "{stdout}");
+    assert_eq!(lines[2], "1000:1000 /fixture/home-1000", "{stdout}");
+    assert_eq!(lines[3], "0:0 /fixture/hello.txt", "{stdout}");
+    let map: Vec<Vec<&str>> = lines[4..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let (uid, gid) = (s.user.uid.to_string(), s.user.gid.to_string());
+    let (subuid, subgid) = (
+        s.user
+            .subuid
+            .expect("the rootless test user has subuids")
+            .to_string(),
+        s.user
+            .subgid
+            .expect("the rootless test user has subgids")
+            .to_string(),
+    );
+    assert_eq!(map[0], ["0", uid.as_str(), "1"], "{stdout}");
+    assert_eq!(map[1], ["1", subuid.as_str(), "65536"], "{stdout}");
+    assert_eq!(map[2], ["0", gid.as_str(), "1"], "{stdout}");
+    assert_eq!(map[3], ["1", subgid.as_str(), "65536"], "{stdout}");
+
+    // On the host: image uid 0 is the user, image uid 1000 is subordinate id 999 after the
+    // first; never every file flattened to the user.
+    let mut owners = std::collections::BTreeMap::new();
+    for snap in std::fs::read_dir(s.root().join("snapshots-v2"))
+        .unwrap()
+        .flatten()
+    {
+        for name in ["owned-1000.txt", "hello.txt"] {
+            if let Ok(m) = std::fs::symlink_metadata(snap.path().join("fixture").join(name)) {
+                owners.insert(name, (m.uid(), m.gid()));
+            }
+        }
+    }
+    let sub = s.user.subuid.unwrap();
+    let subg = s.user.subgid.unwrap();
+    assert_eq!(owners.get("owned-1000.txt"), Some(&(sub + 999, subg + 999)));
+    assert_eq!(owners.get("hello.txt"), Some(&(s.user.uid, s.user.gid)));
+
+    // `dockless unshare` reaches files only the namespace can remove.
+    let victim = s.dir.path().join("made-by-1000");
+    std::fs::create_dir(&victim).unwrap();
+    std::os::unix::fs::chown(&victim, Some(sub + 999), Some(subg + 999)).unwrap();
+    std::fs::write(victim.join("f"), "x").unwrap();
+    std::os::unix::fs::chown(victim.join("f"), Some(sub + 999), Some(subg + 999)).unwrap();
+    s.ok(&["unshare", "rm", "-rf", victim.to_str().unwrap()]);
+    assert!(!victim.exists());
+    s.assert_clean();
+}
+
+#[test]
+fn exit_codes_streams_and_an_empty_network() {
+    let s = Session::new(&rootless_user());
+    let busybox = image("busybox");
+    let out = s.dockless(
+        &[
+            "run",
+            &busybox,
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", text(&out.stderr));
+
+    // Only lo, and it is up (flags 0x9 = UP|LOOPBACK); the host's registry is unreachable.
+    let script = format!(
+        "ls /sys/class/net; cat /sys/class/net/lo/flags; \
+         if wget -q -T 3 -O- http://{}/v2/ >/dev/null 2>&1; then echo reached; else echo unreachable; fi",
+        test_env().registry
+    );
+    let out = s.ok(&["run", &busybox, "--", "sh", "-c", &script]);
+    assert_eq!(text(&out.stdout), "lo\n0x9\nunreachable\n");
+
+    // Host networking is refused, and says why.
+    let out = s.dockless(&["run", "--network", "host", &busybox, "--", "true"], None);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("host networking is not available rootless"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.assert_clean();
+}
+
+#[test]
+fn limits_not_enforced_are_named_and_the_timeout_kills_everything() {
+    let s = Session::new(&rootless_user());
+    let busybox = image("busybox");
+    let out = s.dockless(
+        &[
+            "run", "--memory", "64m", "--cpus", "0.5", &busybox, "--", "true",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not enforced: memory limit 64m, cpu limit 0.5, pids limit 2048"),
+        "{stderr}"
+    );
+
+    // A tree that ignores SIGTERM, with a background child: all of it dies at the timeout.
+    let started = std::time::Instant::now();
+    let out = s.dockless(
+        &[
+            "run",
+            "--timeout",
+            "2s",
+            &busybox,
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; sleep 4321 & sleep 4321",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.assert_clean();
+}
+
+/// The demo component (examples/demo-component), built and pushed once per test binary.
+fn demo_image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let reference = format!("{}/demo-component:rootless-test", test_env().registry);
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image");
+        let out = Command::new(&script).arg(&reference).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        reference
+    })
+}
+
+#[test]
+fn a_keboola_job_runs_rootless_with_state_and_mapping() {
+    let image = demo_image();
+    let s = Session::new(&rootless_user());
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component");
+    // The user may not be able to enter the checkout: give it its own copies.
+    let own = |name: &str, from: &Path| -> PathBuf {
+        let to = s.dir.path().join(name);
+        std::fs::copy(from, &to).unwrap();
+        std::os::unix::fs::chown(&to, Some(s.user.uid), Some(s.user.gid)).unwrap();
+        to
+    };
+    let orders = own("orders-1.csv", &example.join("data/orders-1.csv"));
+    let config = own("config.json", &example.join("config.json"));
+    s.ok(&[
+        "storage",
+        "import",
+        orders.to_str().unwrap(),
+        "in.c-demo.orders",
+        "--primary-key",
+        "id",
+    ]);
+    let job = |run: u32| -> Value {
+        let out = s.dockless(
+            &[
+                "run",
+                image,
+                "--config",
+                config.to_str().unwrap(),
+                "--json",
+                "--component-id",
+                "demo-component",
+                "--config-id",
+                "demo",
+            ],
+            None,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "job {run}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        // The demo prints its token as Keboola would mask it.
+        assert!(!text(&out.stdout).contains("demo-token-do-not-print"));
+        assert!(!text(&out.stderr).contains("demo-token-do-not-print"));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = job(1);
+    assert_eq!(first["status"], "success", "{first}");
+    let exported = s.ok(&["storage", "export", "out.c-demo.orders_enriched"]);
+    let enriched = text(&exported.stdout);
+    let rows_before = enriched.lines().count();
+    assert!(rows_before > 1, "{enriched}");
+
+    // The second run reads the first run's state: no order is processed twice.
+    let second = job(2);
+    assert_eq!(second["status"], "success", "{second}");
+    let exported = s.ok(&["storage", "export", "out.c-demo.orders_enriched"]);
+    assert_eq!(text(&exported.stdout).lines().count(), rows_before);
+    let stderr = text(&s.dockless(&["storage", "tables"], None).stdout);
+    assert!(stderr.contains("out.c-demo.customer_totals"), "{stderr}");
+    s.assert_clean();
+}
+
+#[test]
+fn default_paths_are_the_users_xdg_dirs() {
+    let s = Session::new(&rootless_user());
+    let home = s.dir.path();
+    let runtime = home.join("xdg-runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&runtime, Some(s.user.uid), Some(s.user.gid)).unwrap();
+    let out = s.dockless_env(
+        &["run", &image("busybox"), "--", "true"],
+        None,
+        &[("XDG_RUNTIME_DIR", runtime.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let data = home.join(".local/share/dockless");
+    assert!(
+        data.join("store").is_dir(),
+        "no store under {}",
+        data.display()
+    );
+    assert!(data.join("snapshots-v2").is_dir());
+    assert!(runtime.join("dockless/containers-v1").is_dir());
+    let meta = std::fs::metadata(data.join("store")).unwrap();
+    assert_eq!(meta.uid(), s.user.uid, "the store belongs to the user");
+    s.assert_no_processes();
+}
+
+#[test]
+fn a_user_without_subordinate_ids_is_told_what_to_add() {
+    let s = Session::new(&nosubid_user());
+    assert_eq!(
+        s.user.subuid, None,
+        "{} must have no /etc/subuid range",
+        s.user.name
+    );
+    let out = s.dockless(&["run", &image("busybox"), "--", "true"], None);
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("has no subordinate uid range in \"/etc/subuid\"")
+            && stderr.contains("usermod --add-subuids"),
+        "{stderr}"
+    );
+    // Storage needs no namespace.
+    s.ok(&["storage", "tables"]);
+    s.assert_no_processes();
+}
