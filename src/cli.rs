@@ -45,6 +45,19 @@ pub enum Command {
     /// Run a command inside the rootless user namespace (as podman unshare): e.g. remove
     /// files a container left owned by a subordinate uid. Root runs it as is.
     Unshare(UnshareArgs),
+    /// As root, once per boot: give USER a subtree of every cgroup v1 hierarchy, so that its
+    /// rootless runs get memory, CPU and pids limits (`--undo` takes it back).
+    DelegateCgroups(DelegateArgs),
+}
+
+/// `dockless delegate-cgroups USER [--undo]`.
+#[derive(Debug, clap::Args)]
+pub struct DelegateArgs {
+    /// The user that runs dockless rootless.
+    pub user: String,
+    /// Remove the delegated directories instead (fails while a run of the user lives).
+    #[arg(long)]
+    pub undo: bool,
 }
 
 /// `dockless unshare [COMMAND...]`.

@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
@@ -13,17 +14,32 @@ use dockless_runtime::userns::{self, SubIdFiles};
 use crate::commands::Paths;
 
 /// Enters the rootless session when the caller is not root. Must run before any thread is
-/// started. Containers then run in the caller's cgroup: this host's cgroup hierarchy cannot be
-/// written by an ordinary user, so a private cgroup2 view is mounted for libcontainer.
+/// started. Without a delegated cgroup subtree, containers run in the caller's cgroup: this
+/// host's cgroup hierarchy cannot be written by an ordinary user, so a private cgroup2 view is
+/// mounted for libcontainer.
 pub fn enter_session(paths: &Paths) -> anyhow::Result<()> {
     if nix_euid() == 0 {
         return Ok(());
     }
     secure_run_state(&paths.run_state)?;
     let map = userns::current_user_map(&SubIdFiles::default()).context("cannot run rootless")?;
+    // Owners are checked from outside: inside, the user's directories belong to uid 0.
+    let delegated = userns::delegated_parent(nix_euid());
     userns::enter(&map).context("cannot enter the rootless user namespace")?;
-    userns::mount_private_cgroup2().context("cannot set up the rootless session")?;
+    if delegated.is_none() {
+        userns::mount_private_cgroup2().context("cannot set up the rootless session")?;
+    }
+    let _ = DELEGATED.set(delegated);
     Ok(())
+}
+
+/// The cgroup parent root delegated to this user (`dockless delegate-cgroups`), if any.
+static DELEGATED: OnceLock<Option<String>> = OnceLock::new();
+
+/// Where a rootless run's cgroups go when root delegated a subtree; `None` when not
+/// rootless or when nothing was delegated.
+pub fn delegated_cgroup_parent() -> Option<&'static str> {
+    DELEGATED.get().and_then(|d| d.as_deref())
 }
 
 /// Whether this process runs rootless (inside its session or a foreign user namespace).
@@ -35,7 +51,7 @@ pub fn active() -> bool {
 /// taken out and named once per process on stderr, never dropped silently.
 pub fn enforceable(spec: &RunSpec) -> RunSpec {
     let mut spec = spec.clone();
-    if !active() {
+    if !active() || delegated_cgroup_parent().is_some() {
         return spec;
     }
     let mut dropped = Vec::new();
@@ -55,11 +71,49 @@ pub fn enforceable(spec: &RunSpec) -> RunSpec {
     if !dropped.is_empty() && !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
             "dockless: warning: rootless on a host that delegates no cgroup to this user \
-             (cgroup v1): not enforced: {}; the timeout still applies",
+             (cgroup v1): not enforced: {}; the timeout still applies (as root, \
+             `dockless delegate-cgroups USER` delegates one)",
             dropped.join(", ")
         );
     }
     spec
+}
+
+/// `dockless delegate-cgroups USER [--undo]`: root's one-time step that gives USER a
+/// subtree of every cgroup v1 hierarchy, so that its rootless runs get limits.
+pub fn delegate(user: &str, undo: bool) -> anyhow::Result<std::process::ExitCode> {
+    if nix_euid() != 0 {
+        bail!("delegate-cgroups changes the host's cgroup hierarchies: run it as root");
+    }
+    let (uid, gid) = lookup_user(user)?;
+    let dirs = if undo {
+        userns::undelegate(uid)
+    } else {
+        userns::delegate(uid, gid)
+    }
+    .with_context(|| format!("cannot change the cgroups delegated to {user}"))?;
+    for dir in dirs {
+        println!("{}", dir.display());
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// uid and primary gid of a user name (or of a numeric uid), as `id` reports them.
+fn lookup_user(user: &str) -> anyhow::Result<(u32, u32)> {
+    let id = |flag: &str| -> anyhow::Result<u32> {
+        let out = std::process::Command::new("id")
+            .args([flag, user])
+            .output()
+            .context("cannot run id")?;
+        if !out.status.success() {
+            bail!("no user {user:?}");
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .with_context(|| format!("id {flag} {user}"))
+    };
+    Ok((id("-u")?, id("-g")?))
 }
 
 /// `dockless unshare`: replaces this process with `command` inside the session.

@@ -534,3 +534,129 @@ fn a_user_without_subordinate_ids_is_told_what_to_add() {
     s.ok(&["storage", "tables"]);
     s.assert_no_processes();
 }
+
+/// Root's one-time `dockless delegate-cgroups USER`, undone when dropped.
+struct Delegation {
+    user: String,
+}
+
+impl Delegation {
+    fn new(user: &str) -> Delegation {
+        let out = Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .args(["delegate-cgroups", user])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("/sys/fs/cgroup/memory/dockless-u"),
+            "{}",
+            text(&out.stdout)
+        );
+        Delegation {
+            user: user.to_owned(),
+        }
+    }
+
+    fn undo(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .args(["delegate-cgroups", &self.user, "--undo"])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Delegation {
+    fn drop(&mut self) {
+        let _ = self.undo();
+    }
+}
+
+#[test]
+fn limits_apply_in_a_cgroup_subtree_root_delegated() {
+    let s = Session::new(&rootless_user());
+    let delegation = Delegation::new(&s.user.name);
+    let parent = format!("dockless-u{}", s.user.uid);
+    let busybox = image("busybox");
+
+    // Memory: the hog is OOM-killed and reported, and no limit is said to be missing.
+    let out = s.dockless(
+        &[
+            "run",
+            "--memory",
+            "32m",
+            &busybox,
+            "--",
+            "sh",
+            "-c",
+            "x=a; while true; do x=$x$x; done",
+        ],
+        None,
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{stderr}");
+    assert!(stderr.contains("ran out of memory"), "{stderr}");
+    assert!(!stderr.contains("not enforced"), "{stderr}");
+
+    // pids: the 21st process cannot be forked (and the shell gives up).
+    let out = s.dockless(
+        &[
+            "run",
+            "--pids-limit",
+            "20",
+            &busybox,
+            "--",
+            "sh",
+            "-c",
+            "for i in $(seq 40); do sleep 3 & done; wait",
+        ],
+        None,
+    );
+    assert!(
+        text(&out.stderr).contains("can't fork"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // CPU: the quota is in the run's cgroup while it lives (checked from the host).
+    let out = s.ok(&[
+        "run", "--cpus", "0.5", &busybox, "--", "sh", "-c", "sleep 1",
+    ]);
+    assert!(!text(&out.stderr).contains("not enforced"));
+    s.assert_clean();
+
+    // Every run's cgroup is gone; only the delegated parents remain until undone.
+    for (mount, _) in dockless_runtime_hierarchies() {
+        let dir = mount.join(&parent);
+        let children: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name())
+            .collect();
+        assert!(children.is_empty(), "{}: {children:?}", dir.display());
+    }
+    let out = delegation.undo();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!Path::new("/sys/fs/cgroup/memory").join(&parent).exists());
+}
+
+/// The cgroup v1 controller mount points of the host (the delegation covers each).
+fn dockless_runtime_hierarchies() -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for line in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+    {
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        // Named hierarchies (name=systemd) carry no controller and are not delegated.
+        if after.split(' ').next() == Some("cgroup")
+            && !after.contains("name=")
+            && let Some(mount) = before.split(' ').nth(4)
+        {
+            out.push((PathBuf::from(mount), after.to_owned()));
+        }
+    }
+    out
+}

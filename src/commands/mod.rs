@@ -119,6 +119,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(*args, &paths),
         Command::Gc => gc::run(&paths),
         Command::Unshare(args) => crate::rootless::exec(args.command),
+        Command::DelegateCgroups(args) => crate::rootless::delegate(&args.user, args.undo),
         Command::RuntimeHelper => unreachable!("main runs the helper before anything else"),
     }
 }

@@ -460,7 +460,10 @@ pub fn run_container_with(
         );
     }
     let exe = std::env::current_exe().context("cannot find the dockless executable")?;
-    let runner = Runner::new(exe, [super::HELPER_COMMAND], paths.containers());
+    let mut runner = Runner::new(exe, [super::HELPER_COMMAND], paths.containers());
+    if let Some(parent) = crate::rootless::delegated_cgroup_parent() {
+        runner = runner.with_cgroup_parent(parent).with_own_v1_limits(true);
+    }
     let result = runner.run(
         rootfs.path(),
         &crate::rootless::enforceable(spec),

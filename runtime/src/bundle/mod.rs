@@ -19,6 +19,7 @@ pub use hardening::DEFAULT_CAPABILITIES;
 pub use image_config::ImageConfig;
 pub use run_spec::{DEFAULT_NOFILE, DEFAULT_PIDS_LIMIT, Limits, NetworkMode, RunSpec, TmpMount};
 pub use seccomp::DEFAULT_PROFILE_PATH as DEFAULT_SECCOMP_PROFILE;
+pub(crate) use spec::CPU_PERIOD_US;
 pub use spec::{DEFAULT_PATH, build_spec};
 pub use user::{ResolvedUser, resolve_user};
 

@@ -19,7 +19,7 @@ use super::user::resolve_user;
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// CFS period used to express `--cpus` as a quota.
-const CPU_PERIOD_US: u64 = 100_000;
+pub(crate) const CPU_PERIOD_US: u64 = 100_000;
 
 fn spec_err(
     what: &'static str,

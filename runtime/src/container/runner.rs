@@ -62,6 +62,7 @@ pub struct Runner {
     cgroup_parent: String,
     capture_limit: usize,
     helper_grace: Duration,
+    own_v1_limits: bool,
 }
 
 impl Runner {
@@ -79,12 +80,22 @@ impl Runner {
             cgroup_parent: "dockless".to_owned(),
             capture_limit: DEFAULT_CAPTURE_LIMIT,
             helper_grace: DEFAULT_HELPER_GRACE,
+            own_v1_limits: false,
         }
     }
 
     /// Puts container cgroups under `/<parent>/<id>` in every hierarchy (default `dockless`).
     pub fn with_cgroup_parent(mut self, parent: impl Into<String>) -> Self {
         self.cgroup_parent = parent.into().trim_matches('/').to_owned();
+        self
+    }
+
+    /// Rootless with a delegated cgroup-v1 subtree (see `userns::delegate`): the runner
+    /// writes the limits into the run's cgroups itself and keeps them out of the spec, which
+    /// libcontainer's v1 manager could not apply unprivileged. The cgroup parent must be the
+    /// delegated directory.
+    pub fn with_own_v1_limits(mut self, own: bool) -> Self {
+        self.own_v1_limits = own;
         self
     }
 
@@ -131,10 +142,26 @@ impl Runner {
             child: None,
             stdin: None,
             lock: Some(lock),
+            own_cgroup: None,
         };
 
         let cgroups_path = format!("/{}/{}", self.cgroup_parent, id);
-        write_bundle(&run_dir, &build_spec(rootfs, spec, &cgroups_path)?)?;
+        if self.own_v1_limits {
+            let mut bundle_spec = spec.clone();
+            bundle_spec.limits.memory_bytes = None;
+            bundle_spec.limits.cpus = None;
+            bundle_spec.limits.pids = None;
+            write_bundle(&run_dir, &build_spec(rootfs, &bundle_spec, &cgroups_path)?)?;
+            session.own_cgroup = Some(cgroups_path.clone());
+            crate::userns::write_limits(&cgroups_path, &spec.limits).map_err(|e| {
+                RunError::Helper {
+                    id: id.clone(),
+                    messages: vec!["cannot set the run's cgroup limits".into(), e.to_string()],
+                }
+            })?;
+        } else {
+            write_bundle(&run_dir, &build_spec(rootfs, spec, &cgroups_path)?)?;
+        }
 
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
@@ -284,6 +311,8 @@ struct Session {
     /// The run directory, open and flocked; the helper inherits the same open file
     /// description, so gc skips the run while either of us lives.
     lock: Option<File>,
+    /// The run's cgroup path when the runner created it (delegated rootless limits).
+    own_cgroup: Option<String>,
 }
 
 impl Session {
@@ -298,6 +327,12 @@ impl Session {
     fn cleanup(&mut self) -> Result<(), RunError> {
         let _ = self.finish_helper();
         let removed = remove_leftover(&self.state_root, &self.id);
+        if let Some(path) = self.own_cgroup.take() {
+            // Empty by now (the container is gone); a failure to create it leaves them too.
+            for dir in super::gc::cgroup_dirs(Path::new(&path)) {
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
         self.lock = None;
         removed.map(drop)
     }

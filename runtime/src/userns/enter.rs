@@ -27,8 +27,8 @@ pub fn in_user_namespace() -> bool {
     })
 }
 
-/// Moves the calling process into a new user namespace with `map`, then into private mount
-/// and cgroup namespaces. Must be called while the process is single-threaded (before any
+/// Moves the calling process into a new user namespace with `map`, then into a private mount
+/// namespace. Must be called while the process is single-threaded (before any
 /// async runtime or worker thread starts): a namespace change applies to the calling thread
 /// only, and `fork` is used to run the id helpers from outside the namespace.
 pub fn enter(map: &IdMap) -> Result<(), UsernsError> {
@@ -76,9 +76,8 @@ pub fn enter(map: &IdMap) -> Result<(), UsernsError> {
         .map_err(sys("cannot become gid 0 in the user namespace"))?;
     nix::unistd::setresuid(0.into(), 0.into(), 0.into())
         .map_err(sys("cannot become uid 0 in the user namespace"))?;
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP).map_err(sys(
-        "cannot create the session's mount and cgroup namespaces",
-    ))?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(sys("cannot create the session's mount namespace"))?;
     // Nothing mounted from here on (overlays, cgroup2) propagates back to the host.
     mount_change(
         "/",
@@ -91,11 +90,14 @@ pub fn enter(map: &IdMap) -> Result<(), UsernsError> {
     Ok(())
 }
 
-/// Mounts a fresh cgroup2 hierarchy (of the session's cgroup namespace) over
+/// Enters a cgroup namespace of the session's and mounts a fresh cgroup2 hierarchy of it over
 /// `/sys/fs/cgroup`, so that libcontainer sees a unified host and uses its rootless-tolerant
 /// v2 manager instead of the v1 one, which an ordinary user cannot drive. Containers then run
 /// in the caller's cgroup, without limits of their own.
 pub fn mount_private_cgroup2() -> Result<(), UsernsError> {
+    // A cgroup namespace of our own: only then may the user namespace mount cgroup2.
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(sys("cannot create the session's cgroup namespace"))?;
     mount(
         "cgroup2",
         Path::new("/sys/fs/cgroup"),

@@ -55,6 +55,20 @@ pub enum UsernsError {
         #[source]
         source: std::io::Error,
     },
+    /// Delegation is for cgroup v1 hierarchies, and this host has none.
+    #[error("this host has no cgroup v1 hierarchy to delegate")]
+    NoV1Hierarchy,
+    /// A cgroup directory could not be created, changed or removed.
+    #[error("{what} {path:?}")]
+    Cgroup {
+        /// What was attempted.
+        what: &'static str,
+        /// Which directory or file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// `newuidmap`/`newgidmap` is not installed.
     #[error("{tool} not found: install Debian's `uidmap` package to run as an ordinary user")]
     ToolMissing {

@@ -11,10 +11,13 @@
 //! helper, the containers) inherit it, and it ends with them. Mounts made inside it are never
 //! seen by the host.
 
+mod cgroups;
 mod enter;
 mod error;
 mod subid;
 
+pub(crate) use cgroups::write_limits;
+pub use cgroups::{delegate, delegated_parent, delegated_parent_name, undelegate, v1_hierarchies};
 pub use enter::{enter, in_user_namespace, mount_private_cgroup2};
 pub use error::UsernsError;
 pub use subid::{IdMap, IdRange, SubIdFiles, current_user_map};

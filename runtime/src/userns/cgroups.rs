@@ -1,0 +1,176 @@
+//! Limits for rootless runs on a cgroup-v1 host: a subtree of each hierarchy that root hands
+//! to the user once (`dockless delegate-cgroups USER`), in which the user's runner creates one
+//! cgroup per container and writes its limits itself.
+//!
+//! libcgroups' v1 manager cannot run unprivileged (it always writes device rules), so a
+//! delegated run keeps `resources` out of the spec: libcontainer only creates and joins the
+//! cgroups (allowed: the parent belongs to the user), freezes and kills through them, and
+//! removes them; the runner writes memory, swap, pids and CPU limits before the container
+//! starts. Device access stays as it is rootless anyway: only the standard nodes are bound in.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::error::UsernsError;
+
+/// The directory delegated to `uid` in every v1 hierarchy.
+pub fn delegated_parent_name(uid: u32) -> String {
+    format!("dockless-u{uid}")
+}
+
+/// The mount points of the v1 hierarchies (`cgroup` filesystems), with their controllers.
+pub fn v1_hierarchies() -> Vec<(PathBuf, Vec<String>)> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some((before, after)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut tail = after.split(' ');
+        if tail.next() != Some("cgroup") {
+            continue;
+        }
+        let options = tail.nth(1).unwrap_or_default();
+        let Some(mount_point) = before.split(' ').nth(4) else {
+            continue;
+        };
+        let controllers = options
+            .split(',')
+            .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('='))
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        if !controllers.is_empty() {
+            out.push((PathBuf::from(mount_point), controllers));
+        }
+    }
+    out
+}
+
+/// Root's one-time step: creates `dockless-u<uid>` in every v1 hierarchy, owned by the user
+/// (cpuset's cpus and mems copied from the root, which a new cpuset needs before use).
+/// Returns the directories. Idempotent; lost at reboot like every cgroup.
+pub fn delegate(uid: u32, gid: u32) -> Result<Vec<PathBuf>, UsernsError> {
+    let hierarchies = v1_hierarchies();
+    if hierarchies.is_empty() {
+        return Err(UsernsError::NoV1Hierarchy);
+    }
+    let name = delegated_parent_name(uid);
+    let mut made = Vec::new();
+    for (mount, controllers) in hierarchies {
+        let dir = mount.join(&name);
+        let io = |what: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| UsernsError::Cgroup { what, path, source }
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("cannot create", &dir)(e)),
+        }
+        if controllers.iter().any(|c| c == "cpuset") {
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let value = std::fs::read(mount.join(file)).map_err(io("cannot read", &mount))?;
+                std::fs::write(dir.join(file), value).map_err(io("cannot write", &dir))?;
+            }
+        }
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io("cannot chown", &dir))?;
+        // Children inherit the parent's files' owners, not the parent's: the user must be
+        // able to move its own processes in and out at this level too.
+        for file in ["cgroup.procs", "tasks"] {
+            let path = dir.join(file);
+            if path.exists() {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(io("cannot chown", &path))?;
+            }
+        }
+        made.push(dir);
+    }
+    Ok(made)
+}
+
+/// Undoes [`delegate`]; fails (naming the directory) while a run of the user still lives.
+pub fn undelegate(uid: u32) -> Result<Vec<PathBuf>, UsernsError> {
+    let name = delegated_parent_name(uid);
+    let mut removed = Vec::new();
+    for (mount, _) in v1_hierarchies() {
+        let dir = mount.join(&name);
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(UsernsError::Cgroup {
+                    what: "cannot remove",
+                    path: dir,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// The delegated parent (relative to each hierarchy) when root delegated one to `uid` in
+/// every v1 hierarchy; `None` otherwise (then a rootless run has no limits). Checked from
+/// outside the user namespace, where owners are the host's.
+pub fn delegated_parent(uid: u32) -> Option<String> {
+    let hierarchies = v1_hierarchies();
+    let name = delegated_parent_name(uid);
+    let all_ours = !hierarchies.is_empty()
+        && hierarchies.iter().all(|(mount, _)| {
+            std::fs::symlink_metadata(mount.join(&name)).is_ok_and(|m| m.is_dir() && m.uid() == uid)
+        });
+    all_ours.then_some(name)
+}
+
+/// Creates the run's cgroup in the memory, pids and cpu hierarchies (inside a delegated
+/// parent) and writes `limits` there before libcontainer joins it. Swap is limited to the
+/// memory limit (memsw, where the kernel accounts swap), as for root runs.
+pub(crate) fn write_limits(
+    cgroups_path: &str,
+    limits: &crate::bundle::Limits,
+) -> Result<(), UsernsError> {
+    let rel = cgroups_path.trim_start_matches('/');
+    let hierarchies = v1_hierarchies();
+    let dir_of = |controller: &str| -> Result<PathBuf, UsernsError> {
+        let mount = hierarchies
+            .iter()
+            .find(|(_, c)| c.iter().any(|c| c == controller))
+            .map(|(m, _)| m.clone())
+            .ok_or(UsernsError::NoV1Hierarchy)?;
+        let dir = mount.join(rel);
+        std::fs::create_dir_all(&dir).map_err(|source| UsernsError::Cgroup {
+            what: "cannot create",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(dir)
+    };
+    let write = |dir: &Path, file: &str, value: String| -> Result<(), UsernsError> {
+        let path = dir.join(file);
+        std::fs::write(&path, value).map_err(|source| UsernsError::Cgroup {
+            what: "cannot write",
+            path,
+            source,
+        })
+    };
+    if let Some(bytes) = limits.memory_bytes {
+        let dir = dir_of("memory")?;
+        write(&dir, "memory.limit_in_bytes", bytes.to_string())?;
+        if dir.join("memory.memsw.limit_in_bytes").exists() {
+            write(&dir, "memory.memsw.limit_in_bytes", bytes.to_string())?;
+        }
+    }
+    if let Some(pids) = limits.pids {
+        write(&dir_of("pids")?, "pids.max", pids.to_string())?;
+    }
+    if let Some(cpus) = limits.cpus {
+        let dir = dir_of("cpu")?;
+        let period = crate::bundle::CPU_PERIOD_US;
+        write(&dir, "cpu.cfs_period_us", period.to_string())?;
+        let quota = (cpus * period as f64).round().max(1000.0) as i64;
+        write(&dir, "cpu.cfs_quota_us", quota.to_string())?;
+    }
+    Ok(())
+}
