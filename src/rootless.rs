@@ -116,6 +116,66 @@ fn lookup_user(user: &str) -> anyhow::Result<(u32, u32)> {
     Ok((id("-u")?, id("-g")?))
 }
 
+/// The entry of /etc/subuid and /etc/subgid whose range root's `--userns` containers get
+/// (podman names its own `containers`).
+pub const USERNS_ENTRY: &str = "dockless";
+
+/// `--userns`: the host range for the containers' ids, or `None` without the flag.
+pub fn userns_range(wanted: bool) -> anyhow::Result<Option<dockless_runtime::unpack::IdShift>> {
+    if !wanted {
+        return Ok(None);
+    }
+    if nix_euid() != 0 {
+        bail!("--userns is for root: a rootless run already is in a user namespace");
+    }
+    let shift = userns::named_range(&SubIdFiles::default(), USERNS_ENTRY)
+        .context("--userns needs a range for \"dockless\" (e.g. `dockless:1000000:65536`)")?;
+    Ok(Some(shift))
+}
+
+/// A `--userns` container's root is an unprivileged host uid: it must be able to pass through
+/// every directory above its rootfs and `/data` (libcontainer's error would only say "failed
+/// to prepare rootfs").
+pub fn check_searchable(path: &Path, base: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in path.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        let searchable = mode & 0o001 != 0
+            || (meta.uid() == base && mode & 0o100 != 0)
+            || (meta.gid() == base && mode & 0o010 != 0);
+        if !searchable {
+            bail!(
+                "--userns: {} must be searchable by others (chmod o+x) for the container's \
+                 root, host uid {base}, to reach {}",
+                dir.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Gives `dir` and everything below it to `owner` (uid and gid), never following a symlink:
+/// before a `--userns` container runs, its `/data` and `/tmp` must belong to its root.
+pub fn chown_tree(dir: &Path, owner: u32) -> anyhow::Result<()> {
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot inspect {}", dir.display()))?;
+    std::os::unix::fs::lchown(dir, Some(owner), Some(owner))
+        .with_context(|| format!("cannot chown {}", dir.display()))?;
+    if meta.is_dir() {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            chown_tree(&entry.path(), owner)?;
+        }
+    }
+    Ok(())
+}
+
 /// `dockless unshare`: replaces this process with `command` inside the session.
 pub fn exec(mut command: Vec<String>) -> anyhow::Result<std::process::ExitCode> {
     use std::os::unix::process::CommandExt;

@@ -67,10 +67,12 @@ pub fn remove(args: RmiArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
             eprintln!("dockless: a container is running; the image's unpacked layers are kept");
             continue;
         }
-        let snapshots = super::pull::snapshots(paths)?;
-        for chain in chains(&removed)? {
-            if !live.contains(&chain) && snapshots.contains(&chain) {
-                snapshots.remove(&chain)?;
+        // The plain snapshots and those shifted for `run --userns`.
+        for snapshots in dockless_runtime::rootfs::SnapshotStore::open_all(&paths.root)? {
+            for chain in chains(&removed)? {
+                if !live.contains(&chain) && snapshots.contains(&chain) {
+                    snapshots.remove(&chain)?;
+                }
             }
         }
     }

@@ -10,7 +10,7 @@ use dockless_registry::{
     Client, Digest, ImageRecord, ImageRef, LayerRecord, Platform, Progress, Store,
 };
 use dockless_runtime::rootfs::{EnsuredLayer, LayerSource, SnapshotStore};
-use dockless_runtime::unpack::Compression;
+use dockless_runtime::unpack::{Compression, IdShift};
 
 use super::Paths;
 use crate::settings::RegistryArgs;
@@ -142,8 +142,29 @@ pub fn snapshots(paths: &Paths) -> anyhow::Result<SnapshotStore> {
 /// Makes sure every layer of `record` is unpacked into the snapshot store from the verified
 /// blobs; layers already there are not even opened. Returns the chain ids in manifest order.
 pub fn unpack(record: &ImageRecord, paths: &Paths) -> anyhow::Result<Vec<EnsuredLayer>> {
+    unpack_into(record, paths, &snapshots(paths)?)
+}
+
+/// [`unpack`] into the store of owners shifted into `shift` (`run --userns`).
+pub fn unpack_shifted(
+    record: &ImageRecord,
+    paths: &Paths,
+    shift: IdShift,
+) -> anyhow::Result<Vec<EnsuredLayer>> {
+    unpack_into(
+        record,
+        paths,
+        &SnapshotStore::open_shifted(&paths.root, shift)?,
+    )
+}
+
+fn unpack_into(
+    record: &ImageRecord,
+    paths: &Paths,
+    snapshots: &SnapshotStore,
+) -> anyhow::Result<Vec<EnsuredLayer>> {
     let store = Store::open(paths.store())?;
-    ensure(&record.layers, &record.diff_ids, paths, |d| {
+    ensure_in(snapshots, &record.layers, &record.diff_ids, |d| {
         Ok(Box::new(std::fs::File::open(store.blob_path(d))?))
     })
     .with_context(|| format!("cannot unpack {}", record.name))
@@ -154,6 +175,15 @@ fn ensure<'a>(
     layers: &[LayerRecord],
     diff_ids: &[Digest],
     paths: &Paths,
+    open: impl Fn(&Digest) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> + Send + Sync + 'a,
+) -> anyhow::Result<Vec<EnsuredLayer>> {
+    ensure_in(&snapshots(paths)?, layers, diff_ids, open)
+}
+
+fn ensure_in<'a>(
+    snapshots: &SnapshotStore,
+    layers: &[LayerRecord],
+    diff_ids: &[Digest],
     open: impl Fn(&Digest) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> + Send + Sync + 'a,
 ) -> anyhow::Result<Vec<EnsuredLayer>> {
     let open = Arc::new(open);
@@ -167,7 +197,7 @@ fn ensure<'a>(
             open: Box::new(move || open(&digest)),
         });
     }
-    Ok(snapshots(paths)?.ensure(sources)?)
+    Ok(snapshots.ensure(sources)?)
 }
 
 /// Closes a [`Follow`] when dropped (with the message it was given), unless `finish` closed it.

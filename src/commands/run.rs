@@ -16,7 +16,7 @@ use clap::{Args, ValueEnum};
 use dockless_registry::Store;
 use dockless_runtime::bundle::{ImageConfig, Limits, NetworkMode, RunSpec};
 use dockless_runtime::container::{RunResult, Runner, Stream};
-use dockless_runtime::rootfs::{MountMode, RootfsKind};
+use dockless_runtime::rootfs::{MountMode, RootfsKind, SnapshotStore};
 
 use dockless_staging::Format;
 
@@ -66,6 +66,12 @@ pub struct RunArgs {
     /// Mount the image's root filesystem read-only (/data and /tmp stay writable).
     #[arg(long)]
     pub read_only: bool,
+
+    /// As root: run the container in a user namespace of its own, its root mapped to the
+    /// unprivileged host range of the `dockless` entry in /etc/subuid and /etc/subgid (its
+    /// layers are kept shifted into that range; `--data` is chowned to it, as podman's `:U`).
+    #[arg(long)]
+    pub userns: bool,
 
     /// Environment variable `KEY=VALUE` (repeatable).
     #[arg(
@@ -265,6 +271,7 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         Network::Host => NetworkMode::Host,
     };
     spec.read_only_rootfs = args.read_only;
+    spec.userns = crate::rootless::userns_range(args.userns)?;
 
     let result = run_container(paths, &record, &spec, !args.json)?;
     if args.json {
@@ -370,6 +377,7 @@ fn run_job(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         },
         pids: args.pids_limit,
         read_only: args.read_only,
+        userns: crate::rootless::userns_range(args.userns)?,
         stdout_to_stdout: !args.json,
         processor_images: job.processors.clone(),
     };
@@ -450,8 +458,30 @@ pub fn run_container_with(
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> anyhow::Result<RunResult> {
     let chains = super::images::chains(record)?;
+    let snapshots = match spec.userns {
+        Some(shift) => {
+            // The same layers with owners shifted into the namespace's range, once per range.
+            super::pull::unpack_shifted(record, paths, shift)?;
+            for dir in [spec.data_dir.as_deref(), host_tmp(spec)]
+                .into_iter()
+                .flatten()
+            {
+                crate::rootless::chown_tree(dir, shift.base)?;
+            }
+            SnapshotStore::open_shifted(&paths.root, shift)?
+        }
+        None => super::pull::snapshots(paths)?,
+    };
     let slot = super::gc::RootfsSlot::claim(paths)?;
-    let rootfs = super::pull::snapshots(paths)?
+    if let Some(shift) = spec.userns {
+        for path in [Some(slot.dir()), spec.data_dir.as_deref(), host_tmp(spec)]
+            .into_iter()
+            .flatten()
+        {
+            crate::rootless::check_searchable(path, shift.base)?;
+        }
+    }
+    let rootfs = snapshots
         .mount_run(&chains, slot.dir(), MountMode::OverlayOrCopy)
         .context("cannot prepare the container's root filesystem")?;
     if let RootfsKind::Copy { reason } = rootfs.kind() {
@@ -477,6 +507,14 @@ pub fn run_container_with(
     let result = result.with_context(|| format!("cannot run {}", record.name))?;
     released.context("cannot remove the container's root filesystem")?;
     Ok(result)
+}
+
+/// The host directory bound at `/tmp`, if any.
+fn host_tmp(spec: &RunSpec) -> Option<&Path> {
+    match &spec.tmp {
+        dockless_runtime::bundle::TmpMount::HostDir(dir) => Some(dir),
+        dockless_runtime::bundle::TmpMount::Tmpfs => None,
+    }
 }
 
 fn summary(image: &str, r: &RunResult) -> serde_json::Value {

@@ -130,6 +130,7 @@ impl Pipeline<'_> {
         spec.timeout = Some(timeout);
         spec.network = s.network;
         spec.read_only_rootfs = s.read_only;
+        spec.userns = s.userns;
         let name = container_name(&s.run_id, s.row_id.as_deref(), priority, component_id);
 
         let sync = self.action != "run";

@@ -81,6 +81,8 @@ pub struct JobSettings {
     pub pids: i64,
     /// Each image's root filesystem read-only (`/data` and `/tmp` stay writable).
     pub read_only: bool,
+    /// `--userns`: the host range the containers' ids map to.
+    pub userns: Option<dockless_runtime::unpack::IdShift>,
     /// Stream the main container's stdout to our stdout (else to our stderr).
     pub stdout_to_stdout: bool,
     /// Processor images by component id (`--processor COMPONENT=IMAGE`).

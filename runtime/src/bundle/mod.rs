@@ -58,6 +58,12 @@ pub enum BundleError {
          the host's user namespace; run as root or with the default --network none"
     )]
     RootlessHostNetwork,
+    /// `--userns` cannot be combined with this run.
+    #[error("a user namespace of its own is not available for this run: {reason}")]
+    UsernsUnavailable {
+        /// Why.
+        reason: &'static str,
+    },
     /// Limits were asked for but a rootless run has no cgroup to enforce them in.
     #[error(
         "{limits} limits cannot be enforced rootless on this host (no delegated cgroup); \

@@ -47,6 +47,12 @@ pub struct RunSpec {
     /// ~8 ms to every start (libseccomp builds the filter per architecture). When off, a
     /// 32-bit syscall kills the calling thread.
     pub seccomp_compat_arches: bool,
+    /// Run in a user namespace mapping the container's ids `0..count` to the host's
+    /// `base..base+count` (root's `--userns`): a process that breaks out is an unprivileged
+    /// host user. The rootfs must come from a store shifted the same way
+    /// ([`SnapshotStore::open_shifted`](crate::rootfs::SnapshotStore::open_shifted)) and
+    /// `/data` and a host `/tmp` must belong to `base`.
+    pub userns: Option<crate::unpack::IdShift>,
 }
 
 impl RunSpec {
@@ -69,6 +75,7 @@ impl RunSpec {
             hostname: "dockless".to_owned(),
             seccomp_profile: PathBuf::from(super::seccomp::DEFAULT_PROFILE_PATH),
             seccomp_compat_arches: false,
+            userns: None,
         }
     }
 }

@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use libcontainer::oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
 };
 
 use super::BundleError;
@@ -138,6 +138,7 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
     ]
     .into_iter()
     .chain((run.network == NetworkMode::None).then_some(LinuxNamespaceType::Network))
+    .chain(run.userns.is_some().then_some(LinuxNamespaceType::User))
     {
         namespaces.push(
             LinuxNamespaceBuilder::default()
@@ -150,6 +151,15 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
     let rootless = crate::userns::in_user_namespace();
     if rootless {
         refuse_in_user_namespace(run)?;
+    }
+    if run.userns.is_some() && (rootless || run.network == NetworkMode::Host) {
+        return Err(BundleError::UsernsUnavailable {
+            reason: if rootless {
+                "a rootless run already is in a user namespace"
+            } else {
+                "the host's network namespace belongs to the host's user namespace"
+            },
+        });
     }
     let mut resources = LinuxResourcesBuilder::default().devices(hardening::device_rules()?);
     if let Some(bytes) = run.limits.memory_bytes {
@@ -204,6 +214,16 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         .seccomp(seccomp)
         .build()
         .map_err(spec_err("linux"))?;
+    if let Some(shift) = run.userns {
+        let map = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(shift.base)
+            .size(shift.count)
+            .build()
+            .map_err(spec_err("id mapping"))?;
+        linux.set_uid_mappings(Some(vec![map]));
+        linux.set_gid_mappings(Some(vec![map]));
+    }
     if rootless {
         // libcontainer applies resources (and always the v1 devices rules) only when they are
         // present; a rootless run has no cgroup it could write them to. Devices stay limited:

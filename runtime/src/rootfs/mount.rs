@@ -204,7 +204,7 @@ impl SnapshotStore {
             move |source| RootfsError::RunDir { path, source }
         };
         std::fs::DirBuilder::new()
-            .mode(0o700)
+            .mode(0o711)
             .create(run_dir)
             .map_err(dir_err(run_dir))?;
         // Absolute, so the leftover-mount check can compare with /proc/self/mountinfo.
@@ -224,6 +224,10 @@ impl SnapshotStore {
                 .mode(0o755)
                 .create(&p)
                 .map_err(dir_err(&p))?;
+            // With shifted owners the container's root is the range's base: "/" must be its.
+            if let (Some(s), "upper" | "rootfs") = (self.id_shift(), sub) {
+                std::os::unix::fs::chown(&p, Some(s.base), Some(s.base)).map_err(dir_err(&p))?;
+            }
         }
         // Overlayfs ignores the opaque mark on a layer's root, so a layer whose root is opaque
         // (`.wh..wh..opq` at the top level) simply ends the stack.

@@ -22,7 +22,7 @@ use rustix::io::Errno;
 use super::error::RootfsError;
 use crate::unpack::tree::{os, remove_any};
 use crate::unpack::{
-    ChainId, Compression, DiffId, LayerBlob, LayerFormat, LayerReport, Limits, chain_ids,
+    ChainId, Compression, DiffId, IdShift, LayerBlob, LayerFormat, LayerReport, Limits, chain_ids,
     sync_filesystem, unpack_layer_cancellable,
 };
 
@@ -69,7 +69,52 @@ impl SnapshotStore {
     /// Opens (creating if needed) the store below `root` and removes staging directories left
     /// by processes that no longer exist.
     pub fn open(root: &Path) -> Result<Self, RootfsError> {
-        let dir = root.join("snapshots-v2");
+        Self::open_dir(root.join("snapshots-v2"), None)
+    }
+
+    /// The store of snapshots whose owners are shifted into `shift`'s host range, for
+    /// containers in a user namespace mapping `0 -> shift.base` (root's `--userns`). Kept apart
+    /// from the plain store: the same chain id has other owners here.
+    pub fn open_shifted(root: &Path, shift: IdShift) -> Result<Self, RootfsError> {
+        Self::open_dir(
+            root.join(format!(
+                "snapshots-v2-userns-{}-{}",
+                shift.base, shift.count
+            )),
+            Some(shift),
+        )
+    }
+
+    /// The plain store and every id-shifted one found below `root` (for removing an image's
+    /// snapshots everywhere).
+    pub fn open_all(root: &Path) -> Result<Vec<Self>, RootfsError> {
+        let mut stores = vec![Self::open(root)?];
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Ok(stores);
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("snapshots-v2-userns-"))
+            else {
+                continue;
+            };
+            if let Some((base, count)) = rest.split_once('-')
+                && let (Ok(base), Ok(count)) = (base.parse(), count.parse())
+            {
+                stores.push(Self::open_shifted(root, IdShift { base, count })?);
+            }
+        }
+        Ok(stores)
+    }
+
+    /// The id shift of this store's snapshots, if any.
+    pub fn id_shift(&self) -> Option<IdShift> {
+        self.limits.id_shift
+    }
+
+    fn open_dir(dir: PathBuf, shift: Option<IdShift>) -> Result<Self, RootfsError> {
         let store_err = |source| RootfsError::Store {
             path: dir.clone(),
             source,
@@ -84,7 +129,10 @@ impl SnapshotStore {
             max_parallel_layers: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .clamp(2, 8),
-            limits: Limits::default(),
+            limits: Limits {
+                id_shift: shift,
+                ..Limits::default()
+            },
         };
         store.remove_stale_staging().map_err(store_err)?;
         Ok(store)
@@ -319,6 +367,12 @@ impl SnapshotStore {
         std::fs::DirBuilder::new()
             .mode(0o755)
             .create(&dir)
+            .and_then(|()| match self.limits.id_shift {
+                // The layer's root (and so its implied directories) belongs to the container's
+                // root, as its other entries do.
+                Some(s) => std::os::unix::fs::chown(&dir, Some(s.base), Some(s.base)),
+                None => Ok(()),
+            })
             .map_err(|source| RootfsError::Store {
                 path: dir.clone(),
                 source,

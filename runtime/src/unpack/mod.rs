@@ -53,6 +53,20 @@ pub struct Limits {
     pub max_xattr_value: usize,
     /// Extended attributes on one entry.
     pub max_xattrs_per_entry: usize,
+    /// Owners written shifted into a host id range (the snapshots of `--userns` runs); `None`
+    /// writes the image's owners as they are.
+    pub id_shift: Option<IdShift>,
+}
+
+/// Image owners shifted into the host ids `base..base+count`: for containers whose root is
+/// `base` on the host (a user namespace mapping `0 -> base`, `count` ids). An image owner at
+/// or above `count` has no host id and is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdShift {
+    /// Host id of the container's uid and gid 0.
+    pub base: u32,
+    /// How many ids the range has.
+    pub count: u32,
 }
 
 impl Default for Limits {
@@ -64,6 +78,7 @@ impl Default for Limits {
             max_sparse_size: 1 << 30,
             max_xattr_value: 64 << 10,
             max_xattrs_per_entry: 64,
+            id_shift: None,
         }
     }
 }

@@ -159,6 +159,20 @@ pub(crate) fn spec_of<R: Read>(
     let mode = header.mode().map_err(EntryError::io("read mode"))? & 0o7777;
     let uid = id(header.uid().map_err(EntryError::io("read uid"))?, "uid")?;
     let gid = id(header.gid().map_err(EntryError::io("read gid"))?, "gid")?;
+    let (uid, gid) = match limits.id_shift {
+        None => (uid, gid),
+        Some(shift) => {
+            let host = |id: u32| {
+                (id < shift.count)
+                    .then(|| shift.base.checked_add(id))
+                    .flatten()
+            };
+            match (host(uid), host(gid)) {
+                (Some(u), Some(g)) => (u, g),
+                _ => return Err(EntryError::UnmappedOwner { uid, gid }),
+            }
+        }
+    };
     let mtime = match pax_mtime {
         Some(t) => t,
         None => {

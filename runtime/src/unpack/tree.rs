@@ -45,6 +45,9 @@ pub(crate) struct Tree {
     /// Directories this tree created because an entry needed them (paths relative to the root,
     /// shallowest first).
     pub(crate) implied: Vec<Vec<u8>>,
+    /// The root's owner, which implied directories take (the container's root: 0 normally,
+    /// the base of the range for id-shifted snapshots).
+    owner: (u32, u32),
 }
 
 impl Tree {
@@ -56,10 +59,12 @@ impl Tree {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let st = rustix::fs::fstat(&fd)?;
         Ok(Self {
             root: Rc::new(fd),
             cache: HashMap::new(),
             implied: Vec::new(),
+            owner: (st.st_uid, st.st_gid),
         })
     }
 
@@ -166,6 +171,13 @@ impl Tree {
                     // Implied directories are 0755 whatever the umask (moby#53257 semantics).
                     rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
                         .map_err(EntryError::errno("chmod implied directory"))?;
+                    let (uid, gid) = self.owner;
+                    rustix::fs::fchown(
+                        &fd,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                    )
+                    .map_err(EntryError::errno("chown implied directory"))?;
                     if let Some(rel) = self.relative_path_of(&fd) {
                         self.implied.push(rel);
                     }

@@ -22,6 +22,15 @@ pub enum UsernsError {
         /// The file searched.
         file: PathBuf,
     },
+    /// The `--userns` range must start at the same non-zero id in both files.
+    #[error(
+        "the first ranges of {name:?} in /etc/subuid and /etc/subgid must start at the same \
+         non-zero id"
+    )]
+    MismatchedRanges {
+        /// The entry's name.
+        name: String,
+    },
     /// A subordinate id file could not be read.
     #[error("cannot read {path:?}")]
     ReadSubIds {

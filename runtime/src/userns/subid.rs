@@ -66,6 +66,24 @@ pub fn current_user_map(files: &SubIdFiles) -> Result<IdMap, UsernsError> {
     })
 }
 
+/// The first subordinate range listed for `name` in both files, as one shift for uids and
+/// gids (root's `--userns` maps a container's ids there). At most 65536 ids are used.
+pub fn named_range(files: &SubIdFiles, name: &str) -> Result<crate::unpack::IdShift, UsernsError> {
+    let uids = ranges_for(&files.subuid, Some(name), u32::MAX, "uid")?;
+    let gids = ranges_for(&files.subgid, Some(name), u32::MAX, "gid")?;
+    let (base, ucount) = uids[0];
+    let (gbase, gcount) = gids[0];
+    if base != gbase || base == 0 {
+        return Err(UsernsError::MismatchedRanges {
+            name: name.to_owned(),
+        });
+    }
+    Ok(crate::unpack::IdShift {
+        base,
+        count: ucount.min(gcount).min(65_536),
+    })
+}
+
 fn with_self(id: u32, subordinate: Vec<(u32, u32)>) -> Vec<IdRange> {
     let mut out = vec![IdRange {
         inside: 0,
