@@ -161,19 +161,8 @@ pub fn check_searchable(path: &Path, base: u32) -> anyhow::Result<()> {
 /// Gives `dir` and everything below it to `owner` (uid and gid), never following a symlink:
 /// before a `--userns` container runs, its `/data` and `/tmp` must belong to its root.
 pub fn chown_tree(dir: &Path, owner: u32) -> anyhow::Result<()> {
-    let meta = std::fs::symlink_metadata(dir)
-        .with_context(|| format!("cannot inspect {}", dir.display()))?;
-    std::os::unix::fs::lchown(dir, Some(owner), Some(owner))
-        .with_context(|| format!("cannot chown {}", dir.display()))?;
-    if meta.is_dir() {
-        for entry in
-            std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?
-        {
-            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-            chown_tree(&entry.path(), owner)?;
-        }
-    }
-    Ok(())
+    dockless_runtime::bundle::chown_tree(dir, owner, owner)
+        .with_context(|| format!("cannot give {} to uid {owner}", dir.display()))
 }
 
 /// `dockless unshare`: replaces this process with `command` inside the session.

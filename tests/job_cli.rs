@@ -16,22 +16,30 @@ const SECRET: &str = "tok-S3cret-42";
 /// The demo component's reference in the test registry, built and pushed on first use.
 fn demo_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| build_image("demo-component", &[]))
+    IMAGE.get_or_init(|| build_image("demo-component", &[], None))
+}
+
+/// The demo component with an image that runs as uid 1000, built and pushed on first use.
+fn demo_image_as_1000() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| build_image("demo-component-1000", &[], Some("1000:1000")))
 }
 
 /// The demo processor (examples/demo-component/processor.sh), built and pushed on first use.
 fn processor_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| build_image("demo-processor", &["processor.sh"]))
+    IMAGE.get_or_init(|| build_image("demo-processor", &["processor.sh"], None))
 }
 
-/// Builds `examples/demo-component` (with `args` for build-image) as `<registry>/<name>:test`.
-fn build_image(name: &str, args: &[&str]) -> String {
+/// Builds `examples/demo-component` (with `args` for build-image, running as `user` if given)
+/// as `<registry>/<name>:test`.
+fn build_image(name: &str, args: &[&str], user: Option<&str>) -> String {
     let reference = format!("{}/{name}:test", test_env().registry);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image");
     let out = Command::new(&script)
         .arg(&reference)
         .args(args)
+        .envs(user.map(|u| ("DEMO_USER", u)))
         .output()
         .expect("run build-image");
     assert!(
@@ -242,6 +250,24 @@ fn a_killed_jobs_directory_is_collected_by_the_next_job() {
     );
     assert_eq!(job.code, Some(0), "{}", job.stderr);
     assert!(!stale.exists());
+}
+
+#[test]
+fn a_component_running_as_a_non_root_user_owns_data_and_tmp() {
+    let root = Root::new();
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let job = root.job(
+        demo_image_as_1000(),
+        &demo_config(json!({"vat_rate": 0.21})),
+        JOB_FLAGS,
+    );
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    assert_eq!(job.result["class"], "success");
+    assert_eq!(job.result["tables"].as_array().unwrap().len(), 2);
+    assert!(
+        root.state("cfg-1").is_some(),
+        "the state written as uid 1000 was stored"
+    );
 }
 
 #[test]

@@ -87,6 +87,13 @@ fn binary() -> &'static Path {
             meta.mtime()
         ));
         let dst = dir.join("dockless");
+        // Copies of earlier builds are of no use any more.
+        for old in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+            let name = old.file_name();
+            if name.to_string_lossy().starts_with("dockless-rootless-bin-") && old.path() != dir {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
         if !dst.is_file() {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -411,14 +418,26 @@ fn limits_not_enforced_are_named_and_the_timeout_kills_everything() {
 /// The demo component (examples/demo-component), built and pushed once per test binary.
 fn demo_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let reference = format!("{}/demo-component:rootless-test", test_env().registry);
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image");
-        let out = Command::new(&script).arg(&reference).output().unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        reference
-    })
+    IMAGE.get_or_init(|| build_demo("rootless-test", None))
+}
+
+/// The demo component running as uid 1000 instead of root.
+fn demo_image_as_1000() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| build_demo("rootless-test-1000", Some("1000:1000")))
+}
+
+fn build_demo(tag: &str, user: Option<&str>) -> String {
+    let reference = format!("{}/demo-component:{tag}", test_env().registry);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image");
+    let mut cmd = Command::new(&script);
+    cmd.arg(&reference);
+    if let Some(user) = user {
+        cmd.env("DEMO_USER", user);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    reference
 }
 
 #[test]
@@ -484,6 +503,54 @@ fn a_keboola_job_runs_rootless_with_state_and_mapping() {
     assert_eq!(text(&exported.stdout).lines().count(), rows_before);
     let stderr = text(&s.dockless(&["storage", "tables"], None).stdout);
     assert!(stderr.contains("out.c-demo.customer_totals"), "{stderr}");
+
+    // A component whose image runs as uid 1000 gets /data and /tmp as its own and its
+    // outputs are loaded.
+    let out = s.dockless(
+        &[
+            "run",
+            demo_image_as_1000(),
+            "--config",
+            config.to_str().unwrap(),
+            "--config-id",
+            "demo-1000",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["status"], "success", "{result}");
+
+    // Keboola's exit classes, as for root: 1 for a user error, 2 for an application error.
+    for (simulate, code, says) in [
+        ("user-error", 1, "the orders do not add up"),
+        ("application-error", 2, "simulated crash"),
+    ] {
+        let mut failing: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        failing["parameters"]["simulate"] = simulate.into();
+        let file = s.dir.path().join(format!("{simulate}.json"));
+        std::fs::write(&file, failing.to_string()).unwrap();
+        std::os::unix::fs::chown(&file, Some(s.user.uid), Some(s.user.gid)).unwrap();
+        let out = s.dockless(
+            &[
+                "run",
+                image,
+                "--config",
+                file.to_str().unwrap(),
+                "--config-id",
+                "demo",
+            ],
+            None,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{simulate}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
     s.assert_clean();
 }
 

@@ -131,6 +131,8 @@ impl Pipeline<'_> {
         spec.network = s.network;
         spec.read_only_rootfs = s.read_only;
         spec.userns = s.userns;
+        // As Keboola's runner: the data folder belongs to whoever the component runs as.
+        spec.hand_over_data = true;
         let name = container_name(&s.run_id, s.row_id.as_deref(), priority, component_id);
 
         let sync = self.action != "run";

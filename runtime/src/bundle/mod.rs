@@ -6,6 +6,7 @@
 //! no_new_privileges; masked and read-only kernel paths; podman's seccomp profile evaluated
 //! for the granted capabilities; deny-all devices; memory (swap = memory), CPU and pids limits.
 
+mod handover;
 mod hardening;
 mod image_config;
 mod run_spec;
@@ -15,6 +16,7 @@ mod user;
 
 use std::path::{Path, PathBuf};
 
+pub use handover::{chown_tree, hand_over};
 pub use hardening::DEFAULT_CAPABILITIES;
 pub use image_config::ImageConfig;
 pub use run_spec::{DEFAULT_NOFILE, DEFAULT_PIDS_LIMIT, Limits, NetworkMode, RunSpec, TmpMount};
@@ -58,6 +60,15 @@ pub enum BundleError {
          the host's user namespace; run as root or with the default --network none"
     )]
     RootlessHostNetwork,
+    /// `/data` or `/tmp` could not be given to the container's user.
+    #[error("cannot give {path:?} to the container's user")]
+    HandOver {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// `--userns` cannot be combined with this run.
     #[error("a user namespace of its own is not available for this run: {reason}")]
     UsernsUnavailable {

@@ -53,6 +53,10 @@ pub struct RunSpec {
     /// ([`SnapshotStore::open_shifted`](crate::rootfs::SnapshotStore::open_shifted)) and
     /// `/data` and a host `/tmp` must belong to `base`.
     pub userns: Option<crate::unpack::IdShift>,
+    /// Give `data_dir` and a host `/tmp` (their whole trees) to the container's user before
+    /// it starts, so a component whose image runs as a non-root user can write its outputs
+    /// (Keboola's runner makes the data folder the container user's in the same way).
+    pub hand_over_data: bool,
 }
 
 impl RunSpec {
@@ -76,6 +80,7 @@ impl RunSpec {
             seccomp_profile: PathBuf::from(super::seccomp::DEFAULT_PROFILE_PATH),
             seccomp_compat_arches: false,
             userns: None,
+            hand_over_data: false,
         }
     }
 }

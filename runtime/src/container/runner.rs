@@ -145,6 +145,7 @@ impl Runner {
             own_cgroup: None,
         };
 
+        crate::bundle::hand_over(rootfs, spec)?;
         let cgroups_path = format!("/{}/{}", self.cgroup_parent, id);
         if self.own_v1_limits {
             let mut bundle_spec = spec.clone();
