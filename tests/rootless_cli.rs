@@ -727,3 +727,62 @@ fn dockless_runtime_hierarchies() -> Vec<(PathBuf, String)> {
     }
     out
 }
+
+#[test]
+fn a_killed_rootless_runner_leaves_nothing_after_gc() {
+    let s = Session::new(&rootless_user());
+    let busybox = image("busybox");
+    s.ok(&["pull", "-q", &busybox]);
+    // setpriv execs (no intermediate process): the child is dockless itself.
+    let mut child = Command::new("setpriv")
+        .args([
+            format!("--reuid={}", s.user.uid),
+            format!("--regid={}", s.user.gid),
+            "--clear-groups".to_owned(),
+            "env".to_owned(),
+            "-i".to_owned(),
+            format!("HOME={}", s.dir.path().display()),
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            format!("DOCKLESS_ROOT={}", s.root().display()),
+            format!("DOCKLESS_RUN_ROOT={}", s.root().join("run").display()),
+        ])
+        .arg(binary())
+        .args(["run", &busybox, "--", "sleep", "4711"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let containers = s.root().join("run/containers-v1/containers");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&containers).map_or(0, |d| d.count()) == 0
+        || !s.processes().iter().any(|p| p.contains("sleep 4711"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The helper notices that its runner died and ends the container; gc removes the rest
+    // (the overlay went with the session's mount namespace).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        s.ok(&["gc"]);
+        let runs =
+            std::fs::read_dir(s.root().join("run/containers-v1/runs")).map_or(0, |d| d.count());
+        let rootfs = std::fs::read_dir(s.root().join("rootfs-v1")).map_or(0, |d| d.count());
+        if runs == 0 && rootfs == 0 && s.processes().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gc never cleaned up: {runs} runs, {rootfs} rootfs entries, {:?}",
+            s.processes()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    s.assert_clean();
+}
