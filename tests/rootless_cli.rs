@@ -747,7 +747,9 @@ fn a_killed_rootless_runner_leaves_nothing_after_gc() {
             format!("DOCKLESS_RUN_ROOT={}", s.root().join("run").display()),
         ])
         .arg(binary())
-        .args(["run", &busybox, "--", "sleep", "4711"])
+        // As uid 1000: a subordinate id on the host, which only the user's own processes
+        // outside any session may signal.
+        .args(["run", "--user", "1000", &busybox, "--", "sleep", "4711"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -763,11 +765,26 @@ fn a_killed_rootless_runner_leaves_nothing_after_gc() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Runner and helper die at once (as from a signal to both): nothing is left that could
+    // end the container, which has no cgroup rootless. gc must find and kill it.
+    for p in s.processes() {
+        if p.contains("__runtime-helper") {
+            let pid: i32 = p.split(':').next().unwrap().parse().unwrap();
+            // SAFETY: kill(2) with a pid we just read.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
     child.kill().unwrap();
     child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        s.processes().iter().any(|p| p.contains("sleep 4711")),
+        "the container should outlive its runner and helper here: {:?}",
+        s.processes()
+    );
 
-    // The helper notices that its runner died and ends the container; gc removes the rest
-    // (the overlay went with the session's mount namespace).
+    // gc (from outside any session) kills the recorded init, and with it its pid namespace;
+    // the overlay went with the dead session's mount namespace.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         s.ok(&["gc"]);

@@ -128,11 +128,47 @@ fn list_dir(dir: &Path) -> Result<Vec<String>, RunError> {
     }
 }
 
+/// SIGKILLs the recorded init of every abandoned run (lock free) below `state_root`. A
+/// rootless runner calls this before it enters its user namespace: the inits of a dead
+/// session live in that session's namespace, where only a process of the parent namespace
+/// with the owner's uid holds CAP_KILL over every container user. Returns how many it killed.
+pub fn kill_abandoned_inits(state_root: &Path) -> Result<usize, RunError> {
+    let runs = state_root.join(RUNS_DIR);
+    let mut killed = 0;
+    for id in list_dir(&runs)? {
+        if id.starts_with('.') {
+            continue;
+        }
+        let run_dir = runs.join(&id);
+        let Ok(lock) = File::open(&run_dir) else {
+            continue;
+        };
+        if lock_run(&lock, false).is_ok()
+            && super::init_record::kill_recorded(&run_dir) == super::init_record::Killed::Killed
+        {
+            killed += 1;
+        }
+    }
+    Ok(killed)
+}
+
 /// Kills and deletes the container of run `id` (if any) and removes its run directory;
 /// returns whether anything was there. The caller guarantees that no live helper owns the run.
 pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<bool, RunError> {
     let container_dir = state_root.join(CONTAINERS_DIR).join(id);
     let run_dir = state_root.join(RUNS_DIR).join(id);
+    // Without a cgroup (rootless) delete cannot reach the processes; the init can be. One
+    // that survives keeps its run (and record) for a later gc that may signal it.
+    if let super::init_record::Killed::StillAlive(pid) = super::init_record::kill_recorded(&run_dir)
+    {
+        return Err(RunError::Leftover {
+            path: run_dir,
+            reason: format!(
+                "its init {pid} is still alive (rootless: `dockless gc` ends it from outside the \
+                 user namespace)"
+            ),
+        });
+    }
     let mut found = false;
     if container_dir.exists() {
         found = true;

@@ -129,10 +129,17 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
     let result = supervise(req, &mut container);
     if result.is_err() {
         // The init may still be alive (e.g. waiting for start): it holds the output pipes,
-        // and a rootless delete cannot reach it through the cgroup. Kill it by pid and reap.
+        // and a rootless delete cannot reach it through the cgroup. Kill it by pid and reap,
+        // within bounds: an init that cannot die must not hang the helper (and its run lock).
         kill_all(&mut container);
         if let Some(pid) = container.pid() {
-            let _ = nix::sys::wait::waitpid(pid, None);
+            let until = Instant::now() + KILL_GRACE;
+            while Instant::now() < until {
+                match nix::sys::wait::waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
+                    _ => break,
+                }
+            }
         }
     }
     let stats = read_memory_stats(&req.cgroups_path);
@@ -160,6 +167,9 @@ fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOut
         .ok_or_else(|| vec!["libcontainer reported no init pid".to_owned()])?;
     // Opened before start() so the pid cannot be recycled under us.
     let pidfd = pidfd_open(pid).map_err(|e| chain("cannot open a pidfd for the init", &e))?;
+    // For gc, should this helper die: rootless runs may have no cgroup to kill through.
+    super::init_record::record(&req.run_dir, pid.as_raw())
+        .map_err(|e| chain("cannot record the init", &e))?;
     if req.loopback_up {
         bring_up_loopback(pid).map_err(|e| chain("cannot bring up lo in the container", &e))?;
     }

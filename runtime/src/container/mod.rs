@@ -40,6 +40,7 @@ mod capture;
 mod cgroup_stats;
 mod gc;
 mod helper;
+mod init_record;
 mod loopback;
 mod protocol;
 mod pump;
@@ -48,7 +49,7 @@ mod runner;
 use std::path::PathBuf;
 
 pub use capture::{BoundedCapture, Captured, Stream};
-pub use gc::{GcReport, gc};
+pub use gc::{GcReport, gc, kill_abandoned_inits};
 pub use helper::helper_main;
 pub use runner::{DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, RunResult, Runner};
 

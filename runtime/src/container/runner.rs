@@ -289,7 +289,11 @@ impl Runner {
         cmd.args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C or hangup meant for the runner must not kill
+            // the helper too, which would leave the container (in its own session) running.
+            // The runner's death closes the helper's stdin; the helper then ends the run.
+            .process_group(0);
         // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe.
         unsafe {
             cmd.pre_exec(move || place_fds(&passed));

@@ -1,0 +1,97 @@
+//! The container's init, recorded by pid and start time in its run directory, so that a run
+//! whose runner and helper both died can still be ended when it has no cgroup to kill through
+//! (rootless without delegation): killing a pid namespace's init takes every process in it.
+
+use std::path::Path;
+
+const FILE: &str = "init";
+
+/// The kernel's start time of `pid` (field 22 of `/proc/<pid>/stat`), which tells a process
+/// from a later one that reused its pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: count after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Writes `<run_dir>/init`; called by the helper once the init exists.
+pub(crate) fn record(run_dir: &Path, pid: i32) -> std::io::Result<()> {
+    let Some(start) = start_time(pid) else {
+        return Err(std::io::Error::other(format!(
+            "no /proc entry for the init {pid}"
+        )));
+    };
+    std::fs::write(run_dir.join(FILE), format!("{pid} {start}\n"))
+}
+
+/// What became of a recorded init.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Killed {
+    /// Nothing recorded, or that process is long gone.
+    NotAlive,
+    /// It was alive and is gone now.
+    Killed,
+    /// It still lives (no permission to signal it, or it would not die): keep the record.
+    StillAlive(i32),
+}
+
+/// SIGKILLs the recorded init of `run_dir` if that very process still lives, and waits (up to
+/// five seconds) until it is gone.
+pub(crate) fn kill_recorded(run_dir: &Path) -> Killed {
+    let Ok(text) = std::fs::read_to_string(run_dir.join(FILE)) else {
+        return Killed::NotAlive;
+    };
+    let mut fields = text.split_whitespace();
+    let (Some(Ok(pid)), Some(Ok(start))) = (
+        fields.next().map(str::parse::<i32>),
+        fields.next().map(str::parse::<u64>),
+    ) else {
+        return Killed::NotAlive;
+    };
+    if pid <= 1 || start_time(pid) != Some(start) {
+        return Killed::NotAlive;
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    for _ in 0..250 {
+        if start_time(pid) != Some(start) {
+            return Killed::Killed;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Killed::StillAlive(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_pid_is_not_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id() as i32;
+        // Our own pid with a start time that is not ours: must be left alone.
+        std::fs::write(dir.path().join(FILE), format!("{me} 1\n")).unwrap();
+        assert_eq!(kill_recorded(dir.path()), Killed::NotAlive);
+        assert!(start_time(me).is_some());
+    }
+
+    #[test]
+    fn a_live_recorded_process_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        record(dir.path(), child.id() as i32).unwrap();
+        assert_eq!(kill_recorded(dir.path()), Killed::Killed);
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+    }
+}
