@@ -100,10 +100,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::resolve(&cli);
     // Abandoned rootless containers are only reachable from outside any session (see
     // `kill_abandoned_inits`); as root this is merely early.
-    if matches!(cli.command, Command::Gc | Command::Run(_)) {
-        if let Err(e) = dockless_runtime::container::kill_abandoned_inits(&paths.containers()) {
-            tracing::warn!(error = format!("{e:#}"), "cannot end abandoned containers");
-        }
+    if matches!(cli.command, Command::Gc | Command::Run(_))
+        && let Err(e) = dockless_runtime::container::kill_abandoned_inits(&paths.containers())
+    {
+        tracing::warn!(error = format!("{e:#}"), "cannot end abandoned containers");
     }
     // Still single-threaded here: the rootless session must be entered before any thread.
     if matches!(

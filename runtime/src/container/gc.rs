@@ -144,7 +144,7 @@ pub fn kill_abandoned_inits(state_root: &Path) -> Result<usize, RunError> {
             continue;
         };
         if lock_run(&lock, false).is_ok()
-            && super::init_record::kill_recorded(&run_dir) == super::init_record::Killed::Killed
+            && super::init_record::kill_recorded(&run_dir) == super::init_record::InitFate::Killed
         {
             killed += 1;
         }
@@ -159,7 +159,8 @@ pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<bool, RunEr
     let run_dir = state_root.join(RUNS_DIR).join(id);
     // Without a cgroup (rootless) delete cannot reach the processes; the init can be. One
     // that survives keeps its run (and record) for a later gc that may signal it.
-    if let super::init_record::Killed::StillAlive(pid) = super::init_record::kill_recorded(&run_dir)
+    if let super::init_record::InitFate::StillAlive(pid) =
+        super::init_record::kill_recorded(&run_dir)
     {
         return Err(RunError::Leftover {
             path: run_dir,

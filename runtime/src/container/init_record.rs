@@ -7,12 +7,16 @@ use std::path::Path;
 const FILE: &str = "init";
 
 /// The kernel's start time of `pid` (field 22 of `/proc/<pid>/stat`), which tells a process
-/// from a later one that reused its pid.
+/// from a later one that reused its pid; `None` once it is gone or a zombie (dead, waiting to
+/// be reaped by whoever is its parent now).
 fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: count after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(rest.next(), Some("Z" | "X")) {
+        return None;
+    }
+    rest.nth(18)?.parse().ok()
 }
 
 /// Writes `<run_dir>/init`; called by the helper once the init exists.
@@ -27,7 +31,7 @@ pub(crate) fn record(run_dir: &Path, pid: i32) -> std::io::Result<()> {
 
 /// What became of a recorded init.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Killed {
+pub(crate) enum InitFate {
     /// Nothing recorded, or that process is long gone.
     NotAlive,
     /// It was alive and is gone now.
@@ -38,19 +42,19 @@ pub(crate) enum Killed {
 
 /// SIGKILLs the recorded init of `run_dir` if that very process still lives, and waits (up to
 /// five seconds) until it is gone.
-pub(crate) fn kill_recorded(run_dir: &Path) -> Killed {
+pub(crate) fn kill_recorded(run_dir: &Path) -> InitFate {
     let Ok(text) = std::fs::read_to_string(run_dir.join(FILE)) else {
-        return Killed::NotAlive;
+        return InitFate::NotAlive;
     };
     let mut fields = text.split_whitespace();
     let (Some(Ok(pid)), Some(Ok(start))) = (
         fields.next().map(str::parse::<i32>),
         fields.next().map(str::parse::<u64>),
     ) else {
-        return Killed::NotAlive;
+        return InitFate::NotAlive;
     };
     if pid <= 1 || start_time(pid) != Some(start) {
-        return Killed::NotAlive;
+        return InitFate::NotAlive;
     }
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -58,11 +62,11 @@ pub(crate) fn kill_recorded(run_dir: &Path) -> Killed {
     );
     for _ in 0..250 {
         if start_time(pid) != Some(start) {
-            return Killed::Killed;
+            return InitFate::Killed;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Killed::StillAlive(pid)
+    InitFate::StillAlive(pid)
 }
 
 #[cfg(test)]
@@ -75,7 +79,7 @@ mod tests {
         let me = std::process::id() as i32;
         // Our own pid with a start time that is not ours: must be left alone.
         std::fs::write(dir.path().join(FILE), format!("{me} 1\n")).unwrap();
-        assert_eq!(kill_recorded(dir.path()), Killed::NotAlive);
+        assert_eq!(kill_recorded(dir.path()), InitFate::NotAlive);
         assert!(start_time(me).is_some());
     }
 
@@ -87,7 +91,7 @@ mod tests {
             .spawn()
             .unwrap();
         record(dir.path(), child.id() as i32).unwrap();
-        assert_eq!(kill_recorded(dir.path()), Killed::Killed);
+        assert_eq!(kill_recorded(dir.path()), InitFate::Killed);
         let status = child.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
