@@ -4,6 +4,8 @@
 //! 0755 from git's mode, directories 0755, symlinks their target verbatim. Submodules are left
 //! out (their code is another repository's) and reported; `.git` never exists in a tree read
 //! from git's objects. A path that could leave `/home/` or read as an OCI whiteout is refused.
+//! The image's working directory is created too when it lies outside `/home/` (as a
+//! Dockerfile `WORKDIR` would), so a run without a `/data` mount can still start in it.
 
 use std::io::{self, Write};
 
@@ -28,10 +30,11 @@ pub struct CodeLayerReport {
 }
 
 /// Writes the tree of `fetched` as a tar stream into `out` (and finishes the tar), every entry
-/// with mtime `mtime`.
+/// with mtime `mtime`, preceded by the directories of `workdir` when it is outside `/home/`.
 pub fn write_code_layer(
     fetched: &Fetched,
     mtime: u64,
+    workdir: &str,
     out: impl Write,
 ) -> Result<CodeLayerReport, CodeLayerError> {
     let git = |path: &str| {
@@ -42,6 +45,16 @@ pub fn write_code_layer(
     let mut blobs = fetched.blobs().map_err(git(""))?;
     let mut tar = tar::Builder::new(out);
     let mut report = CodeLayerReport::default();
+    let workdir = workdir.trim_matches('/');
+    if !workdir.is_empty() && workdir.split('/').next() != Some(CODE_DIR) {
+        check_path(workdir.as_bytes(), workdir)?;
+        let mut dir = String::new();
+        for part in workdir.split('/') {
+            dir.push_str(part);
+            dir.push('/');
+            append(&mut tar, &dir, directory(mtime), io::empty())?;
+        }
+    }
     let root = format!("{CODE_DIR}/");
     append(&mut tar, &root, directory(mtime), io::empty())?;
     for entry in &tree {
@@ -203,7 +216,7 @@ mod tests {
         let fetched = remote.fetch(&commit, scratch).unwrap();
         assert_eq!(fetched.commit_time().unwrap(), 1_700_000_000);
         let mut out = Vec::new();
-        let report = write_code_layer(&fetched, 1_700_000_000, &mut out).unwrap();
+        let report = write_code_layer(&fetched, 1_700_000_000, "/data/", &mut out).unwrap();
         (out, report)
     }
 
@@ -244,6 +257,7 @@ mod tests {
         assert_eq!(
             seen,
             [
+                expect("data/", 0o755, None),
                 expect("home/", 0o755, None),
                 expect("home/main.sh", 0o755, None),
                 expect("home/src/", 0o755, None),

@@ -421,8 +421,9 @@ fn is_full_commit_id(text: &str) -> bool {
     matches!(text.len(), 40 | 64) && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// `scheme://...` or scp-like `[user@]host:path` (a colon before any slash).
-fn looks_remote(repository: &str) -> bool {
+/// Whether `repository` is an URL (`scheme://...` or scp-like `[user@]host:path`, a colon
+/// before any slash) rather than a local path.
+pub fn looks_remote(repository: &str) -> bool {
     if repository.contains("://") {
         return true;
     }
