@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use dockless_build::code_layer::write_code_layer;
 use dockless_build::git::Remote;
-use dockless_build::image::{BaseLayer, ConfigChanges, NewLayer, derive_config, manifest};
+use dockless_build::image::{
+    BaseLayer, ConfigChanges, NewLayer, created_time, derive_config, manifest,
+};
 use dockless_build::layer::{EncodedLayer, LAYER_MEDIA_TYPE, LayerEncoder};
 use dockless_build::{BuildNetwork, BuildSpec};
 use dockless_registry::{Digest, ImageRecord, LayerRecord, Store};
@@ -198,6 +200,8 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     );
 
     let base_config = store.read_metadata(&base.config)?;
+    // Not the commit's time: a command's layer must not change when only the code did.
+    let command_mtime = created_time(&base_config).map_or(0, |t| u64::try_from(t).unwrap_or(0));
     for (index, command) in spec.commands.iter().enumerate() {
         let so_far = with_layers(&base, &records, &name);
         let layer = run_command(
@@ -209,7 +213,7 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
             index,
             spec.network,
             options,
-            mtime,
+            command_mtime,
         )?;
         new_layers.push(NewLayer {
             digest: layer.digest.to_string(),

@@ -101,6 +101,17 @@ pub fn derive_config(base: &[u8], changes: &ConfigChanges<'_>) -> Result<Vec<u8>
     Ok(serde_json::to_vec(&config).expect("a JSON value serialises"))
 }
 
+/// The `created` time of an image config (Unix seconds), if it has a valid one: the build
+/// commands' layers take it as their files' time, so a layer that does not depend on the code
+/// is the same for every commit.
+pub fn created_time(config: &[u8]) -> Option<i64> {
+    let v: Value = serde_json::from_slice(config).ok()?;
+    let text = v.get("created")?.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
 /// The OCI manifest of the base layers followed by the new ones.
 pub fn manifest(
     config_digest: &str,
@@ -173,6 +184,8 @@ mod tests {
         assert_eq!(v["rootfs"]["diff_ids"], json!(["sha256:aa", "sha256:cc"]));
         assert_eq!(v["created"], "2023-11-14T22:13:20Z");
         assert_eq!(v["history"][1]["created_by"], "code");
+        assert_eq!(created_time(&out), Some(1_700_000_000));
+        assert_eq!(created_time(base), None);
         assert!(matches!(
             derive_config(b"{}", &changes),
             Err(ImageError::BaseConfig { .. })
