@@ -145,7 +145,7 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let entry_path = cache_dir.join(format!("{key}.json"));
 
-    if let Some((record, entry)) = cached(&store, &entry_path)? {
+    if let Some((record, entry)) = cached(&store, &entry_path, &name)? {
         if record.name != name {
             store.record_image(ImageRecord {
                 name: name.clone(),
@@ -285,7 +285,11 @@ struct StoredLayer {
 }
 
 /// The cached image of a cache entry, when the entry exists and its image is still stored.
-fn cached(store: &Store, entry_path: &Path) -> anyhow::Result<Option<(ImageRecord, CacheEntry)>> {
+fn cached(
+    store: &Store,
+    entry_path: &Path,
+    name: &str,
+) -> anyhow::Result<Option<(ImageRecord, CacheEntry)>> {
     let bytes = match std::fs::read(entry_path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -297,10 +301,15 @@ fn cached(store: &Store, entry_path: &Path) -> anyhow::Result<Option<(ImageRecor
     let Ok(entry) = serde_json::from_slice::<CacheEntry>(&bytes) else {
         return Ok(None);
     };
-    Ok(store
-        .find_image(&entry.digest.to_string())?
+    // By digest over the index (not `find_image`, whose reference parsing costs ~50 ms of
+    // regex compilation: a cache hit must cost no more than a run's own lookup).
+    let images = store.images()?;
+    let found = images
+        .get(name)
         .filter(|r| r.digest == entry.digest)
-        .map(|r| (r, entry)))
+        .or_else(|| images.values().find(|r| r.digest == entry.digest))
+        .cloned();
+    Ok(found.map(|r| (r, entry)))
 }
 
 fn write_cache_entry(path: &Path, entry: &CacheEntry) -> anyhow::Result<()> {
