@@ -3,7 +3,8 @@
 //! The config keeps everything of the base (Env, User, Labels, history) and changes only the
 //! entry point (Cmd cleared, as a Dockerfile ENTRYPOINT does), the working directory, the
 //! creation time, and appends one diff id and one history entry per new layer. JSON keys come
-//! out sorted (serde_json's map), so the same inputs give the same digests.
+//! out in a fixed order (sorted, or the base's order when the workspace enables serde_json's
+//! `preserve_order`), so the same inputs give the same digests.
 
 use serde_json::{Map, Value, json};
 

@@ -143,7 +143,7 @@ impl BuildSpec {
 
     /// The cache key of the image this definition gives on `base_digest` at `commit`: the
     /// inputs that decide the image's content (not the repository URL, not credentials: the
-    /// commit id already names the code). Hex sha256 of a canonical JSON document.
+    /// commit id already names the code). Hex sha256 of a JSON document with a fixed shape.
     pub fn cache_key(&self, base_digest: &str, commit: &str) -> String {
         let doc = serde_json::json!({
             "v": 1,
