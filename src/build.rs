@@ -397,11 +397,18 @@ fn run_command(
     let what = format!("build command {} ({command:?})", index + 1);
     unpack(so_far, paths)?;
     let chains = crate::commands::images::chains(so_far)?;
-    let slot = crate::commands::gc::RootfsSlot::claim(paths)?;
-    let rootfs = crate::commands::pull::snapshots(paths)?
-        .mount_run(&chains, slot.dir(), MountMode::OverlayOnly)
-        .with_context(|| format!("{what}: build commands need an overlay root filesystem"))?;
     let image = ImageConfig::from_image_config_json(base_config).context("base image config")?;
+    let snapshots = crate::commands::pull::snapshots(paths)?;
+    let slot = crate::commands::gc::RootfsSlot::claim(paths)?;
+    let rootfs = match snapshots.mount_run(&chains, slot.dir(), MountMode::OverlayOnly) {
+        Ok(rootfs) => rootfs,
+        Err(e) => {
+            slot.release(); // the failed mount removed its own directory
+            return Err(e).with_context(|| {
+                format!("{what}: build commands need an overlay root filesystem")
+            });
+        }
+    };
     let mut spec = RunSpec::new(image);
     spec.entrypoint = Some(vec!["/bin/sh".into(), "-c".into(), command.to_owned()]);
     spec.workdir = Some(COMMAND_WORKDIR.to_owned());
@@ -453,15 +460,19 @@ fn run_command(
         };
         bail!("{what} {failure}; its output:\n{}", output.trim_end());
     }
-    let upper = rootfs.upper_dir()?;
     let options = DiffOptions {
         fixed_mtime: Some(mtime),
         mount_points: MOUNT_POINTS.iter().map(PathBuf::from).collect(),
     };
-    let layer = store_layer(store, &what, |out| {
-        write_upper_as_layer(&upper, &options, out)?;
-        Ok(())
-    });
+    let layer = rootfs
+        .upper_dir()
+        .map_err(anyhow::Error::from)
+        .and_then(|upper| {
+            store_layer(store, &what, |out| {
+                write_upper_as_layer(&upper, &options, out)?;
+                Ok(())
+            })
+        });
     let released = rootfs.release();
     slot.release();
     let (layer, _) = layer?;

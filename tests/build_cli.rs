@@ -454,6 +454,28 @@ fn bad_ref_unreachable_repository_and_failing_command_leave_no_image() {
         "{err}"
     );
     assert_eq!(root.images(), images, "no image was recorded");
+
+    // The run limits apply: a command past its timeout is killed and fails the build.
+    let out = root.try_build(
+        &repo,
+        "v1",
+        &[
+            "--entrypoint",
+            "sh /home/main.sh",
+            "--timeout",
+            "1s",
+            "--command",
+            "sleep 30",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("build command 1 (\"sleep 30\") timed out after 1s"),
+        "{err}"
+    );
+    assert_eq!(root.images(), images, "no image was recorded");
     assert!(
         std::fs::read_dir(root.path().join("builds-v1"))
             .unwrap()
