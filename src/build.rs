@@ -9,7 +9,7 @@
 //! layer blobs it stored stay, content-addressed, for the next attempt to reuse).
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -100,21 +100,7 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     spec.validate()?;
     let mut steps = Steps::new(options.quiet);
     let store = Store::open(paths.store())?;
-
-    let base = match store.find_image(&spec.base)? {
-        Some(record) => record,
-        None => {
-            let progress = crate::progress::for_stderr(options.quiet);
-            pull_and_unpack(
-                &spec.base,
-                &options.platform,
-                &options.registry,
-                paths,
-                progress,
-            )?
-            .0
-        }
-    };
+    let base = base_image(&store, spec, options, paths)?;
     steps.done("base image", &base.name);
 
     let remote = Remote::new(
@@ -125,27 +111,12 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     let commit = remote.resolve(&spec.reference)?;
     steps.done("resolve ref", &format!("{} -> {commit}", spec.reference));
 
-    let key = spec.cache_key(&base.digest.to_string(), &commit);
     let name = options
         .tag
         .clone()
         .unwrap_or_else(|| spec.default_image_name(&commit));
-    let cache_dir = paths.root.join("builds-v1");
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("cannot create {}", cache_dir.display()))?;
-    // One build per key at a time: the second waits, then finds the first one's image.
-    let lock_path = cache_dir.join(format!("{key}.lock"));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
-    let entry_path = cache_dir.join(format!("{key}.json"));
-
-    if let Some((record, entry)) = cached(&store, &entry_path, &name)? {
+    let cache = BuildCache::lock(paths, &spec.cache_key(&base.digest.to_string(), &commit))?;
+    if let Some((record, entry)) = cache.lookup(&store, &name)? {
         if record.name != name {
             store.record_image(ImageRecord {
                 name: name.clone(),
@@ -163,39 +134,24 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
         });
     }
 
-    let scratch = cache_dir.join("tmp");
-    std::fs::create_dir_all(&scratch)
-        .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let fetched = remote.fetch(&commit, &scratch)?;
+    let fetched = remote.fetch(&commit, &cache.scratch()?)?;
     let commit_time = fetched.commit_time()?;
     steps.done("fetch commit", &remote.display());
-
     let mtime = u64::try_from(commit_time).unwrap_or(0);
     let (code, report) = store_layer(&store, "code layer", |out| {
         Ok(write_code_layer(&fetched, mtime, &spec.workdir, out)?)
     })?;
     drop(fetched);
-    let mut new_layers = vec![NewLayer {
-        digest: code.digest.to_string(),
-        size: code.size,
-        diff_id: code.diff_id.to_string(),
-        created_by: format!("dockless build: {commit} in /home/"),
-    }];
-    let mut records = vec![code];
+    let mut layers = vec![(code, format!("dockless build: {commit} in /home/"))];
+    let skipped = match report.skipped_submodules.as_slice() {
+        [] => String::new(),
+        paths => format!("; submodules left out: {}", paths.join(", ")),
+    };
     steps.done(
         "code layer",
         &format!(
-            "{} files, {} bytes{}",
-            report.files,
-            report.content_bytes,
-            if report.skipped_submodules.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; submodules left out: {}",
-                    report.skipped_submodules.join(", ")
-                )
-            }
+            "{} files, {} bytes{skipped}",
+            report.files, report.content_bytes
         ),
     );
 
@@ -203,34 +159,93 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     // Not the commit's time: a command's layer must not change when only the code did.
     let command_mtime = created_time(&base_config).map_or(0, |t| u64::try_from(t).unwrap_or(0));
     for (index, command) in spec.commands.iter().enumerate() {
-        let so_far = with_layers(&base, &records, &name);
-        let layer = run_command(
-            paths,
-            &store,
-            &so_far,
-            &base_config,
+        let so_far = with_layers(&base, layers.iter().map(|(l, _)| l), &name);
+        let step = CommandStep {
             command,
             index,
-            spec.network,
-            options,
-            command_mtime,
-        )?;
-        new_layers.push(NewLayer {
-            digest: layer.digest.to_string(),
-            size: layer.size,
-            diff_id: layer.diff_id.to_string(),
-            created_by: format!("dockless build: /bin/sh -c {command}"),
-        });
-        records.push(layer);
+            network: spec.network,
+            mtime: command_mtime,
+        };
+        let layer = run_command(paths, &store, &so_far, &base_config, &step, options)?;
+        layers.push((layer, format!("dockless build: /bin/sh -c {command}")));
         steps.done(&format!("command {}", index + 1), command);
     }
 
+    let record = write_image(
+        &store,
+        (&base, &base_config),
+        &layers,
+        spec,
+        commit_time,
+        &name,
+    )?;
+    // Unpacked now, so the first run starts as fast as a pulled image's.
+    unpack(&record, paths)?;
+    store.record_image(record.clone())?;
+    let layers: Vec<Digest> = layers.into_iter().map(|(l, _)| l.digest).collect();
+    cache.record(&CacheEntry {
+        digest: record.digest.clone(),
+        commit: commit.clone(),
+        layers: layers.clone(),
+    })?;
+    steps.done("image", &format!("{name} {}", record.digest));
+    Ok(Built {
+        name,
+        digest: record.digest,
+        commit,
+        cached: false,
+        layers,
+        steps: steps.list,
+    })
+}
+
+/// The base image from the store, or pulled (and unpacked) when it is not there.
+fn base_image(
+    store: &Store,
+    spec: &BuildSpec,
+    options: &BuildOptions,
+    paths: &Paths,
+) -> anyhow::Result<ImageRecord> {
+    if let Some(record) = store.find_image(&spec.base)? {
+        return Ok(record);
+    }
+    let progress = crate::progress::for_stderr(options.quiet);
+    Ok(pull_and_unpack(
+        &spec.base,
+        &options.platform,
+        &options.registry,
+        paths,
+        progress,
+    )?
+    .0)
+}
+
+/// Config and manifest of the base with `layers` (and their history lines) on top, with the
+/// definition's entry point and working dir, created at `created`; both stored. Returns the
+/// image's record (not yet recorded).
+fn write_image(
+    store: &Store,
+    (base, base_config): (&ImageRecord, &[u8]),
+    layers: &[(StoredLayer, String)],
+    spec: &BuildSpec,
+    created: i64,
+    name: &str,
+) -> anyhow::Result<ImageRecord> {
+    let new_layers: Vec<NewLayer> = layers
+        .iter()
+        .map(|(l, created_by)| NewLayer {
+            digest: l.digest.to_string(),
+            size: l.size,
+            diff_id: l.diff_id.to_string(),
+            created_by: created_by.clone(),
+        })
+        .collect();
     let config = derive_config(
-        &base_config,
+        base_config,
         &ConfigChanges {
             entrypoint: &spec.entrypoint,
             workdir: &spec.workdir,
-            created: commit_time,
+            created,
             layers: &new_layers,
         },
     )?;
@@ -250,31 +265,87 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
         &base_layers,
         &new_layers,
     );
-    let digest = store.put_metadata(&manifest)?;
-    let mut record = with_layers(&base, &records, &name);
-    record.digest = digest.clone();
+    let mut record = with_layers(base, layers.iter().map(|(l, _)| l), name);
+    record.digest = store.put_metadata(&manifest)?;
     record.config = config_digest;
-    // Unpacked now, so the first run starts as fast as a pulled image's.
-    unpack(&record, paths)?;
-    store.record_image(record)?;
-    let layers: Vec<Digest> = records.iter().map(|l| l.digest.clone()).collect();
-    write_cache_entry(
-        &entry_path,
-        &CacheEntry {
-            digest: digest.clone(),
-            commit: commit.clone(),
-            layers: layers.clone(),
-        },
-    )?;
-    steps.done("image", &format!("{name} {digest}"));
-    Ok(Built {
-        name,
-        digest,
-        commit,
-        cached: false,
-        layers,
-        steps: steps.list,
-    })
+    Ok(record)
+}
+
+/// The build cache directory, held locked for one key: one build per key at a time (the
+/// second waits, then finds the first one's image).
+struct BuildCache {
+    dir: PathBuf,
+    entry: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl BuildCache {
+    fn lock(paths: &Paths, key: &str) -> anyhow::Result<BuildCache> {
+        let dir = paths.root.join("builds-v1");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let lock_path = dir.join(format!("{key}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        Ok(BuildCache {
+            entry: dir.join(format!("{key}.json")),
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// Where fetches make their private repositories.
+    fn scratch(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.dir.join("tmp");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// The cached image, when the entry exists and its image is still stored (preferably
+    /// under `name`). By digest over the index, not with `find_image`, whose reference
+    /// parsing costs ~50 ms of regex compilation: a hit must cost no more than a lookup.
+    fn lookup(
+        &self,
+        store: &Store,
+        name: &str,
+    ) -> anyhow::Result<Option<(ImageRecord, CacheEntry)>> {
+        let bytes = match std::fs::read(&self.entry) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", self.entry.display()));
+            }
+        };
+        // A damaged entry is a miss: the build makes it again.
+        let Ok(entry) = serde_json::from_slice::<CacheEntry>(&bytes) else {
+            return Ok(None);
+        };
+        let images = store.images()?;
+        let found = images
+            .get(name)
+            .filter(|r| r.digest == entry.digest)
+            .or_else(|| images.values().find(|r| r.digest == entry.digest))
+            .cloned();
+        Ok(found.map(|r| (r, entry)))
+    }
+
+    /// Writes the entry atomically (temp file + rename).
+    fn record(&self, entry: &CacheEntry) -> anyhow::Result<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
+            .with_context(|| format!("cannot create a temp file in {}", self.dir.display()))?;
+        tmp.write_all(&serde_json::to_vec_pretty(entry)?)
+            .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+        tmp.persist(&self.entry)
+            .with_context(|| format!("cannot write {}", self.entry.display()))?;
+        Ok(())
+    }
 }
 
 /// A layer written by the build, as stored.
@@ -284,48 +355,13 @@ struct StoredLayer {
     diff_id: Digest,
 }
 
-/// The cached image of a cache entry, when the entry exists and its image is still stored.
-fn cached(
-    store: &Store,
-    entry_path: &Path,
-    name: &str,
-) -> anyhow::Result<Option<(ImageRecord, CacheEntry)>> {
-    let bytes = match std::fs::read(entry_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read {}", entry_path.display()));
-        }
-    };
-    // A damaged entry is a miss: the build makes it again.
-    let Ok(entry) = serde_json::from_slice::<CacheEntry>(&bytes) else {
-        return Ok(None);
-    };
-    // By digest over the index (not `find_image`, whose reference parsing costs ~50 ms of
-    // regex compilation: a cache hit must cost no more than a run's own lookup).
-    let images = store.images()?;
-    let found = images
-        .get(name)
-        .filter(|r| r.digest == entry.digest)
-        .or_else(|| images.values().find(|r| r.digest == entry.digest))
-        .cloned();
-    Ok(found.map(|r| (r, entry)))
-}
-
-fn write_cache_entry(path: &Path, entry: &CacheEntry) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
-    tmp.write_all(&serde_json::to_vec_pretty(entry)?)
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
 /// The base image with `layers` on top, under `name` (digest and config still the base's:
-/// good for unpacking and mounting, never recorded as such).
-fn with_layers(base: &ImageRecord, layers: &[StoredLayer], name: &str) -> ImageRecord {
+/// good for unpacking and mounting; [`write_image`] sets its own).
+fn with_layers<'a>(
+    base: &ImageRecord,
+    layers: impl Iterator<Item = &'a StoredLayer>,
+    name: &str,
+) -> ImageRecord {
     let mut record = base.clone();
     record.name = name.to_owned();
     record.index_digest = None;
@@ -382,19 +418,28 @@ fn store_layer<R: Send>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One build command and how its layer is written.
+struct CommandStep<'a> {
+    command: &'a str,
+    /// From 0, in the definition's order.
+    index: usize,
+    network: BuildNetwork,
+    /// The time every entry of its layer gets.
+    mtime: u64,
+}
+
+/// Runs one build command on a private overlay of `so_far` and stores its upper dir as a
+/// layer; a command that fails leaves nothing but its output in the error.
 fn run_command(
     paths: &Paths,
     store: &Store,
     so_far: &ImageRecord,
     base_config: &[u8],
-    command: &str,
-    index: usize,
-    network: BuildNetwork,
+    step: &CommandStep<'_>,
     options: &BuildOptions,
-    mtime: u64,
 ) -> anyhow::Result<StoredLayer> {
-    let what = format!("build command {} ({command:?})", index + 1);
+    let command = step.command;
+    let what = format!("build command {} ({command:?})", step.index + 1);
     unpack(so_far, paths)?;
     let chains = crate::commands::images::chains(so_far)?;
     let image = ImageConfig::from_image_config_json(base_config).context("base image config")?;
@@ -419,7 +464,7 @@ fn run_command(
         ..Limits::default()
     };
     spec.timeout = Some(options.timeout);
-    spec.network = match network {
+    spec.network = match step.network {
         BuildNetwork::None => NetworkMode::None,
         BuildNetwork::Host => NetworkMode::Host,
     };
@@ -461,7 +506,7 @@ fn run_command(
         bail!("{what} {failure}; its output:\n{}", output.trim_end());
     }
     let options = DiffOptions {
-        fixed_mtime: Some(mtime),
+        fixed_mtime: Some(step.mtime),
         mount_points: MOUNT_POINTS.iter().map(PathBuf::from).collect(),
     };
     let layer = rootfs
