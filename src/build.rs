@@ -45,6 +45,9 @@ const MOUNT_POINTS: [&str; 7] = [
     "etc/hosts",
 ];
 
+/// Age after which a fetch directory is known to be a killed build's leftover.
+const STALE_FETCH: Duration = Duration::from_secs(24 * 3600);
+
 /// Where the build commands run (where the code is).
 const COMMAND_WORKDIR: &str = "/home";
 
@@ -300,11 +303,27 @@ impl BuildCache {
         })
     }
 
-    /// Where fetches make their private repositories.
+    /// Where fetches make their private repositories (each removed when its build ends).
+    /// Those a killed build left are removed once a day old: no fetch lives that long.
     fn scratch(&self) -> anyhow::Result<PathBuf> {
         let dir = self.dir.join("tmp");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_FETCH);
+            if stale && let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(
+                    path = %entry.path().display(),
+                    error = %e,
+                    "cannot remove what a killed build left"
+                );
+            }
+        }
         Ok(dir)
     }
 

@@ -669,3 +669,77 @@ fn the_same_commit_gives_the_same_layers_in_another_root() {
     assert_eq!(one["digest"], two["digest"], "config and manifest too");
     assert_eq!(two["cached"], false);
 }
+
+#[test]
+fn build_commands_get_no_network_unless_asked() {
+    let root = Root::new();
+    let repo = root.path().join("repo");
+    component_repo(&repo);
+    // /proc/net/dev: two header lines and one line per interface; only `lo` without network.
+    let only_lo = "test \"$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')\" = lo";
+    let args = |network: &'static str| {
+        [
+            "--entrypoint",
+            "sh /home/main.sh",
+            "--network",
+            network,
+            "--command",
+            only_lo,
+        ]
+    };
+    // What a killed build left is removed once a day old; a young one (a live fetch) stays.
+    let scratch = root.path().join("builds-v1/tmp");
+    for dir in ["git-killed", "git-live"] {
+        std::fs::create_dir_all(scratch.join(dir).join("objects")).unwrap();
+    }
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(25 * 3600);
+    std::fs::File::open(scratch.join("git-killed"))
+        .unwrap()
+        .set_modified(day_ago)
+        .unwrap();
+    let out = root.try_build(&repo, "v1", &args("none"), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!scratch.join("git-killed").exists());
+    std::fs::remove_dir_all(scratch.join("git-live")).expect("a young fetch dir stays");
+    let out = root.try_build(&repo, "v1", &args("host"), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "the host has interfaces besides lo: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("exited with code 1"),
+        "{}",
+        text(&out.stderr)
+    );
+    root.assert_clean();
+}
+
+#[test]
+fn concurrent_builds_of_one_definition_build_once() {
+    let root = Root::new();
+    let repo = root.path().join("repo");
+    component_repo(&repo);
+    let out = root.dockless(&["pull", "-q", &base_image()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (a, b) = std::thread::scope(|s| {
+        let one = || {
+            root.build(
+                &repo,
+                "v1",
+                &["--entrypoint", "sh /home/main.sh", "--command", "sleep 1"],
+            )
+        };
+        let a = s.spawn(one);
+        let b = s.spawn(one);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a["digest"], b["digest"]);
+    let cached: Vec<bool> = [&a, &b].iter().map(|r| r["cached"] == true).collect();
+    assert!(
+        cached.contains(&true) && cached.contains(&false),
+        "one built, the other waited and hit the cache: {cached:?}"
+    );
+    root.assert_clean();
+}
