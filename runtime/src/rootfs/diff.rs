@@ -249,6 +249,9 @@ impl<W: Write> Walk<'_, W> {
         st: &Stat,
         path: &Path,
     ) -> Result<(), DiffError> {
+        if st.st_size == 0 && self.is_empty_mount_point(path) {
+            return Ok(());
+        }
         if st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.links.get(&key).cloned() {
@@ -268,6 +271,13 @@ impl<W: Write> Walk<'_, W> {
             Mode::empty(),
         )
         .map_err(read_err("open", path))?;
+        // The file opened must be the one listed (nothing should move in a stopped run).
+        let opened = rustix::fs::fstat(&fd).map_err(read_err("stat", path))?;
+        if (opened.st_dev, opened.st_ino, opened.st_size) != (st.st_dev, st.st_ino, st.st_size) {
+            return Err(DiffError::Changed {
+                path: path.to_path_buf(),
+            });
+        }
         let xattrs = Xattrs::read(fd.as_fd(), path)?;
         if xattrs.has_any(&METACOPY_XATTRS) {
             return Err(DiffError::Unsupported {
@@ -276,9 +286,6 @@ impl<W: Write> Walk<'_, W> {
             });
         }
         let size = st.st_size as u64;
-        if size == 0 && self.is_empty_mount_point(path) {
-            return Ok(());
-        }
         let mut h = self.header(st, tar::EntryType::Regular);
         h.set_size(size);
         let body = Exact {
