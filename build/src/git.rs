@@ -473,6 +473,57 @@ mod tests {
         assert!(!is_full_commit_id("v1.0"));
     }
 
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@e"])
+            .args(args)
+            .output()
+            .expect("git is installed (it is a prerequisite of dockless build)");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn refs_resolve_to_commits_tags_first_and_peeled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let one = git(&repo, &["rev-parse", "HEAD"]);
+        git(&repo, &["tag", "-a", "-m", "annotated", "release"]);
+        git(&repo, &["branch", "same"]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        let two = git(&repo, &["rev-parse", "HEAD"]);
+        git(&repo, &["tag", "same"]); // a tag and a branch of one name: the tag wins
+        let remote = Remote::new(repo.to_str().unwrap(), None, None).unwrap();
+        assert_eq!(
+            remote.resolve("release").unwrap(),
+            one,
+            "the commit, not the tag object"
+        );
+        assert_eq!(remote.resolve("main").unwrap(), two);
+        assert_eq!(remote.resolve("same").unwrap(), two);
+        assert_eq!(remote.resolve("refs/heads/same").unwrap(), one);
+        assert_eq!(remote.resolve(&one.to_uppercase()).unwrap(), one);
+        assert!(matches!(
+            remote.resolve("nope"),
+            Err(GitError::NoSuchRef { .. })
+        ));
+        // A commit that is not a tip is fetched by its id.
+        let fetched = remote.fetch(&one, tmp.path()).unwrap();
+        assert_eq!(fetched.commit(), one);
+        assert!(fetched.tree().unwrap().is_empty());
+        let err = remote.fetch(&"1".repeat(40), tmp.path()).unwrap_err();
+        assert!(matches!(err, GitError::Fetch { .. }), "{err}");
+    }
+
     #[test]
     fn credentials_are_scrubbed_from_display_and_messages() {
         let err = Remote::new("https://me:inurl@example.com/x.git", None, None).unwrap_err();
