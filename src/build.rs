@@ -179,7 +179,7 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
         (&base, &base_config),
         &layers,
         spec,
-        commit_time,
+        (&commit, commit_time),
         &name,
     )?;
     // Unpacked now, so the first run starts as fast as a pulled image's.
@@ -224,14 +224,14 @@ fn base_image(
 }
 
 /// Config and manifest of the base with `layers` (and their history lines) on top, with the
-/// definition's entry point and working dir, created at `created`; both stored. Returns the
-/// image's record (not yet recorded).
+/// definition's entry point and working dir, `commit` as revision and `created` as time; both
+/// stored. Returns the image's record (not yet recorded).
 fn write_image(
     store: &Store,
     (base, base_config): (&ImageRecord, &[u8]),
     layers: &[(StoredLayer, String)],
     spec: &BuildSpec,
-    created: i64,
+    (commit, created): (&str, i64),
     name: &str,
 ) -> anyhow::Result<ImageRecord> {
     let new_layers: Vec<NewLayer> = layers
@@ -249,6 +249,7 @@ fn write_image(
             entrypoint: &spec.entrypoint,
             workdir: &spec.workdir,
             created,
+            revision: commit,
             layers: &new_layers,
         },
     )?;

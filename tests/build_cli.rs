@@ -239,6 +239,34 @@ fn build_run_cache_hit_and_a_new_tag_rebuilding_only_the_code_layer() {
     assert_eq!(commit, git(&repo, &["rev-parse", "v1"]).trim());
     assert_eq!(layers(&v1).len(), 2, "code layer + one command layer");
     assert_eq!(root.images()[&name]["digest"], v1["digest"]);
+    let config_hex = root.images()[&name]["config"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(root.path().join("store/blobs/sha256").join(config_hex)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        json!(["sh", "/home/main.sh"])
+    );
+    assert_eq!(config["config"]["WorkingDir"], "/data/");
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.revision"],
+        commit
+    );
+    assert!(
+        config["config"]["Env"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("PATH=")
+    );
+    assert_eq!(
+        config["created"], "2023-11-14T22:13:20Z",
+        "the commit's time"
+    );
     let code = root.layer_entries(&layers(&v1)[0]);
     assert!(code.contains(&"home/main.sh".to_owned()), "{code:?}");
     assert!(!code.iter().any(|e| e.contains(".git")), "{code:?}");

@@ -2,7 +2,8 @@
 //!
 //! The config keeps everything of the base (Env, User, Labels, history) and changes only the
 //! entry point (Cmd cleared, as a Dockerfile ENTRYPOINT does), the working directory, the
-//! creation time, and appends one diff id and one history entry per new layer. JSON keys come
+//! creation time and the revision label, and appends one diff id and one history entry per
+//! new layer. JSON keys come
 //! out in a fixed order (sorted, or the base's order when the workspace enables serde_json's
 //! `preserve_order`), so the same inputs give the same digests.
 
@@ -13,6 +14,8 @@ use crate::layer::LAYER_MEDIA_TYPE;
 
 /// The OCI image manifest media type.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The label naming the commit an image was built from (OCI's annotation key).
+pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
 /// The OCI image config media type.
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
@@ -49,6 +52,8 @@ pub struct ConfigChanges<'a> {
     pub workdir: &'a str,
     /// Unix time of the image (the commit's, so a rebuild gives the same config).
     pub created: i64,
+    /// The commit built: the `org.opencontainers.image.revision` label.
+    pub revision: &'a str,
     /// Layers on top of the base, bottom first.
     pub layers: &'a [NewLayer],
 }
@@ -80,6 +85,17 @@ pub fn derive_config(base: &[u8], changes: &ConfigChanges<'_>) -> Result<Vec<u8>
     runtime.insert("Entrypoint".into(), json!(changes.entrypoint));
     runtime.remove("Cmd");
     runtime.insert("WorkingDir".into(), json!(changes.workdir));
+    let labels = runtime
+        .entry("Labels")
+        .and_modify(|v| {
+            if !v.is_object() {
+                *v = json!({});
+            }
+        })
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .expect("made an object above");
+    labels.insert(REVISION_LABEL.into(), json!(changes.revision));
 
     let diff_ids = config
         .get_mut("rootfs")
@@ -169,6 +185,7 @@ mod tests {
             entrypoint: &["python".into(), "/home/main.py".into()],
             workdir: "/data/",
             created: 1_700_000_000,
+            revision: "c0ffee",
             layers: &layers,
         };
         let out = derive_config(base, &changes).unwrap();
@@ -181,6 +198,7 @@ mod tests {
             json!(["python", "/home/main.py"])
         );
         assert_eq!(v["config"]["WorkingDir"], "/data/");
+        assert_eq!(v["config"]["Labels"][REVISION_LABEL], "c0ffee");
         assert!(v["config"].get("Cmd").is_none());
         assert_eq!(v["rootfs"]["diff_ids"], json!(["sha256:aa", "sha256:cc"]));
         assert_eq!(v["created"], "2023-11-14T22:13:20Z");
