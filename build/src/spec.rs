@@ -183,7 +183,12 @@ impl BuildSpec {
         if name.is_empty() {
             name = "component".to_owned();
         }
-        format!("localhost/build/{name}:{}", &commit[..commit.len().min(12)])
+        let tag: String = commit
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        format!("localhost/build/{name}:{tag}")
     }
 }
 
