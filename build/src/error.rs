@@ -62,6 +62,15 @@ pub enum GitError {
         /// The repository, credentials removed.
         repository: String,
     },
+    /// A password for a repository git does not reach over HTTP(S) (ssh uses the host's
+    /// keys; a local path needs none): it would be silently unused.
+    #[error(
+        "repository {repository}: #password is for http(s) repositories (ssh uses the host's keys)"
+    )]
+    PasswordNotHttp {
+        /// The repository, credentials removed.
+        repository: String,
+    },
     /// A local git command on the fetched objects failed.
     #[error("git {command} failed: {detail}")]
     Local {

@@ -95,6 +95,11 @@ impl Remote {
                 repository: remote.display(),
             });
         }
+        if remote.password.is_some() && !is_http(&remote.location) {
+            return Err(GitError::PasswordNotHttp {
+                repository: remote.display(),
+            });
+        }
         Ok(remote)
     }
 
@@ -434,6 +439,12 @@ pub fn looks_remote(repository: &str) -> bool {
     }
 }
 
+/// Whether git talks HTTP(S) to `location`, the only transport our credential helper serves.
+fn is_http(location: &str) -> bool {
+    let lower = location.to_ascii_lowercase();
+    lower.starts_with("https://") || lower.starts_with("http://")
+}
+
 /// The password of `scheme://user:password@host/...`, if the URL carries one.
 fn url_password(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
@@ -526,6 +537,15 @@ mod tests {
 
     #[test]
     fn credentials_are_scrubbed_from_display_and_messages() {
+        for not_http in [
+            "git@example.com:team/x.git",
+            "ssh://example.com/x.git",
+            "/srv/x",
+        ] {
+            let err =
+                Remote::new(not_http, Some("me".into()), Some(Secret::new("pw"))).unwrap_err();
+            assert!(matches!(err, GitError::PasswordNotHttp { .. }), "{err}");
+        }
         let err = Remote::new("https://me:inurl@example.com/x.git", None, None).unwrap_err();
         assert_eq!(
             err.to_string(),
