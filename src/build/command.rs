@@ -59,6 +59,9 @@ pub(super) fn run_command(
     let chains = crate::commands::images::chains(so_far)?;
     let image = ImageConfig::from_image_config_json(base_config).context("base image config")?;
     let snapshots = crate::commands::pull::snapshots(paths)?;
+    let exe = std::env::current_exe().context("cannot find the dockless executable")?;
+    let runner = Runner::new(exe, [crate::commands::HELPER_COMMAND], paths.containers());
+    // From the claim on, every path releases the slot and the rootfs.
     let slot = crate::commands::gc::RootfsSlot::claim(paths)?;
     let rootfs = match snapshots.mount_run(&chains, slot.dir(), MountMode::OverlayOnly) {
         Ok(rootfs) => rootfs,
@@ -83,8 +86,6 @@ pub(super) fn run_command(
         BuildNetwork::None => NetworkMode::None,
         BuildNetwork::Host => NetworkMode::Host,
     };
-    let exe = std::env::current_exe().context("cannot find the dockless executable")?;
-    let runner = Runner::new(exe, [crate::commands::HELPER_COMMAND], paths.containers());
     let result = runner.run(rootfs.path(), &spec, &mut |_: Stream, bytes: &[u8]| {
         let _ = std::io::stderr().lock().write_all(bytes);
     });
