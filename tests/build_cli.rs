@@ -483,7 +483,28 @@ fn bad_ref_unreachable_repository_and_failing_command_leave_no_image() {
     );
     assert_eq!(root.images(), images, "no image was recorded");
 
-    // The run limits apply: a command past its timeout is killed and fails the build.
+    // The run limits apply: a command over its memory limit or past its timeout is killed
+    // and fails the build.
+    let out = root.try_build(
+        &repo,
+        "v1",
+        &[
+            "--entrypoint",
+            "sh /home/main.sh",
+            "--memory",
+            "32m",
+            "--command",
+            "awk 'BEGIN { s = \"0123456789\"; while (1) s = s s }'",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("ran out of memory (limit 33554432 bytes)"),
+        "{err}"
+    );
+
     let out = root.try_build(
         &repo,
         "v1",
