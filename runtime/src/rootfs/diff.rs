@@ -616,6 +616,40 @@ mod tests {
     }
 
     #[test]
+    fn a_copied_rootfs_has_no_upper_dir() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::rootfs::SnapshotStore::open(tmp.path()).unwrap();
+        let chain: crate::unpack::ChainId = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        write(&store.snapshot_dir(&chain).join("file"), "x");
+        let copy = store
+            .mount_run(
+                &[chain],
+                &tmp.path().join("run"),
+                crate::rootfs::MountMode::CopyOnly,
+            )
+            .unwrap();
+        let err = copy.upper_dir().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "build commands need an overlay root filesystem; this run got a copy (requested)"
+        );
+        copy.release().unwrap();
+        let overlay = store
+            .mount_run(
+                &[chain],
+                &tmp.path().join("run2"),
+                crate::rootfs::MountMode::OverlayOnly,
+            )
+            .unwrap();
+        assert_eq!(
+            overlay.upper_dir().unwrap(),
+            overlay.run_dir().join("upper")
+        );
+        overlay.release().unwrap();
+    }
+
+    #[test]
     fn reserved_names_and_metacopy_are_refused() {
         require_root();
         let tmp = tempfile::tempdir().unwrap();
