@@ -31,6 +31,8 @@ pub enum Command {
     /// The runtime's helper process (internal).
     #[command(name = "__runtime-helper", hide = true)]
     RuntimeHelper,
+    /// Build a component image from a base image and a git repository.
+    Build(Box<crate::commands::build::BuildArgs>),
     /// Pull an image from a registry into the local store.
     Pull(crate::commands::pull::PullArgs),
     /// List images in the local store.

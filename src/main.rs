@@ -1,6 +1,7 @@
 //! The `dockless` binary: a thin CLI and job pipeline over the registry, runtime and staging
 //! crates. It wires them together; it holds no HTTP, tar, SQL or syscall logic of its own.
 
+mod build;
 mod cli;
 mod commands;
 mod pipeline;

@@ -1,19 +1,27 @@
 //! `dockless run --job FILE`: a job's image, configuration and component settings in one
 //! JSON file, so a job can be kept, versioned and replayed. Flags given on the command line
-//! as well win over the file.
+//! as well win over the file. Instead of `image`, a job may name a `build` (a base image and
+//! a repository, see [`dockless_build::BuildSpec`]): the image is built (or found in the
+//! build cache) before the job runs, then runs as any pulled image.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use super::Paths;
 use super::run::{ConfigurationFormat, Network, RunArgs, parse_duration, parse_size};
+use crate::build::BuildOptions;
+
+/// A build command's wall-clock limit when the job sets none (a job's own default).
+const DEFAULT_BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The job file's fields: the flags of `dockless run --config`, by name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobFile {
     image: Option<String>,
+    build: Option<dockless_build::BuildSpec>,
     configuration: Option<serde_json::Value>,
     config_file: Option<PathBuf>,
     component_id: Option<String>,
@@ -32,8 +40,9 @@ struct JobFile {
     processors: std::collections::BTreeMap<String, String>,
 }
 
-/// Reads `path` and fills every setting of `args` the command line left unset.
-pub fn apply(path: &Path, args: &mut RunArgs) -> anyhow::Result<()> {
+/// Reads `path` and fills every setting of `args` the command line left unset; a `build` is
+/// built here (its progress on stderr) and becomes the image.
+pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the job file {}", path.display()))?;
     let file: JobFile = serde_json::from_str(&text)
@@ -41,6 +50,10 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> anyhow::Result<()> {
     let bad =
         |what: &str, why: String| anyhow::anyhow!("job file {}: {what}: {why}", path.display());
 
+    if file.image.is_some() && file.build.is_some() {
+        return Err(bad("image", "give `image` or `build`, not both".into()));
+    }
+    let build = file.build.filter(|_| args.image.is_none());
     if args.image.is_none() {
         args.image = file.image;
     }
@@ -124,6 +137,30 @@ pub fn apply(path: &Path, args: &mut RunArgs) -> anyhow::Result<()> {
             "host" => Network::Host,
             other => return Err(bad("network", format!("{other:?} is not none or host"))),
         };
+    }
+    if let Some(mut spec) = build {
+        // A local repository is relative to the job file, as `config_file` is.
+        if !dockless_build::git::looks_remote(&spec.repository) {
+            spec.repository = path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&spec.repository)
+                .to_string_lossy()
+                .into_owned();
+        }
+        let options = BuildOptions {
+            tag: None,
+            platform: args.platform.clone(),
+            registry: args.registry.clone(),
+            memory: args.memory,
+            cpus: args.cpus,
+            timeout: args.timeout.unwrap_or(DEFAULT_BUILD_TIMEOUT),
+            pids: args.pids_limit,
+            quiet: false,
+        };
+        let built = crate::build::build(&spec, &options, paths)
+            .with_context(|| format!("job file {}: build", path.display()))?;
+        args.image = Some(built.name);
     }
     Ok(())
 }

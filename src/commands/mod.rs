@@ -1,5 +1,6 @@
 //! One file per verb; `dispatch` routes the parsed command line.
 
+pub mod build;
 pub mod gc;
 pub mod images;
 pub mod job_file;
@@ -119,6 +120,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Storage(cmd) => storage::run(cmd, &paths),
+        Command::Build(args) => build::run(*args, &paths),
         Command::Pull(args) => pull::run(args, &paths),
         Command::Images(args) => images::list(args, &paths),
         Command::Rmi(args) => images::remove(args, &paths),

@@ -216,7 +216,7 @@ pub enum Network {
 /// its class).
 pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     if let Some(file) = args.job.job_file.clone() {
-        super::job_file::apply(&file, &mut args)?;
+        super::job_file::apply(&file, &mut args, paths)?;
     }
     let image = args
         .image

@@ -6,6 +6,7 @@
 //! mounted, a flattened copy (and says which it did). [`RunRootfs`] unmounts and removes the
 //! run directory when dropped.
 
+mod diff;
 mod error;
 mod flatten;
 mod implied;
@@ -13,6 +14,7 @@ mod mount;
 mod rebase;
 mod store;
 
+pub use diff::{DiffError, DiffOptions, DiffReport, write_upper_as_layer};
 pub use error::RootfsError;
 pub use mount::{MountMode, RootfsKind, RunRootfs, remove_leftover_run};
 pub use store::{BlobOpener, EnsuredLayer, LayerSource, SnapshotStore};

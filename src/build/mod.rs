@@ -1,0 +1,298 @@
+//! `dockless build`'s pipeline: a component image from a base image and a git commit.
+//!
+//! Steps: find or pull the base -> resolve the ref to a commit (every time: a moved tag or
+//! branch is seen) -> the build cache (`<root>/builds-v1/<key>.json`, key = base digest +
+//! commit + commands + entry point + working dir + network) -> on a miss: fetch the commit,
+//! write the code layer into the store, run each build command on a private overlay of the
+//! image so far and take its upper dir as the next layer -> config, manifest, image record ->
+//! cache entry. The image record is written last, so a failed build leaves no image (the
+//! layer blobs it stored stay, content-addressed, for the next attempt to reuse).
+
+mod cache;
+mod command;
+mod store_layer;
+
+use std::time::{Duration, Instant};
+
+use dockless_build::BuildSpec;
+use dockless_build::code_layer::write_code_layer;
+use dockless_build::git::Remote;
+use dockless_build::image::{
+    BaseLayer, ConfigChanges, NewLayer, created_time, derive_config, manifest,
+};
+use dockless_build::layer::LAYER_MEDIA_TYPE;
+use dockless_registry::{Digest, ImageRecord, LayerRecord, Store};
+use serde::Serialize;
+
+use crate::commands::Paths;
+use crate::commands::pull::{pull_and_unpack, unpack};
+use crate::settings::RegistryArgs;
+use cache::{BuildCache, CacheEntry};
+use command::{CommandStep, run_command};
+use store_layer::{StoredLayer, store_layer};
+
+/// How a build runs, besides its definition: naming, pulling, and the limits of the build
+/// commands (the same knobs as a run's).
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// The image name; default `localhost/build/<repository>:<commit prefix>`.
+    pub tag: Option<String>,
+    /// Platform of the base image when it must be pulled.
+    pub platform: String,
+    /// Registry settings for pulling the base.
+    pub registry: RegistryArgs,
+    /// Memory limit of each build command.
+    pub memory: Option<i64>,
+    /// CPU quota of each build command.
+    pub cpus: Option<f64>,
+    /// Wall-clock limit of each build command.
+    pub timeout: Duration,
+    /// Process limit of each build command.
+    pub pids: i64,
+    /// No progress lines on stderr (command output is still shown).
+    pub quiet: bool,
+}
+
+/// What a build gave.
+#[derive(Clone, Debug, Serialize)]
+pub struct Built {
+    /// The image's name in the local store.
+    pub name: String,
+    /// Its manifest digest.
+    pub digest: Digest,
+    /// The commit the ref resolved to.
+    pub commit: String,
+    /// Whether the cache had it (nothing was built).
+    pub cached: bool,
+    /// The layers dockless made (code first), as stored.
+    pub layers: Vec<Digest>,
+    /// Seconds per step, in order.
+    pub steps: Vec<(String, f64)>,
+}
+
+/// Builds (or finds in the cache) the image `spec` describes.
+pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow::Result<Built> {
+    spec.validate()?;
+    let mut steps = Steps::new(options.quiet);
+    let store = Store::open(paths.store())?;
+    let base = base_image(&store, spec, options, paths)?;
+    steps.done("base image", &base.name);
+
+    let remote = Remote::new(
+        &spec.repository,
+        spec.username.clone(),
+        spec.password.clone(),
+    )?;
+    let commit = remote.resolve(&spec.reference)?;
+    steps.done("resolve ref", &format!("{} -> {commit}", spec.reference));
+
+    let name = options
+        .tag
+        .clone()
+        .unwrap_or_else(|| spec.default_image_name(&commit));
+    let cache = BuildCache::lock(paths, &spec.cache_key(&base.digest.to_string(), &commit))?;
+    if let Some((record, entry)) = cache.lookup(&store, &name)? {
+        if record.name != name {
+            store.record_image(ImageRecord {
+                name: name.clone(),
+                ..record.clone()
+            })?;
+        }
+        steps.done("cache hit", &record.digest.to_string());
+        return Ok(Built {
+            name,
+            digest: record.digest,
+            commit,
+            cached: true,
+            layers: entry.layers,
+            steps: steps.list,
+        });
+    }
+
+    let fetched = remote.fetch(&commit, &cache.scratch()?)?;
+    let commit_time = fetched.commit_time()?;
+    steps.done("fetch commit", &remote.display());
+    let mtime = u64::try_from(commit_time).unwrap_or(0);
+    let (code, report) = store_layer(&store, "code layer", |out| {
+        Ok(write_code_layer(&fetched, mtime, &spec.workdir, out)?)
+    })?;
+    drop(fetched);
+    let mut layers = vec![(code, format!("dockless build: {commit} in /home/"))];
+    let skipped = match report.skipped_submodules.as_slice() {
+        [] => String::new(),
+        paths => format!("; submodules left out: {}", paths.join(", ")),
+    };
+    steps.done(
+        "code layer",
+        &format!(
+            "{} files, {} bytes{skipped}",
+            report.files, report.content_bytes
+        ),
+    );
+
+    let base_config = store.read_metadata(&base.config)?;
+    // Not the commit's time: a command's layer must not change when only the code did.
+    let command_mtime = created_time(&base_config).map_or(0, |t| u64::try_from(t).unwrap_or(0));
+    for (index, command) in spec.commands.iter().enumerate() {
+        let so_far = with_layers(&base, layers.iter().map(|(l, _)| l), &name);
+        let step = CommandStep {
+            command,
+            index,
+            network: spec.network,
+            mtime: command_mtime,
+        };
+        let layer = run_command(paths, &store, &so_far, &base_config, &step, options)?;
+        layers.push((layer, format!("dockless build: /bin/sh -c {command}")));
+        steps.done(&format!("command {}", index + 1), command);
+    }
+
+    let record = write_image(
+        &store,
+        (&base, &base_config),
+        &layers,
+        spec,
+        (&commit, commit_time),
+        &name,
+    )?;
+    // Unpacked now, so the first run starts as fast as a pulled image's.
+    unpack(&record, paths)?;
+    store.record_image(record.clone())?;
+    let layers: Vec<Digest> = layers.into_iter().map(|(l, _)| l.digest).collect();
+    cache.record(&CacheEntry {
+        digest: record.digest.clone(),
+        commit: commit.clone(),
+        layers: layers.clone(),
+    })?;
+    steps.done("image", &format!("{name} {}", record.digest));
+    Ok(Built {
+        name,
+        digest: record.digest,
+        commit,
+        cached: false,
+        layers,
+        steps: steps.list,
+    })
+}
+
+/// The base image from the store, or pulled (and unpacked) when it is not there.
+fn base_image(
+    store: &Store,
+    spec: &BuildSpec,
+    options: &BuildOptions,
+    paths: &Paths,
+) -> anyhow::Result<ImageRecord> {
+    if let Some(record) = store.find_image(&spec.base)? {
+        return Ok(record);
+    }
+    let progress = crate::progress::for_stderr(options.quiet);
+    Ok(pull_and_unpack(
+        &spec.base,
+        &options.platform,
+        &options.registry,
+        paths,
+        progress,
+    )?
+    .0)
+}
+
+/// Config and manifest of the base with `layers` (and their history lines) on top, with the
+/// definition's entry point and working dir, `commit` as revision and `created` as time; both
+/// stored. Returns the image's record (not yet recorded).
+fn write_image(
+    store: &Store,
+    (base, base_config): (&ImageRecord, &[u8]),
+    layers: &[(StoredLayer, String)],
+    spec: &BuildSpec,
+    (commit, created): (&str, i64),
+    name: &str,
+) -> anyhow::Result<ImageRecord> {
+    let new_layers: Vec<NewLayer> = layers
+        .iter()
+        .map(|(l, created_by)| NewLayer {
+            digest: l.digest.to_string(),
+            size: l.size,
+            diff_id: l.diff_id.to_string(),
+            created_by: created_by.clone(),
+        })
+        .collect();
+    let config = derive_config(
+        base_config,
+        &ConfigChanges {
+            entrypoint: &spec.entrypoint,
+            workdir: &spec.workdir,
+            created,
+            revision: commit,
+            layers: &new_layers,
+        },
+    )?;
+    let config_digest = store.put_metadata(&config)?;
+    let base_layers: Vec<BaseLayer> = base
+        .layers
+        .iter()
+        .map(|l| BaseLayer {
+            digest: l.digest.to_string(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+        })
+        .collect();
+    let manifest = manifest(
+        &config_digest.to_string(),
+        config.len() as u64,
+        &base_layers,
+        &new_layers,
+    );
+    let mut record = with_layers(base, layers.iter().map(|(l, _)| l), name);
+    record.digest = store.put_metadata(&manifest)?;
+    record.config = config_digest;
+    Ok(record)
+}
+
+/// The base image with `layers` on top, under `name` (digest and config still the base's:
+/// good for unpacking and mounting; [`write_image`] sets its own).
+fn with_layers<'a>(
+    base: &ImageRecord,
+    layers: impl Iterator<Item = &'a StoredLayer>,
+    name: &str,
+) -> ImageRecord {
+    let mut record = base.clone();
+    record.name = name.to_owned();
+    record.index_digest = None;
+    record.created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for l in layers {
+        record.layers.push(LayerRecord {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: LAYER_MEDIA_TYPE.to_owned(),
+        });
+        record.diff_ids.push(l.diff_id.clone());
+    }
+    record
+}
+
+/// Progress lines and step times.
+struct Steps {
+    quiet: bool,
+    last: Instant,
+    list: Vec<(String, f64)>,
+}
+
+impl Steps {
+    fn new(quiet: bool) -> Steps {
+        Steps {
+            quiet,
+            last: Instant::now(),
+            list: Vec::new(),
+        }
+    }
+
+    fn done(&mut self, step: &str, detail: &str) {
+        let secs = self.last.elapsed().as_secs_f64();
+        self.last = Instant::now();
+        if !self.quiet {
+            eprintln!("build: {step}: {detail} ({secs:.2} s)");
+        }
+        self.list.push((step.to_owned(), secs));
+    }
+}
