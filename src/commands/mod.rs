@@ -114,6 +114,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Load(_)
             | Command::Run(_)
             | Command::Gc
+            | Command::Build(_)
             | Command::Unshare(_)
     ) {
         crate::rootless::enter_session(&paths)?;
