@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use dockless_build::BuildNetwork;
 use dockless_registry::{ImageRecord, Store};
 use dockless_runtime::bundle::{ImageConfig, Limits, NetworkMode, RunSpec};
-use dockless_runtime::container::{Runner, Stream};
+use dockless_runtime::container::Stream;
 use dockless_runtime::rootfs::{DiffOptions, MountMode, write_upper_as_layer};
 
 use super::BuildOptions;
@@ -59,8 +59,7 @@ pub(super) fn run_command(
     let chains = crate::commands::images::chains(so_far)?;
     let image = ImageConfig::from_image_config_json(base_config).context("base image config")?;
     let snapshots = crate::commands::pull::snapshots(paths)?;
-    let exe = std::env::current_exe().context("cannot find the dockless executable")?;
-    let runner = Runner::new(exe, [crate::commands::HELPER_COMMAND], paths.containers());
+    let runner = crate::commands::run::runner(paths)?;
     // From the claim on, every path releases the slot and the rootfs.
     let slot = crate::commands::gc::RootfsSlot::claim(paths)?;
     let rootfs = match snapshots.mount_run(&chains, slot.dir(), MountMode::OverlayOnly) {
@@ -86,6 +85,7 @@ pub(super) fn run_command(
         BuildNetwork::None => NetworkMode::None,
         BuildNetwork::Host => NetworkMode::Host,
     };
+    let spec = crate::rootless::enforceable(&spec);
     let result = runner.run(rootfs.path(), &spec, &mut |_: Stream, bytes: &[u8]| {
         let _ = std::io::stderr().lock().write_all(bytes);
     });

@@ -489,12 +489,7 @@ pub fn run_container_with(
             "dockless: overlay unavailable ({reason}); running on a flattened copy of the image"
         );
     }
-    let exe = std::env::current_exe().context("cannot find the dockless executable")?;
-    let mut runner = Runner::new(exe, [super::HELPER_COMMAND], paths.containers());
-    if let Some(parent) = crate::rootless::delegated_cgroup_parent() {
-        runner = runner.with_cgroup_parent(parent).with_own_v1_limits(true);
-    }
-    let result = runner.run(
+    let result = runner(paths)?.run(
         rootfs.path(),
         &crate::rootless::enforceable(spec),
         on_output,
@@ -507,6 +502,18 @@ pub fn run_container_with(
     let result = result.with_context(|| format!("cannot run {}", record.name))?;
     released.context("cannot remove the container's root filesystem")?;
     Ok(result)
+}
+
+/// The runtime's runner for this process: the binary re-executed as the helper, and, in a
+/// rootless session with a delegated cgroup subtree, its cgroups placed there. Pair every
+/// spec with [`crate::rootless::enforceable`].
+pub fn runner(paths: &Paths) -> anyhow::Result<Runner> {
+    let exe = std::env::current_exe().context("cannot find the dockless executable")?;
+    let runner = Runner::new(exe, [super::HELPER_COMMAND], paths.containers());
+    Ok(match crate::rootless::delegated_cgroup_parent() {
+        Some(parent) => runner.with_cgroup_parent(parent).with_own_v1_limits(true),
+        None => runner,
+    })
 }
 
 /// The host directory bound at `/tmp`, if any.
