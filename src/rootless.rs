@@ -70,10 +70,14 @@ pub fn enforceable(spec: &RunSpec) -> RunSpec {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !dropped.is_empty() && !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
-            "dockless: warning: rootless on a host that delegates no cgroup to this user \
-             (cgroup v1): not enforced: {}; the timeout still applies (as root, \
-             `dockless delegate-cgroups USER` delegates one)",
-            dropped.join(", ")
+            "dockless: warning: rootless without a cgroup delegated to this user: not \
+             enforced: {}; the timeout still applies{}",
+            dropped.join(", "),
+            if userns::v1_hierarchies().is_empty() {
+                " (cgroup v2 delegation is not supported yet)"
+            } else {
+                " (as root, `dockless delegate-cgroups USER` delegates one)"
+            }
         );
     }
     spec

@@ -79,29 +79,26 @@ impl User {
 fn binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_BIN_EXE_dockless"));
-        let meta = std::fs::metadata(src).unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "dockless-rootless-bin-{:x}-{:x}",
-            meta.len(),
-            meta.mtime()
-        ));
-        let dst = dir.join("dockless");
-        // Copies of earlier builds are of no use any more.
+        // Copies left by earlier test runs are of no use any more.
         for old in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
-            let name = old.file_name();
-            if name.to_string_lossy().starts_with("dockless-rootless-bin-") && old.path() != dir {
+            if old
+                .file_name()
+                .to_string_lossy()
+                .starts_with("dockless-rootless-bin-")
+            {
                 let _ = std::fs::remove_dir_all(old.path());
             }
         }
-        if !dst.is_file() {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let tmp = dir.join(format!(".dockless-{}", std::process::id()));
-            std::fs::copy(src, &tmp).unwrap();
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-            std::fs::rename(&tmp, &dst).unwrap();
-        }
+        // A fresh, unpredictable, root-owned directory: nobody else can plant a binary there.
+        let dir = tempfile::Builder::new()
+            .prefix("dockless-rootless-bin-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dst = dir.join("dockless");
+        std::fs::copy(env!("CARGO_BIN_EXE_dockless"), &dst).unwrap();
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
         dst
     })
 }
@@ -252,11 +249,13 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Let a failing test's processes not spill into the next one.
-        if !self.processes().is_empty() {
-            let _ = Command::new("pkill")
-                .args(["-KILL", "-u", &self.user.name])
-                .status();
+        // Let a failing test's processes (the user's and its subordinate ids') not spill into
+        // the next one.
+        for p in self.processes() {
+            if let Some(Ok(pid)) = p.split(':').next().map(str::parse::<i32>) {
+                // SAFETY: kill(2) with a pid just read from /proc.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         }
     }
 }
@@ -684,11 +683,45 @@ fn limits_apply_in_a_cgroup_subtree_root_delegated() {
         text(&out.stderr)
     );
 
-    // CPU: the quota is in the run's cgroup while it lives (checked from the host).
-    let out = s.ok(&[
-        "run", "--cpus", "0.5", &busybox, "--", "sh", "-c", "sleep 1",
-    ]);
-    assert!(!text(&out.stderr).contains("not enforced"));
+    // CPU: the quota is in the run's cgroup while it lives (read from the host).
+    let cpu_parent = Path::new("/sys/fs/cgroup/cpu").join(&parent);
+    let quota = std::thread::scope(|sc| {
+        let run = sc.spawn(|| s.ok(&["run", "--cpus", "0.5", &busybox, "--", "sleep", "2"]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut seen = None;
+        while seen.is_none() && std::time::Instant::now() < deadline {
+            for e in std::fs::read_dir(&cpu_parent)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if let Ok(q) = std::fs::read_to_string(e.path().join("cpu.cfs_quota_us")) {
+                    seen = Some(q.trim().to_owned());
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = run.join().unwrap();
+        assert!(!text(&out.stderr).contains("not enforced"));
+        seen
+    });
+    assert_eq!(quota.as_deref(), Some("50000"));
+
+    // The timeout kills the whole tree through the delegated freezer.
+    let out = s.dockless(
+        &[
+            "run",
+            "--timeout",
+            "2s",
+            &busybox,
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; sleep 4322 & sleep 4322",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     s.assert_clean();
 
     // Every run's cgroup is gone; only the delegated parents remain until undone.
@@ -802,4 +835,63 @@ fn a_killed_rootless_runner_leaves_nothing_after_gc() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     s.assert_clean();
+}
+
+#[test]
+fn a_refused_id_mapping_and_a_foreign_run_state_dir_are_clear_errors() {
+    let s = Session::new(&rootless_user());
+    let busybox = image("busybox");
+
+    // newuidmap that refuses (as it does for ranges the user does not own): its status and
+    // message are reported, not ignored.
+    let fake = s.dir.path().join("fake-bin");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::write(
+        fake.join("newuidmap"),
+        "#!/bin/sh\necho 'newuidmap: write to uid_map failed: refused by the test' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        fake.join("newuidmap"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("PATH={}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display());
+    let (key, value) = path.split_once('=').unwrap();
+    let out = s.dockless_env(
+        &["run", &busybox, "--", "true"],
+        None,
+        &[
+            ("DOCKLESS_ROOT", s.root().to_str().unwrap()),
+            ("DOCKLESS_RUN_ROOT", s.root().join("run").to_str().unwrap()),
+            (key, value),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("newuidmap")
+            && stderr.contains("refused by the test")
+            && stderr.contains("exit status: 1"),
+        "{stderr}"
+    );
+
+    // A runtime state dir that is not the user's own (here: root's) is refused.
+    let foreign = s.dir.path().join("roots-run");
+    std::fs::create_dir(&foreign).unwrap();
+    let out = s.dockless_env(
+        &["run", &busybox, "--", "true"],
+        None,
+        &[
+            ("DOCKLESS_ROOT", s.root().to_str().unwrap()),
+            ("DOCKLESS_RUN_ROOT", foreign.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("is not a directory of uid"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.assert_no_processes();
 }

@@ -24,6 +24,14 @@ pub fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
         "removed {containers} abandoned container(s), {rootfs} abandoned root filesystem(s) \
          and {downloads} expired partial download(s)"
     );
+    // Snapshots of the format before `user.overlay` marks (snapshots-v1) are never read again;
+    // a run of an older dockless could still stack on them, so only when none is alive.
+    let old = paths.root.join("snapshots-v1");
+    if old.is_dir() && !runs_alive(paths)? {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove {}", old.display()))?;
+        println!("removed {} (snapshots of an earlier format)", old.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -197,7 +197,20 @@ fn ensure_in<'a>(
             open: Box::new(move || open(&digest)),
         });
     }
-    Ok(snapshots.ensure(sources)?)
+    let ensured = snapshots.ensure(sources)?;
+    let skipped: u64 = ensured
+        .iter()
+        .filter_map(|l| l.unpacked.as_ref())
+        .map(|r| r.stats.devices_skipped)
+        .sum();
+    if skipped > 0 {
+        eprintln!(
+            "dockless: note: {skipped} device node(s) of the image not created: rootless, \
+             mknod of a device needs the host's root (containers get the standard devices \
+             bound from the host)"
+        );
+    }
+    Ok(ensured)
 }
 
 /// Closes a [`Follow`] when dropped (with the message it was given), unless `finish` closed it.

@@ -116,6 +116,26 @@ pub struct Limits {
     pub nofile: (u64, u64),
 }
 
+impl Limits {
+    /// Refuses limits no kernel would take (zero, negative, not finite), whichever way they
+    /// are applied (the OCI spec, or written by the runner into a delegated cgroup).
+    pub fn validate(&self) -> Result<(), super::BundleError> {
+        for (what, value) in [("memory", self.memory_bytes), ("pids", self.pids)] {
+            if let Some(value) = value
+                && value <= 0
+            {
+                return Err(super::BundleError::InvalidLimit { what, value });
+            }
+        }
+        if let Some(cpus) = self.cpus
+            && !(cpus.is_finite() && cpus > 0.0)
+        {
+            return Err(super::BundleError::InvalidCpus { cpus });
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -162,13 +162,8 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         });
     }
     let mut resources = LinuxResourcesBuilder::default().devices(hardening::device_rules()?);
+    run.limits.validate()?;
     if let Some(bytes) = run.limits.memory_bytes {
-        if bytes <= 0 {
-            return Err(BundleError::InvalidLimit {
-                what: "memory",
-                value: bytes,
-            });
-        }
         resources = resources.memory(
             LinuxMemoryBuilder::default()
                 .limit(bytes)
@@ -178,9 +173,6 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         );
     }
     if let Some(cpus) = run.limits.cpus {
-        if !(cpus.is_finite() && cpus > 0.0) {
-            return Err(BundleError::InvalidCpus { cpus });
-        }
         resources = resources.cpu(
             LinuxCpuBuilder::default()
                 .period(CPU_PERIOD_US)
@@ -190,12 +182,6 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         );
     }
     if let Some(pids) = run.limits.pids {
-        if pids <= 0 {
-            return Err(BundleError::InvalidLimit {
-                what: "pids",
-                value: pids,
-            });
-        }
         resources = resources.pids(
             LinuxPidsBuilder::default()
                 .limit(pids)

@@ -18,19 +18,23 @@ use nix::unistd::Pid;
 pub fn bring_up_loopback(pid: Pid) -> std::io::Result<()> {
     let target = File::open(format!("/proc/{pid}/ns/net"))?;
     let sock = std::thread::scope(|s| {
-        s.spawn(|| -> std::io::Result<OwnedFd> {
-            setns(target.as_fd(), CloneFlags::CLONE_NEWNET)?;
-            // SAFETY: plain socket(2); the result is checked before use.
-            let raw =
-                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            if raw < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: `raw` is a fresh socket owned by nobody else.
-            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-        })
-        .join()
-        .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+        // A thread may not be available (rootless, RLIMIT_NPROC): an error, not a panic.
+        std::thread::Builder::new()
+            .name("netns-lo".into())
+            .spawn_scoped(s, || -> std::io::Result<OwnedFd> {
+                setns(target.as_fd(), CloneFlags::CLONE_NEWNET)?;
+                // SAFETY: plain socket(2); the result is checked before use.
+                let raw = unsafe {
+                    libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+                };
+                if raw < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: `raw` is a fresh socket owned by nobody else.
+                Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
     })?;
 
     // SAFETY: ifreq is plain old data; zeroed is a valid value.

@@ -148,6 +148,7 @@ impl Runner {
         crate::bundle::hand_over(rootfs, spec)?;
         let cgroups_path = format!("/{}/{}", self.cgroup_parent, id);
         if self.own_v1_limits {
+            spec.limits.validate()?;
             let mut bundle_spec = spec.clone();
             bundle_spec.limits.memory_bytes = None;
             bundle_spec.limits.cpus = None;

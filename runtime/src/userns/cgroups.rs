@@ -18,11 +18,20 @@ pub fn delegated_parent_name(uid: u32) -> String {
     format!("dockless-u{uid}")
 }
 
-/// The mount points of the v1 hierarchies (`cgroup` filesystems), with their controllers.
+/// The mount points of the v1 controller hierarchies (`cgroup` filesystems that carry a
+/// controller the kernel lists in `/proc/cgroups` and show the hierarchy's root), with their
+/// controllers. Named hierarchies (`name=systemd`) carry none and are never touched: systemd
+/// tracks sessions there.
 pub fn v1_hierarchies() -> Vec<(PathBuf, Vec<String>)> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
+    let known: Vec<String> = std::fs::read_to_string("/proc/cgroups")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
     let mut out = Vec::new();
     for line in info.lines() {
         let Some((before, after)) = line.split_once(" - ") else {
@@ -33,12 +42,18 @@ pub fn v1_hierarchies() -> Vec<(PathBuf, Vec<String>)> {
             continue;
         }
         let options = tail.nth(1).unwrap_or_default();
-        let Some(mount_point) = before.split(' ').nth(4) else {
+        let mut fields = before.split(' ');
+        // Field 4 is the root of the mount within its hierarchy: only a whole hierarchy gives
+        // the paths libcontainer computes.
+        let (Some("/"), Some(mount_point)) = (fields.nth(3), fields.next()) else {
             continue;
         };
+        if options.split(',').any(|o| o.starts_with("name=")) {
+            continue;
+        }
         let controllers = options
             .split(',')
-            .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('='))
+            .filter(|o| known.iter().any(|k| k == o))
             .map(str::to_owned)
             .collect::<Vec<_>>();
         if !controllers.is_empty() {
@@ -75,16 +90,9 @@ pub fn delegate(uid: u32, gid: u32) -> Result<Vec<PathBuf>, UsernsError> {
                 std::fs::write(dir.join(file), value).map_err(io("cannot write", &dir))?;
             }
         }
+        // Only the directory: the user creates the runs' cgroups below it (and owns them and
+        // their files); the parent's own files, limits included, stay root's.
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io("cannot chown", &dir))?;
-        // Children inherit the parent's files' owners, not the parent's: the user must be
-        // able to move its own processes in and out at this level too.
-        for file in ["cgroup.procs", "tasks"] {
-            let path = dir.join(file);
-            if path.exists() {
-                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                    .map_err(io("cannot chown", &path))?;
-            }
-        }
         made.push(dir);
     }
     Ok(made)

@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, Pid};
@@ -16,15 +15,15 @@ use super::subid::{IdMap, IdRange};
 
 /// Whether this process runs in a user namespace other than the host's (a rootless session,
 /// or a sandbox that put us in one): then owners, devices and cgroups follow rootless rules.
+/// Read each time (a few microseconds): [`enter`] changes the answer.
 pub fn in_user_namespace() -> bool {
-    static IN_USERNS: OnceLock<bool> = OnceLock::new();
-    *IN_USERNS.get_or_init(|| match std::fs::read_to_string("/proc/self/uid_map") {
+    match std::fs::read_to_string("/proc/self/uid_map") {
         Ok(map) => {
             let fields: Vec<&str> = map.split_whitespace().collect();
             fields != ["0", "0", "4294967295"]
         }
         Err(_) => false,
-    })
+    }
 }
 
 /// Moves the calling process into a new user namespace with `map`, then into a private mount

@@ -133,15 +133,15 @@ fn ranges_for(
             path: path.to_owned(),
             line: i + 1,
         };
-        let mut fields = line.split(':');
-        let (Some(owner), Some(start), Some(count), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(bad());
-        };
+        // Another user's line is not ours to judge, malformed or not (as shadow-utils).
+        let owner = line.split(':').next().unwrap_or_default();
         if Some(owner) != name && owner != uid_text {
             continue;
         }
+        let mut fields = line.split(':').skip(1);
+        let (Some(start), Some(count), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(bad());
+        };
         let start: u32 = start.parse().map_err(|_| bad())?;
         let count: u32 = count.parse().map_err(|_| bad())?;
         if count > 0 {
