@@ -155,7 +155,7 @@ impl Root {
     }
 
     fn snapshots(&self) -> BTreeSet<PathBuf> {
-        std::fs::read_dir(self.path().join("snapshots-v1"))
+        std::fs::read_dir(self.path().join("snapshots-v2"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect()

@@ -798,22 +798,51 @@ fn a_killed_rootless_runner_leaves_nothing_after_gc() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    // Runner and helper die at once (as from a signal to both): nothing is left that could
-    // end the container, which has no cgroup rootless. gc must find and kill it.
-    for p in s.processes() {
-        if p.contains("__runtime-helper") {
-            let pid: i32 = p.split(':').next().unwrap().parse().unwrap();
-            // SAFETY: kill(2) with a pid we just read.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+    // Runner and helper die (as from a signal to both): nothing is left that could end the
+    // container, which has no cgroup rootless. gc must find and kill it. The helper is
+    // stopped first so that it cannot see its runner go and end the container itself.
+    let helpers: Vec<i32> = s
+        .processes()
+        .iter()
+        .filter(|p| p.contains("__runtime-helper"))
+        .map(|p| p.split(':').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!helpers.is_empty(), "no helper among {:?}", s.processes());
+    for pid in &helpers {
+        // SAFETY: kill(2) with a pid we just read.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    for pid in &helpers {
+        // SAFETY: as above.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
     std::thread::sleep(std::time::Duration::from_millis(300));
+    let states: Vec<String> = s
+        .processes()
+        .iter()
+        .map(|p| {
+            let pid = p.split(':').next().unwrap();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(k))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            format!(
+                "{p} [{} {} {}]",
+                field("Name:"),
+                field("State:"),
+                field("PPid:")
+            )
+        })
+        .collect();
     assert!(
         s.processes().iter().any(|p| p.contains("sleep 4711")),
-        "the container should outlive its runner and helper here: {:?}",
-        s.processes()
+        "the container should outlive its runner and helper here: {states:?}"
     );
 
     // gc (from outside any session) kills the recorded init, and with it its pid namespace;
