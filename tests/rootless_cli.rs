@@ -189,6 +189,16 @@ impl Session {
         out
     }
 
+    /// A 2 s timeout for a tree that ignores SIGTERM, with a background child (`sleep
+    /// <marker>` twice): all of it must die.
+    fn run_past_timeout(&self, image: &str, marker: u32) -> Output {
+        let script = format!("trap '' TERM; sleep {marker} & sleep {marker}");
+        self.dockless(
+            &["run", "--timeout", "2s", image, "--", "sh", "-c", &script],
+            None,
+        )
+    }
+
     /// Processes of the user or of its subordinate ids (container users).
     fn processes(&self) -> Vec<String> {
         let mut found = Vec::new();
@@ -391,19 +401,7 @@ fn limits_not_enforced_are_named_and_the_timeout_kills_everything() {
 
     // A tree that ignores SIGTERM, with a background child: all of it dies at the timeout.
     let started = std::time::Instant::now();
-    let out = s.dockless(
-        &[
-            "run",
-            "--timeout",
-            "2s",
-            &busybox,
-            "--",
-            "sh",
-            "-c",
-            "trap '' TERM; sleep 4321 & sleep 4321",
-        ],
-        None,
-    );
+    let out = s.run_past_timeout(&busybox, 4321);
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     assert!(
@@ -708,19 +706,7 @@ fn limits_apply_in_a_cgroup_subtree_root_delegated() {
     assert_eq!(quota.as_deref(), Some("50000"));
 
     // The timeout kills the whole tree through the delegated freezer.
-    let out = s.dockless(
-        &[
-            "run",
-            "--timeout",
-            "2s",
-            &busybox,
-            "--",
-            "sh",
-            "-c",
-            "trap '' TERM; sleep 4322 & sleep 4322",
-        ],
-        None,
-    );
+    let out = s.run_past_timeout(&busybox, 4322);
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
     s.assert_clean();
 

@@ -167,26 +167,8 @@ fn write_err(path: &str) -> impl FnOnce(io::Error) -> CodeLayerError + '_ {
 mod tests {
     use super::*;
     use crate::git::Remote;
+    use crate::testing::git;
     use std::path::Path;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@e"])
-            .args(args)
-            .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
-            .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
-            .output()
-            .expect("git is installed (it is a prerequisite of dockless build)");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
 
     /// A repository with a subdirectory, an executable, a symlink and a file whose mode and
     /// time in the worktree differ from what git records.

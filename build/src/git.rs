@@ -471,6 +471,7 @@ fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::git;
 
     #[test]
     fn urls_and_paths() {
@@ -482,22 +483,6 @@ mod tests {
         assert_eq!(url_password("https://u@h/x"), None);
         assert!(is_full_commit_id(&"a".repeat(40)));
         assert!(!is_full_commit_id("v1.0"));
-    }
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@e"])
-            .args(args)
-            .output()
-            .expect("git is installed (it is a prerequisite of dockless build)");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     #[test]

@@ -14,5 +14,31 @@ pub mod image;
 pub mod layer;
 pub mod spec;
 
+/// What the unit tests of several modules share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// `git -C dir args...` with a fixed identity and fixed dates; its trimmed stdout.
+    pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@e"])
+            .args(args)
+            .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
+            .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
+            .output()
+            .expect("git is installed (it is a prerequisite of dockless build)");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
 pub use error::{CodeLayerError, GitError, ImageError, SpecError};
 pub use spec::{BuildNetwork, BuildSpec, Secret};
