@@ -235,7 +235,10 @@ fn build_run_cache_hit_and_a_new_tag_rebuilding_only_the_code_layer() {
     assert_eq!(v1["cached"], false);
     let name = v1["name"].as_str().unwrap().to_owned();
     let commit = v1["commit"].as_str().unwrap();
-    assert_eq!(name, format!("localhost/build/repo:{}", &commit[..12]));
+    assert!(
+        name.starts_with(&format!("localhost/build/repo:{}-", &commit[..12])),
+        "{name}"
+    );
     assert_eq!(commit, git(&repo, &["rev-parse", "v1"]).trim());
     assert_eq!(layers(&v1).len(), 2, "code layer + one command layer");
     assert_eq!(root.images()[&name]["digest"], v1["digest"]);
@@ -553,10 +556,21 @@ struct GitHttpServer {
 
 impl GitHttpServer {
     fn start(project_root: &Path, user: &str, password: &str) -> GitHttpServer {
+        Self::start_with(project_root, user, password, &[])
+    }
+
+    /// With `extra` = [bind address, redirect base URL, auth log file] (see the script).
+    fn start_with(
+        project_root: &Path,
+        user: &str,
+        password: &str,
+        extra: &[&str],
+    ) -> GitHttpServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/git-http-server.py");
         let mut child = Command::new("python3")
             .arg(script)
             .args([project_root.to_str().unwrap(), user, password])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -654,7 +668,68 @@ fn credentials_never_show_in_output_or_image() {
     let out = root.try_build(Path::new(&with_password), "v1", &["--entrypoint", "x"], &[]);
     assert_eq!(out.status.code(), Some(125));
     let err = text(&out.stderr);
-    assert!(err.contains("give the password as #password"), "{err}");
+    assert!(
+        err.contains("give credentials as username and #password"),
+        "{err}"
+    );
+    // So is a token given as the URL's user name (GitHub's `https://<token>@host` form).
+    let with_token = format!("http://{SECRET}@127.0.0.1:{}/component.git", server.port);
+    let token_out = root.try_build(Path::new(&with_token), "v1", &["--entrypoint", "x"], &[]);
+    assert_eq!(token_out.status.code(), Some(125));
+    let err = text(&token_out.stderr);
+    assert!(
+        err.contains("give credentials as username and #password"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET), "{err}");
+
+    // A redirect to another host gets no credentials: the helper answers for the
+    // repository's own scheme, host and port only.
+    let log = root.path().join("auth.log");
+    let elsewhere = GitHttpServer::start_with(
+        &served,
+        "builder",
+        SECRET,
+        &["127.0.0.2", "", log.to_str().unwrap()],
+    );
+    let redirector = GitHttpServer::start_with(
+        &served,
+        "builder",
+        SECRET,
+        &[
+            "127.0.0.1",
+            &format!("http://127.0.0.2:{}", elsewhere.port),
+            "",
+        ],
+    );
+    let redirected = root.try_build(
+        Path::new(&format!(
+            "http://127.0.0.1:{}/component.git",
+            redirector.port
+        )),
+        "v1",
+        &[
+            "--entrypoint",
+            "x",
+            "--username",
+            "builder",
+            "--password-file",
+            password_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        redirected.status.code(),
+        Some(125),
+        "{}",
+        text(&redirected.stderr)
+    );
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!seen.is_empty(), "the redirect was not followed at all");
+    assert!(
+        seen.lines().all(|l| l == "-"),
+        "credentials reached the redirect target: {seen}"
+    );
 
     // From a job file (`#password`), the other tag, built on demand and run.
     let job = json!({
@@ -675,7 +750,7 @@ fn credentials_never_show_in_output_or_image() {
         text(&run.stderr)
     );
 
-    for out in [&built, &run, &out] {
+    for out in [&built, &run, &out, &token_out, &redirected] {
         assert!(!text(&out.stdout).contains(SECRET) && !text(&out.stderr).contains(SECRET));
     }
     let blobs = root.blobs();

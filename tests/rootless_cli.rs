@@ -747,6 +747,14 @@ fn dockless_runtime_hierarchies() -> Vec<(PathBuf, String)> {
     out
 }
 
+/// The container's own process (`sleep 4711` exec'd), not the runner whose command line
+/// merely mentions it, nor the init before its exec.
+fn is_the_container(process: &str) -> bool {
+    process
+        .split_once(": ")
+        .is_some_and(|(_, cmdline)| cmdline.starts_with("sleep 4711"))
+}
+
 #[test]
 fn a_killed_rootless_runner_leaves_nothing_after_gc() {
     let s = Session::new(&rootless_user());
@@ -776,7 +784,7 @@ fn a_killed_rootless_runner_leaves_nothing_after_gc() {
     let containers = s.root().join("run/containers-v1/containers");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::fs::read_dir(&containers).map_or(0, |d| d.count()) == 0
-        || !s.processes().iter().any(|p| p.contains("sleep 4711"))
+        || !s.processes().iter().any(|p| is_the_container(p))
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -827,7 +835,7 @@ fn a_killed_rootless_runner_leaves_nothing_after_gc() {
         })
         .collect();
     assert!(
-        s.processes().iter().any(|p| p.contains("sleep 4711")),
+        s.processes().iter().any(|p| is_the_container(p)),
         "the container should outlive its runner and helper here: {states:?}"
     );
 

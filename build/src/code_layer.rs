@@ -30,11 +30,14 @@ pub struct CodeLayerReport {
 }
 
 /// Writes the tree of `fetched` as a tar stream into `out` (and finishes the tar), every entry
-/// with mtime `mtime`, preceded by the directories of `workdir` when it is outside `/home/`.
+/// with mtime `mtime`, preceded by the directories of `workdir` that the base lacks
+/// (`in_base("data")` says whether the base image has that path), when it is outside
+/// `/home/`: as a Dockerfile `WORKDIR`, never replacing the base's own (a `/tmp` keeps 1777).
 pub fn write_code_layer(
     fetched: &Fetched,
     mtime: u64,
     workdir: &str,
+    in_base: &dyn Fn(&str) -> bool,
     out: impl Write,
 ) -> Result<CodeLayerReport, CodeLayerError> {
     let git = |path: &str| {
@@ -51,8 +54,10 @@ pub fn write_code_layer(
         let mut dir = String::new();
         for part in workdir.split('/') {
             dir.push_str(part);
+            if !in_base(&dir) {
+                append(&mut tar, &format!("{dir}/"), directory(mtime), io::empty())?;
+            }
             dir.push('/');
-            append(&mut tar, &dir, directory(mtime), io::empty())?;
         }
     }
     let root = format!("{CODE_DIR}/");
@@ -198,7 +203,8 @@ mod tests {
         let fetched = remote.fetch(&commit, scratch).unwrap();
         assert_eq!(fetched.commit_time().unwrap(), 1_700_000_000);
         let mut out = Vec::new();
-        let report = write_code_layer(&fetched, 1_700_000_000, "/data/", &mut out).unwrap();
+        let report =
+            write_code_layer(&fetched, 1_700_000_000, "/data/", &|_| false, &mut out).unwrap();
         (out, report)
     }
 
@@ -249,6 +255,20 @@ mod tests {
                 expect("home/src/link", 0o777, Some("../main.sh")),
             ]
         );
+
+        // A working dir the base already has is not written again (its mode and owner stay
+        // the base's, e.g. /tmp's 1777); only the missing components are.
+        let remote = Remote::new(src.to_str().unwrap(), None, None).unwrap();
+        let fetched = remote.fetch(&commit, &s1).unwrap();
+        let mut out = Vec::new();
+        write_code_layer(&fetched, 1, "/tmp/work/", &|p| p == "tmp", &mut out).unwrap();
+        let names: Vec<String> = tar::Archive::new(&out[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .take(2)
+            .collect();
+        assert_eq!(names, ["tmp/work/", "home/"]);
     }
 
     #[test]

@@ -57,9 +57,18 @@ pub enum GitError {
         detail: String,
     },
     /// The URL carries a password, which would show on git's command line.
-    #[error("repository {repository}: give the password as #password, not in the URL")]
+    #[error("repository {repository}: give credentials as username and #password, not in the URL")]
     PasswordInUrl {
         /// The repository, credentials removed.
+        repository: String,
+    },
+    /// A password for a plain-http repository on another host: it would cross the network in
+    /// clear text.
+    #[error(
+        "repository {repository}: a password is only sent over https (or plain http to this host)"
+    )]
+    PasswordInClear {
+        /// The repository.
         repository: String,
     },
     /// A password for a repository git does not reach over HTTP(S) (ssh uses the host's

@@ -14,8 +14,10 @@ use crate::error::GitError;
 use crate::spec::Secret;
 
 /// git asks this helper for credentials; it prints the ones of this process's environment and
-/// nothing when there are none (git then fails instead of prompting).
-const CREDENTIAL_HELPER: &str = "credential.helper=!f() { test \"$1\" = get || exit 0; \
+/// nothing when there are none (git then fails instead of prompting). It is configured for
+/// the repository's own scheme, host and port only (`credential.<url>.helper`): a redirect to
+/// another host gets nothing.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get || exit 0; \
 test -n \"${DOCKLESS_GIT_USERNAME-}\" || exit 0; \
 printf 'username=%s\\npassword=%s\\n' \"$DOCKLESS_GIT_USERNAME\" \"${DOCKLESS_GIT_PASSWORD-}\"; }; f";
 
@@ -83,6 +85,14 @@ impl Remote {
             }
         }
         let embedded = url_password(&location).map(str::to_owned);
+        if embedded.is_none() && is_http(&location) && url_userinfo(&location).is_some() {
+            // A token given as the user name (`https://<token>@host/...`) is a credential
+            // too: it would be on git's command line and in every message.
+            let userinfo = url_userinfo(&location).unwrap_or_default().to_owned();
+            return Err(GitError::PasswordInUrl {
+                repository: location.replace(&format!("{userinfo}@"), "[redacted]@"),
+            });
+        }
         let remote = Remote {
             location,
             username,
@@ -97,6 +107,11 @@ impl Remote {
         }
         if remote.password.is_some() && !is_http(&remote.location) {
             return Err(GitError::PasswordNotHttp {
+                repository: remote.display(),
+            });
+        }
+        if remote.password.is_some() && !is_https_or_loopback(&remote.location) {
+            return Err(GitError::PasswordInClear {
                 repository: remote.display(),
             });
         }
@@ -117,9 +132,16 @@ impl Remote {
         out
     }
 
+    /// Whether `reference` is a full commit id, which [`Remote::resolve`] takes without asking
+    /// the remote (a cache hit on it must still be checked with a fetch).
+    pub fn is_pinned_id(&self, reference: &str) -> bool {
+        is_full_commit_id(reference)
+    }
+
     /// Resolves `reference` to a commit id: a full 40-hex id is taken as it is (the fetch
-    /// checks it); otherwise a tag (peeled), then a branch, then a full ref name, as the remote
-    /// advertises them now, so a moved tag or branch is seen at once.
+    /// checks it); otherwise a tag, then a branch, then a full ref name, as the remote
+    /// advertises them now (annotated tags peeled to their commit, whichever way they are
+    /// named), so a moved tag or branch is seen at once.
     pub fn resolve(&self, reference: &str) -> Result<String, GitError> {
         if is_full_commit_id(reference) {
             return Ok(reference.to_ascii_lowercase());
@@ -141,6 +163,7 @@ impl Remote {
             format!("refs/tags/{reference}^{{}}"),
             format!("refs/tags/{reference}"),
             format!("refs/heads/{reference}"),
+            format!("{reference}^{{}}"),
             reference.to_owned(),
         ];
         for name in &wanted {
@@ -170,13 +193,16 @@ impl Remote {
                 path: scratch.to_path_buf(),
                 source,
             })?;
-        let fetched = Fetched {
+        let mut fetched = Fetched {
             dir,
             commit: commit.to_owned(),
         };
         fetched.local("init", &["init", "--quiet", "--bare"])?;
         let out = self
             .git(Some(fetched.dir.path()))
+            // fsck: a malformed tree (duplicate names, a path that is both a link and a
+            // directory) is refused before it can become a layer.
+            .args(["-c", "transfer.fsckObjects=true"])
             .args(["fetch", "--quiet", "--depth", "1", "--no-tags", "--"])
             .args([&self.location, commit])
             .output()
@@ -188,7 +214,8 @@ impl Remote {
                 detail: self.detail(&out.stderr),
             });
         }
-        fetched.local(
+        // A tag object's id (given pinned) names its commit from here on.
+        let peeled = fetched.local(
             "rev-parse",
             &[
                 "rev-parse",
@@ -197,6 +224,7 @@ impl Remote {
                 &format!("{commit}^{{commit}}"),
             ],
         )?;
+        fetched.commit = String::from_utf8_lossy(&peeled).trim().to_owned();
         Ok(fetched)
     }
 
@@ -204,7 +232,11 @@ impl Remote {
     /// configured helper replaced by ours.
     fn git(&self, dir: Option<&Path>) -> Command {
         let mut cmd = base_git(dir);
-        cmd.args(["-c", "credential.helper=", "-c", CREDENTIAL_HELPER]);
+        cmd.args(["-c", "credential.helper="]);
+        if let Some(scope) = credential_scope(&self.location) {
+            cmd.arg("-c")
+                .arg(format!("credential.{scope}.helper={CREDENTIAL_HELPER}"));
+        }
         cmd.args([
             "-c",
             "http.lowSpeedLimit=1000",
@@ -223,8 +255,9 @@ impl Remote {
                     .env_remove("DOCKLESS_GIT_PASSWORD");
             }
         }
-        if std::env::var_os("GIT_SSH_COMMAND").is_none() {
-            // Fail instead of asking for a host key or a passphrase on a terminal.
+        if !is_http(&self.location) && looks_remote(&self.location) && !user_chose_ssh() {
+            // Fail instead of asking for a host key or a passphrase on a terminal (unless the
+            // user chose an ssh command, e.g. with a deploy key: theirs is kept).
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
         cmd
@@ -445,6 +478,55 @@ fn is_http(location: &str) -> bool {
     lower.starts_with("https://") || lower.starts_with("http://")
 }
 
+/// Whether the user set an ssh command for git (environment or `core.sshCommand`).
+fn user_chose_ssh() -> bool {
+    std::env::var_os("GIT_SSH_COMMAND").is_some()
+        || std::env::var_os("GIT_SSH").is_some()
+        || Command::new("git")
+            .args(["config", "--get", "core.sshCommand"])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
+}
+
+/// `scheme://host[:port]` of an http(s) URL: where the credential helper may answer.
+fn credential_scope(url: &str) -> Option<String> {
+    if !is_http(url) {
+        return None;
+    }
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(format!("{}://{host}", scheme.to_ascii_lowercase()))
+}
+
+/// Whether a password may travel to `url`: over https, or plain http to this host only.
+fn is_https_or_loopback(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return true;
+    }
+    let Some(scope) = credential_scope(&lower) else {
+        return false;
+    };
+    let host = scope.trim_start_matches("http://");
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.split_once(']').map(|(h, _)| h))
+        .unwrap_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h));
+    host == "localhost" || host == "::1" || host.starts_with("127.")
+}
+
+/// The user information of `scheme://userinfo@host/...`, if any.
+fn url_userinfo(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    authority
+        .rsplit_once('@')
+        .map(|(u, _)| u)
+        .filter(|u| !u.is_empty())
+}
+
 /// The password of `scheme://user:password@host/...`, if the URL carries one.
 fn url_password(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
@@ -472,6 +554,49 @@ fn percent_encode(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::testing::git;
+
+    #[test]
+    fn annotated_tags_resolve_to_their_commit_however_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("r");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        git(&repo, &["tag", "-a", "-m", "release", "v3"]);
+        let commit = git(&repo, &["rev-parse", "HEAD"]);
+        let tag_object = git(&repo, &["rev-parse", "v3"]);
+        assert_ne!(commit, tag_object);
+        let remote = Remote::new(repo.to_str().unwrap(), None, None).unwrap();
+        assert_eq!(remote.resolve("v3").unwrap(), commit);
+        assert_eq!(remote.resolve("refs/tags/v3").unwrap(), commit);
+        // A tag object's id given as it is: the fetch names its commit.
+        let scratch = tmp.path().join("s");
+        std::fs::create_dir(&scratch).unwrap();
+        let fetched = remote
+            .fetch(&remote.resolve(&tag_object).unwrap(), &scratch)
+            .unwrap();
+        assert_eq!(fetched.commit(), commit);
+        assert_eq!(fetched.commit_time().unwrap(), 1_700_000_000);
+    }
+
+    #[test]
+    fn credentials_in_urls_and_in_clear_are_refused() {
+        let token = Remote::new("https://ghp_secret@github.com/a/b.git", None, None).unwrap_err();
+        assert!(matches!(token, GitError::PasswordInUrl { .. }), "{token}");
+        assert!(!token.to_string().contains("ghp_secret"), "{token}");
+        // ssh's user name is no secret.
+        assert!(Remote::new("git@github.com:a/b.git", None, None).is_ok());
+        let password = || Some(Secret::new("p4ss"));
+        let clear = Remote::new("http://example.com/a.git", Some("u".into()), password());
+        assert!(matches!(clear, Err(GitError::PasswordInClear { .. })));
+        assert!(Remote::new("http://127.0.0.1:8080/a.git", Some("u".into()), password()).is_ok());
+        assert!(Remote::new("https://example.com/a.git", Some("u".into()), password()).is_ok());
+        assert_eq!(
+            credential_scope("HTTPS://user@Example.com:8443/a/b.git?x").as_deref(),
+            Some("https://Example.com:8443")
+        );
+        assert_eq!(credential_scope("git@host:a.git"), None);
+    }
 
     #[test]
     fn urls_and_paths() {
@@ -534,7 +659,7 @@ mod tests {
         let err = Remote::new("https://me:inurl@example.com/x.git", None, None).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "repository https://me:[redacted]@example.com/x.git: give the password as #password, not in the URL"
+            "repository https://me:[redacted]@example.com/x.git: give credentials as username and #password, not in the URL"
         );
         let r = Remote::new(
             "https://example.com/x.git",

@@ -104,11 +104,25 @@ pub fn derive_config(base: &[u8], changes: &ConfigChanges<'_>) -> Result<Vec<u8>
         .ok_or_else(|| bad("no rootfs.diff_ids"))?;
     diff_ids.extend(changes.layers.iter().map(|l| json!(l.diff_id)));
 
+    let base_layers = diff_ids.len() - changes.layers.len();
     let history = config
         .entry("history")
         .or_insert_with(|| json!([]))
         .as_array_mut()
         .ok_or_else(|| bad("history is not a list"))?;
+    // One history entry per base layer at least (a base without history gets placeholders),
+    // so that the non-empty entries line up with the layers.
+    let base_entries = history
+        .iter()
+        .filter(|h| {
+            !h.get("empty_layer")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        })
+        .count();
+    for _ in base_entries..base_layers {
+        history.push(json!({"created_by": "(base layer)"}));
+    }
     history.extend(
         changes
             .layers

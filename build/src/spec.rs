@@ -142,11 +142,14 @@ impl BuildSpec {
     }
 
     /// The cache key of the image this definition gives on `base_digest` at `commit`: the
-    /// inputs that decide the image's content (not the repository URL, not credentials: the
-    /// commit id already names the code). Hex sha256 of a JSON document with a fixed shape.
+    /// inputs that decide the image's content, and the repository (never credentials): a
+    /// commit id alone must not hand a cached build of one repository to a definition naming
+    /// another (a private one's code to whoever learns its commit id). Hex sha256 of a JSON
+    /// document with a fixed shape.
     pub fn cache_key(&self, base_digest: &str, commit: &str) -> String {
         let doc = serde_json::json!({
-            "v": 1,
+            "v": 2,
+            "repository": self.repository,
             "base": base_digest,
             "commit": commit,
             "commands": self.commands,
@@ -157,9 +160,11 @@ impl BuildSpec {
         hex::encode(Sha256::digest(doc.to_string().as_bytes()))
     }
 
-    /// A default image name for the build: `localhost/build/<repository name>:<commit prefix>`,
-    /// the name reduced to what a reference allows.
-    pub fn default_image_name(&self, commit: &str) -> String {
+    /// A default image name for the build: `localhost/build/<repository name>:<commit
+    /// prefix>-<key prefix>`, the name reduced to what a reference allows. The cache key's
+    /// prefix keeps two definitions of one commit (other base, commands or entry point) from
+    /// replacing each other's image.
+    pub fn default_image_name(&self, commit: &str, cache_key: &str) -> String {
         let trimmed = self.repository.trim_end_matches('/');
         let last = trimmed
             .rsplit(['/', ':'])
@@ -188,7 +193,12 @@ impl BuildSpec {
             .filter(char::is_ascii_alphanumeric)
             .take(12)
             .collect();
-        format!("localhost/build/{name}:{tag}")
+        let key: String = cache_key
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(8)
+            .collect();
+        format!("localhost/build/{name}:{tag}-{key}")
     }
 }
 
@@ -214,8 +224,8 @@ mod tests {
         assert_eq!(s.network, BuildNetwork::None);
         assert!(!format!("{s:?}").contains("hunter2"));
         assert_eq!(
-            s.default_image_name("0123456789abcdef0123"),
-            "localhost/build/my_app:0123456789ab"
+            s.default_image_name("0123456789abcdef0123", "fedcba9876543210"),
+            "localhost/build/my_app:0123456789ab-fedcba98"
         );
     }
 
@@ -255,15 +265,18 @@ mod tests {
     }
 
     #[test]
-    fn cache_key_follows_content_inputs_only() {
+    fn cache_key_follows_content_inputs_and_the_repository() {
         let a = spec(
             serde_json::json!({"base": "b", "repository": "r1", "ref": "v1", "entrypoint": ["x"]}),
         )
         .unwrap();
         let mut b = a.clone();
-        b.repository = "elsewhere".into();
         b.reference = "main".into();
+        b.username = Some("someone".into());
         assert_eq!(a.cache_key("d", "c"), b.cache_key("d", "c"));
+        b.repository = "elsewhere".into();
+        assert_ne!(a.cache_key("d", "c"), b.cache_key("d", "c"));
+        b.repository = a.repository.clone();
         assert_ne!(a.cache_key("d", "c"), a.cache_key("d", "c2"));
         assert_ne!(a.cache_key("d", "c"), a.cache_key("d2", "c"));
         b.commands.push("true".into());

@@ -76,6 +76,8 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     let mut steps = Steps::new(options.quiet);
     let store = Store::open(paths.store())?;
     let base = base_image(&store, spec, options, paths)?;
+    // Its snapshots tell which working-dir components it has already.
+    unpack(&base, paths)?;
     steps.done("base image", &base.name);
 
     let remote = Remote::new(
@@ -86,12 +88,18 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     let commit = remote.resolve(&spec.reference)?;
     steps.done("resolve ref", &format!("{} -> {commit}", spec.reference));
 
+    let key = spec.cache_key(&base.digest.to_string(), &commit);
     let name = options
         .tag
         .clone()
-        .unwrap_or_else(|| spec.default_image_name(&commit));
-    let cache = BuildCache::lock(paths, &spec.cache_key(&base.digest.to_string(), &commit))?;
+        .unwrap_or_else(|| spec.default_image_name(&commit, &key));
+    let cache = BuildCache::lock(paths, &key)?;
     if let Some((record, entry)) = cache.lookup(&store, &name)? {
+        if remote.is_pinned_id(&spec.reference) {
+            // A commit id given as it is was not checked against the remote: a hit must still
+            // prove that the repository serves it to these credentials.
+            remote.fetch(&commit, &cache.scratch()?)?;
+        }
         if record.name != name {
             store.record_image(ImageRecord {
                 name: name.clone(),
@@ -114,7 +122,13 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     steps.done("fetch commit", &remote.display());
     let mtime = u64::try_from(commit_time).unwrap_or(0);
     let (code, report) = store_layer(&store, "code layer", |out| {
-        Ok(write_code_layer(&fetched, mtime, &spec.workdir, out)?)
+        Ok(write_code_layer(
+            &fetched,
+            mtime,
+            &spec.workdir,
+            &|path| in_image(&base, paths, path),
+            out,
+        )?)
     })?;
     drop(fetched);
     let mut layers = vec![(code, format!("dockless build: {commit} in /home/"))];
@@ -156,13 +170,15 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     )?;
     // Unpacked now, so the first run starts as fast as a pulled image's.
     unpack(&record, paths)?;
-    store.record_image(record.clone())?;
     let layers: Vec<Digest> = layers.into_iter().map(|(l, _)| l.digest).collect();
+    // The cache entry first: a build that fails must not leave an image behind, and an entry
+    // whose image is missing is only a miss.
     cache.record(&CacheEntry {
         digest: record.digest.clone(),
         commit: commit.clone(),
         layers: layers.clone(),
     })?;
+    store.record_image(record.clone())?;
     steps.done("image", &format!("{name} {}", record.digest));
     Ok(Built {
         name,
@@ -172,6 +188,25 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
         layers,
         steps: steps.list,
     })
+}
+
+/// Whether `path` (relative, no leading `/`) exists in `image` as its layers merge: looked up
+/// in its snapshots from the top down; a whiteout there means it was removed.
+fn in_image(image: &ImageRecord, paths: &Paths, path: &str) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let (Ok(chains), Ok(snapshots)) = (
+        crate::commands::images::chains(image),
+        crate::commands::pull::snapshots(paths),
+    ) else {
+        return false;
+    };
+    for chain in chains.iter().rev() {
+        if let Ok(meta) = std::fs::symlink_metadata(snapshots.snapshot_dir(chain).join(path)) {
+            let whiteout = meta.file_type().is_char_device() && meta.rdev() == 0;
+            return !whiteout;
+        }
+    }
+    false
 }
 
 /// The base image from the store, or pulled (and unpacked) when it is not there.

@@ -38,8 +38,23 @@ pub(super) fn store_layer<R: Send>(
         let produced = producer
             .join()
             .map_err(|_| anyhow::anyhow!("the {what} writer panicked"))?;
-        // Checked first: a writer that failed closed the pipe early, so the staged blob is
-        // a truncated one (dropped here, never committed).
+        // A stager that failed (size limit, disk full) closed the pipe: the writer's broken
+        // pipe is only the echo of that, so the stager's error is the one to tell.
+        let writer_broke = produced.as_ref().err().is_some_and(|e| {
+            e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+        });
+        if writer_broke && staged.is_err() {
+            return Err(staged
+                .err()
+                .map(anyhow::Error::from)
+                .unwrap_or_else(|| anyhow::anyhow!("the {what} stager failed")))
+            .with_context(|| format!("cannot store the {what}"));
+        }
+        // Otherwise the writer's error first: a writer that failed closed the pipe early, so
+        // the staged blob is a truncated one (dropped here, never committed).
         let (encoded, made) = produced.with_context(|| format!("cannot write the {what}"))?;
         let staged = staged?;
         let size = staged.size;

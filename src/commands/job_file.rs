@@ -160,7 +160,8 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
         };
         let built = crate::build::build(&spec, &options, paths)
             .with_context(|| format!("job file {}: build", path.display()))?;
-        args.image = Some(built.name);
+        // By digest: the name may be replaced by another build before the run looks it up.
+        args.image = Some(built.digest.to_string());
     }
     Ok(())
 }

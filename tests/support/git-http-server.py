@@ -1,8 +1,14 @@
 # A git smart-HTTP server for tests: git http-backend behind Basic auth, on 127.0.0.1.
-# argv: project root, user, password. Prints the port, then serves until killed.
+# argv: project root, user, password [, bind address, redirect base URL, auth log file].
+# With a redirect base it answers every request with a 302 to that base + the path (and logs
+# the Authorization header it got, or "-", one line per request, to the log file).
+# Prints the port, then serves until killed.
 import base64, http.server, os, subprocess, sys
 
 root, user, password = sys.argv[1:4]
+bind = sys.argv[4] if len(sys.argv) > 4 else "127.0.0.1"
+redirect = sys.argv[5] if len(sys.argv) > 5 else ""
+auth_log = sys.argv[6] if len(sys.argv) > 6 else ""
 expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
@@ -17,6 +23,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.git()
 
     def git(self):
+        if auth_log:
+            with open(auth_log, "a") as log:
+                log.write((self.headers.get("Authorization") or "-") + "\n")
+        if redirect:
+            self.send_response(302)
+            self.send_header("Location", redirect + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.headers.get("Authorization") != expected:
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -64,6 +79,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(content)
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server = http.server.ThreadingHTTPServer((bind, 0), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()
