@@ -1082,10 +1082,10 @@ mod tests {
         );
 
         // Within a larger cap the same tree is written, on a thread with a stack far too
-        // small for one frame per level.
+        // small for one frame per level (the recursive walk this replaced overflowed it).
         let upper = tmp.path().to_path_buf();
         let report = std::thread::Builder::new()
-            .stack_size(64 << 10)
+            .stack_size(128 << 10)
             .spawn(move || {
                 let options = DiffOptions {
                     max_depth: 300,
