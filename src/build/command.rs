@@ -124,6 +124,7 @@ pub(super) fn run_command(
     let options = DiffOptions {
         fixed_mtime: Some(step.mtime),
         mount_points: MOUNT_POINTS.iter().map(PathBuf::from).collect(),
+        ..DiffOptions::default()
     };
     let layer = rootfs
         .upper_dir()

@@ -1,13 +1,17 @@
 //! A run's overlay upper directory -> an OCI layer tar: what a build command changed.
 //!
 //! The upper directory holds exactly the changes of the run, in overlay's format: a whiteout
-//! is a 0/0 character device, an opaque directory carries `trusted.overlay.opaque=y` (or
-//! `user.overlay.opaque=y` when mounted with `userxattr`, rootless). They become the OCI forms
+//! is a 0/0 character device, an opaque directory carries `user.overlay.opaque=y` (every
+//! overlay of dockless is mounted with `userxattr`, so overlay's own marks are the exact
+//! `user.overlay.*` names; a `trusted.overlay.*` name there is data the container wrote, and
+//! `user.overlay.overlay.*` is overlay's escaped form of one). They become the OCI forms
 //! `.wh.<name>` and `.wh..wh..opq`. The tree was written by an untrusted container, so it is
-//! read with `*at` calls that never follow a symlink, and the output is deterministic: entries
-//! sorted by name, directories before their children, hard links as links to the first path.
-//! Overlay features whose upper entries do not stand on their own (metacopy: metadata without
-//! data; redirect_dir: a renamed directory pointing at its lower origin) are refused.
+//! read with `*at` calls that never follow a symlink, iteratively (no recursion a deep tree
+//! could overflow), within the [`Limits`] the unpacker will apply to the layer, and the output
+//! is deterministic: entries sorted by name, directories before their children, hard links as
+//! links to the first path. Overlay features whose upper entries do not stand on their own
+//! (metacopy: metadata without data; redirect_dir: a renamed directory pointing at its lower
+//! origin) are refused.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -20,6 +24,7 @@ use rustix::fs::{FileType, Mode, OFlags, Stat, fgetxattr, flistxattr, openat, re
 use rustix::io::Errno;
 
 use super::mount::{RootfsKind, RunRootfs};
+use crate::unpack::Limits;
 use crate::unpack::tree::{list_dir, lstat_at, open_child_dir, os};
 
 /// Why an upper directory could not become a layer.
@@ -63,6 +68,26 @@ pub enum DiffError {
         /// The entry, relative to the upper directory.
         path: PathBuf,
     },
+    /// An entry nested deeper than [`DiffOptions::max_depth`]: the build made a tree no image
+    /// needs, and reading it without a bound would cost memory and descriptors per level.
+    #[error("{} is nested deeper than {max} levels", path.display())]
+    TooDeep {
+        /// The first entry found too deep, relative to the upper directory.
+        path: PathBuf,
+        /// The depth allowed.
+        max: usize,
+    },
+    /// The layer would pass one of the [`Limits`] the unpacker applies to it later: better
+    /// to fail the build now than to write a layer no run can use.
+    #[error("{} exceeds the layer limit {limit} of {max}", path.display())]
+    Limit {
+        /// The entry that passed it, relative to the upper directory.
+        path: PathBuf,
+        /// The [`Limits`] field, e.g. `max_file_size`.
+        limit: &'static str,
+        /// Its value.
+        max: u64,
+    },
     /// Writing the tar stream failed.
     #[error("cannot write the layer entry {}", path.display())]
     Write {
@@ -74,15 +99,36 @@ pub enum DiffError {
     },
 }
 
+/// Directory levels a layer written by [`write_upper_as_layer`] may have by default: far more
+/// than any image tree, and few enough descriptors to hold one per level.
+const DEFAULT_MAX_DEPTH: usize = 256;
+
 /// How [`write_upper_as_layer`] writes entries.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DiffOptions {
     /// Every entry gets this mtime instead of its own (reproducible layers).
     pub fixed_mtime: Option<u64>,
     /// Paths (relative, e.g. `etc/resolv.conf`) the runtime creates as mount points: left out
-    /// when they are an empty file or an empty directory, so a run's plumbing does not become
-    /// part of the image.
+    /// when they are an empty file or an empty directory without an overlay mark, so a run's
+    /// plumbing does not become part of the image.
     pub mount_points: Vec<PathBuf>,
+    /// The bounds the unpacker will apply to this layer (`max_layer_bytes`, `max_entries`,
+    /// `max_file_size`, `max_xattrs_per_entry` and `max_xattr_value` are checked while
+    /// writing).
+    pub limits: Limits,
+    /// Path components an entry may have below the upper directory (default 256).
+    pub max_depth: usize,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        Self {
+            fixed_mtime: None,
+            mount_points: Vec::new(),
+            limits: Limits::default(),
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
 }
 
 /// What [`write_upper_as_layer`] wrote.
@@ -111,9 +157,11 @@ impl RunRootfs {
     }
 }
 
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
-const METACOPY_XATTRS: [&str; 2] = ["trusted.overlay.metacopy", "user.overlay.metacopy"];
-const REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
+/// Overlay's own marks under `userxattr` (exact names: `user.overlay.overlay.*` is data).
+const OPAQUE_XATTR: &str = "user.overlay.opaque";
+const METACOPY_XATTR: &str = "user.overlay.metacopy";
+const REDIRECT_XATTR: &str = "user.overlay.redirect";
+const OVERLAY_MARKS: [&str; 3] = [OPAQUE_XATTR, METACOPY_XATTR, REDIRECT_XATTR];
 
 /// Writes the changes in `upper` as an uncompressed OCI layer tar into `out` (and ends the
 /// archive).
@@ -130,24 +178,78 @@ pub fn write_upper_as_layer(
     )
     .map_err(read_err("open", upper))?;
     let mut walk = Walk {
-        tar: tar::Builder::new(out),
+        tar: tar::Builder::new(Counted {
+            inner: out,
+            written: 0,
+            limit: options.limits.max_layer_bytes,
+            over: false,
+        }),
         options,
         report: DiffReport::default(),
         links: HashMap::new(),
     };
-    walk.dir(root.as_fd(), Path::new(""))?;
+    walk.run(root)?;
+    let end = Path::new("end of archive");
+    let finished = walk.tar.finish();
+    finished.map_err(|e| walk.write_failed(end, e))?;
     walk.tar
         .into_inner()
-        .and_then(|mut out| out.flush())
-        .map_err(|source| DiffError::Write {
-            path: PathBuf::from("end of archive"),
-            source,
-        })?;
+        .and_then(|mut out| out.inner.flush())
+        .map_err(write_err(end))?;
     Ok(walk.report)
 }
 
+/// One directory being written: its open descriptor and the names still to write.
+struct Frame {
+    fd: OwnedFd,
+    rel: PathBuf,
+    depth: usize,
+    names: std::vec::IntoIter<Vec<u8>>,
+}
+
+impl Frame {
+    fn new(fd: OwnedFd, rel: PathBuf, depth: usize) -> Result<Frame, DiffError> {
+        let mut names = list_dir(fd.as_fd()).map_err(read_err("list", &rel))?;
+        names.sort();
+        Ok(Frame {
+            fd,
+            rel,
+            depth,
+            names: names.into_iter(),
+        })
+    }
+}
+
+/// The output, counted so the layer stays within `max_layer_bytes`.
+struct Counted<W> {
+    inner: W,
+    written: u64,
+    limit: u64,
+    /// Set when a write was refused for the limit (the tar error then says why).
+    over: bool,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written.saturating_add(buf.len() as u64) > self.limit {
+            self.over = true;
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "layer size limit reached",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 struct Walk<'o, W: Write> {
-    tar: tar::Builder<W>,
+    tar: tar::Builder<Counted<W>>,
     options: &'o DiffOptions,
     report: DiffReport,
     /// (dev, ino) of files with several links -> the first path written.
@@ -155,91 +257,120 @@ struct Walk<'o, W: Write> {
 }
 
 impl<W: Write> Walk<'_, W> {
-    /// Writes the children of `dir` (at `rel`), sorted by name, recursing into directories.
-    fn dir(&mut self, dir: BorrowedFd<'_>, rel: &Path) -> Result<(), DiffError> {
-        let mut names = list_dir(dir).map_err(read_err("list", rel))?;
-        names.sort();
-        for name in names {
-            let path = rel.join(OsStr::from_bytes(&name));
-            if name.starts_with(b".wh.") {
-                return Err(DiffError::ReservedName { path });
-            }
-            let Some(st) = lstat_at(dir, &name).map_err(read_err("stat", &path))? else {
-                continue; // cannot happen in a stopped run; nothing to write if it did
+    /// Writes everything below `root`, sorted by name, each directory before its children,
+    /// holding one open directory per level (never recursing).
+    fn run(&mut self, root: OwnedFd) -> Result<(), DiffError> {
+        let mut stack = vec![Frame::new(root, PathBuf::new(), 0)?];
+        while let Some(frame) = stack.last_mut() {
+            let Some(name) = frame.names.next() else {
+                stack.pop();
+                continue;
             };
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::Directory => {
-                    let child = open_child_dir(dir, &name).map_err(read_err("open", &path))?;
-                    let xattrs = Xattrs::read(child.as_fd(), &path)?;
-                    if xattrs.has_any(&REDIRECT_XATTRS) {
-                        return Err(DiffError::Unsupported {
-                            path,
-                            feature: "redirect_dir",
-                        });
-                    }
-                    if self.is_empty_mount_point(&path)
-                        && list_dir(child.as_fd()).is_ok_and(|c| c.is_empty())
-                    {
-                        continue;
-                    }
-                    let mut h = self.header(&st, tar::EntryType::Directory);
-                    self.append(
-                        &mut h,
-                        &dir_name(&path),
-                        &xattrs.carried,
-                        io::empty(),
-                        &path,
-                    )?;
-                    if xattrs.is_opaque() {
-                        let marker = path.join(".wh..wh..opq");
-                        let mut h = self.header(&st, tar::EntryType::Regular);
-                        h.set_mode(0o644);
-                        self.append(&mut h, &marker, &[], io::empty(), &marker)?;
-                        self.report.opaque_dirs += 1;
-                    }
-                    self.dir(child.as_fd(), &path)?;
-                }
-                FileType::CharacterDevice if st.st_rdev == 0 => {
-                    let mut whiteout = name.clone();
-                    whiteout.splice(0..0, b".wh.".iter().copied());
-                    let wh_path = rel.join(OsStr::from_bytes(&whiteout));
-                    let mut h = self.header(&st, tar::EntryType::Regular);
-                    h.set_mode(0o644);
-                    self.append(&mut h, &wh_path, &[], io::empty(), &wh_path)?;
-                    self.report.whiteouts += 1;
-                }
-                FileType::RegularFile => self.file(dir, &name, &st, &path)?,
-                FileType::Symlink => {
-                    let target = readlinkat(dir, os(&name), Vec::new())
-                        .map_err(read_err("read link", &path))?;
-                    let mut h = self.header(&st, tar::EntryType::Symlink);
-                    self.tar
-                        .append_link(&mut h, &path, OsStr::from_bytes(target.as_bytes()))
-                        .map_err(write_err(&path))?;
-                    self.report.entries += 1;
-                }
-                FileType::Fifo => {
-                    let mut h = self.header(&st, tar::EntryType::Fifo);
-                    self.append(&mut h, &path, &[], io::empty(), &path)?;
-                }
-                kind @ (FileType::CharacterDevice | FileType::BlockDevice) => {
-                    let entry = if kind == FileType::CharacterDevice {
-                        tar::EntryType::Char
-                    } else {
-                        tar::EntryType::Block
-                    };
-                    let mut h = self.header(&st, entry);
-                    let rdev = st.st_rdev;
-                    h.set_device_major(rustix::fs::major(rdev))
-                        .and_then(|()| h.set_device_minor(rustix::fs::minor(rdev)))
-                        .map_err(write_err(&path))?;
-                    self.append(&mut h, &path, &[], io::empty(), &path)?;
-                }
-                // Sockets (and anything unknown) have no layer form: their users are gone.
-                _ => {}
+            let path = frame.rel.join(OsStr::from_bytes(&name));
+            let depth = frame.depth + 1;
+            if depth > self.options.max_depth {
+                return Err(DiffError::TooDeep {
+                    path,
+                    max: self.options.max_depth,
+                });
+            }
+            if let Some(child) = self.entry(frame.fd.as_fd(), &frame.rel, &name, &path)? {
+                stack.push(Frame::new(child, path, depth)?);
             }
         }
         Ok(())
+    }
+
+    /// Writes one entry of `dir` (at `rel`); a directory to descend into is returned open.
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        rel: &Path,
+        name: &[u8],
+        path: &Path,
+    ) -> Result<Option<OwnedFd>, DiffError> {
+        if name.starts_with(b".wh.") {
+            return Err(DiffError::ReservedName {
+                path: path.to_path_buf(),
+            });
+        }
+        let Some(st) = lstat_at(dir, name).map_err(read_err("stat", path))? else {
+            return Ok(None); // cannot happen in a stopped run; nothing to write if it did
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => return self.directory(dir, name, &st, path),
+            FileType::CharacterDevice if st.st_rdev == 0 => {
+                let mut whiteout = name.to_vec();
+                whiteout.splice(0..0, b".wh.".iter().copied());
+                let wh_path = rel.join(OsStr::from_bytes(&whiteout));
+                let mut h = self.header(&st, tar::EntryType::Regular);
+                h.set_mode(0o644);
+                self.append(&mut h, &wh_path, &[], io::empty(), &wh_path)?;
+                self.report.whiteouts += 1;
+            }
+            FileType::RegularFile => self.file(dir, name, &st, path)?,
+            FileType::Symlink => {
+                let target =
+                    readlinkat(dir, os(name), Vec::new()).map_err(read_err("read link", path))?;
+                let mut h = self.header(&st, tar::EntryType::Symlink);
+                self.append_link(&mut h, path, OsStr::from_bytes(target.as_bytes()))?;
+            }
+            FileType::Fifo => {
+                let mut h = self.header(&st, tar::EntryType::Fifo);
+                self.append(&mut h, path, &[], io::empty(), path)?;
+            }
+            kind @ (FileType::CharacterDevice | FileType::BlockDevice) => {
+                let entry = if kind == FileType::CharacterDevice {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                };
+                let mut h = self.header(&st, entry);
+                let rdev = st.st_rdev;
+                h.set_device_major(rustix::fs::major(rdev))
+                    .and_then(|()| h.set_device_minor(rustix::fs::minor(rdev)))
+                    .map_err(write_err(path))?;
+                self.append(&mut h, path, &[], io::empty(), path)?;
+            }
+            // Sockets (and anything unknown) have no layer form: their users are gone.
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// Writes a directory (and its opaque marker); returns it open unless it is a bare mount
+    /// point left out.
+    fn directory(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        st: &Stat,
+        path: &Path,
+    ) -> Result<Option<OwnedFd>, DiffError> {
+        let child = open_child_dir(dir, name).map_err(read_err("open", path))?;
+        let xattrs = Xattrs::read(child.as_fd(), path, &self.options.limits)?;
+        if xattrs.has(REDIRECT_XATTR) {
+            return Err(DiffError::Unsupported {
+                path: path.to_path_buf(),
+                feature: "redirect_dir",
+            });
+        }
+        if self.is_mount_point(path)
+            && xattrs.overlay.is_empty()
+            && list_dir(child.as_fd()).is_ok_and(|c| c.is_empty())
+        {
+            return Ok(None);
+        }
+        let mut h = self.header(st, tar::EntryType::Directory);
+        self.append(&mut h, &dir_name(path), &xattrs.carried, io::empty(), path)?;
+        if xattrs.is_opaque() {
+            let marker = path.join(".wh..wh..opq");
+            let mut h = self.header(st, tar::EntryType::Regular);
+            h.set_mode(0o644);
+            self.append(&mut h, &marker, &[], io::empty(), &marker)?;
+            self.report.opaque_dirs += 1;
+        }
+        Ok(Some(child))
     }
 
     fn file(
@@ -249,20 +380,21 @@ impl<W: Write> Walk<'_, W> {
         st: &Stat,
         path: &Path,
     ) -> Result<(), DiffError> {
-        if st.st_size == 0 && self.is_empty_mount_point(path) {
-            return Ok(());
+        let size = st.st_size as u64;
+        let limits = &self.options.limits;
+        if size > limits.max_file_size {
+            return Err(limit(path, "max_file_size", limits.max_file_size));
         }
         if st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.links.get(&key).cloned() {
                 let mut h = self.header(st, tar::EntryType::Link);
-                self.tar
-                    .append_link(&mut h, path, &first)
-                    .map_err(write_err(path))?;
-                self.report.entries += 1;
-                return Ok(());
+                return self.append_link(&mut h, path, &first);
             }
-            self.links.insert(key, path.to_path_buf());
+        }
+        // Refused before hours of reading; the counted output catches the headers' bytes.
+        if self.tar.get_ref().written.saturating_add(size) > limits.max_layer_bytes {
+            return Err(limit(path, "max_layer_bytes", limits.max_layer_bytes));
         }
         let fd: OwnedFd = openat(
             dir,
@@ -278,14 +410,20 @@ impl<W: Write> Walk<'_, W> {
                 path: path.to_path_buf(),
             });
         }
-        let xattrs = Xattrs::read(fd.as_fd(), path)?;
-        if xattrs.has_any(&METACOPY_XATTRS) {
+        let xattrs = Xattrs::read(fd.as_fd(), path, &self.options.limits)?;
+        if xattrs.has(METACOPY_XATTR) {
             return Err(DiffError::Unsupported {
                 path: path.to_path_buf(),
                 feature: "metacopy",
             });
         }
-        let size = st.st_size as u64;
+        if size == 0 && xattrs.overlay.is_empty() && self.is_mount_point(path) {
+            return Ok(());
+        }
+        if st.st_nlink > 1 {
+            self.links
+                .insert((st.st_dev, st.st_ino), path.to_path_buf());
+        }
         let mut h = self.header(st, tar::EntryType::Regular);
         h.set_size(size);
         let body = Exact {
@@ -293,13 +431,12 @@ impl<W: Write> Walk<'_, W> {
             left: size,
             path,
         };
-        let carried = xattrs.carried.clone();
-        self.append(&mut h, path, &carried, body, path)?;
+        self.append(&mut h, path, &xattrs.carried, body, path)?;
         self.report.content_bytes += size;
         Ok(())
     }
 
-    fn is_empty_mount_point(&self, path: &Path) -> bool {
+    fn is_mount_point(&self, path: &Path) -> bool {
         self.options.mount_points.iter().any(|m| m == path)
     }
 
@@ -318,6 +455,16 @@ impl<W: Write> Walk<'_, W> {
         h
     }
 
+    /// Counts one more entry against `max_entries`.
+    fn admit(&mut self, shown: &Path) -> Result<(), DiffError> {
+        let max = self.options.limits.max_entries;
+        if self.report.entries >= max {
+            return Err(limit(shown, "max_entries", max));
+        }
+        self.report.entries += 1;
+        Ok(())
+    }
+
     fn append(
         &mut self,
         h: &mut tar::Header,
@@ -326,32 +473,64 @@ impl<W: Write> Walk<'_, W> {
         body: impl Read,
         shown: &Path,
     ) -> Result<(), DiffError> {
+        self.admit(shown)?;
         if !xattrs.is_empty() {
             let pax: Vec<(String, &[u8])> = xattrs
                 .iter()
                 .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
                 .collect();
-            self.tar
-                .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))
-                .map_err(write_err(shown))?;
+            let written = self
+                .tar
+                .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)));
+            written.map_err(|e| self.write_failed(shown, e))?;
         }
-        self.tar
-            .append_data(h, name, body)
-            .map_err(write_err(shown))?;
-        self.report.entries += 1;
-        Ok(())
+        let written = self.tar.append_data(h, name, body);
+        written.map_err(|e| self.write_failed(shown, e))
+    }
+
+    fn append_link(
+        &mut self,
+        h: &mut tar::Header,
+        path: &Path,
+        target: impl AsRef<Path>,
+    ) -> Result<(), DiffError> {
+        self.admit(path)?;
+        let written = self.tar.append_link(h, path, target);
+        written.map_err(|e| self.write_failed(path, e))
+    }
+
+    /// A failed write of `path`: the layer size limit if the output refused it for that.
+    fn write_failed(&self, path: &Path, source: io::Error) -> DiffError {
+        if self.tar.get_ref().over {
+            let max = self.options.limits.max_layer_bytes;
+            return limit(path, "max_layer_bytes", max);
+        }
+        DiffError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
-/// The extended attributes of one entry: overlay's own, and those a layer carries
-/// (`user.*` but overlay's, `security.capability`), sorted by name.
+fn limit(path: &Path, limit: &'static str, max: u64) -> DiffError {
+    DiffError::Limit {
+        path: path.to_path_buf(),
+        limit,
+        max,
+    }
+}
+
+/// The extended attributes of one entry: overlay's own marks (exact names), and those a layer
+/// carries (`user.*` but any `user.overlay.*`, `security.capability`), sorted by name. Any
+/// other name (`trusted.*`, escaped `user.overlay.overlay.*`, other overlay bookkeeping such
+/// as `user.overlay.origin`) is dropped.
 struct Xattrs {
     overlay: Vec<(String, Vec<u8>)>,
     carried: Vec<(String, Vec<u8>)>,
 }
 
 impl Xattrs {
-    fn read(fd: BorrowedFd<'_>, path: &Path) -> Result<Xattrs, DiffError> {
+    fn read(fd: BorrowedFd<'_>, path: &Path, limits: &Limits) -> Result<Xattrs, DiffError> {
         let mut names = vec![0u8; 4096];
         let len = loop {
             match flistxattr(fd, &mut names[..]) {
@@ -372,12 +551,19 @@ impl Xattrs {
             carried: Vec::new(),
         };
         for name in list {
-            let is_overlay =
-                name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
-            let carried =
-                !is_overlay && (name.starts_with("user.") || name == "security.capability");
+            let is_overlay = OVERLAY_MARKS.contains(&name.as_str());
+            let carried = (name.starts_with("user.")
+                && !name.starts_with(crate::unpack::OVERLAY_XATTR_PREFIX))
+                || name == "security.capability";
             if !is_overlay && !carried {
                 continue;
+            }
+            if carried && out.carried.len() >= limits.max_xattrs_per_entry {
+                return Err(limit(
+                    path,
+                    "max_xattrs_per_entry",
+                    limits.max_xattrs_per_entry as u64,
+                ));
             }
             let mut value = vec![0u8; 256];
             let n = loop {
@@ -393,25 +579,29 @@ impl Xattrs {
             if is_overlay {
                 out.overlay.push((name, value));
             } else {
+                if value.len() > limits.max_xattr_value {
+                    return Err(limit(
+                        path,
+                        "max_xattr_value",
+                        limits.max_xattr_value as u64,
+                    ));
+                }
                 out.carried.push((name, value));
             }
         }
         Ok(out)
     }
 
-    fn has_any(&self, names: &[&str]) -> bool {
-        self.overlay
-            .iter()
-            .any(|(n, _)| names.contains(&n.as_str()))
+    fn has(&self, mark: &str) -> bool {
+        self.overlay.iter().any(|(n, _)| n == mark)
     }
 
     fn is_opaque(&self) -> bool {
         self.overlay
             .iter()
-            .any(|(n, v)| OPAQUE_XATTRS.contains(&n.as_str()) && v.as_slice() == b"y")
+            .any(|(n, v)| n == OPAQUE_XATTR && v.as_slice() == b"y")
     }
 }
-
 /// Exactly `left` bytes of a file, or an error: the tar header already promised the size.
 struct Exact<'p> {
     file: std::fs::File,
@@ -555,6 +745,7 @@ mod tests {
         let options = DiffOptions {
             fixed_mtime: Some(1_700_000_000),
             mount_points: vec![PathBuf::from("proc")],
+            ..DiffOptions::default()
         };
         let mut layer = Vec::new();
         let report = write_upper_as_layer(&upper, &options, &mut layer).unwrap();
@@ -662,7 +853,7 @@ mod tests {
         write(&tmp.path().join("bin/tool"), "");
         rustix::fs::setxattr(
             tmp.path().join("bin/tool"),
-            "trusted.overlay.metacopy",
+            "user.overlay.metacopy",
             b"",
             rustix::fs::XattrFlags::empty(),
         )
@@ -698,5 +889,331 @@ mod tests {
         let mut out = Vec::new();
         write_upper_as_layer(tmp.path(), &DiffOptions::default(), &mut out).unwrap();
         assert_eq!(entries(&out), [".wh.gone", "opq/", "opq/.wh..wh..opq"]);
+    }
+
+    /// A lower tree made by `lower`, changed through a real overlay (mounted as dockless
+    /// mounts it, with `userxattr`) by `change`: the temp dir, the upper dir and what the
+    /// overlay showed.
+    fn through_overlay(
+        lower_setup: impl FnOnce(&Path),
+        change: impl FnOnce(&Path) + std::panic::UnwindSafe,
+    ) -> (tempfile::TempDir, PathBuf, BTreeMap<PathBuf, String>) {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let [lower, upper, work, merged] =
+            ["lower", "upper", "work", "merged"].map(|d| tmp.path().join(d));
+        for d in [&lower, &upper, &work, &merged] {
+            std::fs::create_dir(d).unwrap();
+        }
+        lower_setup(&lower);
+        super::super::mount::mount_overlay(std::slice::from_ref(&lower), &upper, &work, &merged)
+            .unwrap();
+        let shown = merged.clone();
+        let result = std::panic::catch_unwind(move || {
+            change(&shown);
+            snapshot(&shown)
+        });
+        rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::empty()).unwrap();
+        (tmp, upper, result.unwrap())
+    }
+
+    /// `layer` applied by the runtime's unpacker on a copy of `tmp/lower`: the tree it gives.
+    fn applied_on_lower(tmp: &Path, layer: &[u8]) -> BTreeMap<PathBuf, String> {
+        let applied = tmp.join("applied");
+        let cp = std::process::Command::new("cp")
+            .args(["-a"])
+            .arg(tmp.join("lower"))
+            .arg(&applied)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        let diff_id = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(layer))
+        );
+        unpack_layer(
+            LayerBlob {
+                label: "diff".into(),
+                blob: Box::new(layer),
+                compression: Compression::None,
+                diff_id: diff_id.parse().unwrap(),
+            },
+            &applied,
+            LayerFormat::Flattened,
+            &Limits::default(),
+        )
+        .unwrap();
+        snapshot(&applied)
+    }
+
+    /// Every xattr name the layer carries (from its PAX headers), with the entry.
+    fn layer_xattrs(tar_bytes: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for entry in tar::Archive::new(tar_bytes).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            if let Some(exts) = entry.pax_extensions().unwrap() {
+                for ext in exts {
+                    let key = ext.unwrap().key().unwrap().to_owned();
+                    if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                        out.push((path.clone(), name.to_owned()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn xattr_names(path: &Path) -> Vec<String> {
+        let mut buf = vec![0u8; 64 << 10];
+        let n = rustix::fs::llistxattr(path, &mut buf[..]).unwrap();
+        buf[..n]
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect()
+    }
+
+    /// Under `userxattr`, `trusted.overlay.*` names a container sets are data (overlay did not
+    /// act on them), and a `user.overlay.*` name it sets is stored escaped: none of them marks
+    /// anything, and none reaches the layer.
+    #[test]
+    fn xattrs_that_are_not_overlays_marks_are_neither_interpreted_nor_carried() {
+        let set = |p: &Path, name: &str, value: &[u8]| {
+            rustix::fs::lsetxattr(p, name, value, rustix::fs::XattrFlags::empty()).unwrap()
+        };
+        let (tmp, upper, expected) = through_overlay(
+            |lower| {
+                write(&lower.join("kept/a"), "a");
+                write(&lower.join("moved/x"), "x");
+                write(&lower.join("tool"), "binary");
+                write(&lower.join("escaped/b"), "b");
+            },
+            move |merged| {
+                set(&merged.join("kept"), "trusted.overlay.opaque", b"y");
+                set(
+                    &merged.join("moved"),
+                    "trusted.overlay.redirect",
+                    b"/elsewhere",
+                );
+                set(&merged.join("tool"), "trusted.overlay.metacopy", b"");
+                set(&merged.join("tool"), "user.note", b"kept");
+                set(&merged.join("escaped"), "user.overlay.opaque", b"y");
+            },
+        );
+        // The upper dir really holds the names this test is about.
+        assert!(xattr_names(&upper.join("kept")).contains(&"trusted.overlay.opaque".into()));
+        assert!(xattr_names(&upper.join("tool")).contains(&"trusted.overlay.metacopy".into()));
+        assert!(
+            xattr_names(&upper.join("escaped")).contains(&"user.overlay.overlay.opaque".into()),
+            "{:?}",
+            xattr_names(&upper.join("escaped"))
+        );
+
+        let mut layer = Vec::new();
+        let report = write_upper_as_layer(&upper, &DiffOptions::default(), &mut layer).unwrap();
+        assert_eq!(report.opaque_dirs, 0, "{:?}", entries(&layer));
+        assert_eq!(
+            layer_xattrs(&layer),
+            [("tool".to_owned(), "user.note".to_owned())]
+        );
+        assert_eq!(applied_on_lower(tmp.path(), &layer), expected);
+    }
+
+    /// `rm -rf /data && mkdir /data` on a base with /data content: the new /data is an empty,
+    /// opaque mount point, and must stay opaque in the layer or the base content comes back.
+    #[test]
+    fn an_opaque_mount_point_is_written_with_its_marker() {
+        let (tmp, upper, expected) = through_overlay(
+            |lower| write(&lower.join("data/old"), "from the base"),
+            |merged| {
+                std::fs::remove_dir_all(merged.join("data")).unwrap();
+                std::fs::create_dir(merged.join("data")).unwrap();
+                std::fs::create_dir(merged.join("proc")).unwrap();
+            },
+        );
+        let options = DiffOptions {
+            mount_points: vec![PathBuf::from("data"), PathBuf::from("proc")],
+            ..DiffOptions::default()
+        };
+        let mut layer = Vec::new();
+        write_upper_as_layer(&upper, &options, &mut layer).unwrap();
+        assert_eq!(entries(&layer), ["data/", "data/.wh..wh..opq"]);
+        let mut expected = expected;
+        expected.remove(Path::new("proc"));
+        let applied = applied_on_lower(tmp.path(), &layer);
+        assert!(!applied.contains_key(Path::new("data/old")), "{applied:?}");
+        assert_eq!(applied, expected);
+    }
+
+    /// `depth` directories named `d`, each in the one before, below `root` (no shell, no
+    /// recursion).
+    fn nest(root: &Path, depth: usize) {
+        let mut dir = openat(
+            rustix::fs::CWD,
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        for _ in 0..depth {
+            rustix::fs::mkdirat(&dir, "d", Mode::from_raw_mode(0o755)).unwrap();
+            dir = open_child_dir(dir.as_fd(), b"d").unwrap();
+        }
+    }
+
+    #[test]
+    fn a_tree_deeper_than_the_cap_is_refused_with_its_path() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        nest(tmp.path(), 300);
+        let err =
+            write_upper_as_layer(tmp.path(), &DiffOptions::default(), io::sink()).unwrap_err();
+        let DiffError::TooDeep { path, max } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!((path.components().count(), *max), (257, 256));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is nested deeper than 256 levels",
+                "d/".repeat(257).trim_end_matches('/')
+            )
+        );
+
+        // Within a larger cap the same tree is written, on a thread with a stack far too
+        // small for one frame per level (the recursive walk this replaced overflowed it).
+        let upper = tmp.path().to_path_buf();
+        let report = std::thread::Builder::new()
+            .stack_size(128 << 10)
+            .spawn(move || {
+                let options = DiffOptions {
+                    max_depth: 300,
+                    ..DiffOptions::default()
+                };
+                write_upper_as_layer(&upper, &options, io::sink())
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.entries, 300);
+    }
+
+    #[test]
+    fn files_over_the_size_limits_are_refused_before_they_are_read() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        // Sparse: 64 GiB of holes, over the default max_file_size of 32 GiB.
+        let big = std::fs::File::create(tmp.path().join("big")).unwrap();
+        big.set_len(64 << 30).unwrap();
+        let started = std::time::Instant::now();
+        let err =
+            write_upper_as_layer(tmp.path(), &DiffOptions::default(), io::sink()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "big exceeds the layer limit max_file_size of 34359738368"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+        big.set_len(1 << 20).unwrap();
+        let mut options = DiffOptions::default();
+        options.limits.max_file_size = 1000;
+        let err = write_upper_as_layer(tmp.path(), &options, io::sink()).unwrap_err();
+        assert!(
+            matches!(&err, DiffError::Limit { path, limit: "max_file_size", max: 1000 }
+                if path == Path::new("big")),
+            "{err}"
+        );
+
+        // Within max_file_size but over what the whole layer may hold.
+        let mut options = DiffOptions::default();
+        options.limits.max_layer_bytes = 1 << 19;
+        let err = write_upper_as_layer(tmp.path(), &options, io::sink()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "big exceeds the layer limit max_layer_bytes of 524288"
+        );
+    }
+
+    #[test]
+    fn the_layer_size_counts_headers_too() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            write(&tmp.path().join(name), &"x".repeat(100));
+        }
+        // Each file takes a 512-byte header and a 512-byte block: "c" passes 3000 bytes.
+        let mut options = DiffOptions::default();
+        options.limits.max_layer_bytes = 3000;
+        let err = write_upper_as_layer(tmp.path(), &options, io::sink()).unwrap_err();
+        assert!(
+            matches!(&err, DiffError::Limit { path, limit: "max_layer_bytes", max: 3000 }
+                if path == Path::new("c")),
+            "{err}"
+        );
+        // Room for the three files but not the end of the archive (two zero blocks).
+        options.limits.max_layer_bytes = 3 * 1024 + 1023;
+        let err = write_upper_as_layer(tmp.path(), &options, io::sink()).unwrap_err();
+        assert!(
+            matches!(&err, DiffError::Limit { path, .. } if path == Path::new("end of archive")),
+            "{err}"
+        );
+        options.limits.max_layer_bytes = 4 * 1024;
+        let mut layer = Vec::new();
+        write_upper_as_layer(tmp.path(), &options, &mut layer).unwrap();
+        assert!(layer.len() <= 4 * 1024, "{}", layer.len());
+    }
+
+    #[test]
+    fn entries_over_max_entries_are_refused() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c", "d", "e"] {
+            write(&tmp.path().join(name), "");
+        }
+        let mut options = DiffOptions::default();
+        options.limits.max_entries = 3;
+        let err = write_upper_as_layer(tmp.path(), &options, io::sink()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "d exceeds the layer limit max_entries of 3"
+        );
+        options.limits.max_entries = 5;
+        let report = write_upper_as_layer(tmp.path(), &options, io::sink()).unwrap();
+        assert_eq!(report.entries, 5);
+    }
+
+    #[test]
+    fn xattrs_over_their_limits_are_refused() {
+        require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        write(&file, "");
+        for (name, value) in [
+            ("user.a", &b"1"[..]),
+            ("user.b", b"2"),
+            ("user.c", &[7; 100]),
+        ] {
+            rustix::fs::setxattr(&file, name, value, rustix::fs::XattrFlags::empty()).unwrap();
+        }
+        let mut options = DiffOptions::default();
+        options.limits.max_xattrs_per_entry = 2;
+        let err = write_upper_as_layer(tmp.path(), &options, io::sink()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "f exceeds the layer limit max_xattrs_per_entry of 2"
+        );
+        let mut options = DiffOptions::default();
+        options.limits.max_xattr_value = 99;
+        let err = write_upper_as_layer(tmp.path(), &options, io::sink()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "f exceeds the layer limit max_xattr_value of 99"
+        );
+        options.limits.max_xattr_value = 100;
+        let mut layer = Vec::new();
+        write_upper_as_layer(tmp.path(), &options, &mut layer).unwrap();
+        assert_eq!(layer_xattrs(&layer).len(), 3);
     }
 }
