@@ -14,6 +14,9 @@ pub mod image;
 pub mod layer;
 pub mod spec;
 
+pub use error::{CodeLayerError, GitError, ImageError, SpecError};
+pub use spec::{BuildNetwork, BuildSpec, Secret};
+
 /// What the unit tests of several modules share.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -39,6 +42,3 @@ pub(crate) mod testing {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 }
-
-pub use error::{CodeLayerError, GitError, ImageError, SpecError};
-pub use spec::{BuildNetwork, BuildSpec, Secret};
