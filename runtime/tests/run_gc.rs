@@ -28,6 +28,23 @@ fn spawn_probe(fx: &Fixture, data: &std::path::Path, own_group: bool) -> std::pr
     cmd.spawn().unwrap()
 }
 
+/// The child processes of `pid` (from every thread's `children` list).
+fn children(pid: u32) -> Vec<nix::unistd::Pid> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(nix::unistd::Pid::from_raw),
+        );
+    }
+    out
+}
+
 #[test]
 fn runner_killed_with_sigkill_leaves_a_container_that_gc_removes() {
     let fx = Fixture::new("gckill");
@@ -37,10 +54,20 @@ fn runner_killed_with_sigkill_leaves_a_container_that_gc_removes() {
         wait_for(Duration::from_secs(20), || data.join("ready").exists()),
         "container never started"
     );
-    // SIGKILL the runner and its helper (the whole process group); the container's init
-    // is in a session of its own and survives.
+    // SIGKILL the runner and its helper (which has a process group of its own, so that a
+    // signal for the runner's group spares it; stopped first, so that it cannot notice its
+    // runner go and end the container itself); the container's init is in a session of its
+    // own and survives.
+    let helpers = children(probe.id());
+    assert!(!helpers.is_empty(), "the runner has no helper process");
+    for &pid in &helpers {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    }
     let pgid = nix::unistd::Pid::from_raw(-(probe.id() as i32));
     nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    for &pid in &helpers {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
     probe.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let left = processes_in_cgroup_parent(&fx.cgroup_parent);
