@@ -59,6 +59,9 @@ pub fn runs_alive(paths: &Paths) -> anyhow::Result<bool> {
 pub fn collect(paths: &Paths) -> anyhow::Result<(usize, usize)> {
     let report = dockless_runtime::container::gc(&paths.containers())
         .context("cannot clean up abandoned containers")?;
+    for (id, why) in &report.failed {
+        eprintln!("dockless: warning: abandoned run {id} not removed yet: {why}");
+    }
     let mut rootfs = 0;
     let dir = paths.rootfs_runs();
     let entries = match std::fs::read_dir(&dir) {
@@ -127,6 +130,12 @@ impl RootfsSlot {
         let base = paths.rootfs_runs();
         std::fs::create_dir_all(&base)
             .with_context(|| format!("cannot create {}", base.display()))?;
+        // Passable (a `--userns` container's root must reach its run dir) but not listable.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o711))
+                .with_context(|| format!("cannot set the mode of {}", base.display()))?;
+        }
         let id = format!(
             "{}-{}-{}",
             std::process::id(),

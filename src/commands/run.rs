@@ -460,6 +460,19 @@ pub fn run_container_with(
     let chains = super::images::chains(record)?;
     let snapshots = match spec.userns {
         Some(shift) => {
+            // Everything that could refuse the run first: the user's --data is only handed
+            // to the range for a run that goes ahead.
+            anyhow::ensure!(
+                spec.network != NetworkMode::Host,
+                "--userns cannot be combined with --network host: the host's network \
+                 namespace belongs to the host's user namespace"
+            );
+            for dir in [spec.data_dir.as_deref(), host_tmp(spec)]
+                .into_iter()
+                .flatten()
+            {
+                crate::rootless::check_searchable(dir, shift.base)?;
+            }
             // The same layers with owners shifted into the namespace's range, once per range.
             super::pull::unpack_shifted(record, paths, shift)?;
             for dir in [spec.data_dir.as_deref(), host_tmp(spec)]
@@ -474,12 +487,7 @@ pub fn run_container_with(
     };
     let slot = super::gc::RootfsSlot::claim(paths)?;
     if let Some(shift) = spec.userns {
-        for path in [Some(slot.dir()), spec.data_dir.as_deref(), host_tmp(spec)]
-            .into_iter()
-            .flatten()
-        {
-            crate::rootless::check_searchable(path, shift.base)?;
-        }
+        crate::rootless::check_searchable(slot.dir(), shift.base)?;
     }
     let rootfs = snapshots
         .mount_run(&chains, slot.dir(), MountMode::OverlayOrCopy)

@@ -262,8 +262,8 @@ impl Pipeline<'_> {
         }
         let jobs = self.paths.root.join("jobs-v1");
         workdir::collect_stale(&jobs);
-        let work =
-            WorkDir::create(&jobs, &job_dir_name(s)).map_err(|e| Failure::application(&e))?;
+        let work = WorkDir::create(&jobs, &job_dir_name(s), s.userns.map(|shift| shift.base))
+            .map_err(|e| Failure::application(&e))?;
         let outcome = self.with_workdir(&mut job, &steps, &work, input_started);
         let cleanup_started = Instant::now();
         if let Err(e) = work.remove() {

@@ -44,13 +44,31 @@ pub struct WorkDir {
 
 impl WorkDir {
     /// Creates `<parent>/<name>`; the name must be new (a clash is an error, never a reuse).
-    pub fn create(parent: &Path, name: &str) -> anyhow::Result<WorkDir> {
+    /// It is the runner's alone (0700): the containers reach `/data` through their bind
+    /// mounts, which the runtime sets up with the runner's rights. With `--userns` (`group`
+    /// = the range's base) its group may pass through (0710), as the container's root
+    /// resolves the mount sources with its own host uid and gid.
+    pub fn create(parent: &Path, name: &str, group: Option<u32>) -> anyhow::Result<WorkDir> {
+        use std::os::unix::fs::DirBuilderExt;
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
         let path = parent.join(name);
-        std::fs::create_dir(&path)
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
             .with_context(|| format!("cannot create the job directory {}", path.display()))?;
-        Ok(WorkDir { path: Some(path) })
+        let dir = WorkDir { path: Some(path) };
+        if let Some(gid) = group {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(dir.path(), None, Some(gid))
+                .and_then(|()| {
+                    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o710))
+                })
+                .with_context(|| {
+                    format!("cannot open {} to the --userns range", dir.path().display())
+                })?;
+        }
+        Ok(dir)
     }
 
     /// Its path.

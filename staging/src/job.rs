@@ -274,10 +274,58 @@ impl Job {
     }
 }
 
+/// Writes a document the runner owns into the data folder, which a previous container (a
+/// processor) may have written to: whatever is at `path` is unlinked (never followed), and the
+/// file is created anew (`O_EXCL|O_NOFOLLOW`), readable by its owner only (it may hold
+/// decrypted secrets; the runtime hands it to the container's user).
 fn write(path: &std::path::Path, doc: &Value, format: Format) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
     let bytes = config::render(doc, format).map_err(|source| Error::Serialize {
         path: path.to_path_buf(),
         source,
     })?;
-    std::fs::write(path, bytes).map_err(Error::io(path))
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(path)(e)),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(Error::io(path))?;
+    file.write_all(&bytes).map_err(Error::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::json;
+
+    use super::write;
+    use crate::Format;
+
+    #[test]
+    fn a_planted_link_is_replaced_never_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "host file").unwrap();
+        let path = tmp.path().join("config.json");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        write(
+            &path,
+            &json!({"parameters": {"#secret": "s"}}),
+            Format::Json,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host file");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(std::fs::read_to_string(&path).unwrap().contains("#secret"));
+    }
 }

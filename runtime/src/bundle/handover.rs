@@ -1,19 +1,55 @@
 //! Handing `/data` and a host `/tmp` to the container's user.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
 
 use super::BundleError;
 use super::run_spec::{RunSpec, TmpMount};
 use super::user::resolve_user;
+use crate::unpack::tree::{list_dir, lstat_at, open_child_dir, os};
 
-/// Gives `dir` and everything below it to `uid:gid`, never following a symlink (a container
-/// that ran before may have left links to anywhere).
+/// Directory levels [`chown_tree`] descends at most (a container may have nested anything).
+const MAX_DEPTH: usize = 256;
+
+/// Gives `dir` and everything below it to `uid:gid`. Walked through directory descriptors
+/// only, every entry looked at and changed relative to its open parent without following a
+/// link, never across a mount: a link swapped in during the walk (by a container that ran
+/// before, or a host user who owns the tree) is changed as a link, never followed.
 pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(dir)?;
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(dir)? {
-            chown_tree(&entry?.path(), uid, gid)?;
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let dev = rustix::fs::fstat(&fd)?.st_dev;
+    chown_dir(fd, dev, (Uid::from_raw(uid), Gid::from_raw(gid)), 0)
+}
+
+fn chown_dir(fd: OwnedFd, dev: u64, owner: (Uid, Gid), depth: usize) -> std::io::Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(std::io::Error::other(format!(
+            "nested deeper than {MAX_DEPTH} directories"
+        )));
+    }
+    rustix::fs::fchown(&fd, Some(owner.0), Some(owner.1))?;
+    for name in list_dir(fd.as_fd())? {
+        let Some(st) = lstat_at(fd.as_fd(), &name)? else {
+            continue;
+        };
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if is_dir && st.st_dev == dev {
+            chown_dir(open_child_dir(fd.as_fd(), &name)?, dev, owner, depth + 1)?;
+        } else if st.st_dev == dev {
+            rustix::fs::chownat(
+                &fd,
+                os(&name),
+                Some(owner.0),
+                Some(owner.1),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
         }
     }
     Ok(())
@@ -46,12 +82,62 @@ pub fn hand_over(rootfs: &Path, run: &RunSpec) -> Result<(), BundleError> {
         TmpMount::Tmpfs => None,
     };
     for dir in [run.data_dir.as_deref(), tmp].into_iter().flatten() {
-        chown_tree(dir, base + user.uid, base + user.gid).map_err(|source| {
-            BundleError::HandOver {
+        let (Some(uid), Some(gid)) = (base.checked_add(user.uid), base.checked_add(user.gid))
+        else {
+            return Err(BundleError::HandOver {
                 path: dir.to_owned(),
-                source,
-            }
+                source: std::io::Error::other("the --userns range overflows the id space"),
+            });
+        };
+        chown_tree(dir, uid, gid).map_err(|source| BundleError::HandOver {
+            path: dir.to_owned(),
+            source,
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::chown_tree;
+
+    #[test]
+    fn links_are_changed_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "x").unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("in/tables")).unwrap();
+        std::fs::write(data.join("in/tables/t.csv"), "a\n").unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("in/link-dir")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), data.join("link-file")).unwrap();
+
+        chown_tree(&data, 4242, 4343).unwrap();
+        for p in [
+            "",
+            "in",
+            "in/tables",
+            "in/tables/t.csv",
+            "in/link-dir",
+            "link-file",
+        ] {
+            let m = std::fs::symlink_metadata(data.join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (4242, 4343), "{p}");
+        }
+        for p in [outside.clone(), outside.join("secret")] {
+            let m = std::fs::metadata(&p).unwrap();
+            assert_eq!(
+                (m.uid(), m.gid()),
+                (0, 0),
+                "{} was followed into",
+                p.display()
+            );
+        }
+        // The top itself given as a link is refused, not followed.
+        std::os::unix::fs::symlink(&outside, tmp.path().join("top-link")).unwrap();
+        assert!(chown_tree(&tmp.path().join("top-link"), 4242, 4343).is_err());
+    }
 }

@@ -29,6 +29,8 @@ pub struct GcReport {
     pub removed: Vec<String>,
     /// Ids skipped because their run is still alive.
     pub alive: Vec<String>,
+    /// Abandoned runs that could not be removed this time, with why (the others still are).
+    pub failed: Vec<(String, String)>,
 }
 
 /// Cleans up every abandoned run under `state_root`; runs still in progress (in this or any
@@ -67,8 +69,11 @@ pub fn gc(state_root: &Path) -> Result<GcReport, RunError> {
                 });
             }
         }
-        if remove_leftover(state_root, &id)? {
-            report.removed.push(id);
+        match remove_leftover(state_root, &id) {
+            Ok(true) => report.removed.push(id),
+            Ok(false) => {}
+            // One stuck run must not keep the others (or the caller's own cleanup) waiting.
+            Err(e) => report.failed.push((id, error_chain(&e))),
         }
     }
     // Container state without a run directory: its helper died during its own cleanup.
@@ -152,15 +157,28 @@ pub fn kill_abandoned_inits(state_root: &Path) -> Result<usize, RunError> {
     Ok(killed)
 }
 
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Kills and deletes the container of run `id` (if any) and removes its run directory;
 /// returns whether anything was there. The caller guarantees that no live helper owns the run.
 pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<bool, RunError> {
     let container_dir = state_root.join(CONTAINERS_DIR).join(id);
     let run_dir = state_root.join(RUNS_DIR).join(id);
     // Without a cgroup (rootless) delete cannot reach the processes; the init can be. One
-    // that survives keeps its run (and record) for a later gc that may signal it.
+    // that survives keeps its run (and record) for a later gc that may signal it. As root the
+    // cgroup kill below still follows.
     if let super::init_record::InitFate::StillAlive(pid) =
         super::init_record::kill_recorded(&run_dir)
+        && crate::userns::in_user_namespace()
     {
         return Err(RunError::Leftover {
             path: run_dir,

@@ -56,10 +56,13 @@ pub(crate) fn kill_recorded(run_dir: &Path) -> InitFate {
     if pid <= 1 || start_time(pid) != Some(start) {
         return InitFate::NotAlive;
     }
-    let _ = nix::sys::signal::kill(
+    if let Err(nix::errno::Errno::EPERM) = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
-    );
+    ) {
+        // Not ours to signal from here (a rootless session's sibling): no use waiting.
+        return InitFate::StillAlive(pid);
+    }
     for _ in 0..250 {
         if start_time(pid) != Some(start) {
             return InitFate::Killed;

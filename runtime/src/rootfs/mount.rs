@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
@@ -203,10 +203,20 @@ impl SnapshotStore {
             let path = path.to_path_buf();
             move |source| RootfsError::RunDir { path, source }
         };
+        // The run's alone: its upper dir holds whatever the container wrote (setuid files
+        // included), which no host user may reach. With shifted owners (`--userns`) the
+        // container's root, the range's base, must pass through: its group may (0710).
         std::fs::DirBuilder::new()
-            .mode(0o711)
+            .mode(0o700)
             .create(run_dir)
             .map_err(dir_err(run_dir))?;
+        if let Some(shift) = self.id_shift() {
+            std::os::unix::fs::chown(run_dir, None, Some(shift.base))
+                .and_then(|()| {
+                    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o710))
+                })
+                .map_err(dir_err(run_dir))?;
+        }
         // Absolute, so the leftover-mount check can compare with /proc/self/mountinfo.
         let run_dir = &std::path::absolute(run_dir).map_err(dir_err(run_dir))?;
         let rootfs = run_dir.join("rootfs");

@@ -55,6 +55,14 @@ pub(crate) fn reapply_over_lowers(
             .create(d)
             .map_err(store_err(d))?;
     }
+    // The merged root takes the upper dir's owner, and implied directories the root's: the
+    // staged layer's (the range's base in an id-shifted store, else the runner's).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let staged_root = std::fs::symlink_metadata(staged).map_err(store_err(staged))?;
+        std::os::unix::fs::chown(&upper, Some(staged_root.uid()), Some(staged_root.gid()))
+            .map_err(store_err(&upper))?;
+    }
     mount_overlay(lowers, &upper, &work, &merged).map_err(|source| RootfsError::Mount {
         path: merged.clone(),
         source,

@@ -25,7 +25,7 @@ pub enum UsernsError {
     /// The `--userns` range must start at the same non-zero id in both files.
     #[error(
         "the first ranges of {name:?} in /etc/subuid and /etc/subgid must start at the same \
-         non-zero id"
+         non-zero id and end below 4294967295"
     )]
     MismatchedRanges {
         /// The entry's name.

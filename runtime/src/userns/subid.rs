@@ -73,15 +73,15 @@ pub fn named_range(files: &SubIdFiles, name: &str) -> Result<crate::unpack::IdSh
     let gids = ranges_for(&files.subgid, Some(name), u32::MAX, "gid")?;
     let (base, ucount) = uids[0];
     let (gbase, gcount) = gids[0];
-    if base != gbase || base == 0 {
+    let count = ucount.min(gcount).min(65_536);
+    // The last id must stay below 2^32-1 (the kernel's "no id").
+    let fits = base.checked_add(count).is_some_and(|end| end < u32::MAX);
+    if base != gbase || base == 0 || !fits {
         return Err(UsernsError::MismatchedRanges {
             name: name.to_owned(),
         });
     }
-    Ok(crate::unpack::IdShift {
-        base,
-        count: ucount.min(gcount).min(65_536),
-    })
+    Ok(crate::unpack::IdShift { base, count })
 }
 
 fn with_self(id: u32, subordinate: Vec<(u32, u32)>) -> Vec<IdRange> {
