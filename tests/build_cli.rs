@@ -359,6 +359,15 @@ fn build_run_cache_hit_and_a_new_tag_rebuilding_only_the_code_layer() {
         "{}",
         text(&out.stderr)
     );
+    // Without a component id the job takes it from the built image's name (the repository),
+    // never from the digest the build is run by.
+    let mut unnamed = job.clone();
+    unnamed.as_object_mut().unwrap().remove("component_id");
+    std::fs::write(&job_path, unnamed.to_string()).unwrap();
+    let out = root.dockless(&["run", "--job", job_path.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["component_id"], "repo", "{result}");
     root.assert_clean();
 }
 

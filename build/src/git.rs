@@ -514,7 +514,11 @@ fn is_https_or_loopback(url: &str) -> bool {
         .strip_prefix('[')
         .and_then(|h| h.split_once(']').map(|(h, _)| h))
         .unwrap_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| h));
-    host == "localhost" || host == "::1" || host.starts_with("127.")
+    // An address, not a name that merely starts like one (`127.0.0.1.nip.io`).
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The user information of `scheme://userinfo@host/...`, if any.
@@ -590,6 +594,16 @@ mod tests {
         let clear = Remote::new("http://example.com/a.git", Some("u".into()), password());
         assert!(matches!(clear, Err(GitError::PasswordInClear { .. })));
         assert!(Remote::new("http://127.0.0.1:8080/a.git", Some("u".into()), password()).is_ok());
+        for sneaky in [
+            "http://127.0.0.1.nip.io/a.git",
+            "http://127.evil.example/a.git",
+        ] {
+            let r = Remote::new(sneaky, Some("u".into()), password());
+            assert!(
+                matches!(r, Err(GitError::PasswordInClear { .. })),
+                "{sneaky}"
+            );
+        }
         assert!(Remote::new("https://example.com/a.git", Some("u".into()), password()).is_ok());
         assert_eq!(
             credential_scope("HTTPS://user@Example.com:8443/a/b.git?x").as_deref(),

@@ -118,6 +118,8 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     }
 
     let fetched = remote.fetch(&commit, &cache.scratch()?)?;
+    // A tag object's id given as the ref names its commit from here on (label, history).
+    let commit = fetched.commit().to_owned();
     let commit_time = fetched.commit_time()?;
     steps.done("fetch commit", &remote.display());
     let mtime = u64::try_from(commit_time).unwrap_or(0);
@@ -190,8 +192,13 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     })
 }
 
-/// Whether `path` (relative, no leading `/`) exists in `image` as its layers merge: looked up
-/// in its snapshots from the top down; a whiteout there means it was removed.
+/// Whether `path` (relative, no leading `/`) exists in `image` as its layers merge, so that
+/// the code layer does not write a directory over it. Each layer is looked at component by
+/// component, from the top layer down, never resolving a link on the host: a whiteout at any
+/// component means absent; a link or a non-directory at a component counts as present (the
+/// base has something there that a directory entry must not replace); a component a layer
+/// lacks leaves the question to the layers below. (Opaque directories are not consulted: a
+/// path one of them hid is taken as present, and the working dir is then not created.)
 fn in_image(image: &ImageRecord, paths: &Paths, path: &str) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let (Ok(chains), Ok(snapshots)) = (
@@ -200,10 +207,21 @@ fn in_image(image: &ImageRecord, paths: &Paths, path: &str) -> bool {
     ) else {
         return false;
     };
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     for chain in chains.iter().rev() {
-        if let Ok(meta) = std::fs::symlink_metadata(snapshots.snapshot_dir(chain).join(path)) {
-            let whiteout = meta.file_type().is_char_device() && meta.rdev() == 0;
-            return !whiteout;
+        let mut at = snapshots.snapshot_dir(chain);
+        for (i, component) in components.iter().enumerate() {
+            at.push(component);
+            let Ok(meta) = std::fs::symlink_metadata(&at) else {
+                break; // not in this layer: the layers below decide
+            };
+            let file_type = meta.file_type();
+            if file_type.is_char_device() && meta.rdev() == 0 {
+                return false; // whited out here
+            }
+            if !file_type.is_dir() || i + 1 == components.len() {
+                return true;
+            }
         }
     }
     false

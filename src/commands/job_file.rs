@@ -160,6 +160,11 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
         };
         let built = crate::build::build(&spec, &options, paths)
             .with_context(|| format!("job file {}: build", path.display()))?;
+        // The component id defaults from the image's name (state, KBC_COMPONENTID, container
+        // names), which a digest does not carry: take it from the build's name first.
+        args.job
+            .component_id
+            .get_or_insert_with(|| super::run::repository_name(&built.name));
         // By digest: the name may be replaced by another build before the run looks it up.
         args.image = Some(built.digest.to_string());
     }

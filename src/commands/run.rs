@@ -405,7 +405,9 @@ fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
 
 /// The last path segment of an image reference without tag or digest
 /// (`127.0.0.1:5000/team/demo:1` -> `demo`).
-fn repository_name(image: &str) -> String {
+/// The last path segment of an image reference without tag or digest: the default component
+/// id of a job.
+pub fn repository_name(image: &str) -> String {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
     last.split(':').next().unwrap_or(last).to_string()
@@ -467,9 +469,14 @@ pub fn run_container_with(
                 "--userns cannot be combined with --network host: the host's network \
                  namespace belongs to the host's user namespace"
             );
-            for dir in [spec.data_dir.as_deref(), host_tmp(spec)]
-                .into_iter()
-                .flatten()
+            let slot_example = paths.rootfs_runs().join("run");
+            for dir in [
+                Some(slot_example.as_path()),
+                spec.data_dir.as_deref(),
+                host_tmp(spec),
+            ]
+            .into_iter()
+            .flatten()
             {
                 crate::rootless::check_searchable(dir, shift.base)?;
             }

@@ -276,8 +276,9 @@ impl Job {
 
 /// Writes a document the runner owns into the data folder, which a previous container (a
 /// processor) may have written to: whatever is at `path` is unlinked (never followed), and the
-/// file is created anew (`O_EXCL|O_NOFOLLOW`), readable by its owner only (it may hold
-/// decrypted secrets; the runtime hands it to the container's user).
+/// file is created anew (`O_EXCL|O_NOFOLLOW`), 0644 as Keboola's runner writes it (images
+/// that start as root and drop to another user must read it; the job dir itself is the
+/// runner's alone).
 fn write(path: &std::path::Path, doc: &Value, format: Format) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt;
@@ -293,7 +294,7 @@ fn write(path: &std::path::Path, doc: &Value, format: Format) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(Error::io(path))?;
@@ -325,7 +326,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host file");
         let meta = std::fs::symlink_metadata(&path).unwrap();
         assert!(meta.is_file());
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
         assert!(std::fs::read_to_string(&path).unwrap().contains("#secret"));
     }
 }

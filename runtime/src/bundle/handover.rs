@@ -39,9 +39,13 @@ fn chown_dir(fd: OwnedFd, dev: u64, owner: (Uid, Gid), depth: usize) -> std::io:
         let Some(st) = lstat_at(fd.as_fd(), &name)? else {
             continue;
         };
-        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-        if is_dir && st.st_dev == dev {
+        let file_type = FileType::from_raw_mode(st.st_mode);
+        if file_type == FileType::Directory && st.st_dev == dev {
             chown_dir(open_child_dir(fd.as_fd(), &name)?, dev, owner, depth + 1)?;
+        } else if file_type == FileType::RegularFile && st.st_nlink > 1 {
+            // A hard link may be a file from outside the tree (linked in by whoever owns
+            // the tree): never given away. Its content stays readable as it was.
+            continue;
         } else if st.st_dev == dev {
             rustix::fs::chownat(
                 &fd,
@@ -114,6 +118,8 @@ mod tests {
         std::fs::write(data.join("in/tables/t.csv"), "a\n").unwrap();
         std::os::unix::fs::symlink(&outside, data.join("in/link-dir")).unwrap();
         std::os::unix::fs::symlink(outside.join("secret"), data.join("link-file")).unwrap();
+        // A hard link to a file outside the tree (same filesystem): never given away.
+        std::fs::hard_link(outside.join("secret"), data.join("hard-link")).unwrap();
 
         chown_tree(&data, 4242, 4343).unwrap();
         for p in [

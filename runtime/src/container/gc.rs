@@ -174,11 +174,10 @@ pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<bool, RunEr
     let container_dir = state_root.join(CONTAINERS_DIR).join(id);
     let run_dir = state_root.join(RUNS_DIR).join(id);
     // Without a cgroup (rootless) delete cannot reach the processes; the init can be. One
-    // that survives keeps its run (and record) for a later gc that may signal it. As root the
-    // cgroup kill below still follows.
+    // that survives (not ours to signal from here, or stuck in the kernel) keeps its run and
+    // record for a later gc; gc goes on with the other runs meanwhile.
     if let super::init_record::InitFate::StillAlive(pid) =
         super::init_record::kill_recorded(&run_dir)
-        && crate::userns::in_user_namespace()
     {
         return Err(RunError::Leftover {
             path: run_dir,
