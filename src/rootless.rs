@@ -162,13 +162,6 @@ pub fn check_searchable(path: &Path, base: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Gives `dir` and everything below it to `owner` (uid and gid), never following a symlink:
-/// before a `--userns` container runs, its `/data` and `/tmp` must belong to its root.
-pub fn chown_tree(dir: &Path, owner: u32) -> anyhow::Result<()> {
-    dockless_runtime::bundle::chown_tree(dir, owner, owner)
-        .with_context(|| format!("cannot give {} to uid {owner}", dir.display()))
-}
-
 /// `dockless unshare`: replaces this process with `command` inside the session.
 pub fn exec(mut command: Vec<String>) -> anyhow::Result<std::process::ExitCode> {
     use std::os::unix::process::CommandExt;

@@ -463,12 +463,14 @@ pub fn run_container_with(
     let snapshots = match spec.userns {
         Some(shift) => {
             // Everything that could refuse the run first: the user's --data is only handed
-            // to the range for a run that goes ahead.
+            // to the range (by the runtime, just before the container starts) for a run that
+            // goes ahead.
             anyhow::ensure!(
                 spec.network != NetworkMode::Host,
                 "--userns cannot be combined with --network host: the host's network \
                  namespace belongs to the host's user namespace"
             );
+            // The run dir's parents (the same for every slot).
             let slot_example = paths.rootfs_runs().join("run");
             for dir in [
                 Some(slot_example.as_path()),
@@ -482,20 +484,11 @@ pub fn run_container_with(
             }
             // The same layers with owners shifted into the namespace's range, once per range.
             super::pull::unpack_shifted(record, paths, shift)?;
-            for dir in [spec.data_dir.as_deref(), host_tmp(spec)]
-                .into_iter()
-                .flatten()
-            {
-                crate::rootless::chown_tree(dir, shift.base)?;
-            }
             SnapshotStore::open_shifted(&paths.root, shift)?
         }
         None => super::pull::snapshots(paths)?,
     };
     let slot = super::gc::RootfsSlot::claim(paths)?;
-    if let Some(shift) = spec.userns {
-        crate::rootless::check_searchable(slot.dir(), shift.base)?;
-    }
     let rootfs = snapshots
         .mount_run(&chains, slot.dir(), MountMode::OverlayOrCopy)
         .context("cannot prepare the container's root filesystem")?;

@@ -59,40 +59,43 @@ fn chown_dir(fd: OwnedFd, dev: u64, owner: (Uid, Gid), depth: usize) -> std::io:
     Ok(())
 }
 
-/// When `run.hand_over_data` is set: resolves the container's user inside `rootfs` and gives
-/// it `/data` and a host `/tmp` (host ids shifted into the `--userns` range if any).
+/// Gives `/data` and a host `/tmp` to the container: to its user when `run.hand_over_data`
+/// is set (resolved inside `rootfs`), else, with `--userns`, to its root, whose host ids are
+/// the range's base (a user's ids are shifted into the range as well). Without either, the
+/// directories are left as they are.
 pub fn hand_over(rootfs: &Path, run: &RunSpec) -> Result<(), BundleError> {
-    if !run.hand_over_data {
+    let inside = if run.hand_over_data {
+        let spec = run
+            .user
+            .as_deref()
+            .or(run.image.user.as_deref())
+            .unwrap_or("");
+        let user = resolve_user(rootfs, spec)?;
+        (user.uid, user.gid)
+    } else if run.userns.is_some() {
+        (0, 0)
+    } else {
         return Ok(());
-    }
-    let spec = run
-        .user
-        .as_deref()
-        .or(run.image.user.as_deref())
-        .unwrap_or("");
-    let user = resolve_user(rootfs, spec)?;
+    };
     let (base, count) = run.userns.map_or((0, u32::MAX), |s| (s.base, s.count));
-    if user.uid >= count || user.gid >= count {
-        return Err(BundleError::HandOver {
-            path: rootfs.to_owned(),
-            source: std::io::Error::other(format!(
-                "user {}:{} is outside the --userns range",
-                user.uid, user.gid
-            )),
-        });
+    let refuse = |why: String| BundleError::HandOver {
+        path: rootfs.to_owned(),
+        source: std::io::Error::other(why),
+    };
+    if inside.0 >= count || inside.1 >= count {
+        return Err(refuse(format!(
+            "user {}:{} is outside the --userns range",
+            inside.0, inside.1
+        )));
     }
+    let (Some(uid), Some(gid)) = (base.checked_add(inside.0), base.checked_add(inside.1)) else {
+        return Err(refuse("the --userns range overflows the id space".into()));
+    };
     let tmp = match &run.tmp {
         TmpMount::HostDir(dir) => Some(dir.as_path()),
         TmpMount::Tmpfs => None,
     };
     for dir in [run.data_dir.as_deref(), tmp].into_iter().flatten() {
-        let (Some(uid), Some(gid)) = (base.checked_add(user.uid), base.checked_add(user.gid))
-        else {
-            return Err(BundleError::HandOver {
-                path: dir.to_owned(),
-                source: std::io::Error::other("the --userns range overflows the id space"),
-            });
-        };
         chown_tree(dir, uid, gid).map_err(|source| BundleError::HandOver {
             path: dir.to_owned(),
             source,

@@ -50,8 +50,8 @@ pub struct RunSpec {
     /// Run in a user namespace mapping the container's ids `0..count` to the host's
     /// `base..base+count` (root's `--userns`): a process that breaks out is an unprivileged
     /// host user. The rootfs must come from a store shifted the same way
-    /// ([`SnapshotStore::open_shifted`](crate::rootfs::SnapshotStore::open_shifted)) and
-    /// `/data` and a host `/tmp` must belong to `base`.
+    /// ([`SnapshotStore::open_shifted`](crate::rootfs::SnapshotStore::open_shifted)); the
+    /// runner hands `/data` and a host `/tmp` to the container's root (`base`) before start.
     pub userns: Option<crate::unpack::IdShift>,
     /// Give `data_dir` and a host `/tmp` (their whole trees) to the container's user before
     /// it starts, so a component whose image runs as a non-root user can write its outputs
