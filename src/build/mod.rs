@@ -77,7 +77,11 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     let store = Store::open(paths.store())?;
     let base = base_image(&store, spec, options, paths)?;
     // Its snapshots tell which working-dir components it has already.
-    unpack(&base, paths)?;
+    let snapshots = crate::commands::pull::snapshots(paths)?;
+    let base_layers: Vec<std::path::PathBuf> = unpack(&base, paths)?
+        .iter()
+        .map(|l| snapshots.snapshot_dir(&l.chain_id))
+        .collect();
     steps.done("base image", &base.name);
 
     let remote = Remote::new(
@@ -128,7 +132,7 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
             &fetched,
             mtime,
             &spec.workdir,
-            &|path| in_image(&base, paths, path),
+            &|path| in_image(&base_layers, path),
             out,
         )?)
     })?;
@@ -192,24 +196,19 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     })
 }
 
-/// Whether `path` (relative, no leading `/`) exists in `image` as its layers merge, so that
+/// Whether `path` (relative, no leading `/`) exists in the image whose snapshot directories
+/// are `layers` (bottom up) as they merge, so that
 /// the code layer does not write a directory over it. Each layer is looked at component by
 /// component, from the top layer down, never resolving a link on the host: a whiteout at any
 /// component means absent; a link or a non-directory at a component counts as present (the
 /// base has something there that a directory entry must not replace); a component a layer
 /// lacks leaves the question to the layers below. (Opaque directories are not consulted: a
 /// path one of them hid is taken as present, and the working dir is then not created.)
-fn in_image(image: &ImageRecord, paths: &Paths, path: &str) -> bool {
+fn in_image(layers: &[std::path::PathBuf], path: &str) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let (Ok(chains), Ok(snapshots)) = (
-        crate::commands::images::chains(image),
-        crate::commands::pull::snapshots(paths),
-    ) else {
-        return false;
-    };
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    for chain in chains.iter().rev() {
-        let mut at = snapshots.snapshot_dir(chain);
+    for layer in layers.iter().rev() {
+        let mut at = layer.clone();
         for (i, component) in components.iter().enumerate() {
             at.push(component);
             let Ok(meta) = std::fs::symlink_metadata(&at) else {
