@@ -100,8 +100,9 @@ fn euid() -> u32 {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::resolve(&cli);
     // Abandoned rootless containers are only reachable from outside any session (see
-    // `kill_abandoned_inits`); as root this is merely early.
-    if matches!(cli.command, Command::Gc | Command::Run(_))
+    // `kill_abandoned_inits`); as root, gc's own removal of each run kills them.
+    if !nix_is_root()
+        && matches!(cli.command, Command::Gc | Command::Run(_))
         && let Err(e) = dockless_runtime::container::kill_abandoned_inits(&paths.containers())
     {
         tracing::warn!(error = format!("{e:#}"), "cannot end abandoned containers");
