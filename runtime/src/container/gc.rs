@@ -73,7 +73,9 @@ pub fn gc(state_root: &Path) -> Result<GcReport, RunError> {
             Ok(true) => report.removed.push(id),
             Ok(false) => {}
             // One stuck run must not keep the others (or the caller's own cleanup) waiting.
-            Err(e) => report.failed.push((id, error_chain(&e))),
+            Err(e) => report
+                .failed
+                .push((id, super::error_messages(&e).join(": "))),
         }
     }
     // Container state without a run directory: its helper died during its own cleanup.
@@ -155,17 +157,6 @@ pub fn kill_abandoned_inits(state_root: &Path) -> Result<usize, RunError> {
         }
     }
     Ok(killed)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Kills and deletes the container of run `id` (if any) and removes its run directory;

@@ -68,14 +68,10 @@ pub fn helper_main() -> ExitCode {
     }
 }
 
-/// The error chain of `err`, outermost first.
+/// `context`, then the error chain of `err`, outermost first.
 fn chain(context: &str, err: &dyn std::error::Error) -> Vec<String> {
-    let mut out = vec![context.to_owned(), err.to_string()];
-    let mut src = err.source();
-    while let Some(e) = src {
-        out.push(e.to_string());
-        src = e.source();
-    }
+    let mut out = vec![context.to_owned()];
+    out.extend(super::error_messages(err));
     out
 }
 

@@ -55,6 +55,17 @@ pub use runner::{DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, RunResult, Runner}
 
 use crate::bundle::BundleError;
 
+/// The messages of `err` and of its sources, outermost first.
+fn error_messages(err: &dyn std::error::Error) -> Vec<String> {
+    let mut out = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push(e.to_string());
+        source = e.source();
+    }
+    out
+}
+
 /// Why a run could not be carried out (a container that fails is a [`RunResult`], not this).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
