@@ -711,7 +711,7 @@ fn limits_apply_in_a_cgroup_subtree_root_delegated() {
     s.assert_clean();
 
     // Every run's cgroup is gone; only the delegated parents remain until undone.
-    for (mount, _) in dockless_runtime_hierarchies() {
+    for (mount, _) in dockless_runtime::userns::v1_hierarchies() {
         let dir = mount.join(&parent);
         let children: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -724,27 +724,6 @@ fn limits_apply_in_a_cgroup_subtree_root_delegated() {
     let out = delegation.undo();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!Path::new("/sys/fs/cgroup/memory").join(&parent).exists());
-}
-
-/// The cgroup v1 controller mount points of the host (the delegation covers each).
-fn dockless_runtime_hierarchies() -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    for line in std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-    {
-        let Some((before, after)) = line.split_once(" - ") else {
-            continue;
-        };
-        // Named hierarchies (name=systemd) carry no controller and are not delegated.
-        if after.split(' ').next() == Some("cgroup")
-            && !after.contains("name=")
-            && let Some(mount) = before.split(' ').nth(4)
-        {
-            out.push((PathBuf::from(mount), after.to_owned()));
-        }
-    }
-    out
 }
 
 /// The container's own process (`sleep 4711` exec'd), not the runner whose command line
