@@ -204,3 +204,88 @@ fn a_keboola_job_runs_with_userns_and_host_networking_is_refused() {
     );
     root.assert_clean();
 }
+
+/// Issue 18, item 1: with `--userns` the run directory is open to the range's group, so the
+/// rootfs mounted below it must give the range nothing it could not have inside: no device
+/// node of the image (the shifted store holds none, and the mount is `nodev`) and no setuid
+/// (the mount is `nosuid`).
+#[test]
+fn the_range_gets_no_device_and_no_setuid_through_the_hosts_view_of_a_run() {
+    let (base, _) = range();
+    let root = Root::new();
+    let image = format!("{}/hostile:userns-test", test_env().registry);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/build-hostile-image");
+    let built = Command::new(script).arg(&image).output().unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+
+    let data = root.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root.path())
+        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+        .args(["run", "--userns", "--data", data.to_str().unwrap(), &image])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "until [ -e /data/go ]; do sleep 0.05; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run's rootfs as the host sees it, once the container is up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rootfs = loop {
+        let found = std::fs::read_dir(root.path().join("rootfs-v1"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("rootfs"))
+            .find(|r| r.join("suid-busybox").exists());
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // A member of the range (not its root), in the range's group, which may pass the run dir.
+    let as_range = |program: &Path, arg0: &str, args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        Command::new(program)
+            .arg0(arg0)
+            .args(args)
+            .uid(base + 1)
+            .gid(base)
+            .output()
+            .unwrap()
+    };
+    // Positive control: the range does reach the rootfs this way.
+    let passwd = as_range(
+        Path::new("/bin/cat"),
+        "cat",
+        &[rootfs.join("etc/passwd").to_str().unwrap()],
+    );
+    assert!(passwd.status.success(), "{}", text(&passwd.stderr));
+    assert!(text(&passwd.stdout).starts_with("root:x:0:0"));
+    // No device node: none in the shifted store, and the mount would not honour one.
+    assert!(std::fs::symlink_metadata(rootfs.join("disk")).is_err());
+    let flags = rustix::fs::statvfs(&rootfs).unwrap().f_flag;
+    assert!(
+        flags.contains(rustix::fs::StatVfsMountFlags::NODEV)
+            && flags.contains(rustix::fs::StatVfsMountFlags::NOSUID),
+        "{flags:?}"
+    );
+    // The setuid binary runs, but as the caller: nosuid.
+    let id = as_range(&rootfs.join("suid-busybox"), "busybox", &["id", "-u"]);
+    assert!(id.status.success(), "{}", text(&id.stderr));
+    assert_eq!(text(&id.stdout).trim(), (base + 1).to_string());
+
+    std::fs::write(data.join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    root.assert_clean();
+}

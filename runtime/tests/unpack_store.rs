@@ -724,3 +724,68 @@ fn limits_stop_decompression_bombs_and_entry_floods() {
     );
     assert!(snapshot_names(tmp.path()).is_empty());
 }
+
+/// A layer with a world-usable character device (1:3, the host's null device) and a setuid
+/// root file: the two things a host user reaching a run's rootfs must get nothing from.
+fn device_and_setuid_layer() -> Vec<u8> {
+    let mut t = Tar::new();
+    let mut h = t.header(b"disk", tar::EntryType::Char, b"", 0, 0o666);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    t.raw(&mut h, b"");
+    t.file_mode("suid", b"#!/bin/sh\n", 0o4755);
+    t.finish()
+}
+
+#[test]
+fn run_rootfs_is_nodev_nosuid_in_both_modes() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let ensured = store
+        .ensure(vec![plain("dev", &device_and_setuid_layer())])
+        .unwrap();
+    let chain = chain_of(&ensured);
+    for mode in [MountMode::OverlayOnly, MountMode::CopyOnly] {
+        let run_dir = tmp.path().join(format!("run-{mode:?}"));
+        let run = store.mount_run(&chain, &run_dir, mode).unwrap();
+        // The node is there (as root sees it), but the mount gives it no device semantics.
+        let node = std::fs::symlink_metadata(run.path().join("disk")).unwrap();
+        assert_eq!(node.mode() & 0o170000, 0o020000, "{mode:?}");
+        let flags = rustix::fs::statvfs(run.path()).unwrap().f_flag;
+        assert!(
+            flags.contains(rustix::fs::StatVfsMountFlags::NODEV)
+                && flags.contains(rustix::fs::StatVfsMountFlags::NOSUID),
+            "{mode:?}: {flags:?}"
+        );
+        let opened = std::fs::File::open(run.path().join("disk"));
+        assert_eq!(
+            opened.map(|_| ()).unwrap_err().raw_os_error(),
+            Some(libc::EACCES),
+            "{mode:?}"
+        );
+        run.release().unwrap();
+        assert!(!run_dir.exists());
+    }
+    assert!(!mounted_below(tmp.path()));
+}
+
+#[test]
+fn an_id_shifted_store_skips_device_nodes() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let shift = dockless_runtime::unpack::IdShift {
+        base: 300_000,
+        count: 65_536,
+    };
+    let store = SnapshotStore::open_shifted(tmp.path(), shift).unwrap();
+    let ensured = store
+        .ensure(vec![plain("dev", &device_and_setuid_layer())])
+        .unwrap();
+    let stats = &ensured[0].unpacked.as_ref().unwrap().stats;
+    assert_eq!(stats.devices_skipped, 1);
+    let snap = store.snapshot_dir(&chain_of(&ensured)[0]);
+    assert!(std::fs::symlink_metadata(snap.join("disk")).is_err());
+    let suid = std::fs::symlink_metadata(snap.join("suid")).unwrap();
+    assert_eq!((suid.uid(), suid.mode() & 0o7777), (300_000, 0o4755));
+}

@@ -205,9 +205,10 @@ fn ensure_in<'a>(
         .sum();
     if skipped > 0 {
         eprintln!(
-            "dockless: note: {skipped} device node(s) of the image not created: rootless, \
-             mknod of a device needs the host's root (containers get the standard devices \
-             bound from the host)"
+            "dockless: note: {skipped} device node(s) of the image not created: rootless \
+             (mknod of a device needs the host's root) or a --userns store (its runs are \
+             reachable by the unprivileged range); containers get the standard devices bound \
+             from the host"
         );
     }
     Ok(ensured)

@@ -10,7 +10,7 @@ use rustix::io::Errno;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
     UnmountFlags, fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount,
-    mount_change, move_mount, unmount,
+    mount_bind, mount_change, mount_remount, move_mount, unmount,
 };
 
 use super::error::RootfsError;
@@ -280,8 +280,30 @@ impl SnapshotStore {
         guard.kind = RootfsKind::Copy {
             reason: overlay_error,
         };
+        // The copy gets the overlay's `nodev,nosuid` from a bind mount onto itself.
+        seal_copy(&rootfs).map_err(|source| RootfsError::Mount {
+            path: rootfs.clone(),
+            source,
+        })?;
+        guard.mounted = true;
         Ok(guard)
     }
+}
+
+/// Binds a flattened copy onto itself as `nodev,nosuid` (see [`mount_overlay`] for why).
+fn seal_copy(rootfs: &Path) -> std::io::Result<()> {
+    mount_bind(rootfs, rootfs)?;
+    let sealed = mount_remount(
+        rootfs,
+        MountFlags::BIND | MountFlags::NODEV | MountFlags::NOSUID,
+        c"",
+    )
+    .and_then(|()| mount_change(rootfs, MountPropagationFlags::PRIVATE));
+    if let Err(e) = sealed {
+        let _ = unmount(rootfs, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW);
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// Whether a snapshot's root directory carries the overlay opaque mark.
@@ -291,7 +313,11 @@ pub(crate) fn root_is_opaque(dir: &Path) -> bool {
 }
 
 /// Mounts overlayfs at `target`: with the new mount API and one `lowerdir+` per layer (no
-/// page-size limit on the option string), else with `mount(2)`.
+/// page-size limit on the option string), else with `mount(2)`. Always `nodev,nosuid`: the
+/// mount is visible on the host (below the run directory), where an image's device node or
+/// setuid file must give nothing to whoever can reach it (with `--userns`, the unprivileged
+/// range). The container's own `/dev` is a separate mount; `no_new_privileges` already makes
+/// setuid inert inside.
 pub(crate) fn mount_overlay(
     lowers: &[PathBuf],
     upper: &Path,
@@ -322,7 +348,11 @@ fn mount_overlay_fsopen(
     fsconfig_set_string(&fs, "workdir", work)?;
     fsconfig_set_flag(&fs, "userxattr")?;
     fsconfig_create(&fs)?;
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    let mnt = fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOSUID,
+    )?;
     move_mount(
         &mnt,
         c"",
@@ -356,7 +386,7 @@ fn mount_overlay_legacy(
         "overlay",
         target,
         "overlay",
-        MountFlags::empty(),
+        MountFlags::NODEV | MountFlags::NOSUID,
         data.as_c_str(),
     )?;
     Ok(())

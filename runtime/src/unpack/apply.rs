@@ -39,8 +39,9 @@ pub struct ApplyStats {
     pub xattrs_dropped: u64,
     /// Allowed extended attributes the filesystem refused (e.g. `user.*` on tmpfs).
     pub xattrs_failed: u64,
-    /// Device nodes not created because the kernel refuses `mknod` of devices inside a user
-    /// namespace (rootless); containers get the standard devices bound from the host anyway.
+    /// Device nodes not created: the kernel refuses `mknod` of devices inside a user namespace
+    /// (rootless), and an id-shifted store never holds any (its run directories are reachable
+    /// by the unprivileged range). Containers get the standard devices bound from the host.
     pub devices_skipped: u64,
 }
 
@@ -70,6 +71,8 @@ pub(crate) struct Applier {
     file: Option<OpenFile>,
     /// Hardlinks (path, target) whose target is not in this layer (overlay snapshot format).
     pending_links: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Device nodes are counted and skipped instead of created (an id-shifted store).
+    pub(crate) skip_devices: bool,
     pub(crate) stats: ApplyStats,
 }
 
@@ -91,6 +94,7 @@ impl Applier {
             dirs: Vec::new(),
             file: None,
             pending_links: Vec::new(),
+            skip_devices: false,
             stats: ApplyStats::default(),
         })
     }
@@ -233,6 +237,10 @@ impl Applier {
                 } else {
                     FileType::BlockDevice
                 };
+                if self.skip_devices {
+                    self.stats.devices_skipped += 1;
+                    return Ok(());
+                }
                 let dev = rustix::fs::makedev(*major, *minor);
                 let made = self.replace(parent, name, |p| {
                     mknodat(p, os(name), ft, Mode::from_raw_mode(0o600), dev)

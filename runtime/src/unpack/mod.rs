@@ -53,8 +53,8 @@ pub struct Limits {
     pub max_xattr_value: usize,
     /// Extended attributes on one entry.
     pub max_xattrs_per_entry: usize,
-    /// Owners written shifted into a host id range (the snapshots of `--userns` runs); `None`
-    /// writes the image's owners as they are.
+    /// Owners written shifted into a host id range (the snapshots of `--userns` runs), device
+    /// nodes skipped; `None` writes the image's owners as they are.
     pub id_shift: Option<IdShift>,
 }
 
@@ -166,6 +166,10 @@ fn run(
         path: target.to_path_buf(),
         source,
     })?;
+    // A store whose owners are shifted into an unprivileged host range is reachable by that
+    // range through its runs' directories: a device node there would be a host device it
+    // could open. Containers get their devices bound from the host instead.
+    applier.skip_devices = limits.id_shift.is_some();
     let expected = layer.diff_id;
     let compression = layer.compression;
     let blob = layer.blob;
