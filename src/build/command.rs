@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use dockless_build::BuildNetwork;
+use dockless_builder::BuildNetwork;
 use dockless_registry::{ImageRecord, Store};
 use dockless_runtime::bundle::{ImageConfig, Limits, NetworkMode, RunSpec};
 use dockless_runtime::container::Stream;

@@ -14,13 +14,13 @@ mod store_layer;
 
 use std::time::{Duration, Instant};
 
-use dockless_build::BuildSpec;
-use dockless_build::code_layer::write_code_layer;
-use dockless_build::git::Remote;
-use dockless_build::image::{
+use dockless_builder::BuildSpec;
+use dockless_builder::code_layer::write_code_layer;
+use dockless_builder::git::Remote;
+use dockless_builder::image::{
     BaseLayer, ConfigChanges, NewLayer, created_time, derive_config, manifest,
 };
-use dockless_build::layer::LAYER_MEDIA_TYPE;
+use dockless_builder::layer::LAYER_MEDIA_TYPE;
 use dockless_registry::{Digest, ImageRecord, LayerRecord, Store};
 use serde::Serialize;
 

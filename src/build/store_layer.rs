@@ -1,7 +1,7 @@
 //! A layer's tar, gzipped and hashed on the way, into the content store.
 
 use anyhow::Context as _;
-use dockless_build::layer::{EncodedLayer, LayerEncoder};
+use dockless_builder::layer::{EncodedLayer, LayerEncoder};
 use dockless_registry::{Digest, Store};
 
 /// Layers written by a build are refused beyond this size (the runtime's own layer limit).

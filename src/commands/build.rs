@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use dockless_build::spec::{default_workdir, split_entrypoint};
-use dockless_build::{BuildNetwork, BuildSpec, Secret};
+use dockless_builder::spec::{default_workdir, split_entrypoint};
+use dockless_builder::{BuildNetwork, BuildSpec, Secret};
 
 use super::Paths;
 use super::run::{parse_cpus, parse_duration, parse_size};

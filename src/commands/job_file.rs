@@ -1,7 +1,7 @@
 //! `dockless run --job FILE`: a job's image, configuration and component settings in one
 //! JSON file, so a job can be kept, versioned and replayed. Flags given on the command line
 //! as well win over the file. Instead of `image`, a job may name a `build` (a base image and
-//! a repository, see [`dockless_build::BuildSpec`]): the image is built (or found in the
+//! a repository, see [`dockless_builder::BuildSpec`]): the image is built (or found in the
 //! build cache) before the job runs, then runs as any pulled image.
 
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ const DEFAULT_BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 #[serde(deny_unknown_fields)]
 struct JobFile {
     image: Option<String>,
-    build: Option<dockless_build::BuildSpec>,
+    build: Option<dockless_builder::BuildSpec>,
     configuration: Option<serde_json::Value>,
     config_file: Option<PathBuf>,
     component_id: Option<String>,
@@ -140,7 +140,7 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
     }
     if let Some(mut spec) = build {
         // A local repository is relative to the job file, as `config_file` is.
-        if !dockless_build::git::looks_remote(&spec.repository) {
+        if !dockless_builder::git::looks_remote(&spec.repository) {
             spec.repository = path
                 .parent()
                 .unwrap_or(Path::new("."))

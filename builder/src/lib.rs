@@ -1,4 +1,4 @@
-//! dockless-build: the pieces of `dockless build` that need neither the registry nor the
+//! dockless-builder: the pieces of `dockless build` that need neither the registry nor the
 //! runtime: the build definition, the repository through the git CLI, the deterministic code
 //! layer, the gzip-and-hash layer encoder and the new image's OCI config and manifest.
 //!
