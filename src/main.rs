@@ -1,13 +1,20 @@
 //! The `dockless` binary: a thin CLI and job pipeline over the registry, runtime and staging
 //! crates. It wires them together; it holds no HTTP, tar, SQL or syscall logic of its own.
+//!
+//! Layers, each using only those below it: `main` -> `commands` (one adapter per verb, over
+//! `cli`'s clap structs) -> `pipeline` (the Keboola job) and `build` (`dockless build`) ->
+//! `stages` (pull + unpack, one container, gc's collection) -> `paths`, `rootless`,
+//! `progress`, `units` -> the crates.
 
 mod build;
 mod cli;
 mod commands;
+mod paths;
 mod pipeline;
 mod progress;
 mod rootless;
-mod settings;
+mod stages;
+mod units;
 
 use std::process::ExitCode;
 

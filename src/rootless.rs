@@ -11,20 +11,20 @@ use anyhow::{Context, bail};
 use dockless_runtime::bundle::RunSpec;
 use dockless_runtime::userns::{self, SubIdFiles};
 
-use crate::commands::Paths;
+use crate::paths::{Paths, euid};
 
 /// Enters the rootless session when the caller is not root. Must run before any thread is
 /// started. Without a delegated cgroup subtree, containers run in the caller's cgroup: this
 /// host's cgroup hierarchy cannot be written by an ordinary user, so a private cgroup2 view is
 /// mounted for libcontainer.
 pub fn enter_session(paths: &Paths) -> anyhow::Result<()> {
-    if nix_euid() == 0 {
+    if euid() == 0 {
         return Ok(());
     }
     secure_run_state(&paths.run_state)?;
     let map = userns::current_user_map(&SubIdFiles::default()).context("cannot run rootless")?;
     // Owners are checked from outside: inside, the user's directories belong to uid 0.
-    let delegated = userns::delegated_parent(nix_euid());
+    let delegated = userns::delegated_parent(euid());
     userns::enter(&map).context("cannot enter the rootless user namespace")?;
     if delegated.is_none() {
         userns::mount_private_cgroup2().context("cannot set up the rootless session")?;
@@ -56,10 +56,7 @@ pub fn enforceable(spec: &RunSpec) -> RunSpec {
     }
     let mut dropped = Vec::new();
     if let Some(bytes) = spec.limits.memory_bytes.take() {
-        dropped.push(format!(
-            "memory limit {}",
-            crate::commands::run::size_text(bytes)
-        ));
+        dropped.push(format!("memory limit {}", crate::units::limit_text(bytes)));
     }
     if let Some(cpus) = spec.limits.cpus.take() {
         dropped.push(format!("cpu limit {cpus}"));
@@ -86,7 +83,7 @@ pub fn enforceable(spec: &RunSpec) -> RunSpec {
 /// `dockless delegate-cgroups USER [--undo]`: root's one-time step that gives USER a
 /// subtree of every cgroup v1 hierarchy, so that its rootless runs get limits.
 pub fn delegate(user: &str, undo: bool) -> anyhow::Result<std::process::ExitCode> {
-    if nix_euid() != 0 {
+    if euid() != 0 {
         bail!("delegate-cgroups changes the host's cgroup hierarchies: run it as root");
     }
     let (uid, gid) = lookup_user(user)?;
@@ -129,7 +126,7 @@ pub fn userns_range(wanted: bool) -> anyhow::Result<Option<dockless_runtime::unp
     if !wanted {
         return Ok(None);
     }
-    if nix_euid() != 0 {
+    if euid() != 0 {
         bail!("--userns is for root: a rootless run already is in a user namespace");
     }
     let shift = userns::named_range(&SubIdFiles::default(), USERNS_ENTRY)
@@ -200,18 +197,13 @@ fn secure_run_state(dir: &Path) -> anyhow::Result<()> {
     }
     let meta = std::fs::symlink_metadata(dir)
         .with_context(|| format!("cannot inspect the runtime state dir {}", dir.display()))?;
-    if !meta.is_dir() || meta.uid() != nix_euid() || meta.mode() & 0o022 != 0 {
+    if !meta.is_dir() || meta.uid() != euid() || meta.mode() & 0o022 != 0 {
         bail!(
             "runtime state dir {} is not a directory of uid {} writable by it alone; \
              remove it or set XDG_RUNTIME_DIR or DOCKLESS_RUN_ROOT",
             dir.display(),
-            nix_euid()
+            euid()
         );
     }
     Ok(())
-}
-
-fn nix_euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
 }

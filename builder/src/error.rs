@@ -153,3 +153,22 @@ pub enum ImageError {
     #[error("timestamp {0} is out of range")]
     Time(i64),
 }
+
+/// The build cache could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A directory, lock or entry of the cache could not be used.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What we tried.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry could not be serialised.
+    #[error("cannot encode a build cache entry")]
+    Encode(#[source] serde_json::Error),
+}

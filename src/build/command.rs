@@ -13,8 +13,9 @@ use dockless_runtime::rootfs::{DiffOptions, MountMode, write_upper_as_layer};
 
 use super::BuildOptions;
 use super::store_layer::{StoredLayer, store_layer};
-use crate::commands::Paths;
-use crate::commands::pull::unpack;
+use crate::paths::Paths;
+use crate::stages::container::runner;
+use crate::stages::pull::{chains, snapshots, unpack};
 
 /// Mount points the runtime may create in a build command's rootfs: not part of its layer
 /// when they are left empty.
@@ -56,12 +57,12 @@ pub(super) fn run_command(
     let command = step.command;
     let what = format!("build command {} ({command:?})", step.index + 1);
     unpack(so_far, paths)?;
-    let chains = crate::commands::images::chains(so_far)?;
+    let chains = chains(so_far)?;
     let image = ImageConfig::from_image_config_json(base_config).context("base image config")?;
-    let snapshots = crate::commands::pull::snapshots(paths)?;
-    let runner = crate::commands::run::runner(paths)?;
+    let snapshots = snapshots(paths)?;
+    let runner = runner(paths)?;
     // From the claim on, every path releases the slot and the rootfs.
-    let slot = crate::commands::gc::RootfsSlot::claim(paths)?;
+    let slot = paths.run_slots().claim()?;
     let rootfs = match snapshots.mount_run(&chains, slot.dir(), MountMode::OverlayOnly) {
         Ok(rootfs) => rootfs,
         Err(e) => {

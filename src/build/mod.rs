@@ -8,13 +8,13 @@
 //! cache entry. The image record is written last, so a failed build leaves no image (the
 //! layer blobs it stored stay, content-addressed, for the next attempt to reuse).
 
-mod cache;
 mod command;
 mod store_layer;
 
 use std::time::{Duration, Instant};
 
 use dockless_builder::BuildSpec;
+use dockless_builder::cache::{BuildCache, CacheEntry};
 use dockless_builder::code_layer::write_code_layer;
 use dockless_builder::git::Remote;
 use dockless_builder::image::{
@@ -24,10 +24,8 @@ use dockless_builder::layer::LAYER_MEDIA_TYPE;
 use dockless_registry::{Digest, ImageRecord, LayerRecord, Store};
 use serde::Serialize;
 
-use crate::commands::Paths;
-use crate::commands::pull::{pull_and_unpack, unpack};
-use crate::settings::RegistryArgs;
-use cache::{BuildCache, CacheEntry};
+use crate::paths::Paths;
+use crate::stages::pull::{pull_and_unpack, snapshots, unpack};
 use command::{CommandStep, run_command};
 use store_layer::{StoredLayer, store_layer};
 
@@ -40,7 +38,7 @@ pub struct BuildOptions {
     /// Platform of the base image when it must be pulled.
     pub platform: String,
     /// Registry settings for pulling the base.
-    pub registry: RegistryArgs,
+    pub registry: dockless_registry::Settings,
     /// Memory limit of each build command.
     pub memory: Option<i64>,
     /// CPU quota of each build command.
@@ -77,7 +75,7 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     let store = Store::open(paths.store())?;
     let base = base_image(&store, spec, options, paths)?;
     // Its snapshots tell which working-dir components it has already.
-    let snapshots = crate::commands::pull::snapshots(paths)?;
+    let snapshots = snapshots(paths)?;
     let base_layers: Vec<std::path::PathBuf> = unpack(&base, paths)?
         .iter()
         .map(|l| snapshots.snapshot_dir(&l.chain_id))
@@ -97,8 +95,8 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
         .tag
         .clone()
         .unwrap_or_else(|| spec.default_image_name(&commit, &key));
-    let cache = BuildCache::lock(paths, &key)?;
-    if let Some((record, entry)) = cache.lookup(&store, &name)? {
+    let cache = BuildCache::lock(&paths.root, &key)?;
+    if let Some((record, layers)) = cached_image(&cache, &store, &name)? {
         if remote.is_pinned_id(&spec.reference) {
             // A commit id given as it is was not checked against the remote: a hit must still
             // prove that the repository serves it to these credentials.
@@ -116,7 +114,7 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
             digest: record.digest,
             commit,
             cached: true,
-            layers: entry.layers,
+            layers,
             steps: steps.list,
         });
     }
@@ -180,9 +178,9 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
     // The cache entry first: a build that fails must not leave an image behind, and an entry
     // whose image is missing is only a miss.
     cache.record(&CacheEntry {
-        digest: record.digest.clone(),
+        digest: record.digest.to_string(),
         commit: commit.clone(),
-        layers: layers.clone(),
+        layers: layers.iter().map(Digest::to_string).collect(),
     })?;
     store.record_image(record.clone())?;
     steps.done("image", &format!("{name} {}", record.digest));
@@ -194,6 +192,37 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
         layers,
         steps: steps.list,
     })
+}
+
+/// The image the cache names for this key, when it is still stored (preferably under
+/// `name`), with the layers the build made. By digest over the index, not with `find_image`,
+/// whose reference parsing costs ~50 ms of regex compilation: a hit must cost no more than a
+/// lookup. An entry whose digests do not parse is damaged: a miss, as one that is not JSON.
+fn cached_image(
+    cache: &BuildCache,
+    store: &Store,
+    name: &str,
+) -> anyhow::Result<Option<(ImageRecord, Vec<Digest>)>> {
+    let Some(entry) = cache.entry()? else {
+        return Ok(None);
+    };
+    let (Ok(digest), Ok(layers)) = (
+        Digest::parse(&entry.digest),
+        entry
+            .layers
+            .iter()
+            .map(|l| Digest::parse(l))
+            .collect::<Result<Vec<_>, _>>(),
+    ) else {
+        return Ok(None);
+    };
+    let images = store.images()?;
+    let found = images
+        .get(name)
+        .filter(|r| r.digest == digest)
+        .or_else(|| images.values().find(|r| r.digest == digest))
+        .cloned();
+    Ok(found.map(|r| (r, layers)))
 }
 
 /// Whether `path` (relative, no leading `/`) exists in the image whose snapshot directories

@@ -2,19 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Args;
-use dockless_registry::{ImageRecord, Store};
-use dockless_runtime::unpack::{ChainId, DiffId, chain_ids};
+use dockless_registry::Store;
+use dockless_runtime::unpack::ChainId;
 
-use super::Paths;
-
-/// Arguments of `dockless images`.
-#[derive(Debug, Args)]
-pub struct ImagesArgs {
-    /// Print JSON records instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
+use crate::cli::images::{ImagesArgs, LoadArgs, RmiArgs};
+use crate::paths::Paths;
+use crate::stages::pull::chains;
+use crate::units::{SizeStyle, size_text};
 
 /// Lists stored images: name, digest, size.
 pub fn list(args: ImagesArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
@@ -32,18 +26,10 @@ pub fn list(args: ImagesArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
             "{:<width$}  sha256:{}  {:>10}",
             record.name,
             record.digest.short(),
-            human_size(record.size())
+            size_text(record.size(), SizeStyle::Table)
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Arguments of `dockless rmi`.
-#[derive(Debug, Args)]
-pub struct RmiArgs {
-    /// Images to remove (name, full digest or a digest prefix of 12+ characters).
-    #[arg(required = true)]
-    pub images: Vec<String>,
 }
 
 /// Removes images and the blobs no other image uses.
@@ -63,7 +49,7 @@ pub fn remove(args: RmiArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
             .collect();
         // A running container stacks its overlay on the snapshots: keep them while any run
         // lives (a later `rmi` or `dockless gc` is not needed: they are reused or stay small).
-        if super::gc::runs_alive(paths)? {
+        if paths.run_slots().any_alive()? {
             eprintln!("dockless: a container is running; the image's unpacked layers are kept");
             continue;
         }
@@ -79,32 +65,6 @@ pub fn remove(args: RmiArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// Arguments of `dockless load`.
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// A `docker save` archive, an OCI archive (tar or tar.gz) or an OCI layout directory.
-    pub input: std::path::PathBuf,
-
-    /// Platform to pick when the layout holds an index.
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: String,
-}
-
 /// Imports images for air-gapped hosts and prints what was loaded.
 pub fn load(args: LoadArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let store = Store::open(paths.store())?;
@@ -113,14 +73,4 @@ pub fn load(args: LoadArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         println!("Loaded image: {} ({})", record.name, record.digest);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The chain ids of an image's layers (the snapshot keys).
-pub fn chains(record: &ImageRecord) -> anyhow::Result<Vec<ChainId>> {
-    let diff_ids: Vec<DiffId> = record
-        .diff_ids
-        .iter()
-        .map(|d| d.to_string().parse())
-        .collect::<Result<_, _>>()?;
-    Ok(chain_ids(&diff_ids))
 }

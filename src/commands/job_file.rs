@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use super::Paths;
-use super::run::{ConfigurationFormat, Network, RunArgs, parse_duration, parse_size};
 use crate::build::BuildOptions;
+use crate::cli::run::{ConfigurationFormat, Network, RunArgs};
+use crate::paths::Paths;
+use crate::units::{parse_cpus, parse_duration, parse_size};
 
 /// A build command's wall-clock limit when the job sets none (a job's own default).
 const DEFAULT_BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -129,7 +130,7 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
     if args.cpus.is_none()
         && let Some(cpus) = file.cpus
     {
-        args.cpus = Some(super::run::parse_cpus(&cpus.to_string()).map_err(|e| bad("cpus", e))?);
+        args.cpus = Some(parse_cpus(&cpus.to_string()).map_err(|e| bad("cpus", e))?);
     }
     if let Some(net) = file.network.filter(|_| args.network == Network::None) {
         args.network = match net.as_str() {
@@ -151,7 +152,7 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
         let options = BuildOptions {
             tag: None,
             platform: args.platform.clone(),
-            registry: args.registry.clone(),
+            registry: args.registry.resolve(),
             memory: args.memory,
             cpus: args.cpus,
             timeout: args.timeout.unwrap_or(DEFAULT_BUILD_TIMEOUT),
@@ -164,7 +165,7 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
         // names), which a digest does not carry: take it from the build's name first.
         args.job
             .component_id
-            .get_or_insert_with(|| super::run::repository_name(&built.name));
+            .get_or_insert_with(|| super::job::repository_name(&built.name));
         // By digest: the name may be replaced by another build before the run looks it up.
         args.image = Some(built.digest.to_string());
     }

@@ -1,60 +1,26 @@
 //! `dockless pull IMAGE`: fetch an image into the local store.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context as _;
-use clap::Args;
-use dockless_registry::follow::Follow;
-use dockless_registry::{
-    Client, Digest, ImageRecord, ImageRef, LayerRecord, Platform, Progress, Store,
-};
-use dockless_runtime::rootfs::{EnsuredLayer, LayerSource, SnapshotStore};
-use dockless_runtime::unpack::{Compression, IdShift};
+use dockless_registry::Store;
 
-use super::Paths;
-use crate::settings::RegistryArgs;
-
-/// Arguments of `dockless pull`.
-#[derive(Debug, Args)]
-pub struct PullArgs {
-    /// Image reference, resolved as docker does (`busybox` = docker.io/library/busybox:latest).
-    pub image: String,
-
-    /// Platform to pick from a multi-platform index: os/arch[/variant].
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: String,
-
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
-
-    /// Only download into the content store; leave unpacking to the first run.
-    #[arg(long)]
-    pub no_unpack: bool,
-
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-}
+use crate::cli::pull::PullArgs;
+use crate::paths::Paths;
+use crate::stages::pull::{pull, pull_and_unpack};
 
 /// Pulls (and unpacks, unless asked not to) and prints the manifest digest on stdout.
 pub fn run(args: PullArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let progress = crate::progress::for_stderr(args.quiet);
     let store = Store::open(paths.store())?;
+    let registry = args.registry.resolve();
     if args.no_unpack {
-        let record = pull(
-            &args.image,
-            &args.platform,
-            &args.registry,
-            &store,
-            progress,
-        )?;
+        let record = pull(&args.image, &args.platform, &registry, &store, progress)?;
         println!("{}", record.digest);
         return Ok(ExitCode::SUCCESS);
     }
     let (record, unpacked) =
-        pull_and_unpack(&args.image, &args.platform, &args.registry, paths, progress)?;
+        pull_and_unpack(&args.image, &args.platform, &registry, paths, progress)?;
     if !args.quiet {
         eprintln!(
             "{}: {} of {} layers unpacked, {:.2} s in all",
@@ -66,168 +32,4 @@ pub fn run(args: PullArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     }
     println!("{}", record.digest);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Pulls an image into the content store, reporting to `progress`.
-fn pull(
-    image: &str,
-    platform: &str,
-    registry: &RegistryArgs,
-    store: &Store,
-    progress: Arc<dyn Progress>,
-) -> anyhow::Result<ImageRecord> {
-    let reference = ImageRef::parse(image)?;
-    let platform: Platform = platform.parse()?;
-    let client = Client::new(registry.resolve())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    // The registry's errors already name the image and the registry.
-    Ok(runtime.block_on(client.pull(&reference, &platform, store, progress))?)
-}
-
-/// Pulls an image and unpacks its layers while they download: each layer's unpacker reads the
-/// blob as it arrives (the runtime verifies the diff id, which the verified config names). If
-/// the streamed unpack fails for a reason the pull did not share (say, a download restarted
-/// from zero), the layers are unpacked again from the verified blobs.
-pub fn pull_and_unpack(
-    image: &str,
-    platform: &str,
-    registry: &RegistryArgs,
-    paths: &Paths,
-    progress: Arc<dyn Progress>,
-) -> anyhow::Result<(ImageRecord, Vec<EnsuredLayer>)> {
-    let store = Store::open(paths.store())?;
-    let follow = Follow::new(store.clone(), progress);
-    std::thread::scope(|scope| {
-        let puller = scope.spawn(|| {
-            // Closed on every path, a panic included, so no follower waits forever.
-            let closer = CloseOnDrop(&follow, Some("the pull ended abnormally".into()));
-            let result = pull(image, platform, registry, &store, follow.clone());
-            closer.finish(result.as_ref().err().map(|e| format!("{e:#}")));
-            result
-        });
-        let announced = follow.wait_layers();
-        let streamed_layers = announced.as_ref().map(|(layers, _)| layers.clone());
-        let streamed = announced.map(|(layers, diff_ids)| {
-            ensure(&layers, &diff_ids, paths, |d| {
-                Ok(Box::new(follow.reader(d)))
-            })
-        });
-        let record = puller.join().expect("pull thread panicked")?;
-        let unpacked = match streamed {
-            // A mirror that failed mid-pull may have announced another image's layers.
-            Some(Ok(u)) if streamed_layers.as_deref() == Some(record.layers.as_slice()) => u,
-            Some(Ok(_)) => unpack(&record, paths)?,
-            Some(Err(e)) => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "streamed unpack failed; unpacking from the stored blobs"
-                );
-                unpack(&record, paths)?
-            }
-            None => unpack(&record, paths)?,
-        };
-        Ok((record, unpacked))
-    })
-}
-
-/// The snapshot store of unpacked layers (beside the content store).
-pub fn snapshots(paths: &Paths) -> anyhow::Result<SnapshotStore> {
-    Ok(SnapshotStore::open(&paths.root)?)
-}
-
-/// Makes sure every layer of `record` is unpacked into the snapshot store from the verified
-/// blobs; layers already there are not even opened. Returns the chain ids in manifest order.
-pub fn unpack(record: &ImageRecord, paths: &Paths) -> anyhow::Result<Vec<EnsuredLayer>> {
-    unpack_into(record, paths, &snapshots(paths)?)
-}
-
-/// [`unpack`] into the store of owners shifted into `shift` (`run --userns`).
-pub fn unpack_shifted(
-    record: &ImageRecord,
-    paths: &Paths,
-    shift: IdShift,
-) -> anyhow::Result<Vec<EnsuredLayer>> {
-    unpack_into(
-        record,
-        paths,
-        &SnapshotStore::open_shifted(&paths.root, shift)?,
-    )
-}
-
-fn unpack_into(
-    record: &ImageRecord,
-    paths: &Paths,
-    snapshots: &SnapshotStore,
-) -> anyhow::Result<Vec<EnsuredLayer>> {
-    let store = Store::open(paths.store())?;
-    ensure_in(snapshots, &record.layers, &record.diff_ids, |d| {
-        Ok(Box::new(std::fs::File::open(store.blob_path(d))?))
-    })
-    .with_context(|| format!("cannot unpack {}", record.name))
-}
-
-/// Hands the runtime one reader per layer, opened lazily, and the diff ids.
-fn ensure<'a>(
-    layers: &[LayerRecord],
-    diff_ids: &[Digest],
-    paths: &Paths,
-    open: impl Fn(&Digest) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> + Send + Sync + 'a,
-) -> anyhow::Result<Vec<EnsuredLayer>> {
-    ensure_in(&snapshots(paths)?, layers, diff_ids, open)
-}
-
-fn ensure_in<'a>(
-    snapshots: &SnapshotStore,
-    layers: &[LayerRecord],
-    diff_ids: &[Digest],
-    open: impl Fn(&Digest) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> + Send + Sync + 'a,
-) -> anyhow::Result<Vec<EnsuredLayer>> {
-    let open = Arc::new(open);
-    let mut sources = Vec::with_capacity(layers.len());
-    for (layer, diff_id) in layers.iter().zip(diff_ids) {
-        let (open, digest) = (open.clone(), layer.digest.clone());
-        sources.push(LayerSource {
-            label: layer.digest.to_string(),
-            compression: Compression::from_media_type(&layer.media_type)?,
-            diff_id: diff_id.to_string().parse()?,
-            open: Box::new(move || open(&digest)),
-        });
-    }
-    let ensured = snapshots.ensure(sources)?;
-    let skipped: u64 = ensured
-        .iter()
-        .filter_map(|l| l.unpacked.as_ref())
-        .map(|r| r.stats.devices_skipped)
-        .sum();
-    if skipped > 0 {
-        eprintln!(
-            "dockless: note: {skipped} device node(s) of the image not created: rootless \
-             (mknod of a device needs the host's root) or a --userns store (its runs are \
-             reachable by the unprivileged range); containers get the standard devices bound \
-             from the host"
-        );
-    }
-    Ok(ensured)
-}
-
-/// Closes a [`Follow`] when dropped (with the message it was given), unless `finish` closed it.
-struct CloseOnDrop<'a>(&'a Follow, Option<String>);
-
-impl CloseOnDrop<'_> {
-    fn finish(mut self, error: Option<String>) {
-        self.1 = None;
-        self.0.close(error);
-    }
-}
-
-impl Drop for CloseOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(error) = self.1.take() {
-            self.0.close(Some(error));
-        }
-    }
 }

@@ -144,7 +144,7 @@ impl Pipeline<'_> {
         };
         let secrets = self.secrets.clone();
         let mut tee = Tee::new(&secrets, stdout_to, Some(Stream::Stderr));
-        let ran = crate::commands::run::run_container_with(
+        let ran = crate::stages::container::run_container_with(
             self.paths,
             &image.record,
             &spec,

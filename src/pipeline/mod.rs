@@ -24,9 +24,8 @@ use dockless_runtime::bundle::{ImageConfig, NetworkMode};
 use dockless_staging::{DataDir, Format, Job, JobSpec, SqliteStorage};
 use serde_json::Value;
 
-use crate::commands::Paths;
-use crate::commands::pull::{pull_and_unpack, unpack};
-use crate::settings::RegistryArgs;
+use crate::paths::Paths;
+use crate::stages::pull::{pull_and_unpack, unpack};
 use classify::Class;
 use containers::{Image, Step};
 use processors::Position;
@@ -46,7 +45,7 @@ pub struct JobSettings {
     /// Platform to pull.
     pub platform: String,
     /// Registry access.
-    pub registry: RegistryArgs,
+    pub registry: dockless_registry::Settings,
     /// The configuration (`storage`, `parameters`, `authorization`, `action`, `processors`...).
     pub configuration: Value,
     /// `KBC_COMPONENTID`, state key and default bucket.
@@ -254,7 +253,7 @@ impl Pipeline<'_> {
 
         let input_started = Instant::now();
         // Leftovers of killed runs must not fail this job: report and go on.
-        if let Err(e) = crate::commands::gc::collect(self.paths) {
+        if let Err(e) = crate::stages::gc::collect(self.paths) {
             tracing::warn!(
                 error = format!("{e:#}"),
                 "cleaning up after earlier runs failed; `dockless gc` retries"

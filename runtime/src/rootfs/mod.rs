@@ -12,9 +12,11 @@ mod flatten;
 mod implied;
 mod mount;
 mod rebase;
+mod slot;
 mod store;
 
 pub use diff::{DiffError, DiffOptions, DiffReport, write_upper_as_layer};
 pub use error::RootfsError;
 pub use mount::{MountMode, RootfsKind, RunRootfs, remove_leftover_run};
+pub use slot::{RootfsSlot, RunSlots, SlotError, SlotsCollected};
 pub use store::{BlobOpener, EnsuredLayer, LayerSource, SnapshotStore};

@@ -1,4 +1,12 @@
-//! Command-line surface: clap structs only, no behaviour.
+//! Command-line surface: clap structs and their value parsers only, no behaviour; one file
+//! per verb group. Only `main` and `commands` use it: everything below takes its own types.
+
+pub mod build;
+pub mod images;
+pub mod pull;
+pub mod registry;
+pub mod run;
+pub mod storage;
 
 use std::path::PathBuf;
 
@@ -25,25 +33,25 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a container from an image (pulled when not stored).
-    Run(Box<crate::commands::run::RunArgs>),
+    Run(Box<run::RunArgs>),
     /// Remove what killed runs left behind (containers, mounts, state).
     Gc,
     /// The runtime's helper process (internal).
     #[command(name = "__runtime-helper", hide = true)]
     RuntimeHelper,
     /// Build a component image from a base image and a git repository.
-    Build(Box<crate::commands::build::BuildArgs>),
+    Build(Box<build::BuildArgs>),
     /// Pull an image from a registry into the local store.
-    Pull(crate::commands::pull::PullArgs),
+    Pull(pull::PullArgs),
     /// List images in the local store.
-    Images(crate::commands::images::ImagesArgs),
+    Images(images::ImagesArgs),
     /// Import a `docker save` archive or an OCI layout (air-gapped hosts).
-    Load(crate::commands::images::LoadArgs),
+    Load(images::LoadArgs),
     /// Remove images from the local store.
-    Rmi(crate::commands::images::RmiArgs),
+    Rmi(images::RmiArgs),
     /// Tables and files of the embedded Storage.
     #[command(subcommand)]
-    Storage(crate::commands::storage::StorageCommand),
+    Storage(storage::StorageCommand),
     /// Run a command inside the rootless user namespace (as podman unshare): e.g. remove
     /// files a container left owned by a subordinate uid. Root runs it as is.
     Unshare(UnshareArgs),

@@ -1,4 +1,5 @@
-//! Settings resolved once from flags and `DOCKLESS_*` variables, before any I/O.
+//! Registry flags and `DOCKLESS_*` variables, resolved once into the registry crate's own
+//! [`Settings`] before any I/O.
 
 use std::time::Duration;
 

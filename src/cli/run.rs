@@ -1,0 +1,196 @@
+//! `dockless run`: plain mode and the Keboola job mode.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::registry::RegistryArgs;
+use crate::units::{parse_cpus, parse_duration, parse_size};
+
+/// Arguments of `dockless run` (plain mode).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Image reference; pulled when it is not in the local store (may come from `--job`).
+    #[arg(required_unless_present = "job_file")]
+    pub image: Option<String>,
+
+    /// Command and arguments replacing the image's Cmd (after `--`).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+
+    /// Host directory bound read-write at /data.
+    #[arg(long, conflicts_with = "job_source")]
+    pub data: Option<PathBuf>,
+
+    /// Memory limit, Keboola's and docker's format (`256m`, `1g`, bytes); swap is not added.
+    /// Default with --config: 256m.
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<i64>,
+
+    /// CPU quota in CPUs (`1.5`).
+    #[arg(long, value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+
+    /// Maximum number of processes (podman's default 2048).
+    #[arg(long, default_value_t = dockless_runtime::bundle::DEFAULT_PIDS_LIMIT)]
+    pub pids_limit: i64,
+
+    /// Wall-clock limit (`30`, `30s`, `5m`, `1h`); everything the container started is killed.
+    /// Default with --config: 3600 s (30 s for a sync action); the configuration's
+    /// `runtime.process_timeout` overrides it for the main image, as in Keboola.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// `none` (default: an empty network namespace with lo up) or `host`.
+    #[arg(long, value_enum, default_value_t = Network::None)]
+    pub network: Network,
+
+    /// Mount the image's root filesystem read-only (/data and /tmp stay writable).
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// As root: run the container in a user namespace of its own, its root mapped to the
+    /// unprivileged host range of the `dockless` entry in /etc/subuid and /etc/subgid (its
+    /// layers are kept shifted into that range; `--data` is chowned to it, as podman's `:U`).
+    #[arg(long)]
+    pub userns: bool,
+
+    /// Environment variable `KEY=VALUE` (repeatable).
+    #[arg(
+        long = "env",
+        short = 'e',
+        value_name = "KEY=VALUE",
+        conflicts_with = "job_source"
+    )]
+    pub env: Vec<String>,
+
+    /// User inside the container (`name`, `uid`, `uid:gid`), instead of the image's.
+    #[arg(long, short, conflicts_with = "job_source")]
+    pub user: Option<String>,
+
+    /// Working directory inside the container, instead of the image's.
+    #[arg(long, short = 'w', conflicts_with = "job_source")]
+    pub workdir: Option<String>,
+
+    /// Platform to pull when the image is not stored.
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+
+    /// Print a JSON result (exit code, OOM, timeout, duration, output tails) instead of
+    /// streaming the container's stdout (with --config: the job result; the component's
+    /// output is then streamed to stderr).
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// The Keboola job mode of `dockless run`: the configuration and the component's settings.
+#[derive(Debug, Args)]
+#[group(skip)]
+pub struct JobArgs {
+    /// Run the whole Keboola job with this configuration (JSON; `-` reads standard input):
+    /// input mapping, the container, output mapping, state. Exits 0 / 1 / 2 for success /
+    /// user error / application error, 125 when dockless itself failed.
+    #[arg(
+        long,
+        value_name = "FILE|-",
+        conflicts_with = "command",
+        group = "job_source"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// A job file (JSON): the image, the configuration (inline as `configuration` or as a
+    /// `config_file` path relative to the job file) and the component's settings under the
+    /// names of the flags (`component_id`, `config_id`, `row_id`, `memory`, `timeout`,
+    /// `network`, `cpus`, `configuration_format`, `default_bucket`, `image_parameters`,
+    /// `processors` as `{"component": "image"}`). Flags given as well win.
+    #[arg(
+        long = "job",
+        value_name = "FILE",
+        conflicts_with = "command",
+        group = "job_source"
+    )]
+    pub job_file: Option<PathBuf>,
+
+    /// The configuration given inline by a job file.
+    #[arg(skip)]
+    pub config_inline: Option<serde_json::Value>,
+
+    /// The image parameters given inline by a job file.
+    #[arg(skip)]
+    pub image_parameters_inline: Option<serde_json::Value>,
+
+    /// Component id (`KBC_COMPONENTID`, state key, default bucket); default: the image's
+    /// repository name.
+    #[arg(long, requires = "job_source")]
+    pub component_id: Option<String>,
+
+    /// Configuration id: state is kept per configuration (none without one).
+    #[arg(long, requires = "job_source")]
+    pub config_id: Option<String>,
+
+    /// Configuration row id.
+    #[arg(long, requires = "job_source")]
+    pub row_id: Option<String>,
+
+    /// Run id (`KBC_RUNID`); default: generated.
+    #[arg(long, requires = "job_source")]
+    pub run_id: Option<String>,
+
+    /// Project id (`KBC_PROJECTID`).
+    #[arg(long, default_value = "0", requires = "job_source")]
+    pub project_id: String,
+
+    /// Branch id (`KBC_BRANCHID`), when the job runs in one.
+    #[arg(long, requires = "job_source")]
+    pub branch_id: Option<String>,
+
+    /// The component's `configuration_format`: config, state and manifests as json or yaml.
+    #[arg(long, value_enum, default_value_t = ConfigurationFormat::Json, requires = "job_source")]
+    pub configuration_format: ConfigurationFormat,
+
+    /// The component's default bucket for outputs named by file name only
+    /// (`stage.c-bucket`).
+    #[arg(long, requires = "job_source")]
+    pub default_bucket: Option<String>,
+
+    /// The component's `image_parameters` (a JSON file; `#` values are secrets).
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub image_parameters: Option<PathBuf>,
+
+    /// The image of a processor component (repeatable); a processor without one is run from
+    /// the image its component id names.
+    #[arg(long = "processor", value_name = "COMPONENT=IMAGE", value_parser = parse_processor, requires = "job_source")]
+    pub processors: Vec<(String, String)>,
+}
+
+fn parse_processor(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((c, i)) if !c.is_empty() && !i.is_empty() => Ok((c.to_string(), i.to_string())),
+        _ => Err(format!("{text:?}: expected COMPONENT=IMAGE")),
+    }
+}
+
+/// `--configuration-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigurationFormat {
+    /// config.json
+    Json,
+    /// config.yml
+    Yaml,
+}
+
+/// `--network` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Network {
+    /// An empty network namespace with only lo.
+    None,
+    /// The host's network.
+    Host,
+}

@@ -1,0 +1,155 @@
+//! `dockless run IMAGE --config FILE`: the flags into [`JobSettings`], the job pipeline
+//! ([`crate::pipeline`]), its result on stdout and stderr, its class as exit status.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use dockless_runtime::bundle::NetworkMode;
+use dockless_staging::Format;
+
+use crate::cli::run::{ConfigurationFormat, Network, RunArgs};
+use crate::paths::Paths;
+use crate::pipeline::{self, JobSettings, classify::Class, result::JobResult};
+use crate::units::limit_text;
+
+/// `dockless run IMAGE --config FILE`: flags into [`JobSettings`], the pipeline, the result.
+pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    let job = &args.job;
+    // From a job file the configuration may come inline; it is JSON already.
+    let (text, path) = match (&job.config_inline, job.config.as_deref()) {
+        (Some(inline), _) => (inline.to_string(), job.job_file.clone().unwrap_or_default()),
+        (None, Some(path)) if path == Path::new("-") => (
+            std::io::read_to_string(std::io::stdin()).context("cannot read the configuration")?,
+            path.to_path_buf(),
+        ),
+        (None, Some(path)) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the configuration {}", path.display()))?,
+            path.to_path_buf(),
+        ),
+        (None, None) => anyhow::bail!("no configuration given"),
+    };
+    let image_parameters = match (&job.image_parameters_inline, &job.image_parameters) {
+        (Some(inline), _) => inline.clone(),
+        (None, None) => serde_json::json!({}),
+        (None, Some(p)) => {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("--image-parameters {}: not JSON", p.display()))?
+        }
+    };
+    let component_id = match &job.component_id {
+        Some(id) => id.clone(),
+        None => repository_name(image),
+    };
+    let run_id = job.run_id.clone().unwrap_or_else(new_run_id);
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
+    let configuration = match parsed {
+        Ok(value) => value,
+        Err(e) => {
+            // Not even JSON: refused as Keboola refuses a bad configuration, before anything.
+            let mut result = JobResult::new(image, &component_id, &run_id, "run");
+            result.fail(
+                Class::User,
+                format!("configuration {} is not valid JSON: {e}", path.display()),
+            );
+            return report(&result, args.json);
+        }
+    };
+    let sync = configuration
+        .get("action")
+        .and_then(|a| a.as_str())
+        .is_some_and(|a| !a.is_empty() && a != "run");
+    let memory = args.memory.unwrap_or(256 << 20);
+    let settings = JobSettings {
+        image: image.to_string(),
+        platform: args.platform.clone(),
+        registry: args.registry.resolve(),
+        configuration,
+        component_id,
+        config_id: job.config_id.clone(),
+        row_id: job.row_id.clone(),
+        run_id,
+        project_id: job.project_id.clone(),
+        stack_id: "local".to_string(),
+        branch_id: job.branch_id.clone(),
+        image_parameters,
+        format: match job.configuration_format {
+            ConfigurationFormat::Json => Format::Json,
+            ConfigurationFormat::Yaml => Format::Yaml,
+        },
+        default_bucket: job.default_bucket.clone(),
+        memory: (memory, limit_text(memory)),
+        cpus: args.cpus,
+        // Keboola gives a sync action 30 s.
+        timeout: args
+            .timeout
+            .unwrap_or(Duration::from_secs(if sync { 30 } else { 3600 })),
+        network: match args.network {
+            Network::None => NetworkMode::None,
+            Network::Host => NetworkMode::Host,
+        },
+        pids: args.pids_limit,
+        read_only: args.read_only,
+        userns: crate::rootless::userns_range(args.userns)?,
+        stdout_to_stdout: !args.json,
+        processor_images: job.processors.clone(),
+    };
+    let result = pipeline::run(&settings, paths);
+    if !args.json
+        && let Some(answer) = &result.action_result
+    {
+        print_stdout(&serde_json::to_string_pretty(answer)?);
+    }
+    report(&result, args.json)
+}
+
+/// Prints the summary (stderr) and, with `json`, the result (stdout); the exit status is the
+/// class's, or 125 when the job's directory could not be removed.
+fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
+    eprint!("{}", result.summary());
+    if json {
+        print_stdout(&serde_json::to_string_pretty(result)?);
+    }
+    if result.cleanup_error.is_some() {
+        return Ok(ExitCode::from(125));
+    }
+    Ok(ExitCode::from(result.class.exit_status()))
+}
+
+/// The last path segment of an image reference without tag or digest
+/// (`127.0.0.1:5000/team/demo:1` -> `demo`): the default component id of a job.
+pub fn repository_name(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last).to_string()
+}
+
+/// A numeric run id as Keboola's: milliseconds since the epoch and three digits of our pid.
+fn new_run_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{millis}{:03}", std::process::id() % 1000)
+}
+
+/// Prints a line on stdout; a reader that went away (`| head`) is not a failure of the job,
+/// whose Storage changes are already committed.
+fn print_stdout(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_defaults() {
+        assert_eq!(repository_name("127.0.0.1:5000/team/demo:1"), "demo");
+        assert_eq!(repository_name("busybox@sha256:ab"), "busybox");
+    }
+}
