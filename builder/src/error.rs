@@ -148,6 +148,9 @@ pub enum ImageError {
     BaseConfig {
         /// What is missing or wrong.
         why: String,
+        /// The JSON parser's reason, when the config is not JSON at all.
+        #[source]
+        source: Option<serde_json::Error>,
     },
     /// A timestamp outside the calendar chrono supports.
     #[error("timestamp {0} is out of range")]

@@ -62,10 +62,17 @@ pub struct ConfigChanges<'a> {
 pub fn derive_config(base: &[u8], changes: &ConfigChanges<'_>) -> Result<Vec<u8>, ImageError> {
     let bad = |why: &str| ImageError::BaseConfig {
         why: why.to_owned(),
+        source: None,
     };
     let mut config: Map<String, Value> = match serde_json::from_slice(base) {
         Ok(Value::Object(m)) => m,
-        _ => return Err(bad("not a JSON object")),
+        Ok(_) => return Err(bad("not a JSON object")),
+        Err(e) => {
+            return Err(ImageError::BaseConfig {
+                why: "not a JSON object".to_owned(),
+                source: Some(e),
+            });
+        }
     };
     let created = chrono::DateTime::from_timestamp(changes.created, 0)
         .ok_or(ImageError::Time(changes.created))?

@@ -125,7 +125,16 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
     result.row_id = settings.row_id.clone();
     // Secrets of the configuration and image parameters are known before anything runs;
     // those of the state are added once it is read.
-    let mut secrets = Secrets::collect([&settings.configuration, &settings.image_parameters]);
+    let mut secrets = match Secrets::collect([&settings.configuration, &settings.image_parameters])
+    {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            // Nothing could be redacted: the job does not start.
+            result.fail(Class::Application, error_chain(&e));
+            result.timings.total_ms = ms(started.elapsed());
+            return result;
+        }
+    };
     let outcome = Pipeline {
         settings,
         paths,
@@ -349,7 +358,13 @@ impl Pipeline<'_> {
             .ok()
             .and_then(|b| dockless_staging::config::parse_document(&b, s.format, "in/state").ok())
             .unwrap_or(Value::Null);
-        *self.secrets = Secrets::collect([&s.configuration, &s.image_parameters, &state]);
+        *self.secrets =
+            Secrets::collect([&s.configuration, &s.image_parameters, &state]).map_err(|e| {
+                Failure {
+                    class: Class::Application,
+                    message: error_chain(&e),
+                }
+            })?;
         self.result.timings.input_ms = ms(input_started.elapsed());
 
         let run_started = Instant::now();

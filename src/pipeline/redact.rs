@@ -13,6 +13,17 @@ use serde_json::Value;
 /// What a secret is replaced with.
 pub const HIDDEN: &str = "[hidden]";
 
+/// The matcher over a job's secrets could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the matcher over the job's {forms} secret forms")]
+pub struct SecretsError {
+    /// How many byte strings it was given.
+    forms: usize,
+    /// The matcher's reason.
+    #[source]
+    source: aho_corasick::BuildError,
+}
+
 /// The set of byte strings to hide, with a matcher built once.
 #[derive(Debug, Clone)]
 pub struct Secrets {
@@ -22,8 +33,10 @@ pub struct Secrets {
 
 impl Secrets {
     /// Every scalar under a `#` key anywhere in `docs`, in its raw, base64 and JSON-escaped
-    /// forms; empty values are not secrets (they would match everywhere).
-    pub fn collect<'a>(docs: impl IntoIterator<Item = &'a Value>) -> Secrets {
+    /// forms; empty values are not secrets (they would match everywhere). Fails only when the
+    /// matcher cannot be built (a set beyond the matcher's limits): then nothing the job shows
+    /// could be redacted, so it must not run.
+    pub fn collect<'a>(docs: impl IntoIterator<Item = &'a Value>) -> Result<Secrets, SecretsError> {
         let mut values = Vec::new();
         for doc in docs {
             walk(doc, false, &mut values);
@@ -46,13 +59,19 @@ impl Secrets {
                 }
             }
         }
-        let matcher = (!needles.is_empty()).then(|| {
-            AhoCorasick::builder()
+        let matcher = if needles.is_empty() {
+            None
+        } else {
+            let built = AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
                 .build(&needles)
-                .expect("literal patterns of bounded count always build")
-        });
-        Secrets { needles, matcher }
+                .map_err(|source| SecretsError {
+                    forms: needles.len(),
+                    source,
+                })?;
+            Some(built)
+        };
+        Ok(Secrets { needles, matcher })
     }
 
     /// `text` with every secret hidden.
@@ -171,7 +190,7 @@ mod tests {
             "parameters": {"#password": "s3cr\"et", "user": "bob", "nested": [{"#token": "tok-123"}]},
             "authorization": {"oauth_api": {"credentials": {"#data": "{\"k\":1}"}}},
             "#empty": ""
-        })])
+        })]).unwrap()
     }
 
     #[test]
@@ -225,7 +244,7 @@ mod tests {
 
     #[test]
     fn no_secrets_passes_through() {
-        let s = Secrets::collect([&json!({"parameters": {"a": "b"}})]);
+        let s = Secrets::collect([&json!({"parameters": {"a": "b"}})]).unwrap();
         assert!(s.needles.is_empty());
         let mut r = StreamRedactor::new(&s);
         assert_eq!(r.push(b"a b"), b"a b");
