@@ -194,3 +194,12 @@ pub enum Network {
     /// The host's network.
     Host,
 }
+
+impl From<Network> for dockless_runtime::bundle::NetworkMode {
+    fn from(network: Network) -> Self {
+        match network {
+            Network::None => Self::None,
+            Network::Host => Self::Host,
+        }
+    }
+}

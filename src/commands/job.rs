@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use dockless_runtime::bundle::NetworkMode;
 use dockless_staging::Format;
 
-use crate::cli::run::{ConfigurationFormat, Network, RunArgs};
+use crate::cli::run::{ConfigurationFormat, RunArgs};
 use crate::paths::Paths;
 use crate::pipeline::{self, JobSettings, classify::Class, result::JobResult};
 use crate::units::limit_text;
@@ -88,10 +87,7 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         timeout: args
             .timeout
             .unwrap_or(Duration::from_secs(if sync { 30 } else { 3600 })),
-        network: match args.network {
-            Network::None => NetworkMode::None,
-            Network::Host => NetworkMode::Host,
-        },
+        network: args.network.into(),
         pids: args.pids_limit,
         read_only: args.read_only,
         userns: crate::rootless::userns_range(args.userns)?,

@@ -10,13 +10,13 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use dockless_registry::Store;
-use dockless_runtime::bundle::{ImageConfig, Limits, NetworkMode, RunSpec};
+use dockless_runtime::bundle::{ImageConfig, Limits, RunSpec};
 use dockless_runtime::container::RunResult;
 
-use crate::cli::run::{Network, RunArgs};
+use crate::cli::run::RunArgs;
 use crate::paths::Paths;
 use crate::stages::container::run_container;
-use crate::stages::pull::{pull_and_unpack, unpack};
+use crate::stages::pull::{image_config, pull_and_unpack, unpack};
 
 /// Runs the container and exits with its code (or, with `--config`, the job and exits with
 /// its class).
@@ -31,13 +31,8 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     if args.job.config.is_some() || args.job.config_inline.is_some() {
         return super::job::run(&image, args, paths);
     }
-    // Leftovers of killed runs must not stop this one: report and go on.
-    if let Err(e) = crate::stages::gc::collect(paths) {
-        tracing::warn!(
-            error = format!("{e:#}"),
-            "cleaning up after earlier runs failed; `dockless gc` retries"
-        );
-    }
+    // Leftovers of killed runs must not stop this one.
+    crate::stages::gc::collect_before_run(paths);
     let store = Store::open(paths.store())?;
     let record = match store.find_image(&image)? {
         Some(record) => {
@@ -46,46 +41,11 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         }
         None => {
             let progress = crate::progress::for_stderr(false);
-            pull_and_unpack(
-                &image,
-                &args.platform,
-                &args.registry.resolve(),
-                paths,
-                progress,
-            )?
-            .0
+            let registry = args.registry.resolve();
+            pull_and_unpack(&image, &args.platform, &registry, paths, progress)?.0
         }
     };
-    let image = ImageConfig::from_image_config_json(&store.read_metadata(&record.config)?)
-        .with_context(|| format!("image config of {}", record.name))?;
-
-    let mut spec = RunSpec::new(image);
-    spec.command = (!args.command.is_empty()).then(|| args.command.clone());
-    spec.env = args.env.clone();
-    spec.user = args.user.clone();
-    spec.workdir = args.workdir.clone();
-    spec.data_dir = args
-        .data
-        .as_ref()
-        .map(|d| {
-            d.canonicalize()
-                .with_context(|| format!("--data {}", d.display()))
-        })
-        .transpose()?;
-    spec.limits = Limits {
-        memory_bytes: args.memory,
-        cpus: args.cpus,
-        pids: Some(args.pids_limit),
-        ..Limits::default()
-    };
-    spec.timeout = args.timeout;
-    spec.network = match args.network {
-        Network::None => NetworkMode::None,
-        Network::Host => NetworkMode::Host,
-    };
-    spec.read_only_rootfs = args.read_only;
-    spec.userns = crate::rootless::userns_range(args.userns)?;
-
+    let spec = run_spec(&args, image_config(&store, &record)?)?;
     let result = run_container(paths, &record, &spec, !args.json)?;
     if args.json {
         println!(
@@ -109,6 +69,34 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(result.exit_code.clamp(0, 255) as u8))
+}
+
+/// The container as the flags describe it, on the image's config.
+fn run_spec(args: &RunArgs, image: ImageConfig) -> anyhow::Result<RunSpec> {
+    let mut spec = RunSpec::new(image);
+    spec.command = (!args.command.is_empty()).then(|| args.command.clone());
+    spec.env = args.env.clone();
+    spec.user = args.user.clone();
+    spec.workdir = args.workdir.clone();
+    spec.data_dir = args
+        .data
+        .as_ref()
+        .map(|d| {
+            d.canonicalize()
+                .with_context(|| format!("--data {}", d.display()))
+        })
+        .transpose()?;
+    spec.limits = Limits {
+        memory_bytes: args.memory,
+        cpus: args.cpus,
+        pids: Some(args.pids_limit),
+        ..Limits::default()
+    };
+    spec.timeout = args.timeout;
+    spec.network = args.network.into();
+    spec.read_only_rootfs = args.read_only;
+    spec.userns = crate::rootless::userns_range(args.userns)?;
+    Ok(spec)
 }
 
 fn summary(image: &str, r: &RunResult) -> serde_json::Value {

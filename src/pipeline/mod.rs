@@ -20,12 +20,12 @@ pub mod workdir;
 use std::time::{Duration, Instant};
 
 use dockless_registry::Store;
-use dockless_runtime::bundle::{ImageConfig, NetworkMode};
+use dockless_runtime::bundle::NetworkMode;
 use dockless_staging::{DataDir, Format, Job, JobSpec, SqliteStorage};
 use serde_json::Value;
 
 use crate::paths::Paths;
-use crate::stages::pull::{pull_and_unpack, unpack};
+use crate::stages::pull::{image_config, pull_and_unpack, unpack};
 use classify::Class;
 use containers::{Image, Step};
 use processors::Position;
@@ -261,13 +261,8 @@ impl Pipeline<'_> {
         steps.insert(after, Step::Main(main));
 
         let input_started = Instant::now();
-        // Leftovers of killed runs must not fail this job: report and go on.
-        if let Err(e) = crate::stages::gc::collect(self.paths) {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "cleaning up after earlier runs failed; `dockless gc` retries"
-            );
-        }
+        // Leftovers of killed runs must not fail this job.
+        crate::stages::gc::collect_before_run(self.paths);
         let jobs = self.paths.root.join("jobs-v1");
         workdir::collect_stale(&jobs);
         let work = WorkDir::create(&jobs, &job_dir_name(s), s.userns.map(|shift| shift.base))
@@ -306,14 +301,7 @@ impl Pipeline<'_> {
                 record
             }
         };
-        let config = store
-            .read_metadata(&record.config)
-            .map_err(|e| Failure::application(&e.into()))?;
-        let image = ImageConfig::from_image_config_json(&config).map_err(|e| {
-            Failure::application(
-                &anyhow::Error::new(e).context(format!("image config of {}", record.name)),
-            )
-        })?;
+        let image = image_config(&store, &record).map_err(|e| Failure::application(&e))?;
         Ok(Image {
             name: name.to_string(),
             record,

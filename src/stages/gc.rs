@@ -25,3 +25,14 @@ pub fn collect(paths: &Paths) -> anyhow::Result<(usize, usize)> {
     }
     Ok((report.removed.len(), slots.removed))
 }
+
+/// [`collect`] before a run or job: leftovers of killed runs must not stop it, so a failure is
+/// only reported (`dockless gc` retries).
+pub fn collect_before_run(paths: &Paths) {
+    if let Err(e) = collect(paths) {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cleaning up after earlier runs failed; `dockless gc` retries"
+        );
+    }
+}

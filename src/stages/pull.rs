@@ -8,6 +8,7 @@ use dockless_registry::follow::Follow;
 use dockless_registry::{
     Client, Digest, ImageRecord, ImageRef, LayerRecord, Platform, Progress, Settings, Store,
 };
+use dockless_runtime::bundle::ImageConfig;
 use dockless_runtime::rootfs::{EnsuredLayer, LayerSource, SnapshotStore};
 use dockless_runtime::unpack::{ChainId, Compression, DiffId, IdShift, chain_ids};
 
@@ -185,4 +186,11 @@ pub fn chains(record: &ImageRecord) -> anyhow::Result<Vec<ChainId>> {
         .map(|d| d.to_string().parse())
         .collect::<Result<_, _>>()?;
     Ok(chain_ids(&diff_ids))
+}
+
+/// The runtime's view of a stored image's config (entry point, env, user...).
+pub fn image_config(store: &Store, record: &ImageRecord) -> anyhow::Result<ImageConfig> {
+    let config = store.read_metadata(&record.config)?;
+    ImageConfig::from_image_config_json(&config)
+        .with_context(|| format!("image config of {}", record.name))
 }
