@@ -37,7 +37,7 @@ pub enum Command {
     /// Remove what killed runs left behind (containers, mounts, state).
     Gc,
     /// The runtime's helper process (internal).
-    #[command(name = "__runtime-helper", hide = true)]
+    #[command(name = crate::stages::container::HELPER_COMMAND, hide = true)]
     RuntimeHelper,
     /// Build a component image from a base image and a git repository.
     Build(Box<build::BuildArgs>),

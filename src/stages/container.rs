@@ -14,8 +14,8 @@ use dockless_runtime::rootfs::{MountMode, RootfsKind, SnapshotStore};
 use super::pull::{chains, snapshots, unpack_shifted};
 use crate::paths::Paths;
 
-/// The hidden subcommand that makes this binary the runtime's single-threaded helper (the CLI
-/// declares it under the same name).
+/// The hidden subcommand that makes this binary the runtime's single-threaded helper: the
+/// runner re-executes the binary with it, the CLI declares it.
 pub const HELPER_COMMAND: &str = "__runtime-helper";
 
 /// Gives the run its own rootfs, runs the container, removes the rootfs; shared with the job
