@@ -1,9 +1,10 @@
 //! The build cache: `<root>/builds-v1/<key>.json` names the image a key built; a lock per
 //! key serialises builds of one definition; `tmp/` holds the fetches.
 //!
-//! The layout and the lock protocol live here, beside the cache key ([`crate::BuildSpec::cache_key`]);
-//! whether the named image is still stored is the caller's question (this crate does not know
-//! the content store), so digests are kept as the strings the store prints.
+//! The layout and the lock protocol live here, beside the cache key
+//! ([`crate::BuildSpec::cache_key`]); whether the named image is still stored is the caller's
+//! question (this crate does not know the content store), so digests are kept as the strings
+//! the store prints.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

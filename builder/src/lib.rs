@@ -1,6 +1,7 @@
 //! dockless-builder: the pieces of `dockless build` that need neither the registry nor the
 //! runtime: the build definition, the repository through the git CLI, the deterministic code
-//! layer, the gzip-and-hash layer encoder and the new image's OCI config and manifest.
+//! layer, the gzip-and-hash layer encoder, the new image's OCI config and manifest, and the
+//! build cache's layout and lock.
 //!
 //! The binary wires them: it resolves the commit ([`git::Remote::resolve`]), asks the cache
 //! ([`cache::BuildCache`]; whether the image it names is still stored is the binary's question),
