@@ -98,7 +98,9 @@ pub fn parse_document(bytes: &[u8], format: Format, what: &str) -> Result<Value>
             what: what.to_string(),
             source,
         }),
-        Format::Yaml => serde_norway::from_slice(bytes)
-            .map_err(|e| Error::mapping(what, format!("invalid yaml: {e}"))),
+        Format::Yaml => serde_norway::from_slice(bytes).map_err(|source| Error::Yaml {
+            what: what.to_string(),
+            source,
+        }),
     }
 }
