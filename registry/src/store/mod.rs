@@ -17,7 +17,7 @@
 //!
 //! As containerd separates its content store from its writers, the parts live apart, each
 //! depending only on the layout:
-//! - `blobs`: the [layout](blobs::Layout) of the root, reading and sealing verified blobs;
+//! - `blobs`: the layout of the root (every path derived once), reading and sealing blobs;
 //! - `ingest`: the download protocol ([`PendingIngest`], [`IngestWriter`]) and its clean-up;
 //! - `staged`: uploads of not yet known digest ([`Staged`], used by `load`);
 //! - `index`: `images-v1.json` ([`ImageRecord`]) and removing an image's blobs.

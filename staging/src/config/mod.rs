@@ -11,11 +11,11 @@
 //!
 //! What this module gives input and output mapping is the *normalized JSON*, not a typed
 //! view: every mapping entry has passed its section's key check and carries its defaults, so
-//! [`crate::input`] and [`crate::output`] read it with `serde_json` accessors and
-//! [`strings`]. The JSON stays the one representation because it is also what `config.json`
-//! is written from, in Keboola's key order, and because mapping values are read leniently, as
-//! the runner reads them (numbers in string lists, file ids given as strings, a `limit` that is
-//! not a number ignored), where derived serde structs would refuse them.
+//! [`crate::input`] and [`crate::output`] read it with `serde_json` accessors and this
+//! module's `strings` helper. The JSON stays the one representation because it is also what
+//! `config.json` is written from, in Keboola's key order, and because mapping values are read
+//! leniently (numbers in string lists, file ids given as strings, a `limit` that is not a
+//! number ignored), where derived serde structs would refuse them.
 //!
 //! The parts, each depending only on those listed before it:
 //! - `tree`: Symfony-style checks (strict keys, defaults, PHP's `empty()`);
