@@ -14,7 +14,7 @@ mod mount;
 mod rebase;
 mod store;
 
-pub use diff::{DiffError, DiffOptions, DiffReport, write_upper_as_layer};
-pub use error::RootfsError;
+pub use diff::{DiffOptions, DiffReport, write_upper_as_layer};
+pub use error::{DiffError, RootfsError};
 pub use mount::{MountMode, RootfsKind, RunRootfs, remove_leftover_run};
 pub use store::{BlobOpener, EnsuredLayer, LayerSource, SnapshotStore};
