@@ -22,11 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 
 pub(crate) use apply::{Applier, join as apply_join};
-
 pub use apply::{ApplyStats, LayerFormat};
 pub use compression::Compression;
-pub use digest::{ChainId, DiffId, Sha256, chain_ids};
-pub use error::{DigestParseError, EntryError, LayerError, UnpackError};
+pub use digest::{ChainId, DiffId, DigestParseError, Sha256, chain_ids};
+pub use error::{EntryError, LayerError, UnpackError};
 
 use digest::HashingReader;
 use spec::Op;
