@@ -97,7 +97,7 @@ pub(crate) fn replay(
             FileType::Directory => {
                 let child =
                     open_child_dir(dir, &name).map_err(entry_err(&path, "open directory"))?;
-                meta.xattrs = allowed_xattrs(child.as_fd());
+                meta.xattrs = carried_xattrs(child.as_fd());
                 let opaque = is_opaque(child.as_fd());
                 if !implied.contains(&path) {
                     applier.apply(spec(Kind::Dir, meta.clone()))?;
@@ -122,7 +122,7 @@ pub(crate) fn replay(
                     Mode::empty(),
                 )
                 .map_err(entry_err(&path, "open file"))?;
-                meta.xattrs = allowed_xattrs(fd.as_fd());
+                meta.xattrs = carried_xattrs(fd.as_fd());
                 applier.apply(spec(
                     Kind::File {
                         size: st.st_size as u64,
@@ -174,7 +174,7 @@ pub(crate) fn replay(
 /// The carried extended attributes of a snapshot entry ([`xattr_carried`]: the unpacker only
 /// ever wrote those, plus overlay's own `user.overlay.*` and `trusted.*`, which must not be
 /// copied).
-fn allowed_xattrs(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn carried_xattrs(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     let mut names = vec![0u8; 4096];
     let Ok(n) = rustix::fs::flistxattr(fd, &mut names) else {

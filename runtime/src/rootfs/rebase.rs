@@ -139,8 +139,9 @@ fn replay_into(
     Ok(())
 }
 
-/// Removes [`BOOKKEEPING`] xattrs from a directory tree (directories and regular files, through
-/// fds opened without following symlinks; symlinks keep theirs, which no lower layer reads).
+/// Removes overlay's [`BOOKKEEPING`] xattrs of the temporary mount from a directory tree
+/// (directories and regular files, through fds opened without following symlinks; symlinks
+/// keep theirs, which no lower layer reads). Whiteouts and the opaque mark are kept.
 fn strip_bookkeeping(dir: BorrowedFd<'_>) {
     for name in BOOKKEEPING {
         let _ = rustix::fs::fremovexattr(dir, name);
