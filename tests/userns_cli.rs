@@ -220,7 +220,7 @@ fn the_range_gets_no_device_and_no_setuid_through_the_hosts_view_of_a_run() {
 
     let data = root.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dockless"))
+    let child = Command::new(env!("CARGO_BIN_EXE_dockless"))
         .env("DOCKLESS_ROOT", root.path())
         .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
         .args(["run", "--userns", "--data", data.to_str().unwrap(), &image])

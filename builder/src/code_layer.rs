@@ -271,6 +271,51 @@ mod tests {
         assert_eq!(names, ["tmp/work/", "home/"]);
     }
 
+    /// Issue 18: an empty blob (`.gitkeep`, `__init__.py`) used to leave cat-file's newline
+    /// unread, so the next header read as "" and the build stopped.
+    #[test]
+    fn empty_files_files_without_final_newline_and_large_files_in_one_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("pkg")).unwrap();
+        let large: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let files: [(&str, &[u8]); 6] = [
+            ("a", b""),
+            ("b", b"x"),
+            ("pkg/__init__.py", b""),
+            ("pkg/.gitkeep", b""),
+            ("pkg/large.bin", &large),
+            ("z", b"last line without newline"),
+        ];
+        for (name, body) in files {
+            std::fs::write(src.join(name), body).unwrap();
+        }
+        git(&src, &["init", "-q"]);
+        git(&src, &["add", "."]);
+        git(&src, &["commit", "-qm", "one"]);
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let (out, report) = layer(&src, &scratch);
+        assert_eq!(report.files, 6);
+        let mut got = std::collections::BTreeMap::new();
+        for e in tar::Archive::new(&out[..]).entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.header().entry_type().is_file() {
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+                got.insert(path, body);
+            }
+        }
+        for (name, body) in files {
+            assert_eq!(
+                got.get(&format!("home/{name}")).map(Vec::as_slice),
+                Some(body),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn whiteout_and_dot_names_are_refused() {
         for bad in [".wh.x", "a/../b", "a//b", ".git/config"] {

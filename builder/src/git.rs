@@ -323,6 +323,7 @@ impl Fetched {
             child,
             input: Some(input),
             output,
+            unread: 0,
         })
     }
 
@@ -346,17 +347,28 @@ pub struct BlobReader {
     child: Child,
     input: Option<ChildStdin>,
     output: BufReader<ChildStdout>,
+    /// Bytes of the previous answer not read yet: the rest of its body and the newline
+    /// cat-file puts after every body (an empty blob's included), skipped by the next `open`.
+    unread: u64,
 }
 
 impl BlobReader {
-    /// Asks for blob `oid`; returns its size and a reader of exactly that many bytes, which
-    /// must be read to its end before the next call.
+    /// Asks for blob `oid`; returns its size and a reader of exactly that many bytes (whatever
+    /// of it is left unread is skipped by the next call).
     pub fn open(&mut self, oid: &str) -> Result<(u64, impl Read + '_), GitError> {
         let io = |source| GitError::Io {
             op: "talk to git cat-file for",
             path: PathBuf::from(oid),
             source,
         };
+        if self.unread > 0 {
+            let want = std::mem::take(&mut self.unread);
+            let skipped = std::io::copy(&mut (&mut self.output).take(want), &mut std::io::sink())
+                .map_err(io)?;
+            if skipped != want {
+                return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
         let input = self.input.as_mut().expect("open before drop");
         writeln!(input, "{oid}").map_err(io)?;
         input.flush().map_err(io)?;
@@ -374,11 +386,12 @@ impl BlobReader {
             command: "cat-file",
             detail: format!("size {size:?} for blob {oid}"),
         })?;
+        self.unread = size + 1;
         Ok((
             size,
             BlobBody {
                 inner: &mut self.output,
-                left: size,
+                unread: &mut self.unread,
             },
         ))
     }
@@ -391,27 +404,25 @@ impl Drop for BlobReader {
     }
 }
 
-/// The body of one blob followed by the newline cat-file puts after it.
+/// The body of one blob; the newline cat-file puts after it stays in [`BlobReader::unread`].
 struct BlobBody<'a> {
     inner: &'a mut BufReader<ChildStdout>,
-    left: u64,
+    /// Body bytes left plus the trailing newline.
+    unread: &'a mut u64,
 }
 
 impl Read for BlobBody<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
+        let left = self.unread.saturating_sub(1);
+        if left == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        self.left -= n as u64;
-        if self.left == 0 {
-            let mut newline = [0u8; 1];
-            self.inner.read_exact(&mut newline)?;
-        }
+        *self.unread -= n as u64;
         Ok(n)
     }
 }

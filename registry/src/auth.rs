@@ -84,9 +84,9 @@ impl AuthFiles {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    return Err(Error::AuthFile {
+                    return Err(Error::AuthFileRead {
                         path: file.clone(),
-                        reason: e.to_string(),
+                        source: e,
                     });
                 }
             };
@@ -116,7 +116,10 @@ fn parse_auth_file(path: &Path, text: &str, registry: &str) -> Result<Option<Cre
         path: path.to_path_buf(),
         reason,
     };
-    let file: AuthFile = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let file: AuthFile = serde_json::from_str(text).map_err(|source| Error::AuthFileSyntax {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let wanted = canonical_host(registry);
     for (key, entry) in &file.auths {
         if canonical_host(key) != wanted {

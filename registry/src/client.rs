@@ -182,8 +182,8 @@ impl Session {
             read_timeout: Some(self.client.settings.read_timeout),
             ..Default::default()
         };
-        let oci =
-            oci_client::Client::try_from(config).map_err(|e| self.unauthorized(e.to_string()))?;
+        let oci = oci_client::Client::try_from(config)
+            .map_err(|e| self.unauthorized_by("cannot set up the token client".into(), e))?;
         let auth = match &self.credentials {
             Some(c) => oci_client::secrets::RegistryAuth::Basic(
                 c.username.clone(),
@@ -208,7 +208,7 @@ impl Session {
             Err(oci_client::errors::OciDistributionError::AuthenticationFailure(reason)) => {
                 Err(self.unauthorized(format!("token server refused: {}", first_line(&reason))))
             }
-            Err(e) => Err(self.unauthorized(format!("token exchange failed: {e}"))),
+            Err(e) => Err(self.unauthorized_by("token exchange failed".into(), e)),
         }
     }
 
@@ -217,6 +217,21 @@ impl Session {
             image: self.image.clone(),
             registry: self.host.clone(),
             reason,
+            source: None,
+        }
+    }
+
+    /// An auth failure caused by the token client's own error, kept as the source.
+    fn unauthorized_by(
+        &self,
+        reason: String,
+        source: oci_client::errors::OciDistributionError,
+    ) -> Error {
+        Error::Unauthorized {
+            image: self.image.clone(),
+            registry: self.host.clone(),
+            reason,
+            source: Some(Box::new(source)),
         }
     }
 
@@ -348,6 +363,7 @@ impl Session {
                     image,
                     registry,
                     reason,
+                    source: None,
                 })
             }
             _ => Err(Error::Status {

@@ -14,12 +14,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The reference does not follow docker's grammar.
-    #[error("invalid image reference {reference:?}: {reason}")]
+    #[error("invalid image reference {reference:?}")]
     InvalidReference {
         /// The text as given.
         reference: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: ReferenceError,
     },
 
     /// A `--platform` value is not `os/arch[/variant]`.
@@ -44,6 +45,9 @@ pub enum Error {
         registry: String,
         /// What the registry or token server said, or which credentials were missing.
         reason: String,
+        /// The token client's error, when the token exchange itself failed.
+        #[source]
+        source: Option<Box<oci_client::errors::OciDistributionError>>,
     },
 
     /// The registry kept answering 429 after every retry.
@@ -126,6 +130,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A manifest, index or config that is not the JSON its kind must be.
+    #[error("{image}: {what}")]
+    ManifestJson {
+        /// The image as the user named it.
+        image: String,
+        /// Which document, and how it failed ("malformed index").
+        what: &'static str,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A digest string that is not `sha256:<64 hex>`.
     #[error("unsupported or malformed digest {0:?} (only sha256 is supported)")]
     InvalidDigest(String),
@@ -154,13 +170,55 @@ pub enum Error {
         reason: String,
     },
 
-    /// Reading the docker or containers auth file failed.
+    /// A `docker save` archive that is not a readable tar (or gzipped tar).
+    #[error("{path}: unreadable tar")]
+    ArchiveTar {
+        /// The archive.
+        path: PathBuf,
+        /// The tar reader's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The `manifest.json` of an archive or the `index.json` of a layout is not valid.
+    #[error("{path}: {file}")]
+    ArchiveJson {
+        /// The archive or layout.
+        path: PathBuf,
+        /// `manifest.json` or `index.json`.
+        file: &'static str,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A docker or containers auth file holds an entry we cannot use.
     #[error("credentials file {path}: {reason}")]
     AuthFile {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+
+    /// A docker or containers auth file exists but cannot be read.
+    #[error("credentials file {path}")]
+    AuthFileRead {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A docker or containers auth file is not JSON of the expected shape.
+    #[error("credentials file {path}")]
+    AuthFileSyntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
     },
 
     /// Building the HTTP client failed (bad proxy or TLS settings).
@@ -188,6 +246,18 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Why an image reference was refused: the source of [`Error::InvalidReference`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReferenceError {
+    /// It breaks docker's grammar, as oci-client's parser reports it.
+    #[error(transparent)]
+    Grammar(oci_client::ParseError),
+    /// It pins a digest of another algorithm than sha256.
+    #[error("only sha256 digests are supported")]
+    UnsupportedDigest,
 }
 
 fn reset_hint(after: &Option<Duration>) -> String {
@@ -233,5 +303,23 @@ impl Error {
     ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The binary carries these errors in `anyhow` chains, across threads.
+    #[test]
+    fn errors_are_send_sync_and_keep_their_causes() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Error>();
+        let err = crate::ImageRef::parse("busybox:not a tag").unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid image reference"),
+            "{err}"
+        );
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
     }
 }

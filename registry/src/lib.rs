@@ -38,7 +38,7 @@ pub mod store;
 pub use auth::{AuthFiles, Credentials};
 pub use client::{Client, Settings};
 pub use digest::Digest;
-pub use error::{Error, Result};
+pub use error::{Error, ReferenceError, Result};
 pub use platform::Platform;
 pub use pull::{NoProgress, Progress};
 pub use reference::ImageRef;

@@ -81,9 +81,9 @@ impl Source {
             Box::new(reader)
         };
         let mut archive = tar::Archive::new(input);
-        let bad = |e: std::io::Error| Error::Archive {
+        let bad = |source: std::io::Error| Error::ArchiveTar {
             path: path.to_path_buf(),
-            reason: format!("unreadable tar: {e}"),
+            source,
         };
         let (mut small, mut blobs, mut links) = (HashMap::new(), HashMap::new(), HashMap::new());
         for entry in archive.entries().map_err(bad)? {
@@ -259,12 +259,12 @@ fn load_docker(
     manifest: &[u8],
     origin: &Path,
 ) -> Result<Vec<ImageRecord>> {
-    let bad = |reason: String| Error::Archive {
-        path: origin.to_path_buf(),
-        reason,
-    };
     let entries: Vec<DockerEntry> =
-        serde_json::from_slice(manifest).map_err(|e| bad(format!("manifest.json: {e}")))?;
+        serde_json::from_slice(manifest).map_err(|source| Error::ArchiveJson {
+            path: origin.to_path_buf(),
+            file: "manifest.json",
+            source,
+        })?;
     let mut committed: HashMap<String, (Digest, u64, String)> = HashMap::new();
     let mut configs: HashMap<String, (Digest, u64)> = HashMap::new();
     let mut records = Vec::new();
@@ -363,7 +363,11 @@ fn load_oci(
         reason,
     };
     let index: OciImageIndex =
-        serde_json::from_slice(index).map_err(|e| bad(format!("index.json: {e}")))?;
+        serde_json::from_slice(index).map_err(|source| Error::ArchiveJson {
+            path: origin.to_path_buf(),
+            file: "index.json",
+            source,
+        })?;
     let mut records = Vec::new();
     for entry in &index.manifests {
         let annotations = entry.annotations.clone().unwrap_or_default();

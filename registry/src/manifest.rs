@@ -53,7 +53,11 @@ pub fn parse(image: &str, body: &[u8], content_type: Option<&str>) -> Result<Fet
         reason,
     };
     let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| bad(format!("manifest is not JSON: {e}")))?;
+        serde_json::from_slice(body).map_err(|source| Error::ManifestJson {
+            image: image.to_string(),
+            what: "manifest is not JSON",
+            source,
+        })?;
     let schema = value.get("schemaVersion").and_then(|v| v.as_i64());
     let media_type = value
         .get("mediaType")
@@ -77,7 +81,11 @@ pub fn parse(image: &str, body: &[u8], content_type: Option<&str>) -> Result<Fet
         || (media_type.is_empty() && value.get("manifests").is_some());
     if is_index {
         let index: OciImageIndex =
-            serde_json::from_value(value).map_err(|e| bad(format!("malformed index: {e}")))?;
+            serde_json::from_value(value).map_err(|source| Error::ManifestJson {
+                image: image.to_string(),
+                what: "malformed index",
+                source,
+            })?;
         return Ok(Fetched::Index(index, body.to_vec()));
     }
     if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST && !media_type.is_empty() {
@@ -86,7 +94,11 @@ pub fn parse(image: &str, body: &[u8], content_type: Option<&str>) -> Result<Fet
         )));
     }
     let manifest: OciImageManifest =
-        serde_json::from_value(value).map_err(|e| bad(format!("malformed image manifest: {e}")))?;
+        serde_json::from_value(value).map_err(|source| Error::ManifestJson {
+            image: image.to_string(),
+            what: "malformed image manifest",
+            source,
+        })?;
     for layer in &manifest.layers {
         if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
             return Err(bad(format!(
@@ -207,7 +219,11 @@ pub(crate) fn diff_ids(image: &str, config: &[u8], layers: usize) -> Result<Vec<
         reason,
     };
     let parsed: ConfigRootfs =
-        serde_json::from_slice(config).map_err(|e| bad(format!("malformed image config: {e}")))?;
+        serde_json::from_slice(config).map_err(|source| Error::ManifestJson {
+            image: image.to_string(),
+            what: "malformed image config",
+            source,
+        })?;
     if parsed.rootfs.kind != "layers" {
         return Err(bad(format!(
             "image config rootfs.type is {:?}, expected \"layers\"",

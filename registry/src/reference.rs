@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, ReferenceError, Result};
 
 /// Docker Hub's name in references.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -30,7 +30,7 @@ impl ImageRef {
             text.parse()
                 .map_err(|e: oci_client::ParseError| Error::InvalidReference {
                     reference: text.to_string(),
-                    reason: e.to_string(),
+                    source: ReferenceError::Grammar(e),
                 })?;
         let digest =
             inner
@@ -39,7 +39,7 @@ impl ImageRef {
                 .transpose()
                 .map_err(|_| Error::InvalidReference {
                     reference: text.to_string(),
-                    reason: "only sha256 digests are supported".into(),
+                    source: ReferenceError::UnsupportedDigest,
                 })?;
         Ok(ImageRef { inner, digest })
     }

@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod container;
+mod overlay;
 pub mod rootfs;
 pub mod unpack;
 pub mod userns;

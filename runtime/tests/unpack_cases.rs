@@ -23,8 +23,14 @@ struct Fx {
 }
 
 impl Fx {
+    /// The fixture, for a test that needs root (mknod, chown to other owners).
     fn new() -> Self {
         require_root();
+        Self::any_user()
+    }
+
+    /// The fixture, for a test that needs no privilege (it runs in the root-free tier).
+    fn any_user() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
         std::fs::create_dir(&root).unwrap();
@@ -119,6 +125,7 @@ fn base_etc() -> Tar {
 // ---------------------------------------------------------------- A: names leaving R
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a1_a2_a4_dot_dot_names_are_clamped_into_the_root() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -135,6 +142,7 @@ fn a1_a2_a4_dot_dot_names_are_clamped_into_the_root() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a3_a5_b8_h15_degenerate_names_are_skipped_and_absolute_ones_rerooted() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -189,6 +197,7 @@ fn a3_a5_b8_h15_degenerate_names_are_skipped_and_absolute_ones_rerooted() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a6_a7_h14_odd_but_legal_names_are_literal() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -209,7 +218,7 @@ fn a6_a7_h14_odd_but_legal_names_are_literal() {
 
 #[test]
 fn a8_hardlink_to_a_sibling_with_a_shared_prefix_is_not_created() {
-    let fx = Fx::new();
+    let fx = Fx::any_user();
     let mut t = Tar::new();
     t.hardlink("grab", "../dest-evil/secret");
     let err = apply(&fx.root, &t.finish()).unwrap_err();
@@ -224,6 +233,7 @@ fn a8_hardlink_to_a_sibling_with_a_shared_prefix_is_not_created() {
 // ---------------------------------------------------------------- B: symlinks
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b1_b2_b26_symlink_targets_are_stored_verbatim() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -248,6 +258,7 @@ fn b1_b2_b26_symlink_targets_are_stored_verbatim() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b3_to_b7_writes_through_symlinks_stay_in_the_root() {
     let cases: Vec<(&str, Tar)> = vec![
         ("B3", {
@@ -297,6 +308,7 @@ fn b3_to_b7_writes_through_symlinks_stay_in_the_root() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b8_hardlink_after_odd_symlinks_resolves_inside() {
     let fx = Fx::new();
     let mut t = base_etc();
@@ -309,6 +321,7 @@ fn b8_hardlink_after_odd_symlinks_resolves_inside() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b9_symlink_name_with_dot_dot_cleans_to_its_parent() {
     let fx = Fx::new();
     let mut t = base_etc();
@@ -319,6 +332,7 @@ fn b9_symlink_name_with_dot_dot_cleans_to_its_parent() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b10_symlink_replacing_a_directory_is_not_written_through_to_the_host() {
     let fx = Fx::new();
     let name = format!("breakout-{}", std::process::id());
@@ -346,6 +360,7 @@ fn b10_symlink_replacing_a_directory_is_not_written_through_to_the_host() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b11_b16_two_hop_and_parent_symlinks_cannot_escape() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -429,7 +444,7 @@ fn b12_c8_moby_invalid_symlink_and_hardlink_sets_leave_the_victim_alone() {
         },
     ];
     for (i, t) in sets.into_iter().enumerate() {
-        let fx = Fx::new();
+        let fx = Fx::any_user();
         // An error is acceptable; what matters is the victim.
         let _ = apply(&fx.root, &t.finish());
         assert_eq!(
@@ -442,6 +457,7 @@ fn b12_c8_moby_invalid_symlink_and_hardlink_sets_leave_the_victim_alone() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b13_b14_b15_lower_symlinks_to_the_root_are_evaluated_inside() {
     for target in [
         "/",
@@ -462,6 +478,7 @@ fn b13_b14_b15_lower_symlinks_to_the_root_are_evaluated_inside() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b17_b18_links_resolving_inside_the_root_work() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -478,6 +495,7 @@ fn b17_b18_links_resolving_inside_the_root_work() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b19_c14_a_regular_file_replaces_a_link_instead_of_writing_through_it() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -494,6 +512,7 @@ fn b19_c14_a_regular_file_replaces_a_link_instead_of_writing_through_it() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b20_b21_no_chmod_or_chown_through_a_symlink() {
     let fx = Fx::new();
     let outside = fx.tmp.path().join("outside-dir");
@@ -515,6 +534,7 @@ fn b20_b21_no_chmod_or_chown_through_a_symlink() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b22_b24_missing_parents_are_created_through_lower_symlinks() {
     for with_existing in [false, true] {
         let fx = Fx::new();
@@ -543,6 +563,7 @@ fn b22_b24_missing_parents_are_created_through_lower_symlinks() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn b23_relative_escape_then_absolute_hop_stays_inside() {
     // moby errors here; with chroot semantics `escape` is R itself and the write lands in
     // R/target/file. Either way nothing outside R is touched.
@@ -559,7 +580,7 @@ fn b23_relative_escape_then_absolute_hop_stays_inside() {
 
 #[test]
 fn b25_a_target_that_is_a_symlink_is_refused() {
-    let fx = Fx::new();
+    let fx = Fx::any_user();
     let safe = fx.p("safe");
     std::os::unix::fs::symlink(fx.tmp.path().join("victim"), &safe).unwrap();
     let mut t = Tar::new();
@@ -572,6 +593,7 @@ fn b25_a_target_that_is_a_symlink_is_refused() {
 // ---------------------------------------------------------------- C: hardlinks
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn c1_to_c7_hardlinks_through_symlinks_and_clamped_names_land_inside() {
     let cases: Vec<(&str, Tar, &str)> = vec![
         (
@@ -673,6 +695,7 @@ fn c1_to_c7_hardlinks_through_symlinks_and_clamped_names_land_inside() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn c9_c10_c11_c12_hardlinks_to_symlinks_link_the_symlink_itself() {
     let fx = Fx::new();
     let mut t = base_etc();
@@ -708,6 +731,7 @@ fn c9_c10_c11_c12_hardlinks_to_symlinks_link_the_symlink_itself() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn c13_hardlink_source_through_an_absolute_symlink() {
     let fx = Fx::new();
     std::fs::create_dir_all(fx.p("var")).unwrap();
@@ -722,6 +746,7 @@ fn c13_hardlink_source_through_an_absolute_symlink() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn c15_d4_d5_replacing_a_path_unlinks_and_recreates() {
     let fx = Fx::new();
     let mut t = base_etc();
@@ -747,7 +772,7 @@ fn c15_d4_d5_replacing_a_path_unlinks_and_recreates() {
 
 #[test]
 fn c16_hardlink_to_a_missing_or_lower_file() {
-    let fx = Fx::new();
+    let fx = Fx::any_user();
     std::fs::write(fx.p("lower"), "lower").unwrap();
     let mut t = Tar::new();
     t.hardlink("to-lower", "lower");
@@ -766,6 +791,7 @@ fn c16_hardlink_to_a_missing_or_lower_file() {
 // ---------------------------------------------------------------- D: replacing entries
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn d1_d2_d3_d6_d9_replacement_rules() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -798,6 +824,7 @@ fn d1_d2_d3_d6_d9_replacement_rules() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn d7_a_file_is_never_used_as_a_directory() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -814,6 +841,7 @@ fn d7_a_file_is_never_used_as_a_directory() {
 // ---------------------------------------------------------------- E: whiteouts
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn e1_to_e4_invalid_whiteouts_are_errors_and_delete_nothing() {
     for name in [
         ".wh.",
@@ -838,6 +866,7 @@ fn e1_to_e4_invalid_whiteouts_are_errors_and_delete_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn e5_whiteout_removes_the_tree_and_keeps_the_parent_times() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -867,6 +896,7 @@ fn e5_whiteout_removes_the_tree_and_keeps_the_parent_times() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn e6_e7_e8_e9_e10_whiteouts_never_follow_outside() {
     let fx = Fx::new();
     let mut t = base_etc();
@@ -997,6 +1027,7 @@ pub fn list_tree(root: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn e11_four_layers_of_whiteouts_flattened() {
     let fx = Fx::new();
     for (i, (layer, expected)) in e11_layers().into_iter().enumerate() {
@@ -1007,6 +1038,7 @@ fn e11_four_layers_of_whiteouts_flattened() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn e12_e13_opaque_markers_spare_the_same_layer_and_remove_lower_links() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1034,6 +1066,7 @@ fn e12_e13_opaque_markers_spare_the_same_layer_and_remove_lower_links() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn e15_e16_whiteout_then_recreate_in_a_later_layer() {
     let fx = Fx::new();
     let mut l1 = Tar::new();
@@ -1055,6 +1088,7 @@ fn e15_e16_whiteout_then_recreate_in_a_later_layer() {
 // ---------------------------------------------------------------- F: dirs, modes, times
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn f1_f2_f4_f9_implied_parents_and_exact_modes() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1105,6 +1139,7 @@ fn f1_f2_f4_f9_implied_parents_and_exact_modes() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn f5_old_style_directory_with_a_trailing_slash() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1122,6 +1157,7 @@ fn f5_old_style_directory_with_a_trailing_slash() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn f6_f7_f8_times_are_set_exactly_including_zero_and_on_symlinks() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1149,7 +1185,7 @@ fn f6_f7_f8_times_are_set_exactly_including_zero_and_on_symlinks() {
 
 #[test]
 fn g1_device_numbers_that_do_not_parse_fail_before_mknod() {
-    let fx = Fx::new();
+    let fx = Fx::any_user();
     let mut t = Tar::new();
     let mut h = t.header(b"dev", EntryType::Block, b"", 0, 0o600);
     // Base-256 (GNU binary) in a field the parser only accepts as octal.
@@ -1170,6 +1206,7 @@ fn g1_device_numbers_that_do_not_parse_fail_before_mknod() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn g2_g4_devices_fifos_and_owners_are_created_as_root() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1212,6 +1249,7 @@ fn g2_g4_devices_fifos_and_owners_are_created_as_root() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn g5_g6_big_ids_in_gnu_base256_and_pax() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1236,6 +1274,7 @@ fn g5_g6_big_ids_in_gnu_base256_and_pax() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn g7_g8_xattrs_are_allow_listed() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1278,6 +1317,7 @@ fn g7_g8_xattrs_are_allow_listed() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn g9_overlay_format_writes_whiteouts_as_devices_and_opaque_xattrs() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1300,6 +1340,7 @@ fn g9_overlay_format_writes_whiteouts_as_devices_and_opaque_xattrs() {
 // ---------------------------------------------------------------- H: tar format robustness
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn h1_h7_h8_long_names_in_prefix_pax_and_gnu_records() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1344,6 +1385,7 @@ fn h1_h7_h8_long_names_in_prefix_pax_and_gnu_records() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn h3_h4_h5_h6_pax_records_global_size_smuggling_and_times() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1383,6 +1425,7 @@ fn h3_h4_h5_h6_pax_records_global_size_smuggling_and_times() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn h10_numeric_fields_padded_with_spaces() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1438,6 +1481,7 @@ fn sparse_entry(t: &mut Tar, name: &[u8], real: u64, blocks: &[(u64, &[u8])]) {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn h11_h12_sparse_files_are_written_with_holes_and_bounded() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1475,7 +1519,7 @@ fn h11_h12_sparse_files_are_written_with_holes_and_bounded() {
 
 #[test]
 fn h13_h17_sizes_that_overflow_or_run_past_the_end_are_errors() {
-    let fx = Fx::new();
+    let fx = Fx::any_user();
     let mut t = Tar::new();
     let mut h = t.header(b"overflow", EntryType::Regular, b"", 0, 0o644);
     h.as_gnu_mut().unwrap().size = [
@@ -1496,6 +1540,7 @@ fn h13_h17_sizes_that_overflow_or_run_past_the_end_are_errors() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn h16_missing_end_blocks_and_lone_zero_blocks_are_read() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1511,6 +1556,7 @@ fn h16_missing_end_blocks_and_lone_zero_blocks_are_read() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn h18_trailing_bytes_are_covered_by_the_diff_id() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1529,7 +1575,7 @@ fn h18_trailing_bytes_are_covered_by_the_diff_id() {
 
 #[test]
 fn h19_nul_in_a_pax_path_is_refused() {
-    let fx = Fx::new();
+    let fx = Fx::any_user();
     let mut t = Tar::new();
     t.pax(&[("path", b"evil\0name")]);
     t.file("x", b"");
@@ -1542,6 +1588,7 @@ fn h19_nul_in_a_pax_path_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn h20_duplicate_paths_last_one_wins() {
     let fx = Fx::new();
     let mut t = Tar::new();
@@ -1586,7 +1633,7 @@ fn hostile_layers_stay_inside_in_the_overlay_snapshot_format_too() {
         .dir_mode("dir", 0o777);
     tars.push(t);
     for (i, t) in tars.into_iter().enumerate() {
-        let fx = Fx::new();
+        let fx = Fx::any_user();
         let _ = apply_with(&fx.root, &t.finish(), LayerFormat::OverlaySnapshot);
         assert!(!Path::new("/tmp/breakout-snap").exists());
         fx.assert_outside_untouched();

@@ -107,16 +107,19 @@ fn check_image(tag: &str, with_dir_mtimes: bool) {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn layered_image_matches_umoci() {
     check_image("layered", true);
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn busybox_image_matches_umoci() {
     check_image("busybox", true);
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn python_image_matches_umoci() {
     check_image("python", false);
 }

@@ -9,6 +9,7 @@ use common::require_root;
 use common::tarw::{Tar, apply};
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn f3_modes_are_exact_under_any_umask() {
     require_root();
     for umask in [0o022, 0o027, 0o077] {

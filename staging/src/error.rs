@@ -30,6 +30,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A configuration value that must be a table or bucket id is not one.
+    #[error("invalid configuration at {at}")]
+    ConfigId {
+        /// JSON path of the bad node, e.g. `storage.input.tables[0].source`.
+        at: String,
+        /// Why the id was refused (an [`Error::InvalidId`]).
+        #[source]
+        source: Box<Error>,
+    },
     /// A configuration or manifest could not be parsed at all.
     #[error("failed to parse {what}")]
     Parse {
@@ -46,6 +55,25 @@ pub enum Error {
         what: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// An output table's destination (from its mapping, manifest or file name) is not a
+    /// table id.
+    #[error("invalid manifest or mapping for {what}: invalid destination")]
+    Destination {
+        /// The file the destination is for, e.g. `out/tables/a.csv`.
+        what: String,
+        /// Why it was refused (an [`Error::InvalidId`]).
+        #[source]
+        source: Box<Error>,
+    },
+    /// A YAML manifest or state written by the component could not be parsed.
+    #[error("invalid manifest or mapping for {what}: invalid yaml")]
+    Yaml {
+        /// The file or document.
+        what: String,
+        /// The parser's error.
+        #[source]
+        source: serde_norway::Error,
     },
     /// `x.manifest` without `x` in `out/tables` or `out/files`.
     #[error("found orphaned {kind} manifest {path}")]
@@ -210,6 +238,15 @@ impl Error {
         move |source| Error::Db {
             during: during.into(),
             source,
+        }
+    }
+
+    /// Error mapper for an id read from the configuration at `at`.
+    pub(crate) fn config_id(at: impl Into<String>) -> impl FnOnce(Error) -> Error {
+        let at = at.into();
+        move |source| Error::ConfigId {
+            at,
+            source: Box::new(source),
         }
     }
 

@@ -131,7 +131,7 @@ pub fn stage_tables(
             .unwrap_or_default();
         let source: TableId = source_text
             .parse()
-            .map_err(|e: Error| Error::config(format!("{at}.source"), e.to_string()))?;
+            .map_err(Error::config_id(format!("{at}.source")))?;
         let destination = map
             .get("destination")
             .and_then(Value::as_str)

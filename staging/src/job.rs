@@ -205,7 +205,7 @@ impl Job {
             .or_else(|| self.spec.default_bucket.clone())
             .map(|b| b.parse::<BucketId>())
             .transpose()
-            .map_err(|e| Error::config("storage.output.default_bucket", e.to_string()))?;
+            .map_err(Error::config_id("storage.output.default_bucket"))?;
         let settings = OutputSettings {
             component_id: self.spec.component_id.clone(),
             config_id: self.spec.config_id.clone(),

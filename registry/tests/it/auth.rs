@@ -52,12 +52,14 @@ async fn check_registry(registry: &str, user: &str, password: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn basic_auth_from_a_docker_config_file() {
     let env = test_env();
     check_registry(&env.auth_registry, &env.user, &env.password).await;
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn token_auth_from_a_docker_config_file() {
     let env = test_env();
     check_registry(&env.token_registry, &env.user, &env.password).await;

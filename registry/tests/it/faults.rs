@@ -24,6 +24,7 @@ fn fresh_store() -> (tempfile::TempDir, Store) {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn corrupt_byte_rejects_commit() {
     let env = test_env();
     let (layer, _) = busybox_layer(&env.registry).await;
@@ -60,6 +61,7 @@ async fn corrupt_byte_rejects_commit() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn cut_mid_blob_resumes_with_range() {
     let env = test_env();
     let (layer, size) = busybox_layer(&env.registry).await;
@@ -85,6 +87,7 @@ async fn cut_mid_blob_resumes_with_range() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn server_ignoring_range_gets_a_clean_restart() {
     let env = test_env();
     let (layer, _) = busybox_layer(&env.registry).await;
@@ -105,6 +108,7 @@ async fn server_ignoring_range_gets_a_clean_restart() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn rate_limit_with_retry_after_is_honoured() {
     let env = test_env();
     let (layer, _) = busybox_layer(&env.registry).await;
@@ -126,6 +130,7 @@ async fn rate_limit_with_retry_after_is_honoured() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn rate_limit_with_a_far_reset_fails_fast_with_the_reset_time() {
     let env = test_env();
     let proxy = FaultProxy::start(
@@ -153,6 +158,7 @@ async fn rate_limit_with_a_far_reset_fails_fast_with_the_reset_time() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn server_error_then_success() {
     let env = test_env();
     let (layer, _) = busybox_layer(&env.registry).await;
@@ -172,6 +178,7 @@ async fn server_error_then_success() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn persistent_server_errors_give_up_with_the_status() {
     let env = test_env();
     let proxy = FaultProxy::start(
@@ -187,6 +194,7 @@ async fn persistent_server_errors_give_up_with_the_status() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn more_bytes_than_the_descriptor_are_refused() {
     let env = test_env();
     let (layer, _) = busybox_layer(&env.registry).await;

@@ -14,6 +14,7 @@ fn amd64() -> Platform {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn docker_save_archive_loads_and_verifies() {
     let env = test_env();
     let dir = tempfile::tempdir().unwrap();
@@ -52,6 +53,7 @@ fn busybox_layout(target: &Path) {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn oci_layout_directory_and_archive_load() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("bb");
@@ -82,6 +84,7 @@ fn oci_layout_directory_and_archive_load() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn tampered_layout_is_refused_and_nothing_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("bb");

@@ -6,6 +6,7 @@ use dockless_testkit::{FaultProxy, test_env};
 use crate::{assert_verified, ingest_leftovers, pull, pull_with, settings};
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn every_test_image_pulls_and_verifies() {
     let env = test_env();
     let dir = tempfile::tempdir().unwrap();
@@ -38,6 +39,7 @@ async fn every_test_image_pulls_and_verifies() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn index_resolves_to_the_requested_platform() {
     for tag in ["latest", "v2s2"] {
         index_case(tag).await;
@@ -88,6 +90,7 @@ async fn index_case(tag: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn digest_pinning_pulls_that_manifest_and_then_needs_no_network() {
     let env = test_env();
     let dir = tempfile::tempdir().unwrap();
@@ -123,6 +126,7 @@ async fn digest_pinning_pulls_that_manifest_and_then_needs_no_network() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn unknown_image_is_not_found() {
     let env = test_env();
     let dir = tempfile::tempdir().unwrap();
@@ -164,6 +168,7 @@ async fn registry_down_is_a_clear_retryable_error() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn stored_blobs_are_not_fetched_again() {
     let env = test_env();
     let dir = tempfile::tempdir().unwrap();
@@ -188,6 +193,7 @@ async fn stored_blobs_are_not_fetched_again() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn concurrent_pulls_of_one_image_share_the_store_safely() {
     let env = test_env();
     let dir = tempfile::tempdir().unwrap();
@@ -210,6 +216,7 @@ async fn concurrent_pulls_of_one_image_share_the_store_safely() {
 }
 
 #[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
 async fn docker_hub_images_come_from_a_mirror_with_fallback() {
     let env = test_env();
     let dir = tempfile::tempdir().unwrap();

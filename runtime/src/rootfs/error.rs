@@ -1,7 +1,10 @@
-//! Typed errors of the snapshot store and the per-run rootfs.
+//! Typed errors of the snapshot store, the per-run rootfs and its diff (a leaf of `rootfs`:
+//! every other file can name them without importing a sibling that does the work).
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
 
 use crate::unpack::{ChainId, UnpackError};
 
@@ -122,4 +125,105 @@ pub enum RootfsError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Why an upper directory could not become a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// The run got a flattened copy: there is no upper directory holding only its changes.
+    #[error("build commands need an overlay root filesystem; this run got a copy ({reason})")]
+    NoOverlay {
+        /// Why overlay was not used.
+        reason: String,
+    },
+    /// Reading the upper directory failed.
+    #[error("cannot {op} {}", path.display())]
+    Read {
+        /// What we tried.
+        op: &'static str,
+        /// The entry, relative to the upper directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An overlay feature whose upper entries depend on the lower layers.
+    #[error("{} uses overlay {feature}, which a layer cannot express", path.display())]
+    Unsupported {
+        /// The entry, relative to the upper directory.
+        path: PathBuf,
+        /// The feature (xattr) found.
+        feature: &'static str,
+    },
+    /// A name the OCI layer format reserves for whiteouts (`.wh.*`): written as it is, it
+    /// would delete or hide files when the layer is applied.
+    #[error("{} has a name reserved for OCI whiteouts", path.display())]
+    ReservedName {
+        /// The entry, relative to the upper directory.
+        path: PathBuf,
+    },
+    /// A file changed size while it was read.
+    #[error("{} changed while it was read", path.display())]
+    Changed {
+        /// The entry, relative to the upper directory.
+        path: PathBuf,
+    },
+    /// An entry nested deeper than [`DiffOptions::max_depth`](super::DiffOptions::max_depth): the build made a tree no image
+    /// needs, and reading it without a bound would cost memory and descriptors per level.
+    #[error("{} is nested deeper than {max} levels", path.display())]
+    TooDeep {
+        /// The first entry found too deep, relative to the upper directory.
+        path: PathBuf,
+        /// The depth allowed.
+        max: usize,
+    },
+    /// The layer would pass one of the [`Limits`](crate::unpack::Limits) the unpacker applies to it later: better
+    /// to fail the build now than to write a layer no run can use.
+    #[error("{} exceeds the layer limit {limit} of {max}", path.display())]
+    Limit {
+        /// The entry that passed it, relative to the upper directory.
+        path: PathBuf,
+        /// The [`Limits`](crate::unpack::Limits) field, e.g. `max_file_size`.
+        limit: &'static str,
+        /// Its value.
+        max: u64,
+    },
+    /// Writing the tar stream failed.
+    #[error("cannot write the layer entry {}", path.display())]
+    Write {
+        /// The entry being written.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl DiffError {
+    /// For `map_err`: reading `path` (relative to the upper directory) failed in `op`.
+    pub(super) fn read<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> Self + 'a {
+        move |e| Self::Read {
+            op,
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    }
+
+    /// For `map_err`: writing the entry `path` failed.
+    pub(super) fn write(path: &Path) -> impl FnOnce(io::Error) -> Self + '_ {
+        move |source| Self::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// `path` would pass the [`Limits`](crate::unpack::Limits) field `limit`, whose value is
+    /// `max`.
+    pub(super) fn limit(path: &Path, limit: &'static str, max: u64) -> Self {
+        Self::Limit {
+            path: path.to_path_buf(),
+            limit,
+            max,
+        }
+    }
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{FileType, Mode, OFlags, openat};
 use rustix::io::Errno;
 
+use crate::overlay::{is_opaque, root_is_opaque, xattr_carried};
 use crate::unpack::spec::{Kind, Meta, Op, Spec};
-use crate::unpack::tree::{list_dir, lstat_at, open_child_dir, os};
+use crate::unpack::tree::{list_dir, lstat_at, open_child_dir, open_dir, os};
 use crate::unpack::{Applier, EntryError, LayerError, LayerFormat, UnpackError};
 
 const CHUNK: usize = 256 * 1024;
@@ -20,7 +21,7 @@ pub(crate) fn flatten_into(snapshots: &[PathBuf], target: &Path) -> Result<(), U
     // A snapshot with an opaque root hides everything below it.
     let start = snapshots
         .iter()
-        .rposition(|s| super::mount::root_is_opaque(s))
+        .rposition(|s| root_is_opaque(s))
         .unwrap_or(0);
     for snap in &snapshots[start..] {
         let label = snap.display().to_string();
@@ -34,7 +35,7 @@ pub(crate) fn flatten_into(snapshots: &[PathBuf], target: &Path) -> Result<(), U
                 source,
             })
         })?;
-        let src = super::store::open_dir(snap).map_err(|source| {
+        let src = open_dir(snap).map_err(|source| {
             wrap(LayerError::OpenTarget {
                 path: snap.clone(),
                 source,
@@ -96,7 +97,7 @@ pub(crate) fn replay(
             FileType::Directory => {
                 let child =
                     open_child_dir(dir, &name).map_err(entry_err(&path, "open directory"))?;
-                meta.xattrs = allowed_xattrs(child.as_fd());
+                meta.xattrs = carried_xattrs(child.as_fd());
                 let opaque = is_opaque(child.as_fd());
                 if !implied.contains(&path) {
                     applier.apply(spec(Kind::Dir, meta.clone()))?;
@@ -121,7 +122,7 @@ pub(crate) fn replay(
                     Mode::empty(),
                 )
                 .map_err(entry_err(&path, "open file"))?;
-                meta.xattrs = allowed_xattrs(fd.as_fd());
+                meta.xattrs = carried_xattrs(fd.as_fd());
                 applier.apply(spec(
                     Kind::File {
                         size: st.st_size as u64,
@@ -170,24 +171,17 @@ pub(crate) fn replay(
     Ok(())
 }
 
-fn is_opaque(fd: BorrowedFd<'_>) -> bool {
-    let mut buf = [0u8; 4];
-    matches!(rustix::fs::fgetxattr(fd, crate::unpack::OVERLAY_OPAQUE_XATTR, &mut buf), Ok(1) if buf[0] == b'y')
-}
-
-/// The allow-listed extended attributes of a snapshot entry (the unpacker only ever wrote
-/// those, plus overlay's own `user.overlay.*` and `trusted.*`, which must not be copied).
-fn allowed_xattrs(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// The carried extended attributes of a snapshot entry ([`xattr_carried`]: the unpacker only
+/// ever wrote those, plus overlay's own `user.overlay.*` and `trusted.*`, which must not be
+/// copied).
+fn carried_xattrs(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     let mut names = vec![0u8; 4096];
     let Ok(n) = rustix::fs::flistxattr(fd, &mut names) else {
         return out;
     };
     for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if !((name.starts_with(b"user.")
-            && !name.starts_with(crate::unpack::OVERLAY_XATTR_PREFIX.as_bytes()))
-            || name == b"security.capability")
-        {
+        if !xattr_carried(name) {
             continue;
         }
         let mut value = vec![0u8; 64 * 1024];

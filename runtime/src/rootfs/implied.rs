@@ -16,8 +16,7 @@ use rustix::fs::{FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
 use super::error::RootfsError;
-use super::store::{lookup_literal, open_dir};
-use crate::unpack::tree::os;
+use crate::unpack::tree::{lookup_literal, open_dir, os};
 
 /// Copies the attributes of the nearest lower directory onto each implied directory of the
 /// staged snapshot `upper`. `lowers` are the lower snapshot roots, nearest first.

@@ -5,6 +5,13 @@
 //! over the image's snapshots with a fresh upper directory, or, where overlay cannot be
 //! mounted, a flattened copy (and says which it did). [`RunRootfs`] unmounts and removes the
 //! run directory when dropped.
+//!
+//! The files import one way only (no cycle): `store` (the store, [`SnapshotStore::ensure`],
+//! `mount_run`) -> `implied` (implied directories take their lowers' attributes), `rebase`
+//! (replay a layer over its lowers) and `mount` ([`RunRootfs`]) -> `flatten` (the copy
+//! fallback) -> `error`; `diff` (an upper directory -> a layer) stands apart. Overlay's own
+//! rules (marks, the xattr allow-list, the opaque check, the mount) are in the crate's leaf
+//! module `overlay`, directory helpers in `unpack::tree`.
 
 mod diff;
 mod error;
@@ -15,8 +22,8 @@ mod rebase;
 mod slot;
 mod store;
 
-pub use diff::{DiffError, DiffOptions, DiffReport, write_upper_as_layer};
-pub use error::RootfsError;
+pub use diff::{DiffOptions, DiffReport, write_upper_as_layer};
+pub use error::{DiffError, RootfsError};
 pub use mount::{MountMode, RootfsKind, RunRootfs, remove_leftover_run};
 pub use slot::{RootfsSlot, RunSlots, SlotError, SlotsCollected};
 pub use store::{BlobOpener, EnsuredLayer, LayerSource, SnapshotStore};

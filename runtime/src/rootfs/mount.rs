@@ -1,23 +1,21 @@
 //! The per-run root filesystem: an overlay mount (or a flattened copy) with a guard that
 //! unmounts and removes it on every path.
 
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
-    UnmountFlags, fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount,
-    mount_bind, mount_change, mount_remount, move_mount, unmount,
+    MountFlags, MountPropagationFlags, UnmountFlags, mount_bind, mount_change, mount_remount,
+    unmount,
 };
 
-use super::error::RootfsError;
+use super::error::{DiffError, RootfsError};
 use super::flatten::flatten_into;
-use super::store::{SnapshotStore, open_dir};
-use crate::unpack::ChainId;
-use crate::unpack::tree::remove_any;
+use crate::overlay::{mount_overlay, root_is_opaque};
+use crate::unpack::IdShift;
+use crate::unpack::tree::{open_dir, remove_any};
 
 /// Which kinds of rootfs the caller accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +66,115 @@ impl RunRootfs {
     /// Overlay or copy.
     pub fn kind(&self) -> &RootfsKind {
         &self.kind
+    }
+
+    /// The overlay upper directory of this run: its changes, readable after the container
+    /// ended and before the rootfs is released (for
+    /// [`write_upper_as_layer`](super::write_upper_as_layer)).
+    pub fn upper_dir(&self) -> Result<PathBuf, DiffError> {
+        match self.kind() {
+            RootfsKind::Overlay => Ok(self.run_dir().join("upper")),
+            RootfsKind::Copy { reason } => Err(DiffError::NoOverlay {
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Gives one run its own root filesystem over `snapshots` (committed snapshot directories,
+    /// base first; `id_shift` is their store's): `run_dir` must not exist yet; it is created
+    /// (0700) and holds `rootfs/`. [`SnapshotStore::mount_run`](super::SnapshotStore::mount_run)
+    /// is the public way in.
+    pub(crate) fn mount(
+        snapshots: &[PathBuf],
+        id_shift: Option<IdShift>,
+        run_dir: &Path,
+        mode: MountMode,
+    ) -> Result<RunRootfs, RootfsError> {
+        let dir_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RootfsError::RunDir { path, source }
+        };
+        // The run's alone: its upper dir holds whatever the container wrote (setuid files
+        // included), which no host user may reach. With shifted owners (`--userns`) the
+        // container's root, the range's base, must pass through: its group may (0710).
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(run_dir)
+            .map_err(dir_err(run_dir))?;
+        if let Some(shift) = id_shift {
+            std::os::unix::fs::chown(run_dir, None, Some(shift.base))
+                .and_then(|()| {
+                    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o710))
+                })
+                .map_err(dir_err(run_dir))?;
+        }
+        // Absolute, so the leftover-mount check can compare with /proc/self/mountinfo.
+        let run_dir = &std::path::absolute(run_dir).map_err(dir_err(run_dir))?;
+        let rootfs = run_dir.join("rootfs");
+        let mut guard = RunRootfs {
+            run_dir: run_dir.to_path_buf(),
+            rootfs: rootfs.clone(),
+            kind: RootfsKind::Overlay,
+            mounted: false,
+            released: false,
+        };
+        // The merged root takes its attributes from the upper directory.
+        for sub in ["upper", "work", "rootfs"] {
+            let p = run_dir.join(sub);
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&p)
+                .map_err(dir_err(&p))?;
+            // With shifted owners the container's root is the range's base: "/" must be its.
+            if let (Some(s), "upper" | "rootfs") = (id_shift, sub) {
+                std::os::unix::fs::chown(&p, Some(s.base), Some(s.base)).map_err(dir_err(&p))?;
+            }
+        }
+        // Overlayfs ignores the opaque mark on a layer's root, so a layer whose root is opaque
+        // (`.wh..wh..opq` at the top level) simply ends the stack.
+        let mut lowers: Vec<PathBuf> = Vec::with_capacity(snapshots.len());
+        for dir in snapshots.iter().rev() {
+            lowers.push(dir.clone());
+            if root_is_opaque(dir) {
+                break;
+            }
+        }
+        let overlay_error = if mode == MountMode::CopyOnly {
+            "requested".to_owned()
+        } else {
+            match mount_overlay(
+                &lowers,
+                &run_dir.join("upper"),
+                &run_dir.join("work"),
+                &rootfs,
+            ) {
+                Ok(()) => {
+                    guard.mounted = true;
+                    return Ok(guard);
+                }
+                Err(e) if mode == MountMode::OverlayOnly => {
+                    return Err(RootfsError::Mount {
+                        path: rootfs,
+                        source: e,
+                    });
+                }
+                Err(e) => e.to_string(),
+            }
+        };
+        flatten_into(snapshots, &rootfs).map_err(|source| RootfsError::Copy {
+            path: rootfs.clone(),
+            source,
+        })?;
+        guard.kind = RootfsKind::Copy {
+            reason: overlay_error,
+        };
+        // The copy gets the overlay's `nodev,nosuid` from a bind mount onto itself.
+        seal_copy(&rootfs).map_err(|source| RootfsError::Mount {
+            path: rootfs.clone(),
+            source,
+        })?;
+        guard.mounted = true;
+        Ok(guard)
     }
 
     /// Unmounts and removes the run directory, reporting what failed.
@@ -182,114 +289,6 @@ fn remove_run_dir(run_dir: &Path) -> Result<(), RootfsError> {
         .map_err(|e| err(e.into()))
 }
 
-impl SnapshotStore {
-    /// Gives one run its own root filesystem for the image whose chain ids (manifest order)
-    /// are `chain`: `run_dir` must not exist yet; it is created (0700) and holds `rootfs/`.
-    pub fn mount_run(
-        &self,
-        chain: &[ChainId],
-        run_dir: &Path,
-        mode: MountMode,
-    ) -> Result<RunRootfs, RootfsError> {
-        if chain.is_empty() {
-            return Err(RootfsError::NoLayers);
-        }
-        for c in chain {
-            if !self.contains(c) {
-                return Err(RootfsError::MissingSnapshot(*c));
-            }
-        }
-        let dir_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| RootfsError::RunDir { path, source }
-        };
-        // The run's alone: its upper dir holds whatever the container wrote (setuid files
-        // included), which no host user may reach. With shifted owners (`--userns`) the
-        // container's root, the range's base, must pass through: its group may (0710).
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(run_dir)
-            .map_err(dir_err(run_dir))?;
-        if let Some(shift) = self.id_shift() {
-            std::os::unix::fs::chown(run_dir, None, Some(shift.base))
-                .and_then(|()| {
-                    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o710))
-                })
-                .map_err(dir_err(run_dir))?;
-        }
-        // Absolute, so the leftover-mount check can compare with /proc/self/mountinfo.
-        let run_dir = &std::path::absolute(run_dir).map_err(dir_err(run_dir))?;
-        let rootfs = run_dir.join("rootfs");
-        let mut guard = RunRootfs {
-            run_dir: run_dir.to_path_buf(),
-            rootfs: rootfs.clone(),
-            kind: RootfsKind::Overlay,
-            mounted: false,
-            released: false,
-        };
-        // The merged root takes its attributes from the upper directory.
-        for sub in ["upper", "work", "rootfs"] {
-            let p = run_dir.join(sub);
-            std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&p)
-                .map_err(dir_err(&p))?;
-            // With shifted owners the container's root is the range's base: "/" must be its.
-            if let (Some(s), "upper" | "rootfs") = (self.id_shift(), sub) {
-                std::os::unix::fs::chown(&p, Some(s.base), Some(s.base)).map_err(dir_err(&p))?;
-            }
-        }
-        // Overlayfs ignores the opaque mark on a layer's root, so a layer whose root is opaque
-        // (`.wh..wh..opq` at the top level) simply ends the stack.
-        let mut lowers: Vec<PathBuf> = Vec::with_capacity(chain.len());
-        for c in chain.iter().rev() {
-            let dir = self.snapshot_dir(c);
-            let opaque = root_is_opaque(&dir);
-            lowers.push(dir);
-            if opaque {
-                break;
-            }
-        }
-        let overlay_error = if mode == MountMode::CopyOnly {
-            "requested".to_owned()
-        } else {
-            match mount_overlay(
-                &lowers,
-                &run_dir.join("upper"),
-                &run_dir.join("work"),
-                &rootfs,
-            ) {
-                Ok(()) => {
-                    guard.mounted = true;
-                    return Ok(guard);
-                }
-                Err(e) if mode == MountMode::OverlayOnly => {
-                    return Err(RootfsError::Mount {
-                        path: rootfs,
-                        source: e,
-                    });
-                }
-                Err(e) => e.to_string(),
-            }
-        };
-        let bottom_up: Vec<PathBuf> = chain.iter().map(|c| self.snapshot_dir(c)).collect();
-        flatten_into(&bottom_up, &rootfs).map_err(|source| RootfsError::Copy {
-            path: rootfs.clone(),
-            source,
-        })?;
-        guard.kind = RootfsKind::Copy {
-            reason: overlay_error,
-        };
-        // The copy gets the overlay's `nodev,nosuid` from a bind mount onto itself.
-        seal_copy(&rootfs).map_err(|source| RootfsError::Mount {
-            path: rootfs.clone(),
-            source,
-        })?;
-        guard.mounted = true;
-        Ok(guard)
-    }
-}
-
 /// Binds a flattened copy onto itself as `nodev,nosuid` (see [`mount_overlay`] for why).
 fn seal_copy(rootfs: &Path) -> std::io::Result<()> {
     mount_bind(rootfs, rootfs)?;
@@ -303,91 +302,5 @@ fn seal_copy(rootfs: &Path) -> std::io::Result<()> {
         let _ = unmount(rootfs, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW);
         return Err(e.into());
     }
-    Ok(())
-}
-
-/// Whether a snapshot's root directory carries the overlay opaque mark.
-pub(crate) fn root_is_opaque(dir: &Path) -> bool {
-    let mut buf = [0u8; 4];
-    matches!(rustix::fs::lgetxattr(dir, crate::unpack::OVERLAY_OPAQUE_XATTR, &mut buf), Ok(1) if buf[0] == b'y')
-}
-
-/// Mounts overlayfs at `target`: with the new mount API and one `lowerdir+` per layer (no
-/// page-size limit on the option string), else with `mount(2)`. Always `nodev,nosuid`: the
-/// mount is visible on the host (below the run directory), where an image's device node or
-/// setuid file must give nothing to whoever can reach it (with `--userns`, the unprivileged
-/// range). The container's own `/dev` is a separate mount; `no_new_privileges` already makes
-/// setuid inert inside.
-pub(crate) fn mount_overlay(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    target: &Path,
-) -> std::io::Result<()> {
-    match mount_overlay_fsopen(lowers, upper, work, target) {
-        Ok(()) => {}
-        Err(Errno::NOSYS | Errno::INVAL) => mount_overlay_legacy(lowers, upper, work, target)?,
-        Err(e) => return Err(e.into()),
-    }
-    // Never let mounts made below the rootfs propagate back to the host.
-    mount_change(target, MountPropagationFlags::PRIVATE)?;
-    Ok(())
-}
-
-fn mount_overlay_fsopen(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    target: &Path,
-) -> Result<(), Errno> {
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    for lower in lowers {
-        fsconfig_set_string(&fs, "lowerdir+", lower)?;
-    }
-    fsconfig_set_string(&fs, "upperdir", upper)?;
-    fsconfig_set_string(&fs, "workdir", work)?;
-    fsconfig_set_flag(&fs, "userxattr")?;
-    fsconfig_create(&fs)?;
-    let mnt = fsmount(
-        &fs,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOSUID,
-    )?;
-    move_mount(
-        &mnt,
-        c"",
-        rustix::fs::CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-}
-
-fn mount_overlay_legacy(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    target: &Path,
-) -> std::io::Result<()> {
-    let mut data = b"lowerdir=".to_vec();
-    for (i, lower) in lowers.iter().enumerate() {
-        if i > 0 {
-            data.push(b':');
-        }
-        data.extend_from_slice(lower.as_os_str().as_bytes());
-    }
-    data.extend_from_slice(b",upperdir=");
-    data.extend_from_slice(upper.as_os_str().as_bytes());
-    data.extend_from_slice(b",workdir=");
-    data.extend_from_slice(work.as_os_str().as_bytes());
-    data.extend_from_slice(b",userxattr");
-    let data =
-        CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    mount(
-        "overlay",
-        target,
-        "overlay",
-        MountFlags::NODEV | MountFlags::NOSUID,
-        data.as_c_str(),
-    )?;
     Ok(())
 }

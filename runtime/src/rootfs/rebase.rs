@@ -14,16 +14,15 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{FileType, OFlags};
 use rustix::mount::{UnmountFlags, unmount};
 
 use super::error::RootfsError;
 use super::flatten::replay;
-use super::mount::mount_overlay;
-use super::store::open_dir;
+use crate::overlay::{BOOKKEEPING, mount_overlay};
 use crate::unpack::spec::{Kind, Meta, Op, Spec};
-use crate::unpack::tree::{list_dir, lstat_at, open_child_dir, os, remove_any};
+use crate::unpack::tree::{list_dir, lstat_at, open_child_dir, open_dir, os, remove_any};
 use crate::unpack::{Applier, LayerError, LayerFormat, UnpackError};
-use rustix::fs::{FileType, OFlags};
 
 /// Re-applies the staged snapshot `staged` over `lowers` (nearest first) and returns the
 /// directory holding the new snapshot (inside `work_base`, which is created and must not
@@ -140,22 +139,9 @@ fn replay_into(
     Ok(())
 }
 
-/// Overlayfs bookkeeping of the temporary mount; meaningless once the directory is a lower
-/// layer. Whiteouts and the opaque mark are kept. (Mounts use `userxattr`, so overlay writes
-/// the `user.` names; the `trusted.` ones are removed too in case a kernel wrote them.)
-const BOOKKEEPING: [&str; 8] = [
-    "user.overlay.origin",
-    "user.overlay.impure",
-    "user.overlay.uuid",
-    "user.overlay.nlink",
-    "trusted.overlay.origin",
-    "trusted.overlay.impure",
-    "trusted.overlay.uuid",
-    "trusted.overlay.nlink",
-];
-
-/// Removes [`BOOKKEEPING`] xattrs from a directory tree (directories and regular files, through
-/// fds opened without following symlinks; symlinks keep theirs, which no lower layer reads).
+/// Removes overlay's [`BOOKKEEPING`] xattrs of the temporary mount from a directory tree
+/// (directories and regular files, through fds opened without following symlinks; symlinks
+/// keep theirs, which no lower layer reads). Whiteouts and the opaque mark are kept.
 fn strip_bookkeeping(dir: BorrowedFd<'_>) {
     for name in BOOKKEEPING {
         let _ = rustix::fs::fremovexattr(dir, name);

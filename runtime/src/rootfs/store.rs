@@ -16,11 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 
-use rustix::fs::{Mode, OFlags, RenameFlags, ResolveFlags, renameat_with};
+use rustix::fs::{RenameFlags, renameat_with};
 use rustix::io::Errno;
 
 use super::error::RootfsError;
-use crate::unpack::tree::{os, remove_any};
+use super::implied::reconcile;
+use super::mount::{MountMode, RunRootfs, has_mount_below};
+use super::rebase::reapply_over_lowers;
+use crate::unpack::tree::{open_dir, remove_any};
 use crate::unpack::{
     ChainId, Compression, DiffId, IdShift, LayerBlob, LayerFormat, LayerReport, Limits, chain_ids,
     sync_filesystem, unpack_layer_cancellable,
@@ -148,6 +151,26 @@ impl SnapshotStore {
         std::fs::symlink_metadata(self.snapshot_dir(chain)).is_ok_and(|m| m.is_dir())
     }
 
+    /// Gives one run its own root filesystem for the image whose chain ids (manifest order)
+    /// are `chain`: `run_dir` must not exist yet; it is created (0700) and holds `rootfs/`.
+    pub fn mount_run(
+        &self,
+        chain: &[ChainId],
+        run_dir: &Path,
+        mode: MountMode,
+    ) -> Result<RunRootfs, RootfsError> {
+        if chain.is_empty() {
+            return Err(RootfsError::NoLayers);
+        }
+        for c in chain {
+            if !self.contains(c) {
+                return Err(RootfsError::MissingSnapshot(*c));
+            }
+        }
+        let snapshots: Vec<PathBuf> = chain.iter().map(|c| self.snapshot_dir(c)).collect();
+        RunRootfs::mount(&snapshots, self.id_shift(), run_dir, mode)
+    }
+
     /// Makes sure every layer of an image is in the store, unpacking the missing ones (several
     /// at once), and returns the chain ids in manifest order. A layer is committed only when it
     /// and every layer below it unpacked and verified; on error nothing partial remains.
@@ -267,7 +290,7 @@ impl SnapshotStore {
                 })
                 .collect();
             let reconciled = if links.is_empty() {
-                super::implied::reconcile(&dir, &lowers, &implied, label)
+                reconcile(&dir, &lowers, &implied, label)
             } else {
                 // Links to lower files can only be made on top of the lowers.
                 Err(RootfsError::ImpliedDirOverSymlink {
@@ -420,21 +443,20 @@ impl SnapshotStore {
         let pid = std::process::id();
         let n = STAGING_COUNTER.fetch_add(1, Ordering::Relaxed);
         let work_base = self.dir.join(format!("{STAGING_PREFIX}rebase-{pid}-{n}"));
-        let result =
-            super::rebase::reapply_over_lowers(staged, implied, links, lowers, &work_base, label)
-                .and_then(|upper| {
-                    let target = self
-                        .dir
-                        .join(format!("{STAGING_PREFIX}{}-{pid}-{n}", chain.hex()));
-                    std::fs::rename(&upper, &target)
-                        .map(|()| target)
-                        .map_err(|source| RootfsError::Store {
-                            path: upper.clone(),
-                            source,
-                        })
-                });
+        let result = reapply_over_lowers(staged, implied, links, lowers, &work_base, label)
+            .and_then(|upper| {
+                let target = self
+                    .dir
+                    .join(format!("{STAGING_PREFIX}{}-{pid}-{n}", chain.hex()));
+                std::fs::rename(&upper, &target)
+                    .map(|()| target)
+                    .map_err(|source| RootfsError::Store {
+                        path: upper.clone(),
+                        source,
+                    })
+            });
         // Never delete through a mount that could not be undone.
-        if !super::mount::has_mount_below(&work_base).unwrap_or(true) {
+        if !has_mount_below(&work_base).unwrap_or(true) {
             self.discard(&work_base);
         }
         result
@@ -483,13 +505,13 @@ impl SnapshotStore {
             }
             // A rebase interrupted by a crash may have left its overlay mounted.
             let merged = path.join("merged");
-            if super::mount::has_mount_below(&merged)? {
+            if has_mount_below(&merged)? {
                 let _ = rustix::mount::unmount(
                     &merged,
                     rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW,
                 );
             }
-            if !super::mount::has_mount_below(&path)? {
+            if !has_mount_below(&path)? {
                 self.discard(&path);
             }
         }
@@ -514,29 +536,4 @@ impl SnapshotStore {
 
 fn is_cancelled(e: &RootfsError) -> bool {
     matches!(e, RootfsError::Unpack { source, .. } if matches!(source.kind, crate::unpack::LayerError::Cancelled))
-}
-
-pub(crate) fn open_dir(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
-    Ok(rustix::fs::openat(
-        rustix::fs::CWD,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
-}
-
-/// Looks `path` up literally below `root` (no symlink followed anywhere), as overlayfs merges
-/// by name.
-pub(crate) fn lookup_literal(
-    root: &std::os::fd::OwnedFd,
-    path: &[u8],
-) -> Result<rustix::fs::Stat, Errno> {
-    let fd = rustix::fs::openat2(
-        root,
-        os(path),
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
-    )?;
-    rustix::fs::fstat(&fd)
 }

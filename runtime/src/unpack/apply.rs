@@ -16,6 +16,7 @@ use super::error::{EntryError, LayerError};
 use super::names::split;
 use super::spec::{Kind, Meta, Op, Spec};
 use super::tree::{Tree, list_dir, lstat_at, open_child_dir, os, remove_any};
+use crate::overlay::{OPAQUE_VALUE, OPAQUE_XATTR};
 
 /// How whiteouts are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -470,7 +471,7 @@ impl Applier {
                     Mode::empty(),
                 )
                 .map_err(EntryError::errno("open directory"))?;
-                fsetxattr(&fd, super::OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                fsetxattr(&fd, OPAQUE_XATTR, OPAQUE_VALUE, XattrFlags::empty())
                     .map_err(EntryError::errno("set user.overlay.opaque"))
             }
             LayerFormat::Flattened => {

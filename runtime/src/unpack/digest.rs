@@ -6,7 +6,13 @@ use std::str::FromStr;
 
 use sha2::Digest as _;
 
-use super::error::DigestParseError;
+/// A digest string that is not `sha256:<64 lowercase hex>`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid sha256 digest {value:?}")]
+pub struct DigestParseError {
+    /// The offending text (truncated).
+    pub value: String,
+}
 
 /// A sha256 content digest, the only algorithm image configs use for diff ids.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,14 +5,6 @@ use std::path::PathBuf;
 
 use super::digest::DiffId;
 
-/// A digest string that is not `sha256:<64 lowercase hex>`.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid sha256 digest {value:?}")]
-pub struct DigestParseError {
-    /// The offending text (truncated).
-    pub value: String,
-}
-
 /// A layer could not be unpacked; `layer` names it (blob digest or diff id).
 #[derive(Debug, thiserror::Error)]
 #[error("layer {layer}")]

@@ -22,18 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 
 pub(crate) use apply::{Applier, join as apply_join};
-
-/// Snapshots mark opaque directories with overlay's `user.` xattrs and every overlay is
-/// mounted with `userxattr`: the same snapshot then works for root and inside a rootless
-/// session, where `trusted.*` cannot be written. Images may never set names with this prefix.
-pub(crate) const OVERLAY_XATTR_PREFIX: &str = "user.overlay.";
-
-/// The opaque-directory mark of a snapshot (see [`OVERLAY_XATTR_PREFIX`]).
-pub(crate) const OVERLAY_OPAQUE_XATTR: &str = "user.overlay.opaque";
 pub use apply::{ApplyStats, LayerFormat};
 pub use compression::Compression;
-pub use digest::{ChainId, DiffId, Sha256, chain_ids};
-pub use error::{DigestParseError, EntryError, LayerError, UnpackError};
+pub use digest::{ChainId, DiffId, DigestParseError, Sha256, chain_ids};
+pub use error::{EntryError, LayerError, UnpackError};
 
 use digest::HashingReader;
 use spec::Op;

@@ -4,19 +4,11 @@ use std::io::Read;
 
 use tar::EntryType;
 
+use super::Limits;
 use super::error::EntryError;
 use super::names::{Special, classify, clean};
 use super::spec::{Kind, Meta, Spec};
-use super::{Limits, OVERLAY_XATTR_PREFIX};
-
-/// Extended attributes that images legitimately carry and that are safe to restore:
-/// user attributes and file capabilities (e.g. `ping`). Overlay's own (`user.overlay.*`, which
-/// our snapshots use, and `trusted.*`) and `security.selinux`/`security.ima` must not come
-/// from an image: an image-made opaque or redirect mark would change what the mount shows.
-fn xattr_allowed(name: &[u8]) -> bool {
-    (name.starts_with(b"user.") && !name.starts_with(OVERLAY_XATTR_PREFIX.as_bytes()))
-        || name == b"security.capability"
-}
+use crate::overlay::xattr_carried;
 
 /// Converts one tar entry; `Ok(None)` for entries that create nothing (a PAX global header,
 /// or a name that denotes the root itself, reported through `root_entry`).
@@ -43,7 +35,7 @@ pub(crate) fn spec_of<R: Read>(
             let ext = ext.map_err(EntryError::io("read pax extensions"))?;
             let key = ext.key_bytes();
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                if !xattr_allowed(name) {
+                if !xattr_carried(name) {
                     *dropped_xattrs += 1;
                     continue;
                 }

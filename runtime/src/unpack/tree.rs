@@ -53,12 +53,7 @@ pub(crate) struct Tree {
 impl Tree {
     /// Opens `root` (which must be a real directory, not a symlink to one).
     pub(crate) fn open(root: &Path) -> std::io::Result<Self> {
-        let fd = openat(
-            rustix::fs::CWD,
-            root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = open_dir(root)?;
         let st = rustix::fs::fstat(&fd)?;
         Ok(Self {
             root: Rc::new(fd),
@@ -221,6 +216,30 @@ impl Tree {
         let rel = me.strip_prefix(&root).ok()?;
         Some(rel.as_os_str().as_bytes().to_vec())
     }
+}
+
+/// Opens a directory for reading, refusing a symlink in its last component (the trees read and
+/// written here are the only thing trusted, never where a link in them points).
+pub(crate) fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    Ok(openat(
+        rustix::fs::CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Looks `path` up literally below `root` (no symlink followed anywhere, no mount crossed), as
+/// overlayfs merges layers by name.
+pub(crate) fn lookup_literal(root: &OwnedFd, path: &[u8]) -> Result<Stat, Errno> {
+    let fd = openat2(
+        root,
+        os(path),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+    )?;
+    rustix::fs::fstat(&fd)
 }
 
 /// `lstat` of one component below `dir`; `None` when it does not exist.

@@ -236,7 +236,10 @@ pub(super) fn resolve_destination(
     warnings: &mut Vec<String>,
 ) -> Result<TableId> {
     let what = format!("out/tables/{source}");
-    let invalid = |e: Error| Error::mapping(&what, format!("invalid destination: {e}"));
+    let invalid = |source: Error| Error::Destination {
+        what: what.clone(),
+        source: Box::new(source),
+    };
     if let Some(dest) = mapping
         .and_then(|m| m.get("destination"))
         .and_then(Value::as_str)

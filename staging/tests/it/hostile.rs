@@ -95,10 +95,14 @@ fn fifos_and_sockets_are_refused_without_blocking() {
         json!({"storage": {"output": {"default_bucket": "out.c-x"}}}),
         true,
         |out| {
-            let path =
-                std::ffi::CString::new(out.join("tables/pipe.csv").to_str().unwrap()).unwrap();
-            // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
-            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o644) }, 0);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                out.join("tables/pipe.csv"),
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o644),
+                0,
+            )
+            .unwrap();
         },
     );
     assert!(matches!(

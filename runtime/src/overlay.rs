@@ -1,0 +1,201 @@
+//! Overlayfs as dockless uses it, in one place: the marks it reads in a layer directory, the
+//! extended attributes an image may carry past them, the opaque check and the mount.
+//!
+//! The unpacker writes snapshots in this format and must refuse image xattrs that would forge
+//! a mark; the rootfs module stacks, copies, replays and diffs those snapshots. Both read the
+//! rules from here, so a fix to one rule reaches every caller. A leaf: it imports nothing from
+//! the rest of the crate (which keeps `unpack` from depending on `rootfs`).
+//!
+//! Every overlay of dockless is mounted with `userxattr`, so overlay's marks are the
+//! `user.overlay.*` names: the same snapshot then works for root and inside a rootless
+//! session, where `trusted.*` cannot be written.
+
+use std::ffi::CString;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
+    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount, mount_change,
+    move_mount,
+};
+
+/// The prefix of overlay's own names under `userxattr`: an image may never set one, or it
+/// could forge a mark that changes what the mount shows.
+pub(crate) const XATTR_PREFIX: &str = "user.overlay.";
+
+/// The opaque-directory mark: the directory hides the content of the lower layers.
+pub(crate) const OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+/// The value of [`OPAQUE_XATTR`] that makes a directory opaque.
+pub(crate) const OPAQUE_VALUE: &[u8] = b"y";
+
+/// Metacopy: an upper entry with metadata only, its data in a lower layer.
+pub(crate) const METACOPY_XATTR: &str = "user.overlay.metacopy";
+
+/// redirect_dir: a renamed directory pointing at its lower origin.
+pub(crate) const REDIRECT_XATTR: &str = "user.overlay.redirect";
+
+/// The marks that change what a layer directory means (exact names: the escaped
+/// `user.overlay.overlay.*` form is data a container wrote).
+pub(crate) const MARKS: [&str; 3] = [OPAQUE_XATTR, METACOPY_XATTR, REDIRECT_XATTR];
+
+/// Overlayfs bookkeeping of a mount: meaningless once its upper directory becomes a lower
+/// layer. (Mounts use `userxattr`, so overlay writes the `user.` names; the `trusted.` ones
+/// are listed too in case a kernel wrote them.)
+pub(crate) const BOOKKEEPING: [&str; 8] = [
+    "user.overlay.origin",
+    "user.overlay.impure",
+    "user.overlay.uuid",
+    "user.overlay.nlink",
+    "trusted.overlay.origin",
+    "trusted.overlay.impure",
+    "trusted.overlay.uuid",
+    "trusted.overlay.nlink",
+];
+
+/// Whether an extended attribute is one a layer carries: user attributes and file capabilities
+/// (e.g. `ping`), which images legitimately set and are safe to restore. Overlay's own
+/// (`user.overlay.*`, which snapshots use, and `trusted.*`) and `security.selinux` /
+/// `security.ima` never come from an image nor go into one. The unpacker filters image
+/// entries with it, the flattened copy and the build diff filter snapshot entries with it.
+pub(crate) fn xattr_carried(name: &[u8]) -> bool {
+    (name.starts_with(b"user.") && !name.starts_with(XATTR_PREFIX.as_bytes()))
+        || name == b"security.capability"
+}
+
+/// Whether a value of [`OPAQUE_XATTR`] marks the directory opaque (exactly `y`).
+pub(crate) fn marks_opaque(value: &[u8]) -> bool {
+    value == OPAQUE_VALUE
+}
+
+/// Reads [`OPAQUE_XATTR`] with `read` and applies [`marks_opaque`]; any error (no such
+/// attribute, a longer value) means "not opaque".
+fn opaque_with(read: impl FnOnce(&mut [u8]) -> Result<usize, Errno>) -> bool {
+    let mut buf = [0u8; 4];
+    matches!(read(&mut buf), Ok(n) if marks_opaque(&buf[..n]))
+}
+
+/// Whether an open directory of a snapshot is opaque.
+pub(crate) fn is_opaque(dir: BorrowedFd<'_>) -> bool {
+    opaque_with(|buf| rustix::fs::fgetxattr(dir, OPAQUE_XATTR, buf))
+}
+
+/// Whether a snapshot's root directory is opaque (read without following a symlink). Overlayfs
+/// ignores the mark on a layer's root, so callers end the stack there instead.
+pub(crate) fn root_is_opaque(dir: &Path) -> bool {
+    opaque_with(|buf| rustix::fs::lgetxattr(dir, OPAQUE_XATTR, buf))
+}
+
+/// Mounts overlayfs at `target`: with the new mount API and one `lowerdir+` per layer (no
+/// page-size limit on the option string), else with `mount(2)`. Always `nodev,nosuid`: the
+/// mount is visible on the host (below the run directory), where an image's device node or
+/// setuid file must give nothing to whoever can reach it (with `--userns`, the unprivileged
+/// range). The container's own `/dev` is a separate mount; `no_new_privileges` already makes
+/// setuid inert inside.
+pub(crate) fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
+    match mount_overlay_fsopen(lowers, upper, work, target) {
+        Ok(()) => {}
+        Err(Errno::NOSYS | Errno::INVAL) => mount_overlay_legacy(lowers, upper, work, target)?,
+        Err(e) => return Err(e.into()),
+    }
+    // Never let mounts made below the rootfs propagate back to the host.
+    mount_change(target, MountPropagationFlags::PRIVATE)?;
+    Ok(())
+}
+
+fn mount_overlay_fsopen(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), Errno> {
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for lower in lowers {
+        fsconfig_set_string(&fs, "lowerdir+", lower)?;
+    }
+    fsconfig_set_string(&fs, "upperdir", upper)?;
+    fsconfig_set_string(&fs, "workdir", work)?;
+    fsconfig_set_flag(&fs, "userxattr")?;
+    fsconfig_create(&fs)?;
+    let mnt = fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOSUID,
+    )?;
+    move_mount(
+        &mnt,
+        c"",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+}
+
+fn mount_overlay_legacy(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
+    let mut data = b"lowerdir=".to_vec();
+    for (i, lower) in lowers.iter().enumerate() {
+        if i > 0 {
+            data.push(b':');
+        }
+        data.extend_from_slice(lower.as_os_str().as_bytes());
+    }
+    data.extend_from_slice(b",upperdir=");
+    data.extend_from_slice(upper.as_os_str().as_bytes());
+    data.extend_from_slice(b",workdir=");
+    data.extend_from_slice(work.as_os_str().as_bytes());
+    data.extend_from_slice(b",userxattr");
+    let data =
+        CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::NODEV | MountFlags::NOSUID,
+        data.as_c_str(),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_user_and_capability_xattrs_are_carried() {
+        for name in ["user.mime_type", "user.x", "security.capability"] {
+            assert!(xattr_carried(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "user.overlay.opaque",
+            "user.overlay.overlay.x",
+            "trusted.overlay.opaque",
+            "security.selinux",
+            "security.ima",
+            "system.posix_acl_access",
+        ] {
+            assert!(!xattr_carried(name.as_bytes()), "{name}");
+        }
+        assert!(MARKS.iter().all(|m| m.starts_with(XATTR_PREFIX)));
+    }
+
+    #[test]
+    fn only_y_marks_opaque() {
+        assert!(marks_opaque(b"y"));
+        for v in [&b""[..], b"n", b"yes", b"Y", b"y\0"] {
+            assert!(!marks_opaque(v), "{v:?}");
+        }
+    }
+}
