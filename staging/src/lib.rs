@@ -59,6 +59,7 @@ pub mod layout;
 mod out_dir;
 pub mod output;
 pub mod php_json;
+mod private;
 pub mod sanitize;
 pub mod storage;
 pub mod time;
