@@ -203,3 +203,37 @@ fn more_columns_than_storage_holds_is_a_user_error_naming_limit_and_table() {
         1999
     );
 }
+
+#[test]
+fn a_component_writing_too_wide_a_table_fails_the_job_as_a_user_error() {
+    let (dir, mut storage) = storage();
+    let before = crate::dump(&dir.path().join("storage.db"));
+    let header: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
+    let (_w, result) =
+        crate::output_mapping::run_job(&mut storage, serde_json::json!({}), true, |out| {
+            std::fs::write(out.join("tables/out.c-main.ok.csv"), "a\n1\n").unwrap();
+            std::fs::write(
+                out.join("tables/out.c-main.wide.csv"),
+                header.join(",") + "\n",
+            )
+            .unwrap();
+        });
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooManyColumns {
+                count: 10_000,
+                limit: 1999,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.is_user_error() && err.to_string().contains("wide"),
+        "{err}"
+    );
+    drop(storage);
+    assert_eq!(crate::dump(&dir.path().join("storage.db")), before);
+}
