@@ -6,7 +6,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use dockless_staging::{NewFile, SqliteStorage, Storage};
+use dockless_staging::storage::sealed::MARKER;
+use dockless_staging::{
+    DataDir, Error, Job, JobSpec, NewFile, SealedStorage, SqliteStorage, StateCipher, StateKey,
+    Storage,
+};
+use serde_json::{Value, json};
 
 fn open_umask() {
     rustix::process::umask(rustix::fs::Mode::empty());
@@ -95,10 +100,6 @@ fn an_old_world_readable_storage_is_made_private_when_opened() {
 }
 
 // ---- `#` values of stored state are encrypted at rest ----
-
-use dockless_staging::storage::sealed::MARKER;
-use dockless_staging::{DataDir, Error, Job, JobSpec, SealedStorage, StateCipher, StateKey};
-use serde_json::{Value, json};
 
 const SECRET: &str = "tok-PLAINTEXT-4711";
 
