@@ -6,16 +6,16 @@
 # after the last round. Wall time and peak RSS come from GNU time.
 
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 BENCH_TMP=${BENCH_TMP:-/var/tmp/dockless-bench}
 ROUNDS=${ROUNDS:-5}
 RESULTS=$(mktemp)
 trap 'rm -f "$RESULTS"' EXIT
 
+# need TOOL...: see bench_need in setup.sh (installs what is missing).
 need() {
-    for tool in "$@"; do
-        command -v "$tool" >/dev/null || { echo "bench: missing $tool (run scripts/test-env up; apt-get install $tool)" >&2; exit 1; }
-    done
+    bench_need "$@"
 }
 
 # measure NAME CMD...: runs CMD once under GNU time, records "NAME seconds rss_kib".

@@ -140,6 +140,17 @@ pub enum Error {
         /// The problem, naming the column.
         reason: String,
     },
+    /// A table would get more columns than the Storage backend holds. Checked before the
+    /// table is created or altered, so nothing of the load is written.
+    #[error("table {table} would have {count} columns; Storage allows at most {limit}")]
+    TooManyColumns {
+        /// The table id.
+        table: String,
+        /// Columns the table would have after the load.
+        count: usize,
+        /// The backend's limit.
+        limit: usize,
+    },
     /// A table id that is not in the Storage.
     #[error("table {id} not found")]
     TableNotFound {
@@ -203,6 +214,29 @@ pub enum Error {
         /// Version this build writes.
         supported: i64,
     },
+    /// The installation's state key file is missing its protection or its content: it is a
+    /// link, not a regular file, not the user's own, readable by others, or not a key.
+    #[error("state key file {path}: {reason}")]
+    StateKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it, and how to fix it.
+        reason: String,
+    },
+    /// A `#` value of a stored state does not decrypt with this installation's key: it was
+    /// encrypted with another key file, or the stored state was altered.
+    #[error(
+        "cannot decrypt {at} in the stored state of {state} with the key in {key_file} \
+         (encrypted with another key, or altered)"
+    )]
+    StateDecrypt {
+        /// Whose state: `component/config` or `component/config/row`.
+        state: String,
+        /// Where in the state document, e.g. `component.#refresh_token`.
+        at: String,
+        /// The key file used.
+        key_file: PathBuf,
+    },
     /// Serializing config.json, a manifest or the state failed.
     #[error("failed to write {path}")]
     Serialize {
@@ -224,6 +258,8 @@ impl Error {
                 | Error::Db { .. }
                 | Error::Serialize { .. }
                 | Error::SchemaVersion { .. }
+                | Error::StateKeyFile { .. }
+                | Error::StateDecrypt { .. }
         )
     }
 

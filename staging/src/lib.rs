@@ -10,7 +10,9 @@
 //! - [`Storage`] / [`Transaction`]: tables (`stage.c-bucket.table`, text columns, optional
 //!   primary key, hidden `_timestamp`, metadata) and files (tags, flags, content by hash).
 //!   [`SqliteStorage`] is the embedded backend: one SQLite file created on first use, WAL so
-//!   that concurrent jobs wait for each other instead of failing.
+//!   that concurrent jobs wait for each other instead of failing; its folders are 0700 and its
+//!   files 0600 whatever the umask. [`SealedStorage`] wraps any backend so that the `#` values
+//!   of stored state are encrypted at rest with the installation's [`StateCipher`] key.
 //! - [`Job`]: one job, from its [`JobSpec`] (configuration, component, config/row ids,
 //!   image parameters, action, format, default bucket): [`Job::new`] normalizes the
 //!   configuration, [`Job::stage`] writes the data folder, [`Job::finish`] loads the outputs
@@ -20,11 +22,13 @@
 //!   (the user's fault) from a failure of the machinery.
 //!
 //! ```no_run
-//! use dockless_staging::{DataDir, Job, JobSpec, SqliteStorage};
+//! use dockless_staging::{DataDir, Job, JobSpec, SealedStorage, SqliteStorage, StateCipher};
 //! use serde_json::json;
 //!
 //! # fn main() -> dockless_staging::Result<()> {
-//! let mut storage = SqliteStorage::open("/var/lib/dockless/storage.db".as_ref())?;
+//! let cipher = StateCipher::open_or_create("/var/lib/dockless/storage.key".as_ref())?;
+//! let backend = SqliteStorage::open("/var/lib/dockless/storage.db".as_ref())?;
+//! let mut storage = SealedStorage::new(backend, cipher);
 //! let dir = DataDir::create("/tmp/job-1".as_ref())?;
 //! let mut job = Job::new(JobSpec {
 //!     configuration: json!({
@@ -59,6 +63,7 @@ pub mod layout;
 mod out_dir;
 pub mod output;
 pub mod php_json;
+mod private;
 pub mod sanitize;
 pub mod storage;
 pub mod time;
@@ -71,7 +76,8 @@ pub use layout::DataDir;
 pub use output::{
     ImportOptions, LoadedTable, OutputReport, OutputSettings, StoredFile, import_file,
 };
-pub use storage::sqlite::{Options as SqliteOptions, SqliteStorage};
+pub use storage::sealed::{SealedStorage, StateCipher};
+pub use storage::sqlite::{MAX_COLUMNS, Options as SqliteOptions, SqliteStorage};
 pub use storage::{
     ExportOptions, FileInfo, FileQuery, NewFile, StateKey, Storage, TableInfo, Transaction,
 };

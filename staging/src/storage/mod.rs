@@ -3,8 +3,10 @@
 //! Reads go through [`Storage`]; every write goes through a [`Transaction`] so that one job's
 //! output lands all at once or not at all. The embedded backend is [`sqlite::SqliteStorage`];
 //! other backends (a shared PostgreSQL, Keboola's Storage API) implement the same two traits and
-//! keep their query language to themselves.
+//! keep their query language to themselves. [`sealed::SealedStorage`] wraps any of them so that
+//! the `#` values of stored state are encrypted at rest.
 
+pub mod sealed;
 pub mod sqlite;
 
 use std::io::{Read, Write};

@@ -150,3 +150,90 @@ fn header_names_are_sanitized_and_checked() {
     let (_d, _s, result) = import_bytes(b"a,a\n1,2\n", "dup.csv", &ImportOptions::default());
     assert!(matches!(result.unwrap_err(), Error::Columns { .. }));
 }
+
+#[test]
+fn more_columns_than_storage_holds_is_a_user_error_naming_limit_and_table() {
+    // 10,000 columns: SQLite's raw "too many columns" used to come out as a database
+    // (application) error after the table had been half created.
+    let width = 10_000;
+    let header: Vec<String> = (0..width).map(|i| format!("col{i}")).collect();
+    let csv = format!("{}\n", header.join(","));
+    let (dir, storage, result) =
+        import_bytes(csv.as_bytes(), "huge.csv", &ImportOptions::default());
+    let err = result.unwrap_err();
+    assert!(err.is_user_error(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("in.c-t.t") && text.contains("1999") && text.contains("10000"),
+        "{text}"
+    );
+    assert!(storage.table(&id("in.c-t.t")).unwrap().is_none());
+    drop(storage);
+    assert!(
+        !crate::dump(&dir.path().join("storage.db")).contains("in.c-t.t"),
+        "nothing may be written"
+    );
+
+    // The limit itself is accepted; adding columns past it to an existing table is refused.
+    let header: Vec<String> = (0..1999).map(|i| format!("col{i}")).collect();
+    let csv = format!("{}\n", header.join(","));
+    let (dir, mut storage, result) =
+        import_bytes(csv.as_bytes(), "max.csv", &ImportOptions::default());
+    result.unwrap();
+    let path = dir.path().join("more.csv");
+    let header: Vec<String> = (0..2001).map(|i| format!("col{i}")).collect();
+    std::fs::write(&path, format!("{}\n", header.join(","))).unwrap();
+    let err = import_file(
+        &mut storage,
+        &path,
+        &id("in.c-t.t"),
+        &ImportOptions::default(),
+        "test",
+    )
+    .unwrap_err();
+    assert!(err.is_user_error(), "{err:?}");
+    assert!(err.to_string().contains("1999"), "{err}");
+    assert_eq!(
+        storage
+            .table(&id("in.c-t.t"))
+            .unwrap()
+            .unwrap()
+            .columns
+            .len(),
+        1999
+    );
+}
+
+#[test]
+fn a_component_writing_too_wide_a_table_fails_the_job_as_a_user_error() {
+    let (dir, mut storage) = storage();
+    let before = crate::dump(&dir.path().join("storage.db"));
+    let header: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
+    let (_w, result) =
+        crate::output_mapping::run_job(&mut storage, serde_json::json!({}), true, |out| {
+            std::fs::write(out.join("tables/out.c-main.ok.csv"), "a\n1\n").unwrap();
+            std::fs::write(
+                out.join("tables/out.c-main.wide.csv"),
+                header.join(",") + "\n",
+            )
+            .unwrap();
+        });
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooManyColumns {
+                count: 10_000,
+                limit: 1999,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.is_user_error() && err.to_string().contains("wide"),
+        "{err}"
+    );
+    drop(storage);
+    assert_eq!(crate::dump(&dir.path().join("storage.db")), before);
+}

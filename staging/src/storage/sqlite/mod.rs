@@ -3,7 +3,7 @@
 //! ```text
 //! storage.db                 catalog (buckets, tables, metadata, files, states) + table data
 //! storage.db-wal, -shm       SQLite write-ahead log (concurrent readers, one writer)
-//! storage.db.files/
+//! storage.db.files/          (0700, like every folder the Storage creates; files are 0600)
 //!   sha256/<hex>             file contents by hash (a sliced file has one blob per slice)
 //!   tmp-*                    uploads in progress; renamed into sha256/ once hashed
 //! ```
@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::id::TableId;
+use crate::private;
 use crate::storage::{
     ExportOptions, Exported, FileInfo, FileQuery, StateKey, Storage, TableInfo, Transaction,
 };
@@ -37,6 +38,11 @@ use catalog::{file_blobs, file_info, table_info};
 use write::SqliteTransaction;
 
 const SCHEMA_VERSION: i64 = 1;
+
+/// Most columns a table can have: SQLite's compiled-in `SQLITE_MAX_COLUMN` (2000, kept: a
+/// higher one needs a build-time variable outside `Cargo.toml` and makes wide tables slow)
+/// less the hidden `_timestamp` column. Keboola documents 1,200 for its own backends.
+pub const MAX_COLUMNS: usize = 1999;
 
 const SCHEMA: &str = "
 CREATE TABLE buckets (
@@ -128,8 +134,21 @@ impl SqliteStorage {
     /// Opens (creating when missing) the Storage at `path`.
     pub fn open_with(path: &Path, options: &Options) -> Result<SqliteStorage> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+            private::create_dir_all(parent)?;
         }
+        let mut blobs = path.as_os_str().to_owned();
+        blobs.push(".files");
+        let blobs = PathBuf::from(blobs);
+        // The file is created 0600 before SQLite opens it: SQLite gives the WAL, its index
+        // and a rollback journal the main file's mode, whatever the umask. A Storage created
+        // by an older dockless (0644, 0755) is tightened.
+        private::create_file(path)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            private::tighten(Path::new(&file), private::FILE_MODE)?;
+        }
+        private::tighten(&blobs, private::DIR_MODE)?;
         let conn =
             Connection::open(path).map_err(Error::db(format!("opening {}", path.display())))?;
         conn.busy_timeout(options.busy_timeout)
@@ -157,12 +176,10 @@ impl SqliteStorage {
                 Err(e) => return Err(Error::db("configuring the connection")(e)),
             }
         }
-        let mut blobs = path.as_os_str().to_owned();
-        blobs.push(".files");
         let storage = SqliteStorage {
             conn,
             path: path.to_path_buf(),
-            blobs: PathBuf::from(blobs),
+            blobs,
         };
         storage.migrate()?;
         Ok(storage)

@@ -7,6 +7,7 @@ use rusqlite::params;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::MAX_COLUMNS;
 use super::catalog::{
     BlobRef, TableRow, column_index, file_blobs, push_filter, table_info, table_row, to_json,
 };
@@ -175,7 +176,7 @@ impl SqliteTransaction<'_> {
 
     fn store_blob(&self, slice: &mut Slice) -> Result<BlobRef> {
         let dir = self.blobs.join("sha256");
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        crate::private::create_dir_all(&dir)?;
         let mut tmp = tempfile::Builder::new()
             .prefix("tmp-")
             .tempfile_in(&self.blobs)
@@ -226,7 +227,23 @@ impl Transaction for SqliteTransaction<'_> {
         primary_key: &[String],
     ) -> Result<Prepared> {
         let mut prepared = Prepared::default();
-        let Some(existing) = table_row(&self.tx, id)? else {
+        let existing = table_row(&self.tx, id)?;
+        // Before anything is created or altered: SQLite's own "too many columns" would be a
+        // database error half way through, and it is the CSV that is too wide.
+        let mut names: std::collections::HashSet<&str> = existing
+            .as_ref()
+            .map(|t| t.columns.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        names.extend(columns.iter().map(String::as_str));
+        let count = names.len();
+        if count > MAX_COLUMNS {
+            return Err(Error::TooManyColumns {
+                table: id.to_string(),
+                count,
+                limit: MAX_COLUMNS,
+            });
+        }
+        let Some(existing) = existing else {
             for (i, c) in columns.iter().enumerate() {
                 if c.is_empty() || columns[..i].contains(c) {
                     return Err(Error::Columns {

@@ -2,14 +2,15 @@
 //! component (examples/demo-component, built and pushed to the local test registry once per
 //! test binary), real containers and a real Storage file. Needs root and `scripts/test-env up`.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use dockless_staging::{SqliteStorage, StateKey, Storage};
 use dockless_testkit::test_env;
 use serde_json::{Value, json};
+
+use crate::support::{self, text};
 
 const SECRET: &str = "tok-S3cret-42";
 
@@ -51,51 +52,25 @@ fn build_image(name: &str, args: &[&str], user: Option<&str>) -> String {
     reference
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+/// One test's dockless root (its own image store, Storage and job dirs), with the job tests'
+/// helpers.
+struct Root(support::Root);
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "dockless run needs root here: run the tests through scripts/test"
-    );
-}
+impl std::ops::Deref for Root {
+    type Target = support::Root;
 
-/// One test's dockless root (its own image store, Storage and job dirs).
-struct Root {
-    dir: tempfile::TempDir,
+    fn deref(&self) -> &support::Root {
+        &self.0
+    }
 }
 
 impl Root {
     fn new() -> Root {
-        require_root();
-        Root {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
+        Root(support::Root::new("dockless run needs root here"))
     }
 
     fn dockless(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dockless"))
-            .env("DOCKLESS_ROOT", self.path())
-            .env("DOCKLESS_RUN_ROOT", self.path().join("run"))
-            .env("DOCKLESS_RETRY_BASE_MS", "1")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run dockless");
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-        drop(input);
-        child.wait_with_output().unwrap()
+        self.dockless_with(args, &[], stdin.unwrap_or(""))
     }
 
     fn import(&self, csv: &str, table: &str, incremental: bool) {
@@ -238,6 +213,7 @@ fn demo_config(parameters: Value) -> Value {
 const JOB_FLAGS: &[&str] = &["--component-id", "demo", "--config-id", "cfg-1"];
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_killed_jobs_directory_is_collected_by_the_next_job() {
     let root = Root::new();
     // A pid that cannot be alive (above the kernel's pid_max limit of 2^22).
@@ -253,6 +229,7 @@ fn a_killed_jobs_directory_is_collected_by_the_next_job() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_component_running_as_a_non_root_user_owns_data_and_tmp() {
     let root = Root::new();
     root.import(ORDERS_1, "in.c-demo.orders", false);
@@ -271,6 +248,7 @@ fn a_component_running_as_a_non_root_user_owns_data_and_tmp() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn demo_two_runs_read_state_and_upsert() {
     let root = Root::new();
     let image = demo_image();
@@ -347,6 +325,7 @@ fn demo_two_runs_read_state_and_upsert() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_missing_out_state_clears_the_state() {
     let root = Root::new();
     let image = demo_image();
@@ -375,6 +354,7 @@ fn a_missing_out_state_clears_the_state() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn exit_1_is_a_user_error_and_only_write_always_tables_are_loaded() {
     let root = Root::new();
     let image = demo_image();
@@ -410,6 +390,7 @@ fn exit_1_is_a_user_error_and_only_write_always_tables_are_loaded() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn other_exit_codes_are_application_errors() {
     let root = Root::new();
     let image = demo_image();
@@ -433,6 +414,7 @@ fn other_exit_codes_are_application_errors() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn out_of_memory_and_timeout_are_user_errors_with_keboolas_wording() {
     let root = Root::new();
     let image = demo_image();
@@ -471,6 +453,7 @@ fn out_of_memory_and_timeout_are_user_errors_with_keboolas_wording() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn secrets_are_hidden_in_output_result_and_messages() {
     let root = Root::new();
     let image = demo_image();
@@ -506,6 +489,7 @@ fn secrets_are_hidden_in_output_result_and_messages() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn bad_configurations_and_mappings_are_user_errors() {
     let root = Root::new();
     // The image does not exist: had anything been pulled, the error would say so.
@@ -571,6 +555,7 @@ fn bad_configurations_and_mappings_are_user_errors() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn image_not_found_is_a_user_error_and_an_unreachable_registry_an_application_error() {
     let root = Root::new();
     let image = format!("{}/no-such-component:1", test_env().registry);
@@ -591,6 +576,7 @@ fn image_not_found_is_a_user_error_and_an_unreachable_registry_an_application_er
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_sync_action_answers_with_json_and_maps_nothing() {
     let root = Root::new();
     let image = demo_image();
@@ -629,6 +615,7 @@ fn a_sync_action_answers_with_json_and_maps_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn processors_run_before_and_after_with_their_own_config() {
     let root = Root::new();
     let (image, processor) = (demo_image(), processor_image());
@@ -730,6 +717,7 @@ fn processors_run_before_and_after_with_their_own_config() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_job_file_carries_image_configuration_and_settings() {
     let root = Root::new();
     root.import(ORDERS_1, "in.c-demo.orders", false);
@@ -801,6 +789,7 @@ fn a_job_file_carries_image_configuration_and_settings() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn links_planted_in_data_are_never_followed_between_images() {
     let root = Root::new();
     let (image, processor) = (demo_image(), processor_image());

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use dockless_testkit::{mounts_below, test_env};
 
+use crate::support::{self, text};
+
 fn dockless(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dockless"))
         .env("DOCKLESS_ROOT", root)
@@ -16,17 +18,8 @@ fn dockless(root: &Path, args: &[&str]) -> Output {
         .expect("run dockless")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "dockless run needs root here: run the tests through scripts/test"
-    );
+    support::require_root("dockless run needs root here");
 }
 
 /// Asserts that a root has no run left: no mount, no container state, no rootfs dir.
@@ -42,6 +35,7 @@ fn assert_clean(root: &Path) {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn exit_codes_streams_and_data_round_trip() {
     require_root();
     let env = test_env();
@@ -84,6 +78,7 @@ fn exit_codes_streams_and_data_round_trip() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn no_network_but_loopback_and_the_image_cmd_by_default() {
     require_root();
     let env = test_env();
@@ -125,6 +120,7 @@ fn no_network_but_loopback_and_the_image_cmd_by_default() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn timeout_kills_and_is_reported() {
     require_root();
     let env = test_env();
@@ -173,6 +169,7 @@ fn timeout_kills_and_is_reported() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn gc_removes_what_a_killed_runner_left() {
     require_root();
     let env = test_env();

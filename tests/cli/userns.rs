@@ -9,9 +9,7 @@ use std::process::{Command, Output};
 
 use dockless_testkit::test_env;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use crate::support::{self, text};
 
 /// The first range of `dockless` in /etc/subuid (base, count).
 fn range() -> (u32, u32) {
@@ -25,35 +23,27 @@ fn range() -> (u32, u32) {
         .expect("no `dockless` range in /etc/subuid: run scripts/test-env up")
 }
 
-struct Root {
-    dir: tempfile::TempDir,
+/// One test's dockless root, with the userns tests' helpers.
+struct Root(support::Root);
+
+impl std::ops::Deref for Root {
+    type Target = support::Root;
+
+    fn deref(&self) -> &support::Root {
+        &self.0
+    }
 }
 
 impl Root {
     fn new() -> Root {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "run the tests through scripts/test"
-        );
-        let dir = tempfile::tempdir().unwrap();
+        let root = support::Root::new("dockless run --userns needs root");
         // The container's root (an unprivileged host uid) must pass through to its rootfs.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-        Root { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        Root(root)
     }
 
     fn dockless(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_dockless"))
-            .env("DOCKLESS_ROOT", self.path())
-            .env("DOCKLESS_RUN_ROOT", self.path().join("run"))
-            .args(args)
-            .output()
-            .unwrap()
+        self.dockless_with(args, &[], "")
     }
 
     fn assert_clean(&self) {
@@ -70,6 +60,7 @@ impl Root {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn the_containers_root_is_an_unprivileged_host_range() {
     let (base, count) = range();
     let root = Root::new();
@@ -144,6 +135,7 @@ fn the_containers_root_is_an_unprivileged_host_range() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_keboola_job_runs_with_userns_and_host_networking_is_refused() {
     let root = Root::new();
     let busybox = format!("{}/busybox:latest", test_env().registry);
@@ -210,6 +202,7 @@ fn a_keboola_job_runs_with_userns_and_host_networking_is_refused() {
 /// node of the image (the shifted store holds none, and the mount is `nodev`) and no setuid
 /// (the mount is `nosuid`).
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn the_range_gets_no_device_and_no_setuid_through_the_hosts_view_of_a_run() {
     let (base, _) = range();
     let root = Root::new();

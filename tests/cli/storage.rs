@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A scratch folder removed on drop (std only: the binary has no dev-dependencies).
+/// A scratch folder removed on drop.
 struct Scratch(PathBuf);
 
 impl Scratch {

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use dockless_testkit::{Fault, FaultProxy, Rule, test_env};
 
+use crate::support::text;
+
 fn dockless(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dockless"))
         .env("DOCKLESS_ROOT", root)
@@ -15,11 +17,8 @@ fn dockless(root: &Path, args: &[&str]) -> Output {
         .expect("run dockless")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn pull_images_rmi_round_trip() {
     let env = test_env();
     let root = tempfile::tempdir().unwrap();
@@ -79,6 +78,7 @@ fn pull_images_rmi_round_trip() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn errors_name_image_registry_and_cause() {
     let env = test_env();
     let root = tempfile::tempdir().unwrap();
@@ -102,6 +102,7 @@ fn errors_name_image_registry_and_cause() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn killed_mid_pull_leaves_no_partial_blob_and_the_next_pull_resumes() {
     let env = test_env();
     let layer = busybox_layer(&env.registry);
@@ -157,6 +158,7 @@ fn killed_mid_pull_leaves_no_partial_blob_and_the_next_pull_resumes() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn load_a_docker_archive_then_list_it() {
     let env = test_env();
     let root = tempfile::tempdir().unwrap();
@@ -190,6 +192,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn streamed_unpack_survives_a_cut_and_a_restarted_download() {
     let env = test_env();
     let layer = busybox_layer(&env.registry);

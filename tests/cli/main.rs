@@ -1,0 +1,16 @@
+//! The `dockless` binary end to end, one module per command family, in one test binary (one
+//! link step instead of six). The rootless tests are a binary of their own (`tests/rootless`).
+//!
+//! Most tests need root, the local registries (`scripts/test-env up`) or real containers: they
+//! are `#[ignore = "needs root and scripts/test-env"]` and run by `scripts/test`. Plain
+//! `cargo test` runs the rest.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod build;
+mod job;
+mod pull;
+mod run;
+mod storage;
+mod userns;

@@ -1,0 +1,69 @@
+//! What every end-to-end test binary needs once: reading a command's output, the root check
+//! and a test's own dockless root. Shared by `tests/cli` and `tests/rootless` (a binary may use
+//! only part of it).
+//!
+//! The tests that need root, the local registries or real containers are
+//! `#[ignore = "needs root and scripts/test-env"]`: plain `cargo test` skips them, and
+//! `scripts/test` runs them all as root with `--include-ignored`.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// A command's output as text, lossily: assertion messages must show whatever came out.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Fails the test with the way to run it when it is not root: `what` says why it needs root.
+/// An ignored test run as an ordinary user with `--include-ignored` then fails with a clear
+/// message instead of a permission error deep in a run.
+pub fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "{what}: run the tests through scripts/test"
+    );
+}
+
+/// One test's dockless root (its own image store, Storage, job dirs and run state), removed
+/// when dropped: tests running in parallel never share state.
+pub struct Root {
+    dir: tempfile::TempDir,
+}
+
+impl Root {
+    /// A fresh root; `what` is why the test needs root (see [`require_root`]).
+    pub fn new(what: &str) -> Root {
+        require_root(what);
+        Root {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The root folder (`DOCKLESS_ROOT`; the run state is its `run/`).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `dockless args...` on this root with extra `env` and `stdin`; retries are fast (1 ms
+    /// base) so that tests of failing registries do not wait.
+    pub fn dockless_with(&self, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .env("DOCKLESS_ROOT", self.path())
+            .env("DOCKLESS_RUN_ROOT", self.path().join("run"))
+            .env("DOCKLESS_RETRY_BASE_MS", "1")
+            .envs(env.iter().copied())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run dockless");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+}
