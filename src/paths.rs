@@ -41,6 +41,17 @@ impl Paths {
         dockless_runtime::rootfs::RunSlots::new(&self.root)
     }
 
+    /// The installation's key for the `#` values of stored state (0600, beside the other
+    /// state: whoever can read it can read the state, like the Storage itself).
+    pub fn state_key(&self) -> PathBuf {
+        self.root.join("storage.key")
+    }
+
+    /// The job working directories (`<run>-<pid>`, each with its `.lock`).
+    pub fn jobs(&self) -> PathBuf {
+        self.root.join("jobs-v1")
+    }
+
     /// The content store (blobs, manifests, image index).
     pub fn store(&self) -> PathBuf {
         self.root.join("store")

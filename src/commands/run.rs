@@ -92,6 +92,11 @@ fn run_spec(args: &RunArgs, image: ImageConfig) -> anyhow::Result<RunSpec> {
         pids: Some(args.pids_limit),
         ..Limits::default()
     };
+    // As for a job: a zero limit would kill the container at once.
+    anyhow::ensure!(
+        args.timeout.is_none_or(|t| !t.is_zero()),
+        "--timeout must be a positive number of seconds, not 0"
+    );
     spec.timeout = args.timeout;
     spec.network = args.network.into();
     spec.read_only_rootfs = args.read_only;

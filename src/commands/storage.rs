@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use dockless_staging::storage::{ColumnFilter, Operator, Slice};
 use dockless_staging::time::{format_iso, now_micros, parse_time_expr};
 use dockless_staging::{
-    ExportOptions, FileQuery, ImportOptions, NewFile, SqliteStorage, Storage, TableId, import_file,
+    ExportOptions, FileQuery, ImportOptions, NewFile, Storage, TableId, import_file,
 };
 
 use crate::cli::storage::StorageCommand;
@@ -19,7 +19,7 @@ use crate::paths::Paths;
 
 /// Runs one storage subcommand against `paths.storage`.
 pub fn run(cmd: StorageCommand, paths: &Paths) -> anyhow::Result<ExitCode> {
-    let mut storage = SqliteStorage::open(&paths.storage)
+    let mut storage = crate::stages::storage::open(paths)
         .with_context(|| format!("opening storage {}", paths.storage.display()))?;
     match cmd {
         StorageCommand::Import {

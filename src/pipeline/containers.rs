@@ -127,7 +127,9 @@ impl Pipeline<'_> {
             ..Limits::default()
         };
         let timeout = if main { s.main_timeout() } else { s.timeout };
-        spec.timeout = Some(timeout);
+        // The job's timeout covers the whole job: the container gets what is left of it.
+        // Messages quote the container's own timeout, as Keboola's do.
+        spec.timeout = Some(timeout.min(self.time_left(&format!("running {}", image.name))?));
         spec.network = s.network;
         spec.read_only_rootfs = s.read_only;
         spec.userns = s.userns;

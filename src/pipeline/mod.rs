@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use dockless_registry::Store;
 use dockless_runtime::bundle::NetworkMode;
-use dockless_staging::{DataDir, Format, Job, JobSpec, SqliteStorage};
+use dockless_staging::{DataDir, Format, Job, JobSpec};
 use serde_json::Value;
 
 use crate::paths::Paths;
-use crate::stages::pull::{image_config, pull_and_unpack, unpack};
+use crate::stages::pull::{PullDeadline, image_config, pull_and_unpack_until, unpack};
 use classify::Class;
 use containers::{Image, Step};
 use processors::Position;
@@ -94,12 +94,33 @@ pub const MAX_PROCESS_TIMEOUT: Duration = Duration::from_secs(86_400);
 impl JobSettings {
     /// The main image's timeout: the configuration's `runtime.process_timeout` (a positive
     /// number of seconds, capped at a day) when set, else the component's. Processors always
-    /// get the component's.
+    /// get the component's. An invalid value (refused before the job starts, see
+    /// [`JobSettings::check_timeouts`]) counts as unset.
     pub fn main_timeout(&self) -> Duration {
-        match self.configuration["runtime"]["process_timeout"].as_u64() {
-            Some(secs) if secs > 0 => Duration::from_secs(secs).min(MAX_PROCESS_TIMEOUT),
-            _ => self.timeout,
+        process_timeout(&self.configuration)
+            .ok()
+            .flatten()
+            .unwrap_or(self.timeout)
+    }
+
+    /// The whole job's limit, from its start (pulls, staging, every container): the longer
+    /// of the component's timeout and the main image's, so that neither is cut short by the
+    /// other; each container gets what is left of it, at most its own timeout.
+    pub fn job_timeout(&self) -> Duration {
+        self.timeout.max(self.main_timeout())
+    }
+
+    /// Both timeouts are positive numbers of seconds (Keboola's rule for
+    /// `runtime.process_timeout`; a zero `--timeout` would kill every container at once):
+    /// anything else is the user's error, naming the setting.
+    pub fn check_timeouts(&self) -> Result<(), String> {
+        if self.timeout.is_zero() {
+            return Err(
+                "--timeout must be a positive number of seconds (the component's timeout), not 0"
+                    .into(),
+            );
         }
+        process_timeout(&self.configuration).map(drop)
     }
 
     fn action(&self) -> String {
@@ -107,6 +128,30 @@ impl JobSettings {
             Some(a) if !a.is_empty() => a.to_string(),
             _ => "run".to_string(),
         }
+    }
+}
+
+/// The configuration's `runtime.process_timeout`: `None` when absent (or `null`), the number
+/// of seconds (capped at [`MAX_PROCESS_TIMEOUT`], as Keboola caps it) when it is a positive
+/// whole JSON number, and an error naming the key for anything else. A string such as `"2"`
+/// is refused too: Keboola takes a positive int, the configuration is typed JSON, and a quoted
+/// number is more often a template's mistake than an intent; refusing it shows the mistake
+/// where silently running with the default hid it.
+pub fn process_timeout(configuration: &Value) -> Result<Option<Duration>, String> {
+    let Some(value) = configuration
+        .get("runtime")
+        .and_then(|r| r.get("process_timeout"))
+    else {
+        return Ok(None);
+    };
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(n) if n.as_u64().is_some_and(|secs| secs > 0) => Ok(Some(
+            Duration::from_secs(n.as_u64().unwrap_or(1)).min(MAX_PROCESS_TIMEOUT),
+        )),
+        other => Err(format!(
+            "runtime.process_timeout must be a positive whole number of seconds, not {other}"
+        )),
     }
 }
 
@@ -138,6 +183,7 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
     let outcome = Pipeline {
         settings,
         paths,
+        deadline: started + settings.job_timeout(),
         action: &action,
         result: &mut result,
         secrets: &mut secrets,
@@ -202,6 +248,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 struct Pipeline<'a> {
     settings: &'a JobSettings,
     paths: &'a Paths,
+    /// When the job's time is up ([`JobSettings::job_timeout`] from its start).
+    deadline: Instant,
     action: &'a str,
     result: &'a mut JobResult,
     secrets: &'a mut Secrets,
@@ -211,6 +259,7 @@ impl Pipeline<'_> {
     fn run(&mut self) -> Result<(), Failure> {
         let s = self.settings;
         // A bad configuration is refused before any pull, mount or container.
+        s.check_timeouts().map_err(Failure::user)?;
         let mut job = Job::new(JobSpec {
             configuration: s.configuration.clone(),
             component_id: s.component_id.clone(),
@@ -263,7 +312,7 @@ impl Pipeline<'_> {
         let input_started = Instant::now();
         // Leftovers of killed runs must not fail this job.
         crate::stages::gc::collect_before_run(self.paths);
-        let jobs = self.paths.root.join("jobs-v1");
+        let jobs = self.paths.jobs();
         workdir::collect_stale(&jobs);
         let work = WorkDir::create(&jobs, &job_dir_name(s), s.userns.map(|shift| shift.base))
             .map_err(|e| Failure::application(&e))?;
@@ -274,6 +323,20 @@ impl Pipeline<'_> {
         }
         self.result.timings.cleanup_ms = ms(cleanup_started.elapsed());
         outcome
+    }
+
+    /// What is left of the job's time; a job whose time is up before `what` fails with
+    /// Keboola's wording for a timeout.
+    fn time_left(&mut self, what: &str) -> Result<Duration, Failure> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            self.result.timed_out = true;
+            return Err(Failure::user(format!(
+                "Job exceeded the timeout of {} seconds before {what}.",
+                self.settings.job_timeout().as_secs()
+            )));
+        }
+        Ok(left)
     }
 
     /// Finds `name` in the store (unpacking what is missing) or pulls it.
@@ -294,9 +357,15 @@ impl Pipeline<'_> {
             }
             None => {
                 let progress = crate::progress::for_stderr(true);
-                let (record, _) =
-                    pull_and_unpack(name, &s.platform, &s.registry, self.paths, progress)
-                        .map_err(|e| self.pull_failure(name, e))?;
+                let (record, _) = pull_and_unpack_until(
+                    name,
+                    &s.platform,
+                    &s.registry,
+                    self.paths,
+                    progress,
+                    Some(self.deadline),
+                )
+                .map_err(|e| self.pull_failure(name, e))?;
                 self.result.timings.pull_ms += ms(pulled.elapsed());
                 record
             }
@@ -311,7 +380,15 @@ impl Pipeline<'_> {
 
     /// Image not found or misnamed: the user's; anything else (unreachable registry, bad
     /// blobs, a failing disk): ours.
-    fn pull_failure(&self, name: &str, err: anyhow::Error) -> Failure {
+    fn pull_failure(&mut self, name: &str, err: anyhow::Error) -> Failure {
+        if err.downcast_ref::<PullDeadline>().is_some() {
+            // Keboola's job timeout: the user's limit, as a container's timeout is.
+            self.result.timed_out = true;
+            return Failure::user(format!(
+                "Job exceeded the timeout of {} seconds while pulling {name}: {err:#}.",
+                self.settings.job_timeout().as_secs()
+            ));
+        }
         let registry_error = err
             .chain()
             .find_map(|e| e.downcast_ref::<dockless_registry::Error>());
@@ -336,7 +413,7 @@ impl Pipeline<'_> {
     ) -> Result<(), Failure> {
         let s = self.settings;
         let dir = DataDir::create(work.path()).map_err(Failure::staging)?;
-        let mut storage = SqliteStorage::open(&self.paths.storage).map_err(Failure::staging)?;
+        let mut storage = crate::stages::storage::open(self.paths).map_err(Failure::staging)?;
         job.stage(&storage, &dir).map_err(Failure::staging)?;
         // The state's `#` values are secrets too.
         let state_path = dir

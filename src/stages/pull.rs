@@ -2,6 +2,7 @@
 //! (while downloading, or from the verified blobs), shared by `pull`, `run`, jobs and builds.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use dockless_registry::follow::Follow;
@@ -22,6 +23,30 @@ pub fn pull(
     store: &Store,
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<ImageRecord> {
+    pull_until(image, platform, registry, store, progress, None)
+}
+
+/// The pull did not finish by its deadline (a job's timeout covers its pulls); what it
+/// downloaded so far stays in the store's ingest area for the next pull to resume.
+#[derive(Debug, thiserror::Error)]
+#[error("the pull of {image} did not finish within the time left ({left:?})")]
+pub struct PullDeadline {
+    /// The image as named.
+    pub image: String,
+    /// The time the pull had.
+    pub left: Duration,
+}
+
+/// [`pull`], stopped at `deadline` (if any) with [`PullDeadline`]: the pull is async, so it
+/// is simply dropped at the deadline, its connections with it.
+pub fn pull_until(
+    image: &str,
+    platform: &str,
+    registry: &Settings,
+    store: &Store,
+    progress: Arc<dyn Progress>,
+    deadline: Option<Instant>,
+) -> anyhow::Result<ImageRecord> {
     let reference = ImageRef::parse(image)?;
     let platform: Platform = platform.parse()?;
     let client = Client::new(registry.clone())?;
@@ -30,8 +55,24 @@ pub fn pull(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // The registry's errors already name the image and the registry.
-    Ok(runtime.block_on(client.pull(&reference, &platform, store, progress))?)
+    let pulling = client.pull(&reference, &platform, store, progress);
+    let Some(deadline) = deadline else {
+        // The registry's errors already name the image and the registry.
+        return Ok(runtime.block_on(pulling)?);
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    match runtime.block_on(tokio::time::timeout_at(deadline.into(), pulling)) {
+        Ok(pulled) => Ok(pulled?),
+        Err(_elapsed) => {
+            // A blocking task of the dropped pull (a file write) must not hold the job.
+            runtime.shutdown_background();
+            Err(PullDeadline {
+                image: image.to_string(),
+                left,
+            }
+            .into())
+        }
+    }
 }
 
 /// Pulls an image and unpacks its layers while they download: each layer's unpacker reads the
@@ -45,13 +86,26 @@ pub fn pull_and_unpack(
     paths: &Paths,
     progress: Arc<dyn Progress>,
 ) -> anyhow::Result<(ImageRecord, Vec<EnsuredLayer>)> {
+    pull_and_unpack_until(image, platform, registry, paths, progress, None)
+}
+
+/// [`pull_and_unpack`] whose pull stops at `deadline` (see [`pull_until`]); the streamed
+/// unpack stops with it.
+pub fn pull_and_unpack_until(
+    image: &str,
+    platform: &str,
+    registry: &Settings,
+    paths: &Paths,
+    progress: Arc<dyn Progress>,
+    deadline: Option<Instant>,
+) -> anyhow::Result<(ImageRecord, Vec<EnsuredLayer>)> {
     let store = Store::open(paths.store())?;
     let follow = Follow::new(store.clone(), progress);
     std::thread::scope(|scope| {
         let puller = scope.spawn(|| {
             // Closed on every path, a panic included, so no follower waits forever.
             let closer = CloseOnDrop(&follow, Some("the pull ended abnormally".into()));
-            let result = pull(image, platform, registry, &store, follow.clone());
+            let result = pull_until(image, platform, registry, &store, follow.clone(), deadline);
             closer.finish(result.as_ref().err().map(|e| format!("{e:#}")));
             result
         });
