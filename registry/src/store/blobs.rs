@@ -6,7 +6,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
@@ -24,11 +24,16 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    /// Creates the blob and ingest directories under `root` if they are missing.
+    /// Creates the blob and ingest directories under `root` if they are missing: 0700 (the
+    /// store is its user's alone; a umask can only narrow that).
     pub(crate) fn create(root: PathBuf) -> Result<Layout> {
         let layout = Layout { root };
         for dir in [layout.root.join("blobs/sha256"), layout.ingest_dir()] {
-            fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(Error::io("create", &dir))?;
         }
         Ok(layout)
     }
@@ -96,6 +101,6 @@ impl Layout {
 
 /// Makes a blob read-only before it becomes visible.
 pub(crate) fn seal(file: &File, path: &Path) -> Result<()> {
-    file.set_permissions(fs::Permissions::from_mode(0o444))
+    file.set_permissions(fs::Permissions::from_mode(0o400))
         .map_err(Error::io("chmod", path))
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 
 use super::blobs::Layout;
 use crate::digest::Digest;
@@ -144,6 +145,7 @@ fn update(
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(Error::io("open", &lock_path))?;
     lock.lock().map_err(Error::io("lock", &lock_path))?;
