@@ -7,6 +7,7 @@
 //! the store prints.
 
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,16 +49,28 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
+/// Creates `dir` and its missing parents 0700: the cache and the fetches' scratch
+/// repositories (which may hold a private repository's code) are the user's alone.
+fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err("create", dir))
+}
+
 impl BuildCache {
     /// Opens the cache under the state directory `root` and waits for the lock of `key`.
     pub fn lock(root: &Path, key: &str) -> Result<BuildCache, CacheError> {
         let dir = root.join(CACHE_DIR);
-        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        create_private_dir(&dir)?;
         let lock_path = dir.join(format!("{key}.lock"));
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(io_err("open", &lock_path))?;
         lock.lock().map_err(io_err("lock", &lock_path))?;
@@ -72,7 +85,7 @@ impl BuildCache {
     /// Those a killed build left are removed once a day old: no fetch lives that long.
     pub fn scratch(&self) -> Result<PathBuf, CacheError> {
         let dir = self.dir.join("tmp");
-        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        create_private_dir(&dir)?;
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let stale = entry
                 .metadata()
