@@ -94,7 +94,8 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
     let devnull =
         std::fs::File::open("/dev/null").map_err(|e| chain("cannot open /dev/null", &e))?;
     let container_dir = req.container_root.join(&req.id);
-    std::fs::create_dir_all(&req.container_root)
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&req.container_root)
         .map_err(|e| chain("cannot create the container state root", &e))?;
 
     let built = ContainerBuilder::new(req.id.clone(), SyscallType::default())

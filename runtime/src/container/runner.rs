@@ -261,7 +261,11 @@ impl Runner {
             move |source| RunError::Io { what, path, source }
         };
         let runs = self.state_root.join(RUNS_DIR);
-        std::fs::create_dir_all(&runs).map_err(io("cannot create", &runs))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&runs)
+            .map_err(io("cannot create", &runs))?;
         let staging = runs.join(format!(".new-{id}"));
         let run_dir = runs.join(id);
         std::fs::DirBuilder::new()
