@@ -31,6 +31,30 @@ impl Paths {
         }
     }
 
+    /// Creates the state directory if it is missing, before any crate does: 0711 whatever the
+    /// umask, so that nobody else can list or read it but a `--userns` container's root (an
+    /// unprivileged host uid) can pass through it to its run dir, as it must. Everything
+    /// below is created by its owner (the stores, the job dirs) 0700 (0711 for the folders a
+    /// `--userns` run passes through) with files 0600. An existing directory is left as it is:
+    /// it may be the user's own choice of `--root`.
+    pub fn create_root(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if self.root.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.root) {
+            Ok(()) => {
+                std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o711))
+            }
+            // Another dockless created it at the same moment (and sets its mode itself).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The runtime's state: containers in progress, their bundles and locks.
     pub fn containers(&self) -> PathBuf {
         self.run_state.join("containers-v1")

@@ -12,12 +12,23 @@ pub mod storage;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+
 use crate::cli::{Cli, Command};
 use crate::paths::{Paths, is_root};
 
 /// Runs the parsed command; the returned code is the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::resolve(cli.root.clone(), cli.storage.clone());
+    if !matches!(
+        cli.command,
+        Command::Unshare(_) | Command::DelegateCgroups(_) | Command::RuntimeHelper
+    ) {
+        // Before any crate creates it (they would make it 0700, too narrow for --userns).
+        paths
+            .create_root()
+            .with_context(|| format!("cannot create {}", paths.root.display()))?;
+    }
     // Abandoned rootless containers are only reachable from outside any session (see
     // `kill_abandoned_inits`); as root, gc's own removal of each run kills them.
     if !is_root()
