@@ -46,9 +46,7 @@ impl Paths {
             std::fs::create_dir_all(parent)?;
         }
         match std::fs::DirBuilder::new().mode(0o700).create(&self.root) {
-            Ok(()) => {
-                std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o711))
-            }
+            Ok(()) => std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o711)),
             // Another dockless created it at the same moment (and sets its mode itself).
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(e),

@@ -61,7 +61,9 @@ pub fn pull_until(
         return Ok(runtime.block_on(pulling)?);
     };
     let left = deadline.saturating_duration_since(Instant::now());
-    match runtime.block_on(tokio::time::timeout_at(deadline.into(), pulling)) {
+    // The timer is made inside the runtime (it registers with the runtime's clock).
+    let timed = async { tokio::time::timeout_at(deadline.into(), pulling).await };
+    match runtime.block_on(timed) {
         Ok(pulled) => Ok(pulled?),
         Err(_elapsed) => {
             // A blocking task of the dropped pull (a file write) must not hold the job.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use dockless_staging::{SqliteStorage, StateKey, Storage};
+use dockless_staging::{SealedStorage, SqliteStorage, StateCipher, StateKey, Storage};
 use dockless_testkit::test_env;
 use serde_json::{Value, json};
 
@@ -114,8 +114,12 @@ impl Root {
         }
     }
 
-    fn storage(&self) -> SqliteStorage {
-        SqliteStorage::open(&self.path().join("storage.db")).unwrap()
+    /// The Storage as dockless reads it: state `#` values decrypted with the root's key.
+    fn storage(&self) -> SealedStorage<SqliteStorage> {
+        SealedStorage::new(
+            SqliteStorage::open(&self.path().join("storage.db")).unwrap(),
+            StateCipher::open_or_create(&self.path().join("storage.key")).unwrap(),
+        )
     }
 
     /// Rows of a table as exported (header first), sorted after the header.
@@ -226,6 +230,185 @@ fn a_killed_jobs_directory_is_collected_by_the_next_job() {
     );
     assert_eq!(job.code, Some(0), "{}", job.stderr);
     assert!(!stale.exists());
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn a_sigkilled_jobs_directory_is_removed_by_gc() {
+    let root = Root::new();
+    let image = demo_image();
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let config = demo_config(json!({"simulate": "timeout", "#api_token": SECRET}));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root.path())
+        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+        .args(["run", image, "--config", "-", "--json"])
+        .args(JOB_FLAGS)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(config.to_string().as_bytes()).unwrap();
+    }
+    let jobs = root.path().join("jobs-v1");
+    let job_dirs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&jobs)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    // Wait for the container: config.json (with the decrypted secret) is in the job's dir.
+    let started = std::time::Instant::now();
+    let config_json = loop {
+        let found = job_dirs()
+            .into_iter()
+            .map(|d| d.join("data/config.json"))
+            .find(|c| c.exists());
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the job never staged");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL: nothing of dockless's own cleanup runs
+    child.wait().unwrap();
+    assert!(config_json.exists(), "the killed job's dir is still there");
+
+    let out = root.dockless(&["gc"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 abandoned job directory"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        job_dirs(),
+        Vec::<std::path::PathBuf>::new(),
+        "dir and lock gone"
+    );
+    // The killed run's container goes with the next collections.
+    for _ in 0..50 {
+        root.dockless(&["gc"], None);
+        if std::fs::read_dir(root.path().join("run/containers-v1/runs"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn a_live_jobs_directory_is_kept_by_gc() {
+    let root = Root::new();
+    let image = demo_image();
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let mut config = demo_config(json!({"simulate": "timeout"}));
+    config["runtime"] = json!({"process_timeout": 4});
+    let config_file = root.path().join("config.json");
+    std::fs::write(&config_file, config.to_string()).unwrap();
+    let path = root.path().to_path_buf();
+    let job = std::thread::spawn(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .env("DOCKLESS_ROOT", &path)
+            .env("DOCKLESS_RUN_ROOT", path.join("run"))
+            .args(["run", image, "--json", "--config"])
+            .arg(&config_file)
+            .args(JOB_FLAGS)
+            .output()
+            .unwrap();
+        out.status.code()
+    });
+    let jobs = root.path().join("jobs-v1");
+    let started = std::time::Instant::now();
+    while !std::fs::read_dir(&jobs)
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("data/config.json").exists())))
+    {
+        assert!(started.elapsed().as_secs() < 60, "the job never staged");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = root.dockless(&["gc"], None);
+    assert!(
+        text(&out.stdout).contains("0 abandoned job directory"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(job.join().unwrap(), Some(1), "the job ran to its timeout");
+    root.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn invalid_timeouts_are_user_errors_naming_the_setting_before_anything_runs() {
+    let root = Root::new();
+    // Nothing listens there: a pull would be an application error (exit 2), not exit 1.
+    let image = "127.0.0.1:9/nothing-listens:1";
+    for bad in [
+        json!("2"),
+        json!("abc"),
+        json!(-5),
+        json!(0),
+        json!(1.5),
+        json!(true),
+        json!({"seconds": 2}),
+    ] {
+        let config = json!({"parameters": {}, "runtime": {"process_timeout": bad}});
+        let job = root.job(image, &config, &["--pull-retries", "1"]);
+        assert_eq!(job.code, Some(1), "{bad}: {}", job.stderr);
+        assert_eq!(job.result["class"], "user", "{bad}");
+        assert!(
+            job.message().contains("runtime.process_timeout"),
+            "{bad}: {}",
+            job.message()
+        );
+        assert_eq!(job.result["containers"], json!([]), "{bad}");
+        assert_eq!(job.result["digest"], Value::Null, "{bad}: nothing pulled");
+    }
+    let job = root.job(
+        image,
+        &json!({"parameters": {}}),
+        &["--pull-retries", "1", "--timeout", "0"],
+    );
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert!(job.message().contains("--timeout"), "{}", job.message());
+    assert_eq!(job.result["digest"], Value::Null, "nothing pulled");
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn a_jobs_timeout_covers_a_pull_from_a_registry_that_never_answers() {
+    let root = Root::new();
+    // Accepts connections and never sends a byte.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let image = format!("127.0.0.1:{port}/silent:1");
+    let started = std::time::Instant::now();
+    let job = root.job(&image, &json!({"parameters": {}}), &["--timeout", "2"]);
+    let took = started.elapsed();
+    assert!(took.as_secs() < 15, "the pull was not stopped: {took:?}");
+    assert!(took.as_millis() >= 1900, "stopped too early: {took:?}");
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert_eq!(job.result["class"], "user");
+    assert_eq!(job.result["timed_out"], true);
+    assert!(
+        job.message().starts_with(&format!(
+            "Job exceeded the timeout of 2 seconds while pulling {image}"
+        )),
+        "{}",
+        job.message()
+    );
 }
 
 #[test]

@@ -12,5 +12,6 @@ mod build;
 mod job;
 mod pull;
 mod run;
+mod state_dir;
 mod storage;
 mod userns;
