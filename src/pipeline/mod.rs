@@ -509,3 +509,28 @@ fn job_dir_name(s: &JobSettings) -> String {
         .collect();
     format!("{run}-{}", std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn process_timeout_is_a_positive_whole_number_capped_at_a_day() {
+        let with = |v: Value| json!({"runtime": {"process_timeout": v}});
+        assert_eq!(process_timeout(&json!({})), Ok(None));
+        assert_eq!(process_timeout(&with(Value::Null)), Ok(None));
+        assert_eq!(
+            process_timeout(&with(json!(2))),
+            Ok(Some(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            process_timeout(&with(json!(100_000))),
+            Ok(Some(MAX_PROCESS_TIMEOUT))
+        );
+        for bad in [json!("2"), json!("abc"), json!(-5), json!(0), json!(1.5)] {
+            let err = process_timeout(&with(bad.clone())).unwrap_err();
+            assert!(err.contains("runtime.process_timeout"), "{bad}: {err}");
+        }
+    }
+}

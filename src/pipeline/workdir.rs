@@ -215,3 +215,37 @@ fn create_parent(parent: &Path, userns: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_jobs_dir_is_kept_and_a_dead_ones_collected() {
+        let parent = tempfile::tempdir().unwrap();
+        let jobs = parent.path().join("jobs-v1");
+        let live = WorkDir::create(&jobs, "run-1", None).unwrap();
+        // A dead job: its lock file stays, nobody holds the lock.
+        std::fs::create_dir_all(jobs.join("run-2/data")).unwrap();
+        std::fs::write(jobs.join("run-2.lock"), "").unwrap();
+        // A lock-less dir of an older dockless whose pid is alive (ours) is kept.
+        let old = jobs.join(format!("old-{}", std::process::id()));
+        std::fs::create_dir(&old).unwrap();
+        assert_eq!(collect_stale(&jobs), 1);
+        assert!(live.path().is_dir());
+        assert!(!jobs.join("run-2").exists() && !jobs.join("run-2.lock").exists());
+        assert!(old.is_dir());
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(std::fs::metadata(&jobs).unwrap().mode() & 0o7777, 0o700);
+            assert_eq!(
+                std::fs::metadata(live.path()).unwrap().mode() & 0o7777,
+                0o700
+            );
+        }
+        live.remove().unwrap();
+        std::fs::remove_dir(&old).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&jobs).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
