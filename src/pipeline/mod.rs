@@ -72,7 +72,8 @@ pub struct JobSettings {
     pub memory: (i64, String),
     /// CPU quota.
     pub cpus: Option<f64>,
-    /// Wall-clock limit of each container.
+    /// The component's timeout: each processor's limit, the main image's unless the
+    /// configuration sets its own, and (the longer of the two) the whole job's.
     pub timeout: Duration,
     /// Network of each container.
     pub network: NetworkMode,
@@ -144,13 +145,13 @@ pub fn process_timeout(configuration: &Value) -> Result<Option<Duration>, String
     else {
         return Ok(None);
     };
-    match value {
-        Value::Null => Ok(None),
-        Value::Number(n) if n.as_u64().is_some_and(|secs| secs > 0) => Ok(Some(
-            Duration::from_secs(n.as_u64().unwrap_or(1)).min(MAX_PROCESS_TIMEOUT),
-        )),
-        other => Err(format!(
-            "runtime.process_timeout must be a positive whole number of seconds, not {other}"
+    if value.is_null() {
+        return Ok(None);
+    }
+    match value.as_u64() {
+        Some(secs) if secs > 0 => Ok(Some(Duration::from_secs(secs).min(MAX_PROCESS_TIMEOUT))),
+        _ => Err(format!(
+            "runtime.process_timeout must be a positive whole number of seconds, not {value}"
         )),
     }
 }
