@@ -233,4 +233,18 @@ fn usage_errors_exit_125_not_a_job_class() {
     let out = dockless(root.path(), &["run", "--no-such-flag", "busybox"]);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     assert!(dockless(root.path(), &["--help"]).status.success());
+    // A Storage URL is never taken as a file name (issue 18): refused, and nothing created.
+    for storage in ["postgres://u@127.0.0.1/db", "sqlite://x.db"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .current_dir(root.path())
+            .env("DOCKLESS_ROOT", root.path())
+            .args(["--storage", storage, "storage", "tables"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{storage}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("is not a Storage backend dockless has"), "{stderr}");
+        let made: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().collect();
+        assert!(made.is_empty(), "{storage}: {made:?}");
+    }
 }
