@@ -618,3 +618,52 @@ async fn fetch_attempt(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(count: usize, size: u64) -> Vec<Blob> {
+        (0..count)
+            .map(|i| Blob {
+                digest: Digest::of(&i.to_le_bytes()),
+                size,
+                media_type: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn caps_hold_at_their_bound_and_refuse_past_it() {
+        let limits = Limits::default();
+        assert!(
+            check_caps("x", &limits, &blobs(127, 1)).is_ok(),
+            "docker's 127"
+        );
+        assert!(matches!(
+            check_caps("x", &limits, &blobs(128, 1)),
+            Err(Error::TooManyLayers {
+                count: 128,
+                max: 127,
+                ..
+            })
+        ));
+        assert!(check_caps("x", &limits, &blobs(1, 16 << 30)).is_ok());
+        assert!(matches!(
+            check_caps("x", &limits, &blobs(1, (16 << 30) + 1)),
+            Err(Error::LayerTooLarge { .. })
+        ));
+        assert!(check_caps("x", &limits, &blobs(4, 16 << 30)).is_ok());
+        assert!(matches!(
+            check_caps("x", &limits, &blobs(5, 16 << 30)),
+            Err(Error::ImageTooLarge { .. })
+        ));
+        // Sizes that would overflow a plain sum are still refused, not wrapped.
+        let mut generous = limits.clone();
+        generous.max_layer_bytes = u64::MAX;
+        assert!(matches!(
+            check_caps("x", &generous, &blobs(3, u64::MAX / 2)),
+            Err(Error::ImageTooLarge { size: u64::MAX, .. })
+        ));
+    }
+}
