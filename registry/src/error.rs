@@ -216,6 +216,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A limit given in the environment is not a number of the expected kind.
+    #[error("{var}={value:?}: {expected}")]
+    InvalidLimit {
+        /// The variable.
+        var: &'static str,
+        /// Its value as given.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+
     /// A manifest, index or config we cannot or will not use.
     #[error("{image}: {reason}")]
     Manifest {

@@ -80,6 +80,90 @@ impl Default for Stall {
     }
 }
 
+impl Limits {
+    /// The defaults, with every `DOCKLESS_*` variable of this module that is set (and not
+    /// empty) applied: the one place that reads them, so the names in the errors are the names
+    /// read. Sizes are bytes, optionally with a binary suffix (`16G`, `512M`, `64KiB`); the
+    /// stall window is milliseconds (tests shrink it, as `DOCKLESS_RETRY_BASE_MS` shrinks the
+    /// backoff); a stall rate of 0 turns the rule off. A malformed value is an error naming
+    /// the variable, never silently the default.
+    pub fn from_env() -> Result<Limits> {
+        Limits::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// [`Limits::from_env`] over any lookup (tests pass a map instead of the environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Limits> {
+        let mut limits = Limits::default();
+        let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get(MAX_LAYERS_VAR) {
+            limits.max_layers = positive(MAX_LAYERS_VAR, &v, v.trim().parse().ok())?;
+        }
+        for (var, field) in [
+            (MAX_LAYER_BYTES_VAR, &mut limits.max_layer_bytes),
+            (MAX_IMAGE_BYTES_VAR, &mut limits.max_image_bytes),
+        ] {
+            if let Some(v) = get(var) {
+                *field = positive(var, &v, parse_bytes(&v))?;
+            }
+        }
+        if let Some(v) = get(FREE_SPACE_RESERVE_VAR) {
+            limits.free_space_reserve =
+                parse_bytes(&v).ok_or_else(|| invalid_bytes(FREE_SPACE_RESERVE_VAR, &v))?;
+        }
+        if let Some(v) = get(STALL_MIN_RATE_VAR) {
+            limits.stall.min_bytes_per_sec =
+                parse_bytes(&v).ok_or_else(|| invalid_bytes(STALL_MIN_RATE_VAR, &v))?;
+        }
+        if let Some(v) = get(STALL_WINDOW_MS_VAR) {
+            let ms: u64 = positive(STALL_WINDOW_MS_VAR, &v, v.trim().parse().ok())?;
+            limits.stall.window = Duration::from_millis(ms);
+        }
+        Ok(limits)
+    }
+}
+
+/// A whole number above zero, or an error naming `var`.
+fn positive<T: Default + PartialOrd>(
+    var: &'static str,
+    value: &str,
+    parsed: Option<T>,
+) -> Result<T> {
+    parsed
+        .filter(|n| *n > T::default())
+        .ok_or_else(|| Error::InvalidLimit {
+            var,
+            value: value.to_string(),
+            expected: "a whole number above zero (sizes in bytes, optionally with K, M, G or T)",
+        })
+}
+
+fn invalid_bytes(var: &'static str, value: &str) -> Error {
+    Error::InvalidLimit {
+        var,
+        value: value.to_string(),
+        expected: "a whole number of bytes, optionally with K, M, G or T",
+    }
+}
+
+/// `1024`, `64K`, `512MiB`, `16G`, `1T` (binary multiples; case-insensitive).
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
 impl Stall {
     /// Bytes a window must bring, or `None` when the rule is off.
     pub(crate) fn floor(&self) -> Option<u64> {
@@ -132,5 +216,53 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(16 << 30), "17179869184 bytes (16.0 GiB)");
         assert!(available_bytes(Path::new("/")).is_ok());
+    }
+
+    #[test]
+    fn limits_from_the_environment_are_validated() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |var: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == var)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let l = Limits::from_lookup(env(&[
+            (MAX_LAYERS_VAR, "200"),
+            (MAX_LAYER_BYTES_VAR, "32G"),
+            (MAX_IMAGE_BYTES_VAR, "100GiB"),
+            (FREE_SPACE_RESERVE_VAR, "0"),
+            (STALL_MIN_RATE_VAR, "0"),
+            (STALL_WINDOW_MS_VAR, "500"),
+            ("DOCKLESS_UNRELATED", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(l.max_layers, 200);
+        assert_eq!(l.max_layer_bytes, 32 << 30);
+        assert_eq!(l.max_image_bytes, 100 << 30);
+        assert_eq!(l.free_space_reserve, 0);
+        assert_eq!(l.stall.floor(), None);
+        assert_eq!(l.stall.window, Duration::from_millis(500));
+        assert_eq!(
+            Limits::from_lookup(env(&[(MAX_LAYERS_VAR, "")]))
+                .unwrap()
+                .max_layers,
+            127,
+            "empty means unset"
+        );
+        for bad in [
+            (MAX_LAYERS_VAR, "0"),
+            (MAX_LAYERS_VAR, "-5"),
+            (MAX_LAYER_BYTES_VAR, "abc"),
+            (MAX_IMAGE_BYTES_VAR, "1.5G"),
+            (FREE_SPACE_RESERVE_VAR, "5%"),
+            (STALL_WINDOW_MS_VAR, "0"),
+            (MAX_LAYER_BYTES_VAR, "99999999999T"),
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] = Box::leak(Box::new([bad]));
+            let err = Limits::from_lookup(env(pairs)).unwrap_err().to_string();
+            assert!(err.starts_with(bad.0), "names the variable: {err}");
+        }
     }
 }

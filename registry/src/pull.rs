@@ -53,6 +53,12 @@ impl Progress for NoProgress {}
 impl Client {
     /// Pulls `image` for `platform` into `store` and records it. A digest-pinned image that is
     /// already stored needs no network at all.
+    ///
+    /// The manifest's claims are checked against [`crate::Limits`] before any blob is fetched,
+    /// and every download keeps the free-space reserve and the stall rule. Dropping the future
+    /// (a job's deadline: `tokio::time::timeout_at`) stops every download at once; their locks
+    /// are released and their bytes stay for the next pull to resume or for
+    /// [`Store::collect_partials`].
     pub async fn pull(
         &self,
         image: &ImageRef,

@@ -464,3 +464,51 @@ async fn the_record_keeps_the_verified_size_of_a_blob_whose_descriptor_lies() {
     assert_eq!(listed.size(), real, "`images` shows the verified size");
     assert_verified(&store, &listed);
 }
+
+#[tokio::test]
+#[ignore = "needs root and scripts/test-env"]
+async fn a_pull_dropped_at_a_deadline_frees_its_downloads_for_the_next() {
+    // What a job's timeout does to its pull: the binary drops the pull future when the
+    // deadline passes (`tokio::time::timeout_at`). Every download stops with it, its lock is
+    // released and its bytes stay on disk for the next pull to resume (or for gc).
+    let env = test_env();
+    let (layer, size) = busybox_layer(&env.registry).await;
+    let proxy = FaultProxy::start(
+        &env.registry,
+        vec![Rule::new(
+            &layer,
+            1,
+            Fault::Trickle {
+                after: 300 << 10,
+                bytes: 10,
+                every: Duration::from_millis(100),
+            },
+        )],
+    );
+    let mut s = settings();
+    s.limits.stall.min_bytes_per_sec = 0;
+    let (_dir, store) = fresh_store();
+    let image = format!("{}/busybox:latest", proxy.host());
+    let started = Instant::now();
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(2),
+        pull_with(s.clone(), &store, &image, "linux/amd64"),
+    )
+    .await;
+    assert!(dropped.is_err(), "the deadline ended the pull");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let record = bounded(30, pull_with(s, &store, &image, "linux/amd64"))
+        .await
+        .unwrap();
+    assert_verified(&store, &record);
+    let attempts = proxy.requests_to(&layer);
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    let resumed_at: u64 = attempts[1]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.trim_end_matches('-').parse().ok())
+        .expect("resumed with a Range");
+    assert!(resumed_at >= 300 << 10 && resumed_at < size, "{resumed_at}");
+    assert!(ingest_leftovers(&store).is_empty());
+}
