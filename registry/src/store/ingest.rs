@@ -295,7 +295,7 @@ pub(crate) fn collect(layout: &Layout, max_age: Duration) -> Result<usize> {
     Ok(removed)
 }
 
-/// A partial download that [`collect_partials`] removed.
+/// A partial download that [`super::Store::collect_partials`] removed: `dockless gc` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemovedPartial {
     /// The partial file (gone now).
