@@ -10,12 +10,18 @@ use crate::stages::gc::collect;
 /// Removes what dead runs left behind and says what it did.
 pub fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     let (containers, rootfs) = collect(paths)?;
-    // Partial downloads are kept for a day so that an interrupted pull can resume.
-    let downloads = dockless_registry::Store::open(paths.store())?
-        .collect_ingest(std::time::Duration::from_secs(24 * 3600))?;
+    // A partial download whose pull is not running is removed whatever its age (a killed pull
+    // on a full disk may have left most of it); a later pull starts that blob again. Other
+    // ingest leftovers (a killed `load`'s temp files) go after a day.
+    let store = dockless_registry::Store::open(paths.store())?;
+    let partials = store.collect_partials()?;
+    let bytes: u64 = partials.iter().map(|p| p.bytes).sum();
+    store.collect_ingest(std::time::Duration::from_secs(24 * 3600))?;
     println!(
         "removed {containers} abandoned container(s), {rootfs} abandoned root filesystem(s) \
-         and {downloads} expired partial download(s)"
+         and {} partial download(s) of pulls no longer running ({})",
+        partials.len(),
+        crate::units::size_text(bytes, crate::units::SizeStyle::Table)
     );
     // Snapshots of the format before `user.overlay` marks (snapshots-v1) are never read again;
     // a run of an older dockless could still stack on them, so only when none is alive.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use dockless_registry::follow::Follow;
+use dockless_registry::follow::{Follow, FollowError};
 use dockless_registry::{
     Client, Digest, ImageRecord, ImageRef, LayerRecord, Platform, Progress, Settings, Store,
 };
@@ -62,19 +62,27 @@ pub fn pull_and_unpack(
                 Ok(Box::new(follow.reader(d)))
             })
         });
+        // The unpacker failed on the bytes themselves (a hostile or oversized layer): stop
+        // the download rather than let it run on, and report the unpacker's error.
+        if let Some(Err(e)) = streamed {
+            if !FollowError::caused(e.as_ref()) {
+                follow.abort(format!("{e:#}"));
+                let _ = puller.join().expect("pull thread panicked");
+                return Err(e);
+            }
+            let record = puller.join().expect("pull thread panicked")?;
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "streamed unpack failed; unpacking from the stored blobs"
+            );
+            let unpacked = unpack(&record, paths)?;
+            return Ok((record, unpacked));
+        }
         let record = puller.join().expect("pull thread panicked")?;
         let unpacked = match streamed {
             // A mirror that failed mid-pull may have announced another image's layers.
             Some(Ok(u)) if streamed_layers.as_deref() == Some(record.layers.as_slice()) => u,
-            Some(Ok(_)) => unpack(&record, paths)?,
-            Some(Err(e)) => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "streamed unpack failed; unpacking from the stored blobs"
-                );
-                unpack(&record, paths)?
-            }
-            None => unpack(&record, paths)?,
+            Some(_) | None => unpack(&record, paths)?,
         };
         Ok((record, unpacked))
     })

@@ -243,7 +243,10 @@ fn usage_errors_exit_125_not_a_job_class() {
             .unwrap();
         assert_eq!(out.status.code(), Some(125), "{storage}");
         let stderr = text(&out.stderr);
-        assert!(stderr.contains("is not a Storage backend dockless has"), "{stderr}");
+        assert!(
+            stderr.contains("is not a Storage backend dockless has"),
+            "{stderr}"
+        );
         let made: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().collect();
         assert!(made.is_empty(), "{storage}: {made:?}");
     }
