@@ -111,6 +111,8 @@ pub(crate) fn acquire(path: &Path, how: Lock, create: bool) -> io::Result<Option
 /// Shared locks on the snapshots a run (or a caller between [`ensure`] and recording its
 /// image) uses: while it is held, no removal deletes them. Dropping it releases them, and
 /// removes the lease files no other holder shares (a store without runs holds no lease files).
+/// It is held by the process that took it: a runner killed with SIGKILL releases it even if
+/// its container lives on, so the container's life must be tied to its supervisor.
 ///
 /// [`ensure`]: super::SnapshotStore::ensure
 #[derive(Debug)]
