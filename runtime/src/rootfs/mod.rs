@@ -10,8 +10,8 @@
 //! `mount_run`, removal) -> `implied` (implied directories take their lowers' attributes),
 //! `rebase` (replay a layer over its lowers) and `mount` ([`RunRootfs`]) -> `flatten` (the copy
 //! fallback) -> `error`; `store` and `mount` -> `lease` (the lock files that say which run
-//! uses a snapshot and which process owns a staging directory), a leaf; `diff` (an upper
-//! directory -> a layer) stands apart. Overlay's own rules (marks, the xattr allow-list, the
+//! uses a snapshot and which process owns a staging directory), a leaf; `slot` (the per-run
+//! slot locks) -> `mount`; `diff` (an upper directory -> a layer) stands apart. Overlay's own rules (marks, the xattr allow-list, the
 //! opaque check, the mount) are in the crate's leaf module `overlay`, directory helpers in
 //! `unpack::tree`.
 
