@@ -23,6 +23,12 @@ pub fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
         partials.len(),
         crate::units::size_text(bytes, crate::units::SizeStyle::Table)
     );
+    let swept = crate::stages::gc::sweep_snapshots(paths)?;
+    println!(
+        "removed {} unpacked layer(s) no image references ({} kept while a run uses them) and \
+         {} unfinished unpack(s)",
+        swept.removed, swept.in_use, swept.staging
+    );
     // Snapshots of the format before `user.overlay` marks (snapshots-v1) are never read again;
     // a run of an older dockless could still stack on them, so only when none is alive.
     let old = paths.root.join("snapshots-v1");

@@ -56,6 +56,12 @@ pub fn pull_and_unpack(
             result
         });
         let announced = follow.wait_layers();
+        // Leased until the image is recorded: a `gc` or `rmi` sweeping meanwhile keeps the
+        // layers this pull unpacks (they are in no image record yet).
+        let _lease = announced
+            .as_ref()
+            .map(|(_, diff_ids)| lease_layers(diff_ids, paths))
+            .transpose()?;
         let streamed_layers = announced.as_ref().map(|(layers, _)| layers.clone());
         let streamed = announced.map(|(layers, diff_ids)| {
             ensure(&layers, &diff_ids, paths, |d| {
@@ -86,6 +92,17 @@ pub fn pull_and_unpack(
         };
         Ok((record, unpacked))
     })
+}
+
+fn lease_layers(
+    diff_ids: &[Digest],
+    paths: &Paths,
+) -> anyhow::Result<dockless_runtime::rootfs::SnapshotLease> {
+    let diff_ids: Vec<DiffId> = diff_ids
+        .iter()
+        .map(|d| d.to_string().parse())
+        .collect::<Result<_, _>>()?;
+    Ok(snapshots(paths)?.lease(&chain_ids(&diff_ids))?)
 }
 
 /// The snapshot store of unpacked layers (beside the content store).

@@ -159,6 +159,16 @@ impl Store {
         index::find(&self.layout, name)
     }
 
+    /// Runs `work` over the stored images while no image can be recorded or removed (the
+    /// index lock is held): for sweeps that must not race a pull recording an image, such as
+    /// removing the unpacked layers no image references.
+    pub fn with_images_locked<T>(
+        &self,
+        work: impl FnOnce(&BTreeMap<String, ImageRecord>) -> T,
+    ) -> Result<T> {
+        index::with_locked(&self.layout, work)
+    }
+
     /// Records (or replaces) an image under its name.
     pub fn record_image(&self, record: ImageRecord) -> Result<()> {
         index::record(&self.layout, record)
