@@ -13,6 +13,7 @@ use reqwest::{Method, Response, StatusCode};
 
 use crate::auth::{AuthFiles, Credentials};
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::reference::{DOCKER_HUB, ImageRef, is_insecure};
 use crate::retry::{RetryPolicy, retry_after};
 
@@ -33,6 +34,8 @@ pub struct Settings {
     pub concurrent_layers: usize,
     /// Where credentials are looked up.
     pub auth_files: AuthFiles,
+    /// Caps on what a registry may make us download, and the stall rule.
+    pub limits: Limits,
 }
 
 impl Default for Settings {
@@ -45,6 +48,7 @@ impl Default for Settings {
             retry: RetryPolicy::default(),
             concurrent_layers: 3,
             auth_files: AuthFiles::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -238,6 +242,11 @@ impl Session {
     /// Attempts allowed for one blob download (resumes included).
     pub fn retry_attempts(&self) -> u32 {
         self.client.settings.retry.attempts
+    }
+
+    /// The caps and the stall rule of this pull.
+    pub fn limits(&self) -> &Limits {
+        &self.client.settings.limits
     }
 
     /// Backoff before attempt `n`.

@@ -121,6 +121,112 @@ pub enum Error {
         received: u64,
     },
 
+    /// A manifest names more layers than [`crate::Limits::max_layers`].
+    #[error(
+        "{image}: the manifest names {count} layers, more than the cap of {max} \
+         (docker's limit; raise it with {})",
+        crate::limits::MAX_LAYERS_VAR
+    )]
+    TooManyLayers {
+        /// The image as the user named it.
+        image: String,
+        /// Layers in the manifest.
+        count: usize,
+        /// The cap.
+        max: usize,
+    },
+
+    /// A layer descriptor declares more than [`crate::Limits::max_layer_bytes`].
+    #[error(
+        "{image}: layer {blob} declares {}, more than the per-layer cap of {} \
+         (raise it with {})",
+        crate::limits::bytes(*.size), crate::limits::bytes(*.max), crate::limits::MAX_LAYER_BYTES_VAR
+    )]
+    LayerTooLarge {
+        /// The image as the user named it.
+        image: String,
+        /// The layer's digest.
+        blob: String,
+        /// Its declared size.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+
+    /// The layers of an image declare more than [`crate::Limits::max_image_bytes`] in all.
+    #[error(
+        "{image}: its layers declare {} in all, more than the per-image cap of {} \
+         (raise it with {})",
+        crate::limits::bytes(*.size), crate::limits::bytes(*.max), crate::limits::MAX_IMAGE_BYTES_VAR
+    )]
+    ImageTooLarge {
+        /// The image as the user named it.
+        image: String,
+        /// Sum of the declared layer sizes.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+
+    /// Downloading would leave less than [`crate::Limits::free_space_reserve`] free.
+    #[error(
+        "{what}: not enough free space in {}: {} needed, {} available, {} kept free \
+         (free some space, run `dockless gc`, or lower {})",
+        path.display(), crate::limits::bytes(*.needed), crate::limits::bytes(*.available),
+        crate::limits::bytes(*.reserve), crate::limits::FREE_SPACE_RESERVE_VAR
+    )]
+    NoSpace {
+        /// The image (before a pull) or the blob (during its download).
+        what: String,
+        /// The store directory whose file system is full.
+        path: PathBuf,
+        /// Bytes still to download.
+        needed: u64,
+        /// Bytes available when it was checked.
+        available: u64,
+        /// The reserve kept free.
+        reserve: u64,
+    },
+
+    /// A transfer stayed below [`crate::limits::Stall`]'s minimum rate, after all retries.
+    #[error(
+        "{what}: the download stalled: {received} bytes in {} s, under the minimum of {min_rate} \
+         bytes/s ({attempts} attempts; the rule is set by {} and {})",
+        window.as_secs_f64(), crate::limits::STALL_MIN_RATE_VAR, crate::limits::STALL_WINDOW_MS_VAR
+    )]
+    Stalled {
+        /// Which blob.
+        what: String,
+        /// Bytes received in the last window.
+        received: u64,
+        /// The window.
+        window: Duration,
+        /// Minimum rate in bytes per second.
+        min_rate: u64,
+        /// How many times we tried.
+        attempts: u32,
+    },
+
+    /// The reader of a download gave up (an unpack error), so the download stopped.
+    #[error("{what}: download stopped: {reason}")]
+    Aborted {
+        /// Which blob.
+        what: String,
+        /// Why the reader gave up.
+        reason: String,
+    },
+
+    /// A limit given in the environment is not a number of the expected kind.
+    #[error("{var}={value:?}: {expected}")]
+    InvalidLimit {
+        /// The variable.
+        var: &'static str,
+        /// Its value as given.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+
     /// A manifest, index or config we cannot or will not use.
     #[error("{image}: {reason}")]
     Manifest {
@@ -281,7 +387,10 @@ impl Error {
     /// error) from "image not found" (a user error).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::RateLimited { .. } | Error::Truncated { .. } => true,
+            Error::Unreachable { .. }
+            | Error::RateLimited { .. }
+            | Error::Truncated { .. }
+            | Error::Stalled { .. } => true,
             Error::Status { status, .. } => *status >= 500,
             _ => false,
         }

@@ -28,6 +28,7 @@ struct Shared {
     blobs: HashMap<Digest, BlobState>,
     layers: Option<(Vec<LayerRecord>, Vec<Digest>)>,
     closed: Option<String>,
+    aborted: Option<String>,
 }
 
 /// Progress wrapper that lets readers follow downloads in progress.
@@ -58,6 +59,17 @@ impl Follow {
     /// Ends every wait: the pull is over (`error` says why, if it failed).
     pub fn close(&self, error: Option<String>) {
         self.update(|s| s.closed = Some(error.unwrap_or_default()));
+    }
+
+    /// Stops the pull: its downloads end with [`crate::Error::Aborted`] within a fraction of a
+    /// second (between two chunks, or at the next quiet tick) and every follower's next read
+    /// fails. The caller of [`crate::Client::pull`] calls it when the unpacker reading a
+    /// download failed for a reason of its own (see [`FollowError::caused`]), so that a layer
+    /// that cannot be unpacked does not go on downloading.
+    pub fn abort(&self, reason: String) {
+        self.update(|s| {
+            s.aborted.get_or_insert(reason);
+        });
     }
 
     /// Blocks until the pull knows the image's layers and diff ids (after the config is
@@ -113,6 +125,54 @@ impl Progress for Follow {
         self.update(|s| s.blobs.entry(digest.clone()).or_default().done = true);
         self.inner.blob_finished(digest, cached);
     }
+    fn cancelled(&self) -> Option<String> {
+        self.shared.lock().expect("follow lock").aborted.clone()
+    }
+}
+
+/// Why a [`Follower`] read failed: the download, not the reader, is at fault. It travels as
+/// the inner error of the `io::Error` a follower returns, so the caller can tell "the download
+/// restarted or failed" (unpack the verified blobs once the pull is done) from "the unpacker
+/// failed on these bytes" (stop the pull with [`Follow::abort`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FollowError {
+    /// The download went back to byte zero; what was read is not the blob's prefix any more.
+    #[error("download of {0} restarted from zero")]
+    Restarted(Digest),
+    /// The pull ended (failed, or was aborted) before the blob was complete.
+    #[error("download of {digest} ended: {reason}")]
+    Ended {
+        /// The blob being read.
+        digest: Digest,
+        /// The pull's error, if it said one.
+        reason: String,
+    },
+}
+
+impl FollowError {
+    /// Whether `error` or any of its causes is a follower's read failure.
+    pub fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if e.is::<FollowError>()
+                || e.downcast_ref::<io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .is_some_and(|inner| inner.is::<FollowError>())
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+
+    fn ended(digest: &Digest, reason: &str) -> io::Error {
+        io::Error::other(FollowError::Ended {
+            digest: digest.clone(),
+            reason: reason.to_string(),
+        })
+    }
 }
 
 /// Reads a blob as it downloads; see [`Follow`].
@@ -147,11 +207,8 @@ impl Follower {
                     Err(e) => return Err(e),
                 }
             }
-            if let Some(err) = &shared.closed {
-                return Err(io::Error::other(format!(
-                    "download of {} ended: {err}",
-                    self.digest
-                )));
+            if let Some(err) = shared.closed.as_ref().or(shared.aborted.as_ref()) {
+                return Err(FollowError::ended(&self.digest, err));
             }
             shared = self
                 .follow
@@ -173,17 +230,13 @@ impl Read for Follower {
                 let shared = self.follow.shared.lock().expect("follow lock");
                 let state = shared.blobs.get(&self.digest);
                 if state.map(|s| s.resets).unwrap_or(0) != self.resets {
-                    return Err(io::Error::other(format!(
-                        "download of {} restarted from zero",
-                        self.digest
+                    return Err(io::Error::other(FollowError::Restarted(
+                        self.digest.clone(),
                     )));
                 }
                 let done = state.is_some_and(|s| s.done);
-                if !done && let Some(err) = &shared.closed {
-                    return Err(io::Error::other(format!(
-                        "download of {} ended: {err}",
-                        self.digest
-                    )));
+                if !done && let Some(err) = shared.closed.as_ref().or(shared.aborted.as_ref()) {
+                    return Err(FollowError::ended(&self.digest, err));
                 }
                 done
             };

@@ -3,7 +3,9 @@
 //! The first stage of the data path. It resolves an image reference as docker does, talks to
 //! Docker Hub or any OCI distribution registry (oci-client for the token exchange, reqwest for
 //! the transfers), picks the platform manifest out of an index, and streams every blob into
-//! [`Store`] with its size and digest checked before it becomes visible. It knows nothing of
+//! [`Store`] with its size and digest checked before it becomes visible. A hostile registry is
+//! bounded by [`Limits`]: layer count and declared sizes are capped before any blob is fetched,
+//! a free-space reserve is kept, and a trickling transfer fails as stalled. It knows nothing of
 //! containers: the runtime later gets blob readers and diff ids from the binary.
 //!
 //! ```no_run
@@ -27,6 +29,7 @@ mod client;
 pub mod digest;
 mod error;
 pub mod follow;
+pub mod limits;
 pub mod load;
 pub mod manifest;
 pub mod platform;
@@ -39,6 +42,7 @@ pub use auth::{AuthFiles, Credentials};
 pub use client::{Client, Settings};
 pub use digest::Digest;
 pub use error::{Error, ReferenceError, Result};
+pub use limits::{Limits, Stall};
 pub use platform::Platform;
 pub use pull::{NoProgress, Progress};
 pub use reference::ImageRef;

@@ -5,8 +5,9 @@
 //! with `Range` from the bytes already on disk; a registry that ignores `Range` gets a
 //! clean restart. Layers download concurrently; a blob already stored is not fetched.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oci_client::manifest::OciDescriptor;
 use reqwest::header::{CONTENT_RANGE, HeaderMap, HeaderValue, RANGE};
@@ -15,6 +16,7 @@ use reqwest::{Method, StatusCode};
 use crate::client::{Client, Session};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::manifest::{self, Fetched};
 use crate::platform::{self, Platform};
 use crate::reference::ImageRef;
@@ -36,6 +38,12 @@ pub trait Progress: Send + Sync {
     fn blob_retrying(&self, _digest: &Digest, _attempt: u32, _reason: &str) {}
     /// The blob is in the store (`cached`: it already was).
     fn blob_finished(&self, _digest: &Digest, _cached: bool) {}
+    /// Asked while blobs download: `Some(reason)` stops the pull with [`Error::Aborted`].
+    /// [`crate::follow::Follow`] answers it when the reader of a download gave up, so an
+    /// unpack error does not leave the download running.
+    fn cancelled(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Progress that shows nothing.
@@ -45,6 +53,12 @@ impl Progress for NoProgress {}
 impl Client {
     /// Pulls `image` for `platform` into `store` and records it. A digest-pinned image that is
     /// already stored needs no network at all.
+    ///
+    /// The manifest's claims are checked against [`crate::Limits`] before any blob is fetched,
+    /// and every download keeps the free-space reserve and the stall rule. Dropping the future
+    /// (a job's deadline: `tokio::time::timeout_at`) stops every download at once; their locks
+    /// are released and their bytes stay for the next pull to resume or for
+    /// [`Store::collect_partials`].
     pub async fn pull(
         &self,
         image: &ImageRef,
@@ -107,15 +121,18 @@ impl Client {
                 ),
             });
         }
-        fetch_blob(&mut session.clone(), store, &config, progress.as_ref()).await?;
-        let config_bytes = store.read_metadata(&config.digest)?;
-        let diff_ids = manifest::diff_ids(&name, &config_bytes, manifest.layers.len())?;
-
         let layers: Vec<Blob> = manifest
             .layers
             .iter()
             .map(|l| descriptor(&name, l))
             .collect::<Result<_>>()?;
+        // The descriptors are the registry's claims: check them before any blob byte moves.
+        check_caps(&name, &self.settings.limits, &layers)?;
+        check_space(&name, store, &self.settings.limits, &config, &layers)?;
+        fetch_blob(&mut session.clone(), store, &config, progress.as_ref()).await?;
+        let config_bytes = store.read_metadata(&config.digest)?;
+        let diff_ids = manifest::diff_ids(&name, &config_bytes, manifest.layers.len())?;
+
         let records: Vec<LayerRecord> = layers
             .iter()
             .map(|b| LayerRecord {
@@ -134,12 +151,23 @@ impl Client {
         )
         .await?;
 
+        // A blob already stored is not fetched, so its descriptor size was never checked against
+        // it: record what the verified blob really weighs (`images` shows it).
+        let layers = records
+            .into_iter()
+            .map(|l| {
+                Ok(LayerRecord {
+                    size: store.blob_size(&l.digest)?,
+                    ..l
+                })
+            })
+            .collect::<Result<_>>()?;
         let record = ImageRecord {
             name,
             digest,
             index_digest,
             config: config.digest,
-            layers: records,
+            layers,
             diff_ids,
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -170,6 +198,68 @@ fn descriptor(image: &str, d: &OciDescriptor) -> Result<Blob> {
         size,
         media_type: d.media_type.clone(),
     })
+}
+
+/// Refuses a manifest whose layer count or declared sizes exceed the caps.
+fn check_caps(image: &str, limits: &Limits, layers: &[Blob]) -> Result<()> {
+    if layers.len() > limits.max_layers {
+        return Err(Error::TooManyLayers {
+            image: image.to_string(),
+            count: layers.len(),
+            max: limits.max_layers,
+        });
+    }
+    if let Some(big) = layers.iter().find(|l| l.size > limits.max_layer_bytes) {
+        return Err(Error::LayerTooLarge {
+            image: image.to_string(),
+            blob: big.digest.to_string(),
+            size: big.size,
+            max: limits.max_layer_bytes,
+        });
+    }
+    let total = layers
+        .iter()
+        .fold(0u64, |sum, l| sum.saturating_add(l.size));
+    if total > limits.max_image_bytes {
+        return Err(Error::ImageTooLarge {
+            image: image.to_string(),
+            size: total,
+            max: limits.max_image_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a pull whose missing blobs would eat into the free-space reserve (bytes of a
+/// partial download already on disk are not needed again).
+fn check_space(
+    image: &str,
+    store: &Store,
+    limits: &Limits,
+    config: &Blob,
+    layers: &[Blob],
+) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let needed = std::iter::once(config)
+        .chain(layers)
+        .filter(|b| seen.insert(&b.digest) && !store.has_blob(&b.digest))
+        .map(|b| {
+            let partial = std::fs::metadata(store.partial_path(&b.digest)).map_or(0, |m| m.len());
+            b.size.saturating_sub(partial)
+        })
+        .fold(0u64, u64::saturating_add);
+    let path = store.ingest_dir();
+    let available = crate::limits::available_bytes(&path)?;
+    if needed.saturating_add(limits.free_space_reserve) > available {
+        return Err(Error::NoSpace {
+            what: image.to_string(),
+            path,
+            needed,
+            available,
+            reserve: limits.free_space_reserve,
+        });
+    }
+    Ok(())
 }
 
 fn stored_by_digest(
@@ -300,12 +390,25 @@ async fn fetch_blob(
         Ingest::Writer(w) => *w,
     };
     let what = format!("blob {}", blob.digest);
+    let ingest_dir = store.ingest_dir();
     let url = session.url(&format!("blobs/{}", blob.digest));
     let attempts = session.retry_attempts();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let failure = match fetch_attempt(session, &url, &what, blob, &mut writer, progress).await?
+        if let Some(reason) = progress.cancelled() {
+            return Err(Error::Aborted { what, reason });
+        }
+        let failure = match fetch_attempt(
+            session,
+            &url,
+            &what,
+            blob,
+            &mut writer,
+            &ingest_dir,
+            progress,
+        )
+        .await?
         {
             None => break,
             Some(f) => f,
@@ -323,10 +426,12 @@ async fn fetch_blob(
     Ok(())
 }
 
-/// Why an attempt stopped early; both are resumable.
+/// Why an attempt stopped early; all are resumable.
 enum Interrupted {
     Stream(reqwest::Error),
     ShortBody,
+    /// Fewer bytes than the stall rule's floor arrived in a window (how many did).
+    Stalled(u64),
 }
 
 impl std::fmt::Display for Interrupted {
@@ -334,6 +439,7 @@ impl std::fmt::Display for Interrupted {
         match self {
             Interrupted::Stream(e) => write!(f, "{e}"),
             Interrupted::ShortBody => write!(f, "connection closed before the end of the blob"),
+            Interrupted::Stalled(n) => write!(f, "stalled ({n} bytes in the last window)"),
         }
     }
 }
@@ -359,7 +465,66 @@ impl Interrupted {
                 expected: blob.size,
                 received,
             },
+            Interrupted::Stalled(bytes) => {
+                let stall = &session.limits().stall;
+                Error::Stalled {
+                    what: what.to_string(),
+                    received: bytes,
+                    window: stall.window,
+                    min_rate: stall.min_bytes_per_sec,
+                    attempts,
+                }
+            }
         }
+    }
+}
+
+/// How often a download looks at a cancellation and the stall rule when no bytes arrive.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Free space is measured again after this many bytes of one download.
+const SPACE_CHECK_BYTES: u64 = 256 << 10;
+
+/// Stops a download before it eats into the free-space reserve.
+struct SpaceWatch<'a> {
+    dir: &'a Path,
+    reserve: u64,
+    what: &'a str,
+    unchecked: u64,
+}
+
+impl<'a> SpaceWatch<'a> {
+    fn new(dir: &'a Path, limits: &Limits, what: &'a str) -> SpaceWatch<'a> {
+        SpaceWatch {
+            dir,
+            reserve: limits.free_space_reserve,
+            what,
+            unchecked: 0,
+        }
+    }
+
+    /// `remaining` bytes of the blob are still to come.
+    fn check(&mut self, remaining: u64) -> Result<()> {
+        self.unchecked = 0;
+        let available = crate::limits::available_bytes(self.dir)?;
+        if available < self.reserve {
+            return Err(Error::NoSpace {
+                what: self.what.to_string(),
+                path: self.dir.to_path_buf(),
+                needed: remaining,
+                available,
+                reserve: self.reserve,
+            });
+        }
+        Ok(())
+    }
+
+    fn advanced(&mut self, bytes: u64, remaining: u64) -> Result<()> {
+        self.unchecked += bytes;
+        if self.unchecked >= SPACE_CHECK_BYTES {
+            self.check(remaining)?;
+        }
+        Ok(())
     }
 }
 
@@ -371,6 +536,7 @@ async fn fetch_attempt(
     what: &str,
     blob: &Blob,
     writer: &mut IngestWriter,
+    store_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<Option<Interrupted>> {
     let offset = writer.offset();
@@ -417,18 +583,93 @@ async fn fetch_attempt(
         });
     }
     progress.blob_started(&blob.digest, blob.size, start);
+    let limits = session.limits().clone();
+    let mut space = SpaceWatch::new(store_dir, &limits, what);
+    space.check(blob.size - start)?;
+    let floor = limits.stall.floor();
+    let mut window_start = Instant::now();
+    let mut window_bytes = 0u64;
     loop {
-        match response.chunk().await {
-            Ok(Some(bytes)) => {
+        // Wake up now and then even when nothing arrives, to notice a reader that gave up
+        // and a trickle below the stall rule (the read timeout only catches total silence).
+        match tokio::time::timeout(TICK, response.chunk()).await {
+            Ok(Ok(Some(bytes))) => {
                 writer.write(&bytes)?;
+                window_bytes += bytes.len() as u64;
                 progress.blob_advanced(&blob.digest, bytes.len() as u64);
+                space.advanced(bytes.len() as u64, blob.size - writer.offset())?;
             }
-            Ok(None) => break,
-            Err(e) => return Ok(Some(Interrupted::Stream(e))),
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return Ok(Some(Interrupted::Stream(e))),
+            Err(_quiet) => {}
+        }
+        if let Some(reason) = progress.cancelled() {
+            return Err(Error::Aborted {
+                what: what.to_string(),
+                reason,
+            });
+        }
+        if let Some(floor) = floor
+            && window_start.elapsed() >= limits.stall.window
+        {
+            if window_bytes < floor {
+                return Ok(Some(Interrupted::Stalled(window_bytes)));
+            }
+            window_start = Instant::now();
+            window_bytes = 0;
         }
     }
     if writer.offset() < blob.size {
         return Ok(Some(Interrupted::ShortBody));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(count: usize, size: u64) -> Vec<Blob> {
+        (0..count)
+            .map(|i| Blob {
+                digest: Digest::of(&i.to_le_bytes()),
+                size,
+                media_type: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn caps_hold_at_their_bound_and_refuse_past_it() {
+        let limits = Limits::default();
+        assert!(
+            check_caps("x", &limits, &blobs(127, 1)).is_ok(),
+            "docker's 127"
+        );
+        assert!(matches!(
+            check_caps("x", &limits, &blobs(128, 1)),
+            Err(Error::TooManyLayers {
+                count: 128,
+                max: 127,
+                ..
+            })
+        ));
+        assert!(check_caps("x", &limits, &blobs(1, 16 << 30)).is_ok());
+        assert!(matches!(
+            check_caps("x", &limits, &blobs(1, (16 << 30) + 1)),
+            Err(Error::LayerTooLarge { .. })
+        ));
+        assert!(check_caps("x", &limits, &blobs(4, 16 << 30)).is_ok());
+        assert!(matches!(
+            check_caps("x", &limits, &blobs(5, 16 << 30)),
+            Err(Error::ImageTooLarge { .. })
+        ));
+        // Sizes that would overflow a plain sum are still refused, not wrapped.
+        let mut generous = limits.clone();
+        generous.max_layer_bytes = u64::MAX;
+        assert!(matches!(
+            check_caps("x", &generous, &blobs(3, u64::MAX / 2)),
+            Err(Error::ImageTooLarge { size: u64::MAX, .. })
+        ));
+    }
 }

@@ -4,13 +4,16 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::tarw::{Tar, diff_id_of};
 use common::{describe, require_root};
-use dockless_runtime::rootfs::{LayerSource, MountMode, RootfsError, RootfsKind, SnapshotStore};
+use dockless_runtime::rootfs::{
+    LayerSource, MountMode, RootfsError, RootfsKind, SnapshotStore, Sweep,
+};
 use dockless_runtime::unpack::{ChainId, Compression, DiffId, LayerError, chain_ids};
 
 fn source(
@@ -800,4 +803,279 @@ fn an_id_shifted_store_skips_device_nodes() {
     assert!(std::fs::symlink_metadata(snap.join("disk")).is_err());
     let suid = std::fs::symlink_metadata(snap.join("suid")).unwrap();
     assert_eq!((suid.uid(), suid.mode() & 0o7777), (300_000, 0o4755));
+}
+
+/// A committed snapshot as the store sees one (a directory named by its chain id), made by
+/// hand so that removal can be tested without unpacking (and without root).
+fn fake_snapshot(store: &SnapshotStore, n: u8) -> ChainId {
+    let chain: ChainId = format!("sha256:{}", hex::encode([n; 32])).parse().unwrap();
+    let dir = store.snapshot_dir(&chain);
+    std::fs::create_dir_all(dir.join("usr/lib")).unwrap();
+    std::fs::write(dir.join("usr/lib/data"), [n; 100]).unwrap();
+    chain
+}
+
+fn store_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn h9_snapshots_no_image_references_are_removed_unless_a_run_leases_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let (kept, leased, orphan) = (
+        fake_snapshot(&store, 1),
+        fake_snapshot(&store, 2),
+        fake_snapshot(&store, 3),
+    );
+    // A removal killed after its rename: never a chain id, finished by the next sweep.
+    let half = tmp.path().join("snapshots-v2/.removing-dead-1-0");
+    std::fs::create_dir_all(half.join("usr")).unwrap();
+    // The same chain ids in a store shifted for `--userns`, found by `open_all`.
+    let shift = dockless_runtime::unpack::IdShift {
+        base: 300_000,
+        count: 65_536,
+    };
+    let shifted = SnapshotStore::open_shifted(tmp.path(), shift).unwrap();
+    for n in [1, 2, 3] {
+        fake_snapshot(&shifted, n);
+    }
+
+    let lease = store.lease(&[leased]).unwrap();
+    let keep: HashSet<ChainId> = [kept].into();
+    let stores = SnapshotStore::open_all(tmp.path()).unwrap();
+    assert_eq!(stores.len(), 2);
+    let sweeps: Vec<Sweep> = stores
+        .iter()
+        .map(|s| s.remove_unreferenced(&keep).unwrap())
+        .collect();
+    // The plain store: the leased snapshot stays (and says so), the orphan is gone.
+    let plain_sweep = sweeps
+        .iter()
+        .find(|s| !s.in_use.is_empty())
+        .expect("the plain store's sweep");
+    assert_eq!(plain_sweep.removed, [orphan]);
+    assert_eq!(plain_sweep.in_use, [leased]);
+    // The shifted store's lease files are its own: nothing of it is leased.
+    let shifted_sweep = sweeps.iter().find(|s| s.in_use.is_empty()).unwrap();
+    assert_eq!(shifted_sweep.removed, [leased, orphan]);
+    assert!(store.contains(&kept) && store.contains(&leased) && !store.contains(&orphan));
+    assert!(!half.exists());
+    assert!(shifted.contains(&kept) && !shifted.contains(&leased));
+    assert_eq!(
+        std::fs::read(store.snapshot_dir(&leased).join("usr/lib/data")).unwrap(),
+        [2; 100]
+    );
+    // Removing one snapshot by name refuses a leased one too.
+    let err = store.remove(&leased).unwrap_err();
+    assert!(
+        matches!(err, RootfsError::SnapshotInUse(c) if c == leased),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("in use"), "{err}");
+
+    // The run ended: the next sweep removes it, and no lease file is left behind.
+    drop(lease);
+    let sweep = store.remove_unreferenced(&keep).unwrap();
+    assert_eq!((sweep.removed, sweep.in_use), (vec![leased], vec![]));
+    assert_eq!(
+        store_entries(&tmp.path().join("snapshots-v2")),
+        [kept.hex()]
+    );
+    store.remove(&kept).unwrap();
+    assert!(store_entries(&tmp.path().join("snapshots-v2")).is_empty());
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn h9_a_running_rootfs_keeps_its_snapshots_until_it_is_released() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    let mut base = Tar::new();
+    base.file("base", b"base");
+    let mut app = Tar::new();
+    app.file("app", b"app");
+    let ensured = store
+        .ensure(vec![
+            plain("base", &base.finish()),
+            plain("app", &app.finish()),
+        ])
+        .unwrap();
+    let chain = chain_of(&ensured);
+    for mode in [MountMode::OverlayOnly, MountMode::CopyOnly] {
+        let run = store
+            .mount_run(&chain, &tmp.path().join(format!("run-{mode:?}")), mode)
+            .unwrap();
+        // `rmi` during the run: its image is gone, its snapshots stay while it runs.
+        let removed = store.remove(&chain[0]);
+        assert!(
+            removed
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("in use")),
+            "{mode:?}: {removed:?}"
+        );
+        let sweep = store.remove_unreferenced(&HashSet::new()).unwrap();
+        assert!(sweep.removed.is_empty(), "{mode:?}: {sweep:?}");
+        assert_eq!(sweep.in_use, {
+            let mut c = chain.clone();
+            c.sort();
+            c
+        });
+        assert_eq!(
+            std::fs::read_to_string(run.path().join("base")).unwrap(),
+            "base"
+        );
+        assert!(chain.iter().all(|c| store.contains(c)));
+        run.release().unwrap();
+    }
+    // The run is over: the sweep `dockless gc` does removes them.
+    let sweep = store.remove_unreferenced(&HashSet::new()).unwrap();
+    assert_eq!(sweep.removed.len(), 2);
+    assert!(snapshot_names(tmp.path()).is_empty());
+    // A run of an image whose snapshots were removed is refused, not mounted half.
+    let err = store
+        .mount_run(&chain, &tmp.path().join("late"), MountMode::OverlayOnly)
+        .unwrap_err();
+    assert!(matches!(err, RootfsError::MissingSnapshot(_)), "{err:?}");
+}
+
+/// A staging directory in the store, as an unpacking process names one.
+fn fake_staging(store_root: &Path, name: &str) -> std::path::PathBuf {
+    let dir = store_root.join("snapshots-v2").join(name);
+    std::fs::create_dir_all(dir.join("usr/lib")).unwrap();
+    std::fs::write(dir.join("usr/lib/big"), [0u8; 4096]).unwrap();
+    dir
+}
+
+#[test]
+fn h6_a_staging_dir_is_removed_when_its_owner_is_gone_whatever_its_pid() {
+    let tmp = tempfile::tempdir().unwrap();
+    SnapshotStore::open(tmp.path()).unwrap();
+    let me = std::process::id();
+    // A killed pull whose pid now belongs to a live process (pid 1; or ours, with its lock
+    // file left unlocked): its owner is gone all the same.
+    let reused = fake_staging(tmp.path(), ".staging-aa-1-0");
+    let unlocked = fake_staging(tmp.path(), &format!(".staging-bb-{me}-1-0"));
+    let unlocked_lock = tmp
+        .path()
+        .join(format!("snapshots-v2/.staging-bb-{me}-1-0.lock"));
+    std::fs::write(&unlocked_lock, "").unwrap();
+    // A live owner (its lock held) whose name carries a pid that does not exist, as a process
+    // in another pid namespace would write: it is not touched.
+    let owned = fake_staging(tmp.path(), ".staging-cc-999999999-0");
+    let owner = std::fs::File::create(tmp.path().join("snapshots-v2/.staging-cc-999999999-0.lock"))
+        .unwrap();
+    owner.lock().unwrap();
+    // A lock whose directory is gone and whose owner died.
+    let lone_lock = tmp.path().join("snapshots-v2/.staging-dd-1-0.lock");
+    std::fs::write(&lone_lock, "").unwrap();
+
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    assert!(!reused.exists() && !unlocked.exists() && !unlocked_lock.exists());
+    assert!(!lone_lock.exists());
+    assert!(owned.join("usr/lib/big").exists());
+    assert_eq!(store.remove_stale_staging().unwrap(), 0);
+    // The owner is gone (as when it is killed: the kernel drops its lock).
+    drop(owner);
+    assert_eq!(store.remove_stale_staging().unwrap(), 1);
+    assert!(store_entries(&tmp.path().join("snapshots-v2")).is_empty());
+}
+
+#[test]
+fn h6_a_pull_in_progress_keeps_its_staging_dir_through_a_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(tmp.path()).unwrap();
+    // A layer with no entries (only end-of-archive blocks) unpacks without root.
+    let layer = vec![0u8; 64 * 1024];
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let source = LayerSource {
+        label: "slow".into(),
+        compression: Compression::None,
+        diff_id: diff_id_of(&layer),
+        open: Box::new(move || Ok(Box::new(reader) as Box<dyn Read + Send>)),
+    };
+    let pull = std::thread::spawn(move || store.ensure(vec![source]));
+    writer.write_all(&layer[..1024]).unwrap();
+    let snapshots = tmp.path().join("snapshots-v2");
+    let staging = |entries: &[String]| -> Vec<String> {
+        entries
+            .iter()
+            .filter(|n| n.starts_with(".staging-") && !n.ends_with(".lock"))
+            .cloned()
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while staging(&store_entries(&snapshots)).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no staging dir appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // What `dockless gc` calls, while the pull is running (in this process: a lock is per
+    // open file, so the same process counts as another owner).
+    let other = SnapshotStore::open(tmp.path()).unwrap();
+    assert_eq!(other.remove_stale_staging().unwrap(), 0);
+    assert_eq!(staging(&store_entries(&snapshots)).len(), 1);
+    writer.write_all(&layer[1024..]).unwrap();
+    drop(writer);
+    let ensured = pull.join().unwrap().unwrap();
+    assert_eq!(
+        store_entries(&snapshots),
+        [ensured[0].chain_id.hex()],
+        "only the committed snapshot is left"
+    );
+}
+
+#[test]
+fn h4_an_image_past_its_total_size_limit_is_refused_and_nothing_is_committed() {
+    assert_eq!(
+        dockless_runtime::unpack::Limits::default().max_image_bytes,
+        256 << 30
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = SnapshotStore::open(tmp.path()).unwrap();
+    store.limits.max_image_bytes = 10 * 1024;
+    // Layers with no entries (only end-of-archive blocks), so that no root is needed: each
+    // fits the limit, together they do not.
+    let small = vec![0u8; 6 * 1024];
+    let other = vec![0u8; 7 * 1024];
+    let err = store
+        .ensure(vec![
+            plain("sha256:small", &small),
+            plain("sha256:other", &other),
+        ])
+        .unwrap_err();
+    let RootfsError::Unpack { source, .. } = &err else {
+        panic!("unexpected {err:?}");
+    };
+    assert!(
+        matches!(source.kind, LayerError::ImageLimit { max: 10240 }),
+        "{err:?}"
+    );
+    let text = format!("{err}: {source}: {}", source.kind);
+    for part in ["sha256:", "10240 bytes", "max_image_bytes"] {
+        assert!(text.contains(part), "{part:?} not in {text:?}");
+    }
+    // Not even the layer below the one that passed it: a retry would add more each time.
+    assert!(
+        store_entries(&tmp.path().join("snapshots-v2")).is_empty(),
+        "{:?}",
+        store_entries(&tmp.path().join("snapshots-v2"))
+    );
+    // Each layer alone is within the limit; one past it on its own is not.
+    store.ensure(vec![plain("sha256:small", &small)]).unwrap();
+    let err = store
+        .ensure(vec![plain("sha256:huge", &vec![0u8; 11 * 1024])])
+        .unwrap_err();
+    assert!(
+        matches!(err, RootfsError::Unpack { index: 0, ref source } if matches!(source.kind, LayerError::ImageLimit { .. })),
+        "{err:?}"
+    );
 }

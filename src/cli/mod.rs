@@ -22,7 +22,7 @@ pub struct Cli {
     pub root: Option<PathBuf>,
 
     /// The embedded Storage file (SQLite); default `storage.db` in the state directory.
-    #[arg(long, global = true, env = "DOCKLESS_STORAGE")]
+    #[arg(long, global = true, env = "DOCKLESS_STORAGE", value_parser = storage_path)]
     pub storage: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -76,4 +76,22 @@ pub struct UnshareArgs {
     /// The command and its arguments (default: $SHELL).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// A Storage location: a file path. A value that looks like a URL (`postgres://...`) is never
+/// taken as a file name (it would silently create a SQLite file named like the URL): refused
+/// until a backend exists for its scheme.
+fn storage_path(text: &str) -> Result<PathBuf, String> {
+    if let Some((scheme, _)) = text.split_once("://")
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return Err(format!(
+            "{scheme}:// is not a Storage backend dockless has (only a SQLite file path is): \
+             the value is not taken as a file name"
+        ));
+    }
+    Ok(PathBuf::from(text))
 }

@@ -33,12 +33,14 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// The registry crate's settings for these flags and this process's environment.
-    pub fn resolve(&self) -> Settings {
+    /// The registry crate's settings for these flags and this process's environment (the
+    /// pull caps come from `DOCKLESS_MAX_LAYERS` and friends: a bad value is refused).
+    pub fn resolve(&self) -> Result<Settings, dockless_registry::Error> {
         let mut settings = Settings {
             insecure_registries: self.insecure_registries.clone(),
             mirrors: self.mirrors.clone(),
             auth_files: AuthFiles::from_env(),
+            limits: dockless_registry::Limits::from_env()?,
             ..Settings::default()
         };
         settings.retry.attempts = self.pull_retries.max(1);
@@ -49,6 +51,6 @@ impl RegistryArgs {
         {
             settings.retry.base_delay = Duration::from_millis(ms);
         }
-        settings
+        Ok(settings)
     }
 }

@@ -39,7 +39,7 @@ pub fn run(args: BuildArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let options = BuildOptions {
         tag: args.tag,
         platform: args.platform,
-        registry: args.registry.resolve(),
+        registry: args.registry.resolve()?,
         memory: args.memory,
         cpus: args.cpus,
         timeout: args.timeout,

@@ -3,11 +3,9 @@
 use std::process::ExitCode;
 
 use dockless_registry::Store;
-use dockless_runtime::unpack::ChainId;
 
 use crate::cli::images::{ImagesArgs, LoadArgs, RmiArgs};
 use crate::paths::Paths;
-use crate::stages::pull::chains;
 use crate::units::{SizeStyle, size_text};
 
 /// Lists stored images: name, digest, size.
@@ -38,29 +36,16 @@ pub fn remove(args: RmiArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     for name in &args.images {
         let removed = store.remove_image(name)?;
         println!("Untagged: {} ({})", removed.name, removed.digest);
-        // Snapshots are shared by chain id: drop only those no remaining image stacks on.
-        let live: std::collections::HashSet<ChainId> = store
-            .images()?
-            .values()
-            .map(chains)
-            .collect::<anyhow::Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
-        // A running container stacks its overlay on the snapshots: keep them while any run
-        // lives (a later `rmi` or `dockless gc` is not needed: they are reused or stay small).
-        if paths.run_slots().any_alive()? {
-            eprintln!("dockless: a container is running; the image's unpacked layers are kept");
-            continue;
-        }
-        // The plain snapshots and those shifted for `run --userns`.
-        for snapshots in dockless_runtime::rootfs::SnapshotStore::open_all(&paths.root)? {
-            for chain in chains(&removed)? {
-                if !live.contains(&chain) && snapshots.contains(&chain) {
-                    snapshots.remove(&chain)?;
-                }
-            }
-        }
+    }
+    // Snapshots are shared by chain id: drop those no remaining image stacks on (a live run
+    // keeps its own until a later `rmi` or `gc`).
+    let swept = crate::stages::gc::sweep_snapshots(paths)?;
+    if swept.in_use > 0 {
+        eprintln!(
+            "dockless: {} unpacked layer(s) kept while a container uses them; `dockless gc` \
+             removes them once it has ended",
+            swept.in_use
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

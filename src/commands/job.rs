@@ -66,7 +66,7 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
     let settings = JobSettings {
         image: image.to_string(),
         platform: args.platform.clone(),
-        registry: args.registry.resolve(),
+        registry: args.registry.resolve()?,
         configuration,
         component_id,
         config_id: job.config_id.clone(),

@@ -152,7 +152,7 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
         let options = BuildOptions {
             tag: None,
             platform: args.platform.clone(),
-            registry: args.registry.resolve(),
+            registry: args.registry.resolve()?,
             memory: args.memory,
             cpus: args.cpus,
             timeout: args.timeout.unwrap_or(DEFAULT_BUILD_TIMEOUT),

@@ -13,7 +13,7 @@ pub fn run(args: PullArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let progress = crate::progress::for_stderr(args.quiet);
     let store = Store::open(paths.store())?;
-    let registry = args.registry.resolve();
+    let registry = args.registry.resolve()?;
     if args.no_unpack {
         let record = pull(&args.image, &args.platform, &registry, &store, progress)?;
         println!("{}", record.digest);

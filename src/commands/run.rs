@@ -41,7 +41,7 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         }
         None => {
             let progress = crate::progress::for_stderr(false);
-            let registry = args.registry.resolve();
+            let registry = args.registry.resolve()?;
             pull_and_unpack(&image, &args.platform, &registry, paths, progress)?.0
         }
     };

@@ -176,7 +176,7 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
         Ok(secrets) => secrets,
         Err(e) => {
             // Nothing could be redacted: the job does not start.
-            result.fail(Class::Application, error_chain(&e));
+            result.fail(e.class(), error_chain(&e));
             result.timings.total_ms = ms(started.elapsed());
             return result;
         }
@@ -427,7 +427,7 @@ impl Pipeline<'_> {
         *self.secrets =
             Secrets::collect([&s.configuration, &s.image_parameters, &state]).map_err(|e| {
                 Failure {
-                    class: Class::Application,
+                    class: e.class(),
                     message: error_chain(&e),
                 }
             })?;

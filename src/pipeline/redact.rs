@@ -13,35 +13,69 @@ use serde_json::Value;
 /// What a secret is replaced with.
 pub const HIDDEN: &str = "[hidden]";
 
-/// The matcher over a job's secrets could not be built.
+/// Total bytes of secret forms (raw, JSON-escaped and base64 of every `#` value) a job may
+/// have: far beyond any real configuration (Keboola keeps a configuration under a few MB), and
+/// it keeps the matcher's memory bounded whatever a configuration holds.
+pub const MAX_SECRET_BYTES: usize = 64 << 20;
+
+/// The job's secrets cannot be redacted, so it must not run.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the matcher over the job's {forms} secret forms")]
-pub struct SecretsError {
-    /// How many byte strings it was given.
-    forms: usize,
-    /// The matcher's reason.
-    #[source]
-    source: aho_corasick::BuildError,
+pub enum SecretsError {
+    /// The matcher over the secrets could not be built.
+    #[error("cannot build the matcher over the job's {forms} secret forms")]
+    Matcher {
+        /// How many byte strings it was given.
+        forms: usize,
+        /// The matcher's reason.
+        #[source]
+        source: aho_corasick::BuildError,
+    },
+    /// More secret bytes than [`MAX_SECRET_BYTES`].
+    #[error(
+        "the values under `#` keys take {bytes} bytes in their raw, JSON-escaped and base64 \
+         forms, more than the {limit} bytes dockless redacts"
+    )]
+    TooLarge {
+        /// Bytes of all forms.
+        bytes: usize,
+        /// [`MAX_SECRET_BYTES`].
+        limit: usize,
+    },
+}
+
+impl SecretsError {
+    /// Keboola's class: secrets beyond the bound are the configuration's doing (a user
+    /// error); a matcher that cannot be built is ours.
+    pub fn class(&self) -> super::classify::Class {
+        match self {
+            SecretsError::TooLarge { .. } => super::classify::Class::User,
+            SecretsError::Matcher { .. } => super::classify::Class::Application,
+        }
+    }
 }
 
 /// The set of byte strings to hide, with a matcher built once.
 #[derive(Debug, Clone)]
 pub struct Secrets {
+    /// Sorted and distinct: [`Secrets::undecided_from`] binary-searches them.
     needles: Vec<Vec<u8>>,
+    /// The longest needle's length.
+    longest: usize,
     matcher: Option<AhoCorasick>,
 }
 
 impl Secrets {
     /// Every scalar under a `#` key anywhere in `docs`, in its raw, base64 and JSON-escaped
-    /// forms; empty values are not secrets (they would match everywhere). Fails only when the
-    /// matcher cannot be built (a set beyond the matcher's limits): then nothing the job shows
-    /// could be redacted, so it must not run.
+    /// forms; empty values are not secrets (they would match everywhere). Fails when the
+    /// matcher cannot be built or the forms exceed [`MAX_SECRET_BYTES`]: then nothing the job
+    /// shows could be redacted, so it must not run. Linear in the secrets' size (plus a sort).
     pub fn collect<'a>(docs: impl IntoIterator<Item = &'a Value>) -> Result<Secrets, SecretsError> {
         let mut values = Vec::new();
         for doc in docs {
             walk(doc, false, &mut values);
         }
-        let mut needles: Vec<Vec<u8>> = Vec::new();
+        let mut needles: Vec<Vec<u8>> = Vec::with_capacity(values.len() * 3);
+        let mut bytes = 0usize;
         for value in values {
             if value.is_empty() {
                 continue;
@@ -54,24 +88,36 @@ impl Secrets {
                 .to_string();
             let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
             for form in [value, escaped, b64] {
-                if !needles.iter().any(|n| n == form.as_bytes()) {
-                    needles.push(form.into_bytes());
+                bytes += form.len();
+                if bytes > MAX_SECRET_BYTES {
+                    return Err(SecretsError::TooLarge {
+                        bytes,
+                        limit: MAX_SECRET_BYTES,
+                    });
                 }
+                needles.push(form.into_bytes());
             }
         }
+        needles.sort_unstable();
+        needles.dedup();
+        let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
         let matcher = if needles.is_empty() {
             None
         } else {
             let built = AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
                 .build(&needles)
-                .map_err(|source| SecretsError {
+                .map_err(|source| SecretsError::Matcher {
                     forms: needles.len(),
                     source,
                 })?;
             Some(built)
         };
-        Ok(Secrets { needles, matcher })
+        Ok(Secrets {
+            needles,
+            longest,
+            matcher,
+        })
     }
 
     /// `text` with every secret hidden.
@@ -85,27 +131,34 @@ impl Secrets {
     fn hide_all(&self, bytes: &[u8]) -> Vec<u8> {
         match &self.matcher {
             None => bytes.to_vec(),
-            Some(m) => m.replace_all_bytes(bytes, &vec![HIDDEN; self.needles.len()]),
+            Some(m) => {
+                let mut out = Vec::with_capacity(bytes.len());
+                m.replace_all_with_bytes(bytes, &mut out, |_, _, out| {
+                    out.extend_from_slice(HIDDEN.as_bytes());
+                    true
+                });
+                out
+            }
         }
     }
 
     /// Where the longest tail of `buf` that is a proper prefix of some secret begins (the
-    /// bytes from there on may still become a secret); `buf.len()` when there is none.
+    /// bytes from there on may still become a secret); `buf.len()` when there is none. The
+    /// needles are sorted, so the needles a tail is a proper prefix of come right after the
+    /// tail itself: one binary search per tail length, whatever the number of secrets.
     fn undecided_from(&self, buf: &[u8]) -> usize {
-        let mut from = buf.len();
-        for needle in &self.needles {
-            let longest = (needle.len() - 1).min(buf.len());
-            for k in (1..=longest).rev() {
-                if buf.len() - k >= from {
-                    break;
-                }
-                if buf[buf.len() - k..] == needle[..k] {
-                    from = buf.len() - k;
-                    break;
-                }
+        let longest = self.longest.saturating_sub(1).min(buf.len());
+        for k in (1..=longest).rev() {
+            let tail = &buf[buf.len() - k..];
+            let mut i = self.needles.partition_point(|n| n.as_slice() < tail);
+            if self.needles.get(i).is_some_and(|n| n.as_slice() == tail) {
+                i += 1;
+            }
+            if self.needles.get(i).is_some_and(|n| n.starts_with(tail)) {
+                return buf.len() - k;
             }
         }
-        from
+        buf.len()
     }
 }
 
@@ -248,6 +301,34 @@ mod tests {
         assert!(s.needles.is_empty());
         let mut r = StreamRedactor::new(&s);
         assert_eq!(r.push(b"a b"), b"a b");
+    }
+
+    /// Issue 18: 200,000 `#` keys took minutes (a quadratic dedup, a replacement list built
+    /// per call, every needle scanned per chunk); each is now one sort and binary searches.
+    #[test]
+    fn many_keys_are_all_hidden_in_chunks() {
+        let params: serde_json::Map<String, Value> = (0..50_000)
+            .map(|i| {
+                (
+                    format!("#k{i}"),
+                    json!(format!("value-{:06}-secret", i * 4)),
+                )
+            })
+            .collect();
+        let s = Secrets::collect([&json!({ "parameters": params })]).unwrap();
+        let text = b"a value-123456-secret b value-000004-secr";
+        let mut r = StreamRedactor::new(&s);
+        let mut out = r.push(&text[..12]);
+        out.extend(r.push(&text[12..]));
+        assert_eq!(out, b"a [hidden] b ");
+        assert_eq!(r.finish(), b"value-000004-secr");
+    }
+
+    #[test]
+    fn secrets_beyond_the_bound_are_refused() {
+        let big = "x".repeat(MAX_SECRET_BYTES / 2);
+        let err = Secrets::collect([&json!({ "#a": big, "#b": format!("y{big}") })]).unwrap_err();
+        assert!(matches!(err, SecretsError::TooLarge { .. }), "{err}");
     }
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {

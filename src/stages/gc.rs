@@ -36,3 +36,37 @@ pub fn collect_before_run(paths: &Paths) {
         );
     }
 }
+
+/// What [`sweep_snapshots`] did, over every snapshot store (the plain one and the id-shifted
+/// ones of `--userns`).
+#[derive(Debug, Default)]
+pub struct SnapshotSweep {
+    /// Unpacked layers no stored image references, removed.
+    pub removed: usize,
+    /// Unreferenced layers a live run still stacks on: kept for a later sweep.
+    pub in_use: usize,
+    /// Staging directories of unpacks whose process is gone, removed.
+    pub staging: usize,
+}
+
+/// Removes the unpacked layers no stored image references (after `rmi`, or leaked by a run
+/// that outlived its image) and what killed unpacks left. The image index stays locked
+/// meanwhile, so a pull cannot record an image whose layers are being swept; a pull still
+/// unpacking holds leases on its layers, as a run does, and those are kept.
+pub fn sweep_snapshots(paths: &Paths) -> anyhow::Result<SnapshotSweep> {
+    let store = dockless_registry::Store::open(paths.store())?;
+    store.with_images_locked(|images| {
+        let mut keep = std::collections::HashSet::new();
+        for record in images.values() {
+            keep.extend(crate::stages::pull::chains(record)?);
+        }
+        let mut sweep = SnapshotSweep::default();
+        for snapshots in dockless_runtime::rootfs::SnapshotStore::open_all(&paths.root)? {
+            sweep.staging += snapshots.remove_stale_staging()?;
+            let swept = snapshots.remove_unreferenced(&keep)?;
+            sweep.removed += swept.removed.len();
+            sweep.in_use += swept.in_use.len();
+        }
+        Ok(sweep)
+    })?
+}

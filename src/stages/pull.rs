@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use dockless_registry::follow::Follow;
+use dockless_registry::follow::{Follow, FollowError};
 use dockless_registry::{
     Client, Digest, ImageRecord, ImageRef, LayerRecord, Platform, Progress, Settings, Store,
 };
@@ -112,28 +112,53 @@ pub fn pull_and_unpack_until(
             result
         });
         let announced = follow.wait_layers();
+        // Leased until the image is recorded: a `gc` or `rmi` sweeping meanwhile keeps the
+        // layers this pull unpacks (they are in no image record yet).
+        let _lease = announced
+            .as_ref()
+            .map(|(_, diff_ids)| lease_layers(diff_ids, paths))
+            .transpose()?;
         let streamed_layers = announced.as_ref().map(|(layers, _)| layers.clone());
         let streamed = announced.map(|(layers, diff_ids)| {
             ensure(&layers, &diff_ids, paths, |d| {
                 Ok(Box::new(follow.reader(d)))
             })
         });
+        // The unpacker failed on the bytes themselves (a hostile or oversized layer): stop
+        // the download rather than let it run on, and report the unpacker's error.
+        if let Some(Err(e)) = streamed {
+            if !FollowError::caused(e.as_ref()) {
+                follow.abort(format!("{e:#}"));
+                let _ = puller.join().expect("pull thread panicked");
+                return Err(e);
+            }
+            let record = puller.join().expect("pull thread panicked")?;
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "streamed unpack failed; unpacking from the stored blobs"
+            );
+            let unpacked = unpack(&record, paths)?;
+            return Ok((record, unpacked));
+        }
         let record = puller.join().expect("pull thread panicked")?;
         let unpacked = match streamed {
             // A mirror that failed mid-pull may have announced another image's layers.
             Some(Ok(u)) if streamed_layers.as_deref() == Some(record.layers.as_slice()) => u,
-            Some(Ok(_)) => unpack(&record, paths)?,
-            Some(Err(e)) => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "streamed unpack failed; unpacking from the stored blobs"
-                );
-                unpack(&record, paths)?
-            }
-            None => unpack(&record, paths)?,
+            Some(_) | None => unpack(&record, paths)?,
         };
         Ok((record, unpacked))
     })
+}
+
+fn lease_layers(
+    diff_ids: &[Digest],
+    paths: &Paths,
+) -> anyhow::Result<dockless_runtime::rootfs::SnapshotLease> {
+    let diff_ids: Vec<DiffId> = diff_ids
+        .iter()
+        .map(|d| d.to_string().parse())
+        .collect::<Result<_, _>>()?;
+    Ok(snapshots(paths)?.lease(&chain_ids(&diff_ids))?)
 }
 
 /// The snapshot store of unpacked layers (beside the content store).

@@ -26,7 +26,28 @@ pub enum Fault {
     StallAfter(usize),
     /// Drop the client's `Range` header, as a registry without range support would.
     IgnoreRange,
+    /// Forward the body, then keep sending filler bytes without a `Content-Length` until the
+    /// client hangs up (or [`ENDLESS_CAP`] bytes were sent, so a test that fails stays bounded).
+    Endless,
+    /// Forward `after` body bytes at once, then `bytes` bytes every `every` (a trickling
+    /// registry).
+    Trickle {
+        /// Bytes sent at full speed first.
+        after: usize,
+        /// Bytes per tick afterwards.
+        bytes: usize,
+        /// The tick.
+        every: Duration,
+    },
+    /// Rewrite an image manifest so that every layer descriptor declares this size (a lying
+    /// descriptor). The `Docker-Content-Digest` header is dropped, as the body changed.
+    LayerSize(u64),
+    /// Rewrite an image manifest so that it names this many layers, repeating its own.
+    RepeatLayers(usize),
 }
+
+/// The most an [`Fault::Endless`] body sends: far above any test cap, far below a full disk.
+pub const ENDLESS_CAP: usize = 64 << 20;
 
 /// Applies `fault` to requests whose path contains `path`, for hits `first..first+times`
 /// (1-based) of that rule.
@@ -224,10 +245,17 @@ async fn serve(
     let (resp_head, body) = response.split_at(split);
     let mut body = body.to_vec();
     let resp_head = String::from_utf8_lossy(resp_head).to_string();
+    let rewrite = matches!(fault, Some(Fault::LayerSize(_) | Fault::RepeatLayers(_)));
+    if rewrite && !body.is_empty() {
+        body = rewrite_manifest(&body, fault.as_ref().expect("a rewrite fault"));
+    }
     let mut out_head = String::new();
     for line in resp_head.split("\r\n").filter(|l| !l.is_empty()) {
         let lower = line.to_ascii_lowercase();
-        if lower.starts_with("content-length:") || lower.starts_with("connection:") {
+        if lower.starts_with("content-length:")
+            || lower.starts_with("connection:")
+            || (rewrite && lower.starts_with("docker-content-digest:"))
+        {
             continue;
         }
         out_head.push_str(line);
@@ -236,6 +264,7 @@ async fn serve(
     let is_body_request = method != "HEAD";
     let mut cut = None;
     let mut stall = false;
+    let mut tail = None;
     match &fault {
         Some(Fault::CorruptByte(at)) if is_body_request && *at < body.len() => body[*at] ^= 0xff,
         Some(Fault::ExtraBytes(n)) if is_body_request => body.extend(std::iter::repeat_n(0x5a, *n)),
@@ -244,15 +273,52 @@ async fn serve(
             cut = Some(*n);
             stall = true;
         }
+        Some(f @ (Fault::Endless | Fault::Trickle { .. })) if is_body_request => {
+            tail = Some(f.clone());
+        }
         _ => {}
     }
-    out_head.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
+    if matches!(tail, Some(Fault::Endless)) {
+        // No length: the body ends when the connection does.
+        out_head.push_str("Connection: close\r\n\r\n");
+    } else {
+        out_head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ));
+    }
     client.write_all(out_head.as_bytes()).await?;
     if !is_body_request {
         return client.shutdown().await;
+    }
+    match tail {
+        Some(Fault::Endless) => {
+            client.write_all(&body).await?;
+            let filler = vec![0x5a; 64 << 10];
+            let mut sent = 0;
+            // Ends with an error as soon as the client hangs up.
+            while sent < ENDLESS_CAP {
+                client.write_all(&filler).await?;
+                sent += filler.len();
+            }
+            return client.shutdown().await;
+        }
+        Some(Fault::Trickle {
+            after,
+            bytes,
+            every,
+        }) => {
+            let first = after.min(body.len());
+            client.write_all(&body[..first]).await?;
+            client.flush().await?;
+            for piece in body[first..].chunks(bytes.max(1)) {
+                tokio::time::sleep(every).await;
+                client.write_all(piece).await?;
+                client.flush().await?;
+            }
+            return client.shutdown().await;
+        }
+        _ => {}
     }
     let send = cut.map(|n| n.min(body.len())).unwrap_or(body.len());
     client.write_all(&body[..send]).await?;
@@ -261,6 +327,29 @@ async fn serve(
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
     client.shutdown().await
+}
+
+/// Applies a manifest-rewriting fault; a body that is not an image manifest passes unchanged.
+fn rewrite_manifest(body: &[u8], fault: &Fault) -> Vec<u8> {
+    let Ok(mut manifest) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.to_vec();
+    };
+    let Some(layers) = manifest.get_mut("layers").and_then(|l| l.as_array_mut()) else {
+        return body.to_vec();
+    };
+    match fault {
+        Fault::LayerSize(size) => {
+            for layer in layers.iter_mut() {
+                layer["size"] = serde_json::json!(size);
+            }
+        }
+        Fault::RepeatLayers(count) if !layers.is_empty() => {
+            let own = layers.clone();
+            *layers = own.iter().cycle().take(*count).cloned().collect();
+        }
+        _ => {}
+    }
+    serde_json::to_vec(&manifest).expect("a JSON value serialises")
 }
 
 async fn read_head(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {

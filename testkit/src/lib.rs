@@ -9,5 +9,5 @@ mod fault_proxy;
 mod leftovers;
 
 pub use env::{TestEnv, test_env};
-pub use fault_proxy::{Fault, FaultProxy, Logged, Rule};
+pub use fault_proxy::{ENDLESS_CAP, Fault, FaultProxy, Logged, Rule};
 pub use leftovers::{assert_clean, mounts_below};

@@ -233,4 +233,101 @@ fn usage_errors_exit_125_not_a_job_class() {
     let out = dockless(root.path(), &["run", "--no-such-flag", "busybox"]);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     assert!(dockless(root.path(), &["--help"]).status.success());
+    // A Storage URL is never taken as a file name (issue 18): refused, and nothing created.
+    for storage in ["postgres://u@127.0.0.1/db", "sqlite://x.db"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .current_dir(root.path())
+            .env("DOCKLESS_ROOT", root.path())
+            .args(["--storage", storage, "storage", "tables"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{storage}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("is not a Storage backend dockless has"),
+            "{stderr}"
+        );
+        let made: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().collect();
+        assert!(made.is_empty(), "{storage}: {made:?}");
+    }
+}
+
+/// The committed snapshots (chain ids) of a root's plain store.
+fn snapshots(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("snapshots-v2"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Issue 18, item 9: an image removed while a container of it runs keeps its unpacked layers
+/// for that run; once the run is over, `gc` removes them (they used to stay for good).
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn layers_of_an_image_removed_during_a_run_are_collected_after_it() {
+    require_root();
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let layered = format!("{}/layered:latest", env.registry);
+    let busybox = format!("{}/busybox:latest", env.registry);
+    for image in [&layered, &busybox] {
+        let out = dockless(root.path(), &["pull", "-q", image]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let before = snapshots(root.path());
+    assert!(before.len() > 1, "{before:?}");
+    let child = Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root.path())
+        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+        .args(["run", "--data", data.path().to_str().unwrap(), &layered])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "until [ -e /data/go ]; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mounts_below(&root.path().join("rootfs-v1")).is_empty() {
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = dockless(root.path(), &["rmi", &layered]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("kept while a container uses them"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Busybox's layer is shared and still referenced; layered's own are in use.
+    assert_eq!(snapshots(root.path()), before);
+    std::fs::write(data.path().join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = dockless(root.path(), &["gc"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let removed = before.len() - 1;
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "removed {removed} unpacked layer(s) no image references (0 kept"
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+    // Only busybox's layer is left, and busybox still runs.
+    assert_eq!(snapshots(root.path()).len(), 1);
+    let out = dockless(root.path(), &["run", &busybox, "--", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_clean(root.path());
 }

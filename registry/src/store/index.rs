@@ -135,11 +135,17 @@ pub(crate) fn remove(layout: &Layout, name: &str) -> Result<ImageRecord> {
     Ok(found)
 }
 
-/// Read-modify-write of the index under an exclusive lock, replaced atomically.
-fn update(
+/// See [`super::Store::with_images_locked`].
+pub(crate) fn with_locked<T>(
     layout: &Layout,
-    change: impl FnOnce(&mut BTreeMap<String, ImageRecord>) -> Result<()>,
-) -> Result<()> {
+    work: impl FnOnce(&BTreeMap<String, ImageRecord>) -> T,
+) -> Result<T> {
+    let _lock = lock(layout)?;
+    Ok(work(&images(layout)?))
+}
+
+/// The index lock, held until the returned file is dropped.
+fn lock(layout: &Layout) -> Result<fs::File> {
     let lock_path = layout.index_lock();
     let lock = OpenOptions::new()
         .create(true)
@@ -149,6 +155,15 @@ fn update(
         .open(&lock_path)
         .map_err(Error::io("open", &lock_path))?;
     lock.lock().map_err(Error::io("lock", &lock_path))?;
+    Ok(lock)
+}
+
+/// Read-modify-write of the index under an exclusive lock, replaced atomically.
+fn update(
+    layout: &Layout,
+    change: impl FnOnce(&mut BTreeMap<String, ImageRecord>) -> Result<()>,
+) -> Result<()> {
+    let _lock = lock(layout)?;
     let mut images = images(layout)?;
     change(&mut images)?;
     let bytes = serde_json::to_vec_pretty(&images).expect("image records always serialise");

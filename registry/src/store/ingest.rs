@@ -295,6 +295,65 @@ pub(crate) fn collect(layout: &Layout, max_age: Duration) -> Result<usize> {
     Ok(removed)
 }
 
+/// A partial download that [`super::Store::collect_partials`] removed: `dockless gc` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedPartial {
+    /// The partial file (gone now).
+    pub path: std::path::PathBuf,
+    /// The bytes it held, now free.
+    pub bytes: u64,
+}
+
+/// Deletes every partial whose download is not running, whatever its age (see
+/// [`super::Store::collect_partials`]).
+pub(crate) fn collect_partials(layout: &Layout) -> Result<Vec<RemovedPartial>> {
+    let dir = layout.ingest_dir();
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
+        let entry = entry.map_err(Error::io("list", &dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(hex) = name.strip_suffix(".partial") else {
+            continue;
+        };
+        // The writer creates and locks `<hex>.lock` before it opens the partial and removes the
+        // lock file only after the partial is renamed away, so a free lock (or none) means no
+        // pull is writing it. Held until the partial is gone, so no writer starts meanwhile.
+        let lock_path = dir.join(format!("{hex}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io("open", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => continue, // a live pull is writing it
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::Io {
+                    op: "lock",
+                    path: lock_path,
+                    source: e,
+                });
+            }
+        }
+        let path = entry.path();
+        let bytes = fs::metadata(&path).map_or(0, |m| m.len());
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(RemovedPartial { path, bytes }),
+            // Committed between the listing and the lock.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    op: "remove",
+                    path,
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +443,56 @@ mod tests {
             store.partial_path(&b).exists(),
             "a partial whose writer lives stays"
         );
+    }
+
+    #[test]
+    fn gc_removes_every_partial_whose_pull_is_not_running_whatever_its_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (dead, live) = (Digest::of(b"dead"), Digest::of(b"live"));
+        let mut w = writer(&store, &dead, 4);
+        w.write(b"de").unwrap();
+        drop(w); // the pull was killed a moment ago: its partial is young
+        let mut held = writer(&store, &live, 4);
+        held.write(b"li").unwrap();
+        held.out.flush().unwrap();
+        // A partial whose lock file is gone too (nothing can be writing it).
+        let orphan = Digest::of(b"orphan");
+        fs::write(store.partial_path(&orphan), b"orph").unwrap();
+        assert_eq!(
+            store
+                .collect_ingest(Duration::from_secs(24 * 3600))
+                .unwrap(),
+            0,
+            "the issue: the age-based collection keeps a killed pull's young partial"
+        );
+
+        let mut removed = store.collect_partials().unwrap();
+        removed.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut expected = vec![
+            RemovedPartial {
+                path: store.partial_path(&dead),
+                bytes: 2,
+            },
+            RemovedPartial {
+                path: store.partial_path(&orphan),
+                bytes: 4,
+            },
+        ];
+        expected.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(removed, expected);
+        assert!(
+            store.partial_path(&live).exists(),
+            "the partial of a running pull stays"
+        );
+        assert_eq!(
+            store.collect_ingest(Duration::from_secs(3600)).unwrap(),
+            0,
+            "the age-based collection is unchanged and finds nothing more"
+        );
+        held.write(b"ve").unwrap();
+        held.commit().unwrap();
+        assert!(store.has_blob(&live));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 pub use blobs::MAX_METADATA_BYTES;
 pub use index::{ImageRecord, LayerRecord};
-pub use ingest::{Ingest, IngestWriter, PendingIngest};
+pub use ingest::{Ingest, IngestWriter, PendingIngest, RemovedPartial};
 pub use staged::Staged;
 
 use crate::digest::Digest;
@@ -73,6 +73,20 @@ impl Store {
     /// [`Store::blob_path`] when verified.
     pub fn partial_path(&self, digest: &Digest) -> PathBuf {
         self.layout.partial(digest)
+    }
+
+    /// The directory of downloads in progress: its file system is the one a pull fills, so
+    /// free space is measured there.
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.layout.ingest_dir()
+    }
+
+    /// The size of a verified blob as stored (not as any descriptor claims).
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.layout.blob(digest);
+        Ok(std::fs::metadata(&path)
+            .map_err(crate::error::Error::io("stat", path))?
+            .len())
     }
 
     /// Whether a verified blob is present.
@@ -127,6 +141,13 @@ impl Store {
         ingest::collect(&self.layout, max_age)
     }
 
+    /// Deletes every partial download whose pull is not running (its ingest lock is free),
+    /// whatever its age: `dockless gc` frees what a killed or failed pull left, which on a full
+    /// disk may be most of it. A running pull keeps its partial. Returns what was removed.
+    pub fn collect_partials(&self) -> Result<Vec<RemovedPartial>> {
+        ingest::collect_partials(&self.layout)
+    }
+
     /// All stored images, by name.
     pub fn images(&self) -> Result<BTreeMap<String, ImageRecord>> {
         index::images(&self.layout)
@@ -136,6 +157,16 @@ impl Store {
     /// prefix of at least 12 hex characters.
     pub fn find_image(&self, name: &str) -> Result<Option<ImageRecord>> {
         index::find(&self.layout, name)
+    }
+
+    /// Runs `work` over the stored images while no image can be recorded or removed (the
+    /// index lock is held): for sweeps that must not race a pull recording an image, such as
+    /// removing the unpacked layers no image references.
+    pub fn with_images_locked<T>(
+        &self,
+        work: impl FnOnce(&BTreeMap<String, ImageRecord>) -> T,
+    ) -> Result<T> {
+        index::with_locked(&self.layout, work)
     }
 
     /// Records (or replaces) an image under its name.

@@ -4,6 +4,7 @@
 
 mod auth;
 mod faults;
+mod limits;
 mod load;
 mod pull;
 

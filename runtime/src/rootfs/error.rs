@@ -74,6 +74,9 @@ pub enum RootfsError {
     /// A run needs a snapshot that is not in the store.
     #[error("snapshot {0} is not in the store")]
     MissingSnapshot(ChainId),
+    /// A snapshot to remove is leased by a live run (or another caller): it stays.
+    #[error("snapshot {0} is in use by a running container; not removed")]
+    SnapshotInUse(ChainId),
     /// The run directory could not be prepared.
     #[error("cannot prepare run directory {path}")]
     RunDir {

@@ -13,6 +13,7 @@ use rustix::mount::{
 
 use super::error::{DiffError, RootfsError};
 use super::flatten::flatten_into;
+use super::lease::SnapshotLease;
 use crate::overlay::{mount_overlay, root_is_opaque};
 use crate::unpack::IdShift;
 use crate::unpack::tree::{open_dir, remove_any};
@@ -50,6 +51,9 @@ pub struct RunRootfs {
     kind: RootfsKind,
     mounted: bool,
     released: bool,
+    /// Keeps removal off the snapshots below this rootfs; released after the unmount (fields
+    /// drop after [`Drop::drop`]).
+    _lease: SnapshotLease,
 }
 
 impl RunRootfs {
@@ -81,11 +85,12 @@ impl RunRootfs {
     }
 
     /// Gives one run its own root filesystem over `snapshots` (committed snapshot directories,
-    /// base first; `id_shift` is their store's): `run_dir` must not exist yet; it is created
-    /// (0700) and holds `rootfs/`. [`SnapshotStore::mount_run`](super::SnapshotStore::mount_run)
-    /// is the public way in.
+    /// base first; `id_shift` is their store's, `lease` holds them for the run's lifetime):
+    /// `run_dir` must not exist yet; it is created (0700) and holds `rootfs/`.
+    /// [`SnapshotStore::mount_run`](super::SnapshotStore::mount_run) is the public way in.
     pub(crate) fn mount(
         snapshots: &[PathBuf],
+        lease: SnapshotLease,
         id_shift: Option<IdShift>,
         run_dir: &Path,
         mode: MountMode,
@@ -117,6 +122,7 @@ impl RunRootfs {
             kind: RootfsKind::Overlay,
             mounted: false,
             released: false,
+            _lease: lease,
         };
         // The merged root takes its attributes from the upper directory.
         for sub in ["upper", "work", "rootfs"] {

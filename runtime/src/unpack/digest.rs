@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::Digest as _;
 
@@ -116,22 +117,58 @@ pub fn chain_ids(diff_ids: &[DiffId]) -> Vec<ChainId> {
 
 type Sha256Hasher = sha2::Sha256;
 
+/// The uncompressed bytes of all layers of one image, counted across the threads that unpack
+/// them at once, against [`Limits::max_image_bytes`](super::Limits::max_image_bytes).
+#[derive(Debug)]
+pub(crate) struct ImageBytes {
+    used: AtomicU64,
+    max: u64,
+}
+
+impl ImageBytes {
+    pub(crate) fn new(max: u64) -> Self {
+        Self {
+            used: AtomicU64::new(0),
+            max,
+        }
+    }
+
+    /// The limit.
+    pub(crate) fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// Whether the layers together passed the limit.
+    pub(crate) fn exceeded(&self) -> bool {
+        self.used.load(Ordering::Relaxed) > self.max
+    }
+
+    /// Counts `n` more bytes; false once the total is past the limit.
+    fn add(&self, n: u64) -> bool {
+        self.used.fetch_add(n, Ordering::Relaxed).saturating_add(n) <= self.max
+    }
+}
+
 /// Hashes (and counts) every byte read through it, so the diff id covers exactly the bytes the
 /// tar parser consumed plus whatever is drained after the end-of-archive marker.
-pub(crate) struct HashingReader<R> {
+pub(crate) struct HashingReader<'a, R> {
     inner: R,
     hasher: Sha256Hasher,
     bytes: u64,
     limit: u64,
+    image: &'a ImageBytes,
 }
 
-impl<R: Read> HashingReader<R> {
-    pub(crate) fn new(inner: R, limit: u64) -> Self {
+impl<'a, R: Read> HashingReader<'a, R> {
+    /// Reads `inner`, failing once it passes `limit` bytes or the image's layers together
+    /// pass theirs.
+    pub(crate) fn new(inner: R, limit: u64, image: &'a ImageBytes) -> Self {
         Self {
             inner,
             hasher: Sha256Hasher::new(),
             bytes: 0,
             limit,
+            image,
         }
     }
 
@@ -142,14 +179,14 @@ impl<R: Read> HashingReader<R> {
 }
 
 /// The error kind a [`HashingReader`] reports when the uncompressed stream passes its limit;
-/// the pipeline maps it to a typed limit error.
+/// the pipeline maps it to a typed limit error (the image's, if [`ImageBytes::exceeded`]).
 pub(crate) const LIMIT_MARKER: &str = "uncompressed layer size limit exceeded";
 
-impl<R: Read> Read for HashingReader<R> {
+impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.bytes += n as u64;
-        if self.bytes > self.limit {
+        if self.bytes > self.limit || !self.image.add(n as u64) {
             return Err(io::Error::new(io::ErrorKind::FileTooLarge, LIMIT_MARKER));
         }
         self.hasher.update(&buf[..n]);

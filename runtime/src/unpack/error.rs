@@ -54,6 +54,16 @@ pub enum LayerError {
     /// A configured limit was exceeded.
     #[error("limit exceeded: {0}")]
     Limit(String),
+    /// The layers of one image together passed [`Limits::max_image_bytes`](super::Limits)
+    /// while this layer was unpacked.
+    #[error(
+        "limit exceeded: the image's layers together unpack to more than {max} bytes \
+         (the limit max_image_bytes)"
+    )]
+    ImageLimit {
+        /// The limit's value.
+        max: u64,
+    },
     /// Another layer of the same batch failed, so this one was abandoned.
     #[error("unpack cancelled")]
     Cancelled,

@@ -24,6 +24,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 pub(crate) use apply::{Applier, join as apply_join};
 pub use apply::{ApplyStats, LayerFormat};
 pub use compression::Compression;
+pub(crate) use digest::ImageBytes;
 pub use digest::{ChainId, DiffId, DigestParseError, Sha256, chain_ids};
 pub use error::{EntryError, LayerError, UnpackError};
 
@@ -35,6 +36,11 @@ use spec::Op;
 pub struct Limits {
     /// Uncompressed bytes of one layer (the tar stream).
     pub max_layer_bytes: u64,
+    /// Uncompressed bytes of all layers of one image that one
+    /// [`SnapshotStore::ensure`](crate::rootfs::SnapshotStore::ensure) unpacks (for
+    /// [`unpack_layer`], of its one layer): the per-layer limit alone still lets an image of
+    /// 127 layers write 8 TiB. When passed, nothing of the image is committed.
+    pub max_image_bytes: u64,
     /// Entries in one layer.
     pub max_entries: u64,
     /// Size of one regular file.
@@ -65,6 +71,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_layer_bytes: 64 << 30,
+            // The largest real images (CUDA and ML stacks) unpack to some tens of GB; four
+            // times the per-layer limit is far above them and still a bound.
+            max_image_bytes: 256 << 30,
             max_entries: 4_000_000,
             max_file_size: 32 << 30,
             max_sparse_size: 1 << 30,
@@ -125,19 +134,30 @@ pub fn unpack_layer(
     format: LayerFormat,
     limits: &Limits,
 ) -> Result<LayerReport, UnpackError> {
-    unpack_layer_cancellable(layer, target, format, limits, &AtomicBool::new(false))
+    let image = ImageBytes::new(limits.max_image_bytes);
+    unpack_layer_cancellable(
+        layer,
+        target,
+        format,
+        limits,
+        &image,
+        &AtomicBool::new(false),
+    )
 }
 
-/// [`unpack_layer`] that gives up with [`LayerError::Cancelled`] once `cancel` is set.
+/// [`unpack_layer`] that counts its bytes into `image` (shared by the layers of one image)
+/// and gives up with [`LayerError::Cancelled`] once `cancel` is set.
 pub(crate) fn unpack_layer_cancellable(
     layer: LayerBlob<'_>,
     target: &Path,
     format: LayerFormat,
     limits: &Limits,
+    image: &ImageBytes,
     cancel: &AtomicBool,
 ) -> Result<LayerReport, UnpackError> {
     let label = layer.label.clone();
-    run(layer, target, format, limits, cancel).map_err(|kind| UnpackError { layer: label, kind })
+    run(layer, target, format, limits, image, cancel)
+        .map_err(|kind| UnpackError { layer: label, kind })
 }
 
 struct Parsed {
@@ -152,6 +172,7 @@ fn run(
     target: &Path,
     format: LayerFormat,
     limits: &Limits,
+    image: &ImageBytes,
     cancel: &AtomicBool,
 ) -> Result<LayerReport, LayerError> {
     let mut applier = Applier::new(target, format).map_err(|source| LayerError::OpenTarget {
@@ -167,7 +188,7 @@ fn run(
     let blob = layer.blob;
     let (parsed, written) = std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<Vec<Op>>(CHANNEL_DEPTH);
-        let parser = s.spawn(move || parse_stream(blob, compression, limits, tx, cancel));
+        let parser = s.spawn(move || parse_stream(blob, compression, limits, image, tx, cancel));
         let mut written = Ok(());
         'batches: while let Ok(batch) = rx.recv() {
             if cancel.load(Ordering::Relaxed) {
@@ -207,9 +228,15 @@ fn run(
     })
 }
 
-fn stream_error(e: io::Error) -> LayerError {
+fn stream_error(e: io::Error, image: &ImageBytes) -> LayerError {
     if e.kind() == io::ErrorKind::FileTooLarge {
-        LayerError::Limit(digest::LIMIT_MARKER.into())
+        // The reader's error may come back wrapped by the tar parser: the shared count says
+        // which of the two limits it was.
+        if image.exceeded() {
+            LayerError::ImageLimit { max: image.max() }
+        } else {
+            LayerError::Limit(digest::LIMIT_MARKER.into())
+        }
     } else {
         LayerError::Stream(e)
     }
@@ -220,11 +247,13 @@ fn parse_stream(
     blob: Box<dyn Read + Send + '_>,
     compression: Compression,
     limits: &Limits,
+    image: &ImageBytes,
     tx: SyncSender<Vec<Op>>,
     cancel: &AtomicBool,
 ) -> Result<Parsed, LayerError> {
+    let stream_error = |e| stream_error(e, image);
     let decoded = compression.decoder(blob).map_err(LayerError::Stream)?;
-    let hashing = HashingReader::new(decoded, limits.max_layer_bytes);
+    let hashing = HashingReader::new(decoded, limits.max_layer_bytes, image);
     let mut archive = tar::Archive::new(BufReader::with_capacity(TAR_BUFFER, hashing));
     // Zero blocks inside the stream are skipped rather than taken as the end, so every
     // parser sees the same entries; what follows the last entry must still parse as tar.
