@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::time::Duration;
 
 use super::blobs::{Layout, seal};
@@ -47,6 +48,7 @@ impl PendingIngest {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(Error::io("open", &lock_path))?;
         match lock.try_lock() {
@@ -69,6 +71,7 @@ impl PendingIngest {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
             .open(&partial_path)
             .map_err(Error::io("open", &partial_path))?;
         let mut writer = IngestWriter {
@@ -323,6 +326,7 @@ pub(crate) fn collect_partials(layout: &Layout) -> Result<Vec<RemovedPartial>> {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(Error::io("open", &lock_path))?;
         match lock.try_lock() {

@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -98,6 +99,7 @@ impl RunSlots {
         let lock = OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(0o600)
             .open(&claiming)
             .map_err(io_err("create", &claiming))?;
         lock.lock().map_err(io_err("lock", &claiming))?;
