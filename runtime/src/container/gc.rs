@@ -7,10 +7,10 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::Container;
+use rustix::fs::FlockOperation;
 
 use super::RunError;
 
@@ -88,19 +88,15 @@ pub fn gc(state_root: &Path) -> Result<GcReport, RunError> {
 }
 
 /// `flock(LOCK_EX)` on an open run directory. The open file description is shared with the
-/// helper through fd inheritance; raw rather than nix's `Flock`, whose drop would unlock it
-/// for the helper too.
+/// helper through fd inheritance; a plain call rather than nix's `Flock`, whose drop would
+/// unlock it for the helper too.
 pub(crate) fn lock_run(dir: &File, wait: bool) -> io::Result<()> {
     let op = if wait {
-        libc::LOCK_EX
+        FlockOperation::LockExclusive
     } else {
-        libc::LOCK_EX | libc::LOCK_NB
+        FlockOperation::NonBlockingLockExclusive
     };
-    // SAFETY: flock(2) on an fd we own.
-    if unsafe { libc::flock(dir.as_raw_fd(), op) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::flock(dir, op)?)
 }
 
 /// A run directory still being set up (`.new-<id>`): removed once its lock can be taken and

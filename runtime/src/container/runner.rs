@@ -12,7 +12,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use super::RunError;
 use super::capture::{Captured, Stream};
@@ -295,7 +295,8 @@ impl Runner {
             // the helper too, which would leave the container (in its own session) running.
             // The runner's death closes the helper's stdin; the helper then ends the run.
             .process_group(0);
-        // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe.
+        // SAFETY (must stay: std offers no stable way to place fds in the child): the closure
+        // only calls fcntl and dup2, which are async-signal-safe.
         unsafe {
             cmd.pre_exec(move || place_fds(&passed));
         }
@@ -360,19 +361,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
 /// In the forked child before exec: moves each fd to its fixed number without CLOEXEC.
 /// Sources are first copied above the targets so that no move clobbers a later source.
 fn place_fds(passed: &[(RawFd, RawFd); 3]) -> std::io::Result<()> {
+    // nix rather than rustix: rustix's dup2 wants an owned target, and these are raw numbers
+    // in a forked child. Both calls are plain syscalls (no allocation, async-signal-safe).
     let mut temps = [0; 3];
     for (temp, (src, _)) in temps.iter_mut().zip(passed) {
-        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd we own; async-signal-safe.
-        *temp = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10) };
-        if *temp < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        *temp = fcntl(*src, FcntlArg::F_DUPFD_CLOEXEC(10))?;
     }
     for (temp, (_, target)) in temps.iter().zip(passed) {
-        // SAFETY: dup2 onto a fixed number; async-signal-safe.
-        if unsafe { libc::dup2(*temp, *target) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        nix::unistd::dup2(*temp, *target)?;
     }
     Ok(())
 }
