@@ -10,6 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::Container;
+use libcontainer::error::LibcontainerError;
 use rustix::fs::FlockOperation;
 
 use super::RunError;
@@ -177,16 +178,14 @@ pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<bool, RunEr
     let mut found = false;
     if container_dir.exists() {
         found = true;
-        let deleted = Container::load(container_dir.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|mut c| c.delete(true).map_err(|e| e.to_string()));
+        let deleted = Container::load(container_dir.clone()).and_then(|mut c| c.delete(true));
         // If the state vanished meanwhile, a run that just ended removed it itself.
-        if let Err(reason) = deleted
+        if let Err(cause) = deleted
             && container_dir.exists()
         {
             // State unreadable or delete failed half-way: fall back to the cgroup recorded in
             // our own config.json, then drop the state.
-            kill_cgroup_from_bundle(&run_dir, &reason)?;
+            kill_cgroup_from_bundle(&run_dir, cause)?;
             remove_dir(&container_dir)?;
         }
     }
@@ -214,13 +213,14 @@ fn remove_dir(dir: &Path) -> Result<(), RunError> {
 }
 
 /// SIGKILLs every task in each v1 controller's (or the unified) cgroup of the run and removes
-/// the cgroup directories.
-fn kill_cgroup_from_bundle(run_dir: &Path, reason: &str) -> Result<(), RunError> {
+/// the cgroup directories. `cause` is why libcontainer could not delete it, reported if the
+/// bundle does not name the cgroup either.
+fn kill_cgroup_from_bundle(run_dir: &Path, cause: LibcontainerError) -> Result<(), RunError> {
     let config = run_dir.join("config.json");
     let Ok(spec) = libcontainer::oci_spec::runtime::Spec::load(&config) else {
-        return Err(RunError::Leftover {
+        return Err(RunError::LeftoverContainer {
             path: run_dir.to_owned(),
-            reason: reason.to_owned(),
+            source: Box::new(cause),
         });
     };
     let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {

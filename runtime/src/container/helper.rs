@@ -54,9 +54,9 @@ pub fn helper_main() -> ExitCode {
                 Ok(outcome) => HelperReport::Finished(outcome),
                 Err(chain) => HelperReport::Failed(chain),
             },
-            Err(e) => HelperReport::Failed(vec!["invalid request".into(), e.to_string()]),
+            Err(e) => HelperReport::Failed(chain("invalid request", &e)),
         },
-        Err(e) => HelperReport::Failed(vec!["cannot read request".into(), e.to_string()]),
+        Err(e) => HelperReport::Failed(chain("cannot read request", &e)),
     };
     let mut out = std::io::stdout().lock();
     let written = serde_json::to_writer(&mut out, &report)

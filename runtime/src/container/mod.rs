@@ -54,6 +54,7 @@ pub use helper::helper_main;
 pub use runner::{DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, RunResult, Runner};
 
 use crate::bundle::BundleError;
+use crate::userns::UsernsError;
 
 /// The messages of `err` and of its sources, outermost first.
 fn error_messages(err: &dyn std::error::Error) -> Vec<String> {
@@ -102,12 +103,23 @@ pub enum RunError {
         source: std::io::Error,
     },
     /// The request could not be encoded.
-    #[error("cannot encode the request for run {id}: {reason}")]
+    #[error("cannot encode the request for run {id}")]
     Protocol {
         /// The run.
         id: String,
-        /// Why.
-        reason: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The run's cgroup limits could not be written (rootless with a delegated v1 subtree,
+    /// where the runner writes them itself).
+    #[error("run {id} failed: cannot set the run's cgroup limits")]
+    Limits {
+        /// The run.
+        id: String,
+        /// The cause.
+        #[source]
+        source: UsernsError,
     },
     /// The helper reported a failure (its error chain, outermost first).
     #[error("run {id} failed: {}", messages.join(": "))]
@@ -126,6 +138,9 @@ pub enum RunError {
         status: String,
         /// The tail of its stderr.
         stderr: String,
+        /// Why its exit status could not be read, if it could not.
+        #[source]
+        wait_error: Option<std::io::Error>,
     },
     /// The helper did not report within the run's timeout plus the grace period; it was
     /// killed and the run removed.
@@ -143,5 +158,15 @@ pub enum RunError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// A leftover run's container could neither be deleted through libcontainer nor found in
+    /// its bundle to be killed through its cgroup.
+    #[error("cannot remove leftover run {path:?}")]
+    LeftoverContainer {
+        /// The run directory.
+        path: PathBuf,
+        /// Why libcontainer could not delete it (boxed: the error is large).
+        #[source]
+        source: Box<libcontainer::error::LibcontainerError>,
     },
 }

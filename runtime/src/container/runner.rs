@@ -155,10 +155,10 @@ impl Runner {
             bundle_spec.limits.pids = None;
             write_bundle(&run_dir, &build_spec(rootfs, &bundle_spec, &cgroups_path)?)?;
             session.own_cgroup = Some(cgroups_path.clone());
-            crate::userns::write_limits(&cgroups_path, &spec.limits).map_err(|e| {
-                RunError::Helper {
+            crate::userns::write_limits(&cgroups_path, &spec.limits).map_err(|source| {
+                RunError::Limits {
                     id: id.clone(),
-                    messages: vec!["cannot set the run's cgroup limits".into(), e.to_string()],
+                    source,
                 }
             })?;
         } else {
@@ -188,9 +188,9 @@ impl Runner {
             loopback_up: spec.network == NetworkMode::None,
             cgroups_path,
         };
-        let mut line = serde_json::to_vec(&request).map_err(|e| RunError::Protocol {
+        let mut line = serde_json::to_vec(&request).map_err(|source| RunError::Protocol {
             id: id.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         line.push(b'\n');
         if let Some(stdin) = session.stdin.as_mut() {
@@ -244,11 +244,18 @@ impl Runner {
                 stderr: pumped.stderr,
             }),
             Some(HelperReport::Failed(messages)) => Err(RunError::Helper { id, messages }),
-            None => Err(RunError::HelperCrashed {
-                id,
-                status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                stderr: pumped.diagnostics.to_string_lossy(),
-            }),
+            None => {
+                let (status, wait_error) = match status {
+                    Ok(s) => (s.to_string(), None),
+                    Err(e) => ("status unknown".to_owned(), Some(e)),
+                };
+                Err(RunError::HelperCrashed {
+                    id,
+                    status,
+                    stderr: pumped.diagnostics.to_string_lossy(),
+                    wait_error,
+                })
+            }
         }
     }
 
