@@ -1,5 +1,5 @@
 //! Real containers (as root): capabilities, no_new_privileges, seccomp, masked and
-//! read-only kernel paths, devices.
+//! read-only kernel paths, devices, the sealed helper executable.
 
 #[path = "run_common/mod.rs"]
 mod common;
@@ -188,4 +188,89 @@ fn spec_has_hardened_defaults() {
         );
     }
     assert_eq!(json["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+}
+
+/// The helper (and so the container's init, forked from it, until it execs the entrypoint)
+/// runs from a sealed in-memory copy of its program, never from the host file: a handle on
+/// that executable, reopened for writing as a container's root could through
+/// `/proc/<pid>/exe` once nothing executes it any more (CVE-2019-5736), cannot change it.
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn the_helper_runs_from_a_sealed_copy_that_refuses_writes() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    let fx = Fixture::new("sealed");
+    let mut seen: Option<(String, std::fs::File)> = None;
+    fx.runner()
+        .run(&fx.rootfs, &fx.sh("echo ready; sleep 1"), &mut |_, _| {
+            if seen.is_none() {
+                // While the container sleeps its helper is alive; any helper of this process
+                // runs from the same copy.
+                seen = helpers_of_this_process().into_iter().find_map(|pid| {
+                    let exe = format!("/proc/{pid}/exe");
+                    let link = std::fs::read_link(&exe).ok()?;
+                    let file = std::fs::File::open(&exe).ok()?;
+                    Some((link.to_string_lossy().into_owned(), file))
+                });
+            }
+        })
+        .unwrap();
+    let (link, exe) = seen.expect("no helper process found during the run");
+    assert!(link.starts_with("/memfd:"), "helper exe is {link}");
+    let seals = rustix::fs::fcntl_get_seals(&exe).unwrap();
+    use rustix::fs::SealFlags;
+    for seal in [
+        SealFlags::SEAL,
+        SealFlags::SHRINK,
+        SealFlags::GROW,
+        SealFlags::WRITE,
+    ] {
+        assert!(seals.contains(seal), "{seal:?} missing from {seals:?}");
+    }
+    // Reopen for writing once no helper executes the copy (other tests of this binary may
+    // still run one): the kernel then allows the open, and the seals refuse the write.
+    let reopen = format!("/proc/self/fd/{}", exe.as_raw_fd());
+    let mut writable = None;
+    for _ in 0..600 {
+        match std::fs::OpenOptions::new().write(true).open(&reopen) {
+            Ok(f) => {
+                writable = Some(f);
+                break;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("reopening the helper's exe: {e}"),
+        }
+    }
+    let mut writable = writable.expect("the helper's exe stayed busy for 30 s");
+    let err = writable.write(b"#!/bin/sh\n").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    let err = writable.set_len(0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    fx.assert_clean();
+}
+
+/// Children of this process running the probe as the runtime helper.
+fn helpers_of_this_process() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let want = format!("{}\0__helper\0", common::PROBE);
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(me.as_str()) && cmdline == want.as_bytes() {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -45,6 +45,7 @@ mod loopback;
 mod protocol;
 mod pump;
 mod runner;
+mod sealed;
 
 use std::path::PathBuf;
 
@@ -52,6 +53,7 @@ pub use capture::{BoundedCapture, Captured, Stream};
 pub use gc::{GcReport, gc, kill_abandoned_inits};
 pub use helper::helper_main;
 pub use runner::{DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, RunResult, Runner};
+pub use sealed::SealError;
 
 use crate::bundle::BundleError;
 use crate::userns::UsernsError;
@@ -102,6 +104,10 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The sealed in-memory copy of the helper executable could not be made (see
+    /// [`SealError`]); no helper is ever run from its path.
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// The request could not be encoded.
     #[error("cannot encode the request for run {id}")]
     Protocol {

@@ -292,9 +292,13 @@ impl Runner {
     }
 
     /// Starts `program args...` with piped stdio and `passed` fds moved to fixed numbers.
+    /// The program is executed from its sealed in-memory copy (see [`super::sealed`]), under
+    /// its own name as `argv[0]`.
     fn spawn_helper(&self, passed: [(RawFd, RawFd); 3]) -> Result<Child, RunError> {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
+        let exe = super::sealed::helper_exe(&self.program)?;
+        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+        cmd.arg0(&self.program)
+            .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -307,6 +311,7 @@ impl Runner {
         unsafe {
             cmd.pre_exec(move || place_fds(&passed));
         }
+        // `exe` (the shared copy) stays open across the spawn: the child execs it by number.
         cmd.spawn().map_err(|source| RunError::Spawn {
             program: self.program.clone(),
             source,
@@ -372,7 +377,7 @@ fn place_fds(passed: &[(RawFd, RawFd); 3]) -> std::io::Result<()> {
     // in a forked child. Both calls are plain syscalls (no allocation, async-signal-safe).
     let mut temps = [0; 3];
     for (temp, (src, _)) in temps.iter_mut().zip(passed) {
-        *temp = fcntl(*src, FcntlArg::F_DUPFD_CLOEXEC(10))?;
+        *temp = fcntl(*src, FcntlArg::F_DUPFD_CLOEXEC(super::sealed::MIN_FD))?;
     }
     for (temp, (_, target)) in temps.iter().zip(passed) {
         nix::unistd::dup2(*temp, *target)?;
