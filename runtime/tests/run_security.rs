@@ -11,6 +11,7 @@ use common::Fixture;
 const DEFAULT_CAP_MASK: &str = "00000000800405fb";
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn root_gets_the_minimal_capability_set_and_no_new_privs() {
     let fx = Fixture::new("caps");
     let out = fx.run(&fx.sh("grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status"));
@@ -52,6 +53,7 @@ int main(void) {
 "#;
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn seccomp_denies_keyring_and_namespace_syscalls() {
     let fx = Fixture::new("seccomp");
     let src = fx.dir.path().join("probe.c");
@@ -88,6 +90,7 @@ fn seccomp_denies_keyring_and_namespace_syscalls() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn kernel_paths_are_masked_or_read_only() {
     let fx = Fixture::new("masked");
     // Every masked path that exists on this host must read as empty inside (this host's
@@ -131,6 +134,7 @@ fn kernel_paths_are_masked_or_read_only() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn spec_has_hardened_defaults() {
     // The written config.json itself, for what the container cannot observe directly.
     let fx = Fixture::new("spec");
