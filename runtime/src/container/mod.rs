@@ -2,9 +2,10 @@
 //! reports what happened: exit code, OOM, timeout, duration, peak memory and bounded output.
 //!
 //! The parent ([`Runner`]) writes the bundle, spawns the helper (the embedding binary
-//! re-executed with a hidden subcommand that calls [`helper_main`]), streams the container's
-//! stdout and stderr from two pipes, and removes everything of the run when it ends. Runs
-//! killed mid-way are found and removed by [`gc()`].
+//! re-executed with a hidden subcommand that calls [`helper_main`], from a read-only overlay
+//! or a sealed in-memory copy that no container can write through: see [`SealError`]),
+//! streams the container's stdout and stderr from two pipes, and removes everything of the
+//! run when it ends. Runs killed mid-way are found and removed by [`gc()`].
 //!
 //! Embedding (what the `dockless` binary does):
 //!
@@ -104,8 +105,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    /// The sealed in-memory copy of the helper executable could not be made (see
-    /// [`SealError`]); no helper is ever run from its path.
+    /// No write-proof view of the helper executable could be made (see [`SealError`]); no
+    /// helper is ever run from its path.
     #[error(transparent)]
     Seal(#[from] SealError),
     /// The request could not be encoded.

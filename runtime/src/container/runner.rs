@@ -292,10 +292,10 @@ impl Runner {
     }
 
     /// Starts `program args...` with piped stdio and `passed` fds moved to fixed numbers.
-    /// The program is executed from its sealed in-memory copy (see [`super::sealed`]), under
-    /// its own name as `argv[0]`.
+    /// The program is executed from a view no container can write through (see
+    /// [`super::sealed`]), under its own name as `argv[0]`.
     fn spawn_helper(&self, passed: [(RawFd, RawFd); 3]) -> Result<Child, RunError> {
-        let exe = super::sealed::helper_exe(&self.program)?;
+        let exe = super::sealed::helper_exe(&self.program, &self.state_root)?;
         let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
         cmd.arg0(&self.program)
             .args(&self.args)

@@ -1,5 +1,5 @@
-//! The helper's executable as a sealed in-memory copy, so that no container can ever write
-//! to the binary that started it (the pattern of CVE-2019-5736).
+//! The helper's executable as a view no one can write through, so that no container can
+//! ever write to the binary that started it (the pattern of CVE-2019-5736).
 //!
 //! Why: the container's init is forked from the helper, and until it execs the image's
 //! entrypoint its `/proc/<pid>/exe` is the helper's executable. An entrypoint that is a
@@ -10,13 +10,23 @@
 //! the executable the host's `dockless` binary, the next `dockless` run by anyone, root
 //! included, would run the container's code on the host.
 //!
-//! So the helper is not executed from its path but from a `memfd` copy sealed with
-//! `F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE` (what runc and youki do): the
-//! kernel refuses every write, truncation and growth of that copy for as long as it exists,
-//! whoever asks, and no seal can be removed. The host file is never reachable from the
-//! container. The copy is made once per process and program and reused by every run the
-//! process makes (its cost is one read of the binary into memory, see [`helper_exe`]).
+//! So the helper is never executed from its path, but from one of two views, as runc does:
+//! - **A read-only overlay** (preferred: no copy, ~no cost). The program's directory is the
+//!   top lower layer of an overlayfs without upper layer, created detached (`fsopen` /
+//!   `fsmount`, never attached anywhere, so no mount event) and mounted read-only; the helper
+//!   is the program opened `O_PATH` in it. A write through it is `EROFS` whoever asks, and the
+//!   host path of the file is not reachable from it (`/proc/<pid>/map_files`, which shows
+//!   the real file, needs `CAP_SYS_ADMIN` in the initial user namespace, which no container
+//!   has). Needs the right to mount (root, or a rootless session's namespace) and an overlay
+//!   able to stack the program's directory; the second, empty lower layer is a directory
+//!   under the runner's state root.
+//! - **A sealed `memfd` copy** otherwise: the program copied into memory and sealed with
+//!   `F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE`: the kernel refuses every
+//!   write, truncation and growth of it for as long as it exists, and no seal can be removed.
+//!   It costs a read of the whole binary into memory (the release `dockless` with its line
+//!   tables is ~130 MB: tens of milliseconds and that much memory per process).
 //!
+//! Either is made once per process and program and shared by every run the process makes.
 //! It is executed as `/proc/self/fd/<n>`: the descriptor is close-on-exec, so the helper does
 //! not hold it (nor does the container), yet the kernel resolves the path before it closes
 //! close-on-exec descriptors. Its number is kept at [`MIN_FD`] or above, clear of the fixed
@@ -24,13 +34,18 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, memfd_create};
+use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags, fcntl_add_seals, memfd_create, openat};
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_string, fsmount,
+    fsopen,
+};
 
-/// Lowest number the sealed copy's descriptor may have: above the helper's fixed fds (3..=5)
-/// that `place_fds` overwrites in the child between fork and exec.
+/// Lowest number the view's descriptor may have: above the helper's fixed fds (3..=5) that
+/// `place_fds` overwrites in the child between fork and exec.
 pub(crate) const MIN_FD: i32 = 10;
 
 /// The seals of the copy: no write, no size change, and no further change of the seals.
@@ -39,12 +54,20 @@ pub(crate) const SEALS: SealFlags = SealFlags::SEAL
     .union(SealFlags::GROW)
     .union(SealFlags::WRITE);
 
-/// One sealed copy per program, shared by every runner of this process.
-static COPIES: Mutex<Vec<(PathBuf, Arc<OwnedFd>)>> = Mutex::new(Vec::new());
+/// Directory under the state root used as the overlay's second, empty lower layer (an
+/// overlay without upper layer needs two).
+const EMPTY_LAYER: &str = "helper-empty-layer";
 
-/// Why the sealed copy of the helper could not be made.
+/// One view per program, shared by every runner of this process.
+static VIEWS: Mutex<Vec<(PathBuf, Arc<OwnedFd>)>> = Mutex::new(Vec::new());
+
+/// Why no write-proof view of the helper could be made. The helper is executed only from a
+/// read-only overlay or a sealed copy: its init, forked from it, exposes that executable to
+/// the container as `/proc/<pid>/exe` until it execs, and through a `#!/proc/self/exe`
+/// entrypoint even runs it inside (CVE-2019-5736's way to overwrite the host's binary).
+/// Through such a view the kernel refuses every write, from anyone, for good.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot make a sealed copy of the runtime helper {program:?}: {what}")]
+#[error("cannot make a write-proof view of the runtime helper {program:?}: {what}")]
 pub struct SealError {
     /// The helper executable.
     pub program: PathBuf,
@@ -55,27 +78,77 @@ pub struct SealError {
     pub source: std::io::Error,
 }
 
-/// The sealed in-memory copy of `program` (made on first use, then shared), open
-/// close-on-exec at a number of at least [`MIN_FD`]; execute it as `/proc/self/fd/<n>`.
-pub(crate) fn helper_exe(program: &Path) -> Result<Arc<OwnedFd>, SealError> {
-    let mut copies = COPIES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, fd)) = copies.iter().find(|(p, _)| p == program) {
+/// The write-proof view of `program` (made on first use, then shared): a read-only overlay
+/// where this process may mount (its empty layer under `state_root`), else a sealed copy.
+/// Open close-on-exec at a number of at least [`MIN_FD`]; execute it as `/proc/self/fd/<n>`.
+pub(crate) fn helper_exe(program: &Path, state_root: &Path) -> Result<Arc<OwnedFd>, SealError> {
+    let mut views = VIEWS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, fd)) = views.iter().find(|(p, _)| p == program) {
         return Ok(Arc::clone(fd));
     }
-    let fd = Arc::new(seal_copy(program)?);
-    copies.push((program.to_owned(), Arc::clone(&fd)));
+    // Any failure of the overlay (no right to mount, an old kernel, a directory overlayfs
+    // cannot stack) leaves the copy, which works wherever memfds do.
+    let view = match read_only_overlay(program, &state_root.join(EMPTY_LAYER)) {
+        Ok(fd) => fd,
+        Err(_) => sealed_copy(program)?,
+    };
+    let fd = Arc::new(view);
+    views.push((program.to_owned(), Arc::clone(&fd)));
     Ok(fd)
 }
 
-fn seal_copy(program: &Path) -> Result<OwnedFd, SealError> {
-    let err = |what: &'static str| {
-        move |source: std::io::Error| SealError {
-            program: program.to_owned(),
-            what,
-            source,
-        }
+fn error(program: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SealError {
+    let program = program.to_owned();
+    move |source| SealError {
+        program,
+        what,
+        source,
+    }
+}
+
+/// `program` opened `O_PATH` in a detached, read-only overlay whose top layer is its
+/// directory and whose other layer is the empty directory `empty` (created if missing).
+pub(crate) fn read_only_overlay(program: &Path, empty: &Path) -> Result<OwnedFd, SealError> {
+    let invalid = |what| error(program, what)(std::io::ErrorKind::InvalidInput.into());
+    let (Some(dir), Some(name)) = (program.parent(), program.file_name()) else {
+        return Err(invalid("it has no directory and file name"));
     };
-    let mut src = File::open(program).map_err(err("cannot open it"))?;
+    let (dir, empty) = (dir.to_string_lossy(), empty.to_string_lossy());
+    // ':' separates layers in the option and '\\' escapes; such paths take the copy.
+    if [&dir, &empty]
+        .iter()
+        .any(|p| p.contains([':', '\\']) || !p.starts_with('/'))
+    {
+        return Err(invalid("its path cannot be an overlay layer"));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o555)
+        .create(empty.as_ref())
+        .map_err(error(program, "cannot create the overlay's empty layer"))?;
+    let sys = |what| move |e: rustix::io::Errno| error(program, what)(e.into());
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(sys("fsopen overlay"))?;
+    fsconfig_set_string(&fs, "lowerdir", format!("{dir}:{empty}").as_str())
+        .map_err(sys("cannot set the overlay's layers"))?;
+    fsconfig_create(&fs).map_err(sys("cannot create the overlay"))?;
+    let mnt = fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOSUID,
+    )
+    .map_err(sys("cannot mount the overlay"))?;
+    // The file keeps the detached mount alive; the mount's own descriptor is not needed.
+    let file = openat(&mnt, name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(sys("cannot open it in the overlay"))?;
+    rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD).map_err(sys("cannot move its descriptor"))
+}
+
+/// A copy of `program` in a memfd sealed against every change.
+pub(crate) fn sealed_copy(program: &Path) -> Result<OwnedFd, SealError> {
+    let sys = |what| move |e: rustix::io::Errno| error(program, what)(e.into());
+    let mut src = File::open(program).map_err(error(program, "cannot open it"))?;
     let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
     // MFD_EXEC keeps the copy executable where vm.memfd_noexec defaults memfds to
     // non-executable; kernels before 6.3 do not know the flag (EINVAL) and need none.
@@ -84,14 +157,13 @@ fn seal_copy(program: &Path) -> Result<OwnedFd, SealError> {
             rustix::io::Errno::INVAL => memfd_create("dockless-runtime-helper", flags),
             e => Err(e),
         })
-        .map_err(|e| err("cannot create a memfd")(e.into()))?;
+        .map_err(sys("cannot create a memfd"))?;
     let mut dst = File::from(memfd);
     // std's File-to-File copy is copy_file_range, falling back to sendfile: in-kernel.
-    std::io::copy(&mut src, &mut dst).map_err(err("cannot copy it"))?;
-    fcntl_add_seals(&dst, SEALS).map_err(|e| err("cannot seal the copy")(e.into()))?;
-    let fd = rustix::io::fcntl_dupfd_cloexec(dst.as_fd(), MIN_FD)
-        .map_err(|e| err("cannot move the copy's descriptor")(e.into()))?;
-    Ok(fd)
+    std::io::copy(&mut src, &mut dst).map_err(error(program, "cannot copy it"))?;
+    fcntl_add_seals(&dst, SEALS).map_err(sys("cannot seal the copy"))?;
+    rustix::io::fcntl_dupfd_cloexec(dst.as_fd(), MIN_FD)
+        .map_err(sys("cannot move the copy's descriptor"))
 }
 
 #[cfg(test)]
@@ -100,13 +172,25 @@ mod tests {
     use std::io::Write;
     use std::os::fd::AsRawFd;
 
+    /// Reopens `fd` for writing (as a container would through `/proc/<pid>/exe`) and returns
+    /// the errno of the open, or else of the write.
+    fn write_errno(fd: &OwnedFd) -> Option<i32> {
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        match std::fs::OpenOptions::new().write(true).open(path) {
+            Err(e) => e.raw_os_error(),
+            Ok(mut w) => {
+                assert_eq!(w.set_len(0).unwrap_err().raw_os_error(), Some(libc::EPERM));
+                w.write(b"x").unwrap_err().raw_os_error()
+            }
+        }
+    }
+
     #[test]
-    fn the_copy_is_sealed_shared_and_refuses_writes() {
+    fn the_copy_is_sealed_and_refuses_writes() {
         let exe = std::env::current_exe().unwrap();
-        let fd = helper_exe(&exe).unwrap();
+        let fd = sealed_copy(&exe).unwrap();
         assert!(fd.as_raw_fd() >= MIN_FD);
-        assert!(Arc::ptr_eq(&fd, &helper_exe(&exe).unwrap()));
-        let seals = rustix::fs::fcntl_get_seals(&*fd).unwrap();
+        let seals = rustix::fs::fcntl_get_seals(&fd).unwrap();
         assert!(seals.contains(SEALS), "{seals:?}");
         assert_eq!(
             std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -114,13 +198,32 @@ mod tests {
                 .len(),
             std::fs::metadata(&exe).unwrap().len()
         );
-        // Reopened for writing (as a container would through /proc/<pid>/exe), the copy
-        // still refuses every write and truncation.
-        let mut w = std::fs::OpenOptions::new()
-            .write(true)
-            .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .unwrap();
-        assert_eq!(w.write(b"x").unwrap_err().raw_os_error(), Some(libc::EPERM));
-        assert_eq!(w.set_len(0).unwrap_err().raw_os_error(), Some(libc::EPERM));
+        assert_eq!(write_errno(&fd), Some(libc::EPERM));
+    }
+
+    #[test]
+    #[ignore = "needs root and scripts/test-env"]
+    fn the_overlay_view_is_read_only_and_not_the_host_file() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let program = tmp.path().join("bin/tool");
+        std::fs::create_dir(tmp.path().join("bin")).unwrap();
+        std::fs::write(&program, b"#!/bin/sh\n").unwrap();
+        let fd = read_only_overlay(&program, &tmp.path().join("empty")).unwrap();
+        assert!(fd.as_raw_fd() >= MIN_FD);
+        let seen = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        assert_ne!(seen.dev(), std::fs::metadata(&program).unwrap().dev());
+        assert_eq!(write_errno(&fd), Some(libc::EROFS));
+        assert_eq!(std::fs::read(&program).unwrap(), b"#!/bin/sh\n");
+    }
+
+    #[test]
+    fn one_view_per_program_is_shared() {
+        let exe = std::env::current_exe().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let a = helper_exe(&exe, tmp.path()).unwrap();
+        let b = helper_exe(&exe, tmp.path()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(matches!(write_errno(&a), Some(libc::EPERM | libc::EROFS)));
     }
 }
