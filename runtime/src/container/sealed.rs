@@ -33,7 +33,7 @@
 //! numbers the runner moves the helper's pipes to before that exec.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -88,7 +88,7 @@ pub(crate) fn helper_exe(program: &Path, state_root: &Path) -> Result<Arc<OwnedF
     }
     // Any failure of the overlay (no right to mount, an old kernel, a directory overlayfs
     // cannot stack) leaves the copy, which works wherever memfds do.
-    let view = match read_only_overlay(program, &state_root.join(EMPTY_LAYER)) {
+    let view = match read_only_overlay(program, state_root) {
         Ok(fd) => fd,
         Err(_) => sealed_copy(program)?,
     };
@@ -107,42 +107,86 @@ fn error(program: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> S
 }
 
 /// `program` opened `O_PATH` in a detached, read-only overlay whose top layer is its
-/// directory and whose other layer is the empty directory `empty` (created if missing).
-pub(crate) fn read_only_overlay(program: &Path, empty: &Path) -> Result<OwnedFd, SealError> {
+/// directory. The second, empty layer is a detached empty tmpfs where the kernel takes one as
+/// a layer (Linux 6.15 and later), else `<state_root>/helper-empty-layer` (created if
+/// missing), which overlayfs refuses if it lies below the program's directory.
+pub(crate) fn read_only_overlay(program: &Path, state_root: &Path) -> Result<OwnedFd, SealError> {
     let invalid = |what| error(program, what)(std::io::ErrorKind::InvalidInput.into());
     let (Some(dir), Some(name)) = (program.parent(), program.file_name()) else {
         return Err(invalid("it has no directory and file name"));
     };
-    let (dir, empty) = (dir.to_string_lossy(), empty.to_string_lossy());
     // ':' separates layers in the option and '\\' escapes; such paths take the copy.
-    if [&dir, &empty]
-        .iter()
-        .any(|p| p.contains([':', '\\']) || !p.starts_with('/'))
-    {
-        return Err(invalid("its path cannot be an overlay layer"));
+    let usable = |p: &str| p.starts_with('/') && !p.contains([':', '\\']);
+    let dir = dir.to_string_lossy();
+    if !usable(&dir) {
+        return Err(invalid("its directory cannot be an overlay layer"));
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o555)
-        .create(empty.as_ref())
-        .map_err(error(program, "cannot create the overlay's empty layer"))?;
     let sys = |what| move |e: rustix::io::Errno| error(program, what)(e.into());
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(sys("fsopen overlay"))?;
-    fsconfig_set_string(&fs, "lowerdir", format!("{dir}:{empty}").as_str())
-        .map_err(sys("cannot set the overlay's layers"))?;
-    fsconfig_create(&fs).map_err(sys("cannot create the overlay"))?;
-    let mnt = fsmount(
+    let mut last = None;
+    // The tmpfs's descriptor must outlive the overlay's creation only.
+    let tmpfs = empty_tmpfs();
+    let detached = tmpfs
+        .as_ref()
+        .ok()
+        .map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let in_state = state_root.join(EMPTY_LAYER);
+    let in_state = in_state.to_string_lossy();
+    for empty in detached
+        .iter()
+        .map(String::as_str)
+        .chain([in_state.as_ref()])
+    {
+        if !usable(empty) {
+            continue;
+        }
+        if empty == in_state {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o555)
+                .create(empty)
+                .map_err(error(program, "cannot create the overlay's empty layer"))?;
+        }
+        let created = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).and_then(|fs| {
+            fsconfig_set_string(&fs, "lowerdir", format!("{dir}:{empty}").as_str())?;
+            fsconfig_create(&fs)?;
+            Ok(fs)
+        });
+        match created {
+            Ok(fs) => {
+                let mnt = fsmount(
+                    &fs,
+                    FsMountFlags::FSMOUNT_CLOEXEC,
+                    MountAttrFlags::MOUNT_ATTR_RDONLY
+                        | MountAttrFlags::MOUNT_ATTR_NODEV
+                        | MountAttrFlags::MOUNT_ATTR_NOSUID,
+                )
+                .map_err(sys("cannot mount the overlay"))?;
+                // The file keeps the detached mount alive; the mount's descriptor can go.
+                let file = openat(&mnt, name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(sys("cannot open it in the overlay"))?;
+                return rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD)
+                    .map_err(sys("cannot move its descriptor"));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(sys("cannot create the overlay")(
+        last.unwrap_or(rustix::io::Errno::INVAL),
+    ))
+}
+
+/// A detached, read-only, empty tmpfs (never attached anywhere).
+fn empty_tmpfs() -> rustix::io::Result<OwnedFd> {
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_create(&fs)?;
+    fsmount(
         &fs,
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_RDONLY
             | MountAttrFlags::MOUNT_ATTR_NODEV
-            | MountAttrFlags::MOUNT_ATTR_NOSUID,
+            | MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )
-    .map_err(sys("cannot mount the overlay"))?;
-    // The file keeps the detached mount alive; the mount's own descriptor is not needed.
-    let file = openat(&mnt, name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-        .map_err(sys("cannot open it in the overlay"))?;
-    rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD).map_err(sys("cannot move its descriptor"))
 }
 
 /// A copy of `program` in a memfd sealed against every change.
@@ -170,7 +214,6 @@ pub(crate) fn sealed_copy(program: &Path) -> Result<OwnedFd, SealError> {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
 
     /// Reopens `fd` for writing (as a container would through `/proc/<pid>/exe`) and returns
     /// the errno of the open, or else of the write.
@@ -209,7 +252,7 @@ mod tests {
         let program = tmp.path().join("bin/tool");
         std::fs::create_dir(tmp.path().join("bin")).unwrap();
         std::fs::write(&program, b"#!/bin/sh\n").unwrap();
-        let fd = read_only_overlay(&program, &tmp.path().join("empty")).unwrap();
+        let fd = read_only_overlay(&program, &tmp.path().join("state")).unwrap();
         assert!(fd.as_raw_fd() >= MIN_FD);
         let seen = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
         assert_ne!(seen.dev(), std::fs::metadata(&program).unwrap().dev());
