@@ -18,13 +18,14 @@
 //!   host path of the file is not reachable from it (`/proc/<pid>/map_files`, which shows
 //!   the real file, needs `CAP_SYS_ADMIN` in the initial user namespace, which no container
 //!   has). Needs the right to mount (root, or a rootless session's namespace) and an overlay
-//!   able to stack the program's directory; the second, empty lower layer is a directory
-//!   under the runner's state root.
+//!   able to stack the program's directory; the second, empty lower layer (an overlay
+//!   without upper layer needs two) is a detached empty tmpfs, or, on kernels that refuse a
+//!   detached mount as a layer (before about 6.15), a directory under the runner's state root.
 //! - **A sealed `memfd` copy** otherwise: the program copied into memory and sealed with
 //!   `F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE`: the kernel refuses every
 //!   write, truncation and growth of it for as long as it exists, and no seal can be removed.
 //!   It costs a read of the whole binary into memory (the release `dockless` with its line
-//!   tables is ~130 MB: tens of milliseconds and that much memory per process).
+//!   tables is ~130 MB: 0.1 to 0.5 s and that much memory per process, measured).
 //!
 //! Either is made once per process and program and shared by every run the process makes.
 //! It is executed as `/proc/self/fd/<n>`: the descriptor is close-on-exec, so the helper does
@@ -108,7 +109,7 @@ fn error(program: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> S
 
 /// `program` opened `O_PATH` in a detached, read-only overlay whose top layer is its
 /// directory. The second, empty layer is a detached empty tmpfs where the kernel takes one as
-/// a layer (Linux 6.15 and later), else `<state_root>/helper-empty-layer` (created if
+/// a layer (Linux from about 6.15), else `<state_root>/helper-empty-layer` (created if
 /// missing), which overlayfs refuses if it lies below the program's directory.
 pub(crate) fn read_only_overlay(program: &Path, state_root: &Path) -> Result<OwnedFd, SealError> {
     let invalid = |what| error(program, what)(std::io::ErrorKind::InvalidInput.into());
