@@ -44,6 +44,7 @@ pub fn helper_main() -> ExitCode {
         let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    restore_name();
 
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -66,6 +67,23 @@ pub fn helper_main() -> ExitCode {
     match (written, &report) {
         (Some(()), HelperReport::Finished(_)) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
+    }
+}
+
+/// Executed as `/proc/self/fd/<n>` (see `sealed`), the kernel named this process `<n>`; it
+/// gets its program's name back (as `argv[0]` says it), for `ps` and `top`.
+fn restore_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(argv0) = std::env::args_os().next() else {
+        return;
+    };
+    let Some(name) = Path::new(&argv0).file_name() else {
+        return;
+    };
+    // The kernel keeps 15 bytes; a name with a NUL byte cannot be set and is left alone.
+    let bytes = &name.as_bytes()[..name.len().min(15)];
+    if let Ok(name) = std::ffi::CString::new(bytes) {
+        let _ = rustix::thread::set_name(&name);
     }
 }
 
