@@ -10,6 +10,7 @@ use common::Fixture;
 use dockless_runtime::bundle::NetworkMode;
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn exit_codes_are_reported() {
     let fx = Fixture::new("exit");
     for code in [0, 1, 3, 137] {
@@ -24,6 +25,7 @@ fn exit_codes_are_reported() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn stdout_and_stderr_are_kept_apart_and_streamed() {
     let fx = Fixture::new("streams");
     let out = fx.run(&fx.sh("echo to-out; echo to-err >&2; echo more-out; echo more-err >&2"));
@@ -36,6 +38,7 @@ fn stdout_and_stderr_are_kept_apart_and_streamed() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn image_config_drives_the_process() {
     let fx = Fixture::new("imagecfg");
     let json = br#"{"architecture":"amd64","config":{"Entrypoint":["sh","-c"],
@@ -57,6 +60,7 @@ fn image_config_drives_the_process() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn data_dir_is_bound_read_write() {
     let fx = Fixture::new("data");
     let data = fx.host_dir("data");
@@ -83,6 +87,7 @@ fn data_dir_is_bound_read_write() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn network_none_has_only_loopback_and_it_works() {
     let fx = Fixture::new("net");
     // A listener on the host's loopback: the container must not reach it.
@@ -116,6 +121,7 @@ fn network_none_has_only_loopback_and_it_works() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn network_host_shares_the_host_namespace() {
     let fx = Fixture::new("nethost");
     let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -136,6 +142,7 @@ fn network_host_shares_the_host_namespace() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn non_root_user_gets_its_groups_and_no_capabilities() {
     let fx = Fixture::new("user");
     let mut spec = fx
@@ -163,6 +170,7 @@ fn non_root_user_gets_its_groups_and_no_capabilities() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn read_only_rootfs_keeps_data_and_tmp_writable() {
     let fx = Fixture::new("readonly");
     let data = fx.host_dir("data");
@@ -185,6 +193,7 @@ fn read_only_rootfs_keeps_data_and_tmp_writable() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn parallel_runs_from_one_process() {
     let fx = Fixture::new("parallel");
     let runner = fx.runner();
@@ -211,6 +220,7 @@ fn parallel_runs_from_one_process() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_gigabyte_of_output_is_bounded_in_memory() {
     let fx = Fixture::new("bigout");
     let limit = 256 << 10;
@@ -293,6 +303,7 @@ fn vm_hwm_kib(status_path: &str) -> Option<u64> {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn output_is_streamed_while_the_container_runs() {
     // The container waits for a file that the caller only creates once it has seen the
     // container's first line: this finishes only if output arrives live.

@@ -46,6 +46,7 @@ fn children(pid: u32) -> Vec<nix::unistd::Pid> {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn runner_killed_with_sigkill_leaves_a_container_that_gc_removes() {
     let fx = Fixture::new("gckill");
     let data = fx.host_dir("data");
@@ -90,6 +91,7 @@ fn runner_killed_with_sigkill_leaves_a_container_that_gc_removes() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn helper_cleans_up_when_its_parent_dies() {
     let fx = Fixture::new("orphan");
     let data = fx.host_dir("data");
@@ -116,6 +118,7 @@ fn helper_cleans_up_when_its_parent_dies() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn gc_spares_runs_in_progress() {
     let fx = Fixture::new("gclive");
     let runner = fx.runner();
@@ -135,6 +138,7 @@ fn gc_spares_runs_in_progress() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_panicking_output_callback_still_cleans_up() {
     let fx = Fixture::new("panic");
     let runner = fx.runner();
@@ -147,6 +151,7 @@ fn a_panicking_output_callback_still_cleans_up() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_failing_start_is_an_error_and_leaves_nothing() {
     let fx = Fixture::new("nocmd");
     let runner = fx.runner();
@@ -167,6 +172,7 @@ fn a_failing_start_is_an_error_and_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn an_unresponsive_helper_is_killed_after_timeout_plus_grace() {
     let fx = Fixture::new("stuck");
     // A "helper" that never answers stands in for one stuck inside libcontainer.
@@ -186,6 +192,7 @@ fn an_unresponsive_helper_is_killed_after_timeout_plus_grace() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn gc_running_alongside_runs_never_disturbs_them() {
     let fx = Fixture::new("gcrace");
     let runner = fx.runner();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::Fixture;
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn memory_hog_is_oom_killed_and_reported() {
     let fx = Fixture::new("oom");
     // Holds ever more memory in a shell variable until the 32 MiB limit stops it.
@@ -25,6 +26,7 @@ fn memory_hog_is_oom_killed_and_reported() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn a_run_within_limits_is_not_reported_as_oom() {
     let fx = Fixture::new("nooom");
     let mut spec = fx.sh("echo fine");
@@ -37,6 +39,7 @@ fn a_run_within_limits_is_not_reported_as_oom() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn fork_bomb_is_stopped_by_the_pids_limit() {
     let fx = Fixture::new("forkbomb");
     let mut spec = fx.sh("b() { b | b & }; b; sleep 100");
@@ -89,6 +92,7 @@ fn fork_bomb_is_stopped_by_the_pids_limit() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn timeout_kills_and_is_reported() {
     let fx = Fixture::new("timeout");
     let mut spec = fx.sh("echo started; sleep 100");
@@ -107,6 +111,7 @@ fn timeout_kills_and_is_reported() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn processes_ignoring_sigterm_with_children_are_all_gone_after_timeout() {
     let fx = Fixture::new("sigterm");
     let data = fx.host_dir("data");
@@ -128,6 +133,7 @@ fn processes_ignoring_sigterm_with_children_are_all_gone_after_timeout() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn limits_land_in_the_container_cgroup() {
     let fx = Fixture::new("cglimits");
     let data = fx.host_dir("data");

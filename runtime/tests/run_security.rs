@@ -1,5 +1,5 @@
 //! Real containers (as root): capabilities, no_new_privileges, seccomp, masked and
-//! read-only kernel paths, devices.
+//! read-only kernel paths, devices, the write-proof helper executable.
 
 #[path = "run_common/mod.rs"]
 mod common;
@@ -11,6 +11,7 @@ use common::Fixture;
 const DEFAULT_CAP_MASK: &str = "00000000800405fb";
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn root_gets_the_minimal_capability_set_and_no_new_privs() {
     let fx = Fixture::new("caps");
     let out = fx.run(&fx.sh("grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status"));
@@ -52,6 +53,7 @@ int main(void) {
 "#;
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn seccomp_denies_keyring_and_namespace_syscalls() {
     let fx = Fixture::new("seccomp");
     let src = fx.dir.path().join("probe.c");
@@ -88,6 +90,7 @@ fn seccomp_denies_keyring_and_namespace_syscalls() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn kernel_paths_are_masked_or_read_only() {
     let fx = Fixture::new("masked");
     // Every masked path that exists on this host must read as empty inside (this host's
@@ -131,6 +134,7 @@ fn kernel_paths_are_masked_or_read_only() {
 }
 
 #[test]
+#[ignore = "needs root and scripts/test-env"]
 fn spec_has_hardened_defaults() {
     // The written config.json itself, for what the container cannot observe directly.
     let fx = Fixture::new("spec");
@@ -188,4 +192,96 @@ fn spec_has_hardened_defaults() {
         );
     }
     assert_eq!(json["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+}
+
+/// The helper (and so the container's init, forked from it, until it execs the entrypoint)
+/// runs from a view of its program no one can write through, never from the host file: as
+/// root a read-only overlay, else a sealed memfd copy. A handle on that executable, reopened
+/// for writing as a container's root could through `/proc/<pid>/exe` once nothing executes
+/// it any more (CVE-2019-5736), cannot change it.
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn the_helper_runs_from_a_view_that_refuses_writes() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    let fx = Fixture::new("sealed");
+    let mut seen: Option<std::fs::File> = None;
+    fx.runner()
+        .run(&fx.rootfs, &fx.sh("echo ready; sleep 1"), &mut |_, _| {
+            if seen.is_none() {
+                // While the container sleeps its helper is alive; any helper of this process
+                // runs from the same view.
+                seen = helpers_of_this_process()
+                    .into_iter()
+                    .find_map(|pid| std::fs::File::open(format!("/proc/{pid}/exe")).ok());
+            }
+        })
+        .unwrap();
+    let exe = seen.expect("no helper process found during the run");
+    let (view, host) = (
+        exe.metadata().unwrap(),
+        std::fs::metadata(common::PROBE).unwrap(),
+    );
+    assert_eq!(view.len(), host.len());
+    assert_ne!(
+        (view.dev(), view.ino()),
+        (host.dev(), host.ino()),
+        "the helper runs from the host file"
+    );
+    // Reopen for writing once no helper executes it (other tests of this binary may still
+    // run one): a read-only overlay refuses the open, a sealed copy the write.
+    let reopen = format!("/proc/self/fd/{}", exe.as_raw_fd());
+    let mut refused = None;
+    for _ in 0..600 {
+        match std::fs::OpenOptions::new().write(true).open(&reopen) {
+            Ok(mut w) => {
+                let seals = rustix::fs::fcntl_get_seals(&exe).unwrap();
+                assert!(
+                    seals.contains(rustix::fs::SealFlags::WRITE),
+                    "writable and unsealed: {seals:?}"
+                );
+                refused = w.write(b"#!/bin/sh\n").err();
+                assert_eq!(w.set_len(0).unwrap_err().raw_os_error(), Some(libc::EPERM));
+                break;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the helper's exe stayed busy for 30 s, or took the write");
+    assert!(
+        matches!(refused.raw_os_error(), Some(libc::EPERM | libc::EROFS)),
+        "{refused}"
+    );
+    fx.assert_clean();
+}
+
+/// Children of this process running the probe as the runtime helper.
+fn helpers_of_this_process() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let want = format!("{}\0__helper\0", common::PROBE);
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(me.as_str()) && cmdline == want.as_bytes() {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -48,8 +48,8 @@ fn main() -> ExitCode {
 fn print_spec(args: &[String]) -> Result<(), String> {
     let (rootfs, _, parent, spec) = parse(args)?;
     let oci = dockless_runtime::bundle::build_spec(&rootfs, &spec, &format!("/{parent}/spec"))
-        .map_err(|e| e.to_string())?;
-    let json = serde_json::to_string_pretty(&oci).map_err(|e| e.to_string())?;
+        .map_err(|e| with_causes(&e))?;
+    let json = serde_json::to_string_pretty(&oci).map_err(|e| with_causes(&e))?;
     #[allow(clippy::print_stdout)]
     {
         println!("{json}");
@@ -121,15 +121,7 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
                 Stream::Stderr => err.write_all(chunk),
             };
         })
-        .map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            msg
-        })?;
+        .map_err(|e| with_causes(&e))?;
     if result.timed_out {
         eprintln!("probe: timed out");
     }
@@ -137,4 +129,15 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         eprintln!("probe: oom killed");
     }
     Ok(ExitCode::from(result.exit_code.clamp(0, 255) as u8))
+}
+
+/// `err` and its causes, outermost first, for the one line this probe prints on failure.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
 }

@@ -5,11 +5,9 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::Mode;
+use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
 
 use super::BundleError;
 
@@ -118,17 +116,18 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Result<String, BundleError> {
         source,
     };
     let root = File::open(rootfs).map_err(io_err)?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
-        .mode(Mode::empty())
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = match openat2(root.as_raw_fd(), rel, how) {
-        Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) => return Ok(String::new()),
+    let opened = openat2(
+        &root,
+        rel,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    );
+    let file = match opened {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::NOENT) => return Ok(String::new()),
         Err(e) => return Err(io_err(e.into())),
     };
-    // SAFETY: openat2 returned a fresh fd that nothing else owns.
-    let file = unsafe { File::from_raw_fd(fd) };
     let meta = file.metadata().map_err(io_err)?;
     if !meta.is_file() {
         return Err(BundleError::NotARegularFile {

@@ -7,10 +7,11 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::Container;
+use libcontainer::error::LibcontainerError;
+use rustix::fs::FlockOperation;
 
 use super::RunError;
 
@@ -88,19 +89,15 @@ pub fn gc(state_root: &Path) -> Result<GcReport, RunError> {
 }
 
 /// `flock(LOCK_EX)` on an open run directory. The open file description is shared with the
-/// helper through fd inheritance; raw rather than nix's `Flock`, whose drop would unlock it
-/// for the helper too.
+/// helper through fd inheritance; a plain call rather than nix's `Flock`, whose drop would
+/// unlock it for the helper too.
 pub(crate) fn lock_run(dir: &File, wait: bool) -> io::Result<()> {
     let op = if wait {
-        libc::LOCK_EX
+        FlockOperation::LockExclusive
     } else {
-        libc::LOCK_EX | libc::LOCK_NB
+        FlockOperation::NonBlockingLockExclusive
     };
-    // SAFETY: flock(2) on an fd we own.
-    if unsafe { libc::flock(dir.as_raw_fd(), op) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::flock(dir, op)?)
 }
 
 /// A run directory still being set up (`.new-<id>`): removed once its lock can be taken and
@@ -181,16 +178,14 @@ pub(crate) fn remove_leftover(state_root: &Path, id: &str) -> Result<bool, RunEr
     let mut found = false;
     if container_dir.exists() {
         found = true;
-        let deleted = Container::load(container_dir.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|mut c| c.delete(true).map_err(|e| e.to_string()));
+        let deleted = Container::load(container_dir.clone()).and_then(|mut c| c.delete(true));
         // If the state vanished meanwhile, a run that just ended removed it itself.
-        if let Err(reason) = deleted
+        if let Err(cause) = deleted
             && container_dir.exists()
         {
             // State unreadable or delete failed half-way: fall back to the cgroup recorded in
             // our own config.json, then drop the state.
-            kill_cgroup_from_bundle(&run_dir, &reason)?;
+            kill_cgroup_from_bundle(&run_dir, cause)?;
             remove_dir(&container_dir)?;
         }
     }
@@ -218,13 +213,14 @@ fn remove_dir(dir: &Path) -> Result<(), RunError> {
 }
 
 /// SIGKILLs every task in each v1 controller's (or the unified) cgroup of the run and removes
-/// the cgroup directories.
-fn kill_cgroup_from_bundle(run_dir: &Path, reason: &str) -> Result<(), RunError> {
+/// the cgroup directories. `cause` is why libcontainer could not delete it, reported if the
+/// bundle does not name the cgroup either.
+fn kill_cgroup_from_bundle(run_dir: &Path, cause: LibcontainerError) -> Result<(), RunError> {
     let config = run_dir.join("config.json");
     let Ok(spec) = libcontainer::oci_spec::runtime::Spec::load(&config) else {
-        return Err(RunError::Leftover {
+        return Err(RunError::LeftoverContainer {
             path: run_dir.to_owned(),
-            reason: reason.to_owned(),
+            source: Box::new(cause),
         });
     };
     let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {

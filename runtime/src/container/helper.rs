@@ -37,12 +37,14 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 pub fn helper_main() -> ExitCode {
     // Rust ignores SIGPIPE at startup and libcontainer's init is a clone of this process:
     // without a reset every container would inherit SIG_IGN for SIGPIPE.
-    // SAFETY: restoring default dispositions in a single-threaded process.
+    // SAFETY (must stay: installing a disposition is unsafe in nix's API and rustix has no
+    // sigaction): restoring default dispositions in a single-threaded process.
     unsafe {
         let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
         let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    restore_name();
 
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -53,9 +55,9 @@ pub fn helper_main() -> ExitCode {
                 Ok(outcome) => HelperReport::Finished(outcome),
                 Err(chain) => HelperReport::Failed(chain),
             },
-            Err(e) => HelperReport::Failed(vec!["invalid request".into(), e.to_string()]),
+            Err(e) => HelperReport::Failed(chain("invalid request", &e)),
         },
-        Err(e) => HelperReport::Failed(vec!["cannot read request".into(), e.to_string()]),
+        Err(e) => HelperReport::Failed(chain("cannot read request", &e)),
     };
     let mut out = std::io::stdout().lock();
     let written = serde_json::to_writer(&mut out, &report)
@@ -68,6 +70,23 @@ pub fn helper_main() -> ExitCode {
     }
 }
 
+/// Executed as `/proc/self/fd/<n>` (see `sealed`), the kernel named this process `<n>`; it
+/// gets its program's name back (as `argv[0]` says it), for `ps` and `top`.
+fn restore_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(argv0) = std::env::args_os().next() else {
+        return;
+    };
+    let Some(name) = Path::new(&argv0).file_name() else {
+        return;
+    };
+    // The kernel keeps 15 bytes; a name with a NUL byte cannot be set and is left alone.
+    let bytes = &name.as_bytes()[..name.len().min(15)];
+    if let Ok(name) = std::ffi::CString::new(bytes) {
+        let _ = rustix::thread::set_name(&name);
+    }
+}
+
 /// `context`, then the error chain of `err`, outermost first.
 fn chain(context: &str, err: &dyn std::error::Error) -> Vec<String> {
     let mut out = vec![context.to_owned()];
@@ -77,14 +96,17 @@ fn chain(context: &str, err: &dyn std::error::Error) -> Vec<String> {
 
 fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
     for fd in [CONTAINER_STDOUT_FD, CONTAINER_STDERR_FD] {
-        // SAFETY: F_GETFD only queries the descriptor table.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        // The descriptor table as the kernel lists it: asking F_GETFD would need a
+        // `BorrowedFd` of a number that may not be open, which no safe API gives.
+        if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
             return Err(vec![format!(
                 "fd {fd} is not open: the helper must be started by a Runner"
             )]);
         }
     }
-    // SAFETY: the parent placed these pipe ends on fds 3 and 4 for us alone (checked open).
+    // SAFETY (must stay: adopting inherited descriptors by number is what from_raw_fd is
+    // for): the parent placed these pipe ends on fds 3 and 4 for us alone (checked open), and
+    // nothing else in this process refers to them.
     let (out_fd, err_fd) = unsafe {
         (
             OwnedFd::from_raw_fd(CONTAINER_STDOUT_FD),
@@ -303,11 +325,10 @@ fn remove_container(container_dir: &Path) -> Result<(), Vec<String>> {
 }
 
 fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(pid.as_raw())
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }

@@ -7,10 +7,11 @@
 //! the host's namespace that a rootless helper does not have.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sched::{CloneFlags, setns};
 use nix::unistd::Pid;
+use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
 
 /// Sets IFF_UP on `lo` in the network namespace of `pid`. The namespace is entered by a
 /// thread that exits right after (it is joined before this returns, so the caller is
@@ -23,26 +24,27 @@ pub fn bring_up_loopback(pid: Pid) -> std::io::Result<()> {
             .name("netns-lo".into())
             .spawn_scoped(s, || -> std::io::Result<OwnedFd> {
                 setns(target.as_fd(), CloneFlags::CLONE_NEWNET)?;
-                // SAFETY: plain socket(2); the result is checked before use.
-                let raw = unsafe {
-                    libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
-                };
-                if raw < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // SAFETY: `raw` is a fresh socket owned by nobody else.
-                Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+                Ok(socket_with(
+                    AddressFamily::INET,
+                    SocketType::DGRAM,
+                    SocketFlags::CLOEXEC,
+                    None,
+                )?)
             })?
             .join()
             .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
     })?;
 
-    // SAFETY: ifreq is plain old data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let mut req = libc::ifreq {
+        ifr_name: [0; libc::IFNAMSIZ],
+        ifr_ifru: libc::__c_anonymous_ifr_ifru { ifru_flags: 0 },
+    };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    // SAFETY (must stay: neither rustix nor nix wraps the interface-flag ioctls):
+    // SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own, whose flags member the
+    // first call fills in before it is read.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
             return Err(std::io::Error::last_os_error());

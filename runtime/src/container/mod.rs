@@ -2,9 +2,10 @@
 //! reports what happened: exit code, OOM, timeout, duration, peak memory and bounded output.
 //!
 //! The parent ([`Runner`]) writes the bundle, spawns the helper (the embedding binary
-//! re-executed with a hidden subcommand that calls [`helper_main`]), streams the container's
-//! stdout and stderr from two pipes, and removes everything of the run when it ends. Runs
-//! killed mid-way are found and removed by [`gc()`].
+//! re-executed with a hidden subcommand that calls [`helper_main`], from a read-only overlay
+//! or a sealed in-memory copy that no container can write through: see [`SealError`]),
+//! streams the container's stdout and stderr from two pipes, and removes everything of the
+//! run when it ends. Runs killed mid-way are found and removed by [`gc()`].
 //!
 //! Embedding (what the `dockless` binary does):
 //!
@@ -45,6 +46,7 @@ mod loopback;
 mod protocol;
 mod pump;
 mod runner;
+mod sealed;
 
 use std::path::PathBuf;
 
@@ -52,8 +54,10 @@ pub use capture::{BoundedCapture, Captured, Stream};
 pub use gc::{GcReport, gc, kill_abandoned_inits};
 pub use helper::helper_main;
 pub use runner::{DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, RunResult, Runner};
+pub use sealed::SealError;
 
 use crate::bundle::BundleError;
+use crate::userns::UsernsError;
 
 /// The messages of `err` and of its sources, outermost first.
 fn error_messages(err: &dyn std::error::Error) -> Vec<String> {
@@ -101,13 +105,28 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// No write-proof view of the helper executable could be made (see [`SealError`]); no
+    /// helper is ever run from its path.
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// The request could not be encoded.
-    #[error("cannot encode the request for run {id}: {reason}")]
+    #[error("cannot encode the request for run {id}")]
     Protocol {
         /// The run.
         id: String,
-        /// Why.
-        reason: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The run's cgroup limits could not be written (rootless with a delegated v1 subtree,
+    /// where the runner writes them itself).
+    #[error("run {id} failed: cannot set the run's cgroup limits")]
+    Limits {
+        /// The run.
+        id: String,
+        /// The cause.
+        #[source]
+        source: UsernsError,
     },
     /// The helper reported a failure (its error chain, outermost first).
     #[error("run {id} failed: {}", messages.join(": "))]
@@ -126,6 +145,9 @@ pub enum RunError {
         status: String,
         /// The tail of its stderr.
         stderr: String,
+        /// Why its exit status could not be read, if it could not.
+        #[source]
+        wait_error: Option<std::io::Error>,
     },
     /// The helper did not report within the run's timeout plus the grace period; it was
     /// killed and the run removed.
@@ -143,5 +165,15 @@ pub enum RunError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// A leftover run's container could neither be deleted through libcontainer nor found in
+    /// its bundle to be killed through its cgroup.
+    #[error("cannot remove leftover run {path:?}")]
+    LeftoverContainer {
+        /// The run directory.
+        path: PathBuf,
+        /// Why libcontainer could not delete it (boxed: the error is large).
+        #[source]
+        source: Box<libcontainer::error::LibcontainerError>,
     },
 }

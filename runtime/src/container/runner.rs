@@ -12,7 +12,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use super::RunError;
 use super::capture::{Captured, Stream};
@@ -155,10 +155,10 @@ impl Runner {
             bundle_spec.limits.pids = None;
             write_bundle(&run_dir, &build_spec(rootfs, &bundle_spec, &cgroups_path)?)?;
             session.own_cgroup = Some(cgroups_path.clone());
-            crate::userns::write_limits(&cgroups_path, &spec.limits).map_err(|e| {
-                RunError::Helper {
+            crate::userns::write_limits(&cgroups_path, &spec.limits).map_err(|source| {
+                RunError::Limits {
                     id: id.clone(),
-                    messages: vec!["cannot set the run's cgroup limits".into(), e.to_string()],
+                    source,
                 }
             })?;
         } else {
@@ -188,9 +188,9 @@ impl Runner {
             loopback_up: spec.network == NetworkMode::None,
             cgroups_path,
         };
-        let mut line = serde_json::to_vec(&request).map_err(|e| RunError::Protocol {
+        let mut line = serde_json::to_vec(&request).map_err(|source| RunError::Protocol {
             id: id.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         line.push(b'\n');
         if let Some(stdin) = session.stdin.as_mut() {
@@ -244,11 +244,18 @@ impl Runner {
                 stderr: pumped.stderr,
             }),
             Some(HelperReport::Failed(messages)) => Err(RunError::Helper { id, messages }),
-            None => Err(RunError::HelperCrashed {
-                id,
-                status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                stderr: pumped.diagnostics.to_string_lossy(),
-            }),
+            None => {
+                let (status, wait_error) = match status {
+                    Ok(s) => (s.to_string(), None),
+                    Err(e) => ("status unknown".to_owned(), Some(e)),
+                };
+                Err(RunError::HelperCrashed {
+                    id,
+                    status,
+                    stderr: pumped.diagnostics.to_string_lossy(),
+                    wait_error,
+                })
+            }
         }
     }
 
@@ -289,9 +296,13 @@ impl Runner {
     }
 
     /// Starts `program args...` with piped stdio and `passed` fds moved to fixed numbers.
+    /// The program is executed from a view no container can write through (see
+    /// [`super::sealed`]), under its own name as `argv[0]`.
     fn spawn_helper(&self, passed: [(RawFd, RawFd); 3]) -> Result<Child, RunError> {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
+        let exe = super::sealed::helper_exe(&self.program, &self.state_root)?;
+        let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+        cmd.arg0(&self.program)
+            .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -299,10 +310,12 @@ impl Runner {
             // the helper too, which would leave the container (in its own session) running.
             // The runner's death closes the helper's stdin; the helper then ends the run.
             .process_group(0);
-        // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe.
+        // SAFETY (must stay: std offers no stable way to place fds in the child): the closure
+        // only calls fcntl and dup2, which are async-signal-safe.
         unsafe {
             cmd.pre_exec(move || place_fds(&passed));
         }
+        // `exe` (the shared copy) stays open across the spawn: the child execs it by number.
         cmd.spawn().map_err(|source| RunError::Spawn {
             program: self.program.clone(),
             source,
@@ -364,19 +377,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
 /// In the forked child before exec: moves each fd to its fixed number without CLOEXEC.
 /// Sources are first copied above the targets so that no move clobbers a later source.
 fn place_fds(passed: &[(RawFd, RawFd); 3]) -> std::io::Result<()> {
+    // nix rather than rustix: rustix's dup2 wants an owned target, and these are raw numbers
+    // in a forked child. Both calls are plain syscalls (no allocation, async-signal-safe).
     let mut temps = [0; 3];
     for (temp, (src, _)) in temps.iter_mut().zip(passed) {
-        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd we own; async-signal-safe.
-        *temp = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10) };
-        if *temp < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        *temp = fcntl(*src, FcntlArg::F_DUPFD_CLOEXEC(super::sealed::MIN_FD))?;
     }
     for (temp, (_, target)) in temps.iter().zip(passed) {
-        // SAFETY: dup2 onto a fixed number; async-signal-safe.
-        if unsafe { libc::dup2(*temp, *target) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        nix::unistd::dup2(*temp, *target)?;
     }
     Ok(())
 }

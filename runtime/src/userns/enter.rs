@@ -43,13 +43,16 @@ pub fn enter(map: &IdMap) -> Result<(), UsernsError> {
     let (ready_r, ready_w) = pipe()?;
     let (done_r, done_w) = pipe()?;
     let target = nix::unistd::getpid();
-    // SAFETY: the process is single-threaded (checked above), so the child may allocate and
-    // spawn programs; it leaves only through `_exit`.
+    // SAFETY (must stay: fork is unsafe in any wrapper, and a separate process outside the
+    // new namespace is what newuidmap needs): the process is single-threaded (checked above),
+    // so the child may allocate and spawn programs; it leaves only through `_exit`.
     match unsafe { nix::unistd::fork() }.map_err(sys("cannot fork the id mapper"))? {
         ForkResult::Child => {
             drop((ready_w, done_r));
             let code = mapper(target, map, ready_r, done_w);
-            // SAFETY: ends the forked child without running the parent's destructors.
+            // SAFETY (must stay: neither rustix nor nix wraps _exit safely; std's exit would
+            // run the parent's atexit handlers and flush its buffers a second time): ends the
+            // forked child without running the parent's destructors.
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
