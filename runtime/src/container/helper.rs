@@ -4,7 +4,7 @@
 //! init its child; none of that may happen inside a multi-threaded caller. The binary that
 //! embeds this crate re-executes itself with a hidden subcommand and calls [`helper_main`].
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ use super::cgroup_stats::read_memory_stats;
 use super::gc::cgroup_dirs;
 use super::loopback::bring_up_loopback;
 use super::protocol::{
-    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest,
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest, STOP_BYTE,
 };
 
 /// How long the init may take to die after SIGKILL before the helper gives up waiting.
@@ -46,11 +46,9 @@ pub fn helper_main() -> ExitCode {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     restore_name();
 
-    let stdin = std::io::stdin();
-    let mut line = String::new();
-    let report = match stdin.lock().read_line(&mut line) {
-        Ok(0) => HelperReport::Failed(vec!["empty request on stdin".into()]),
-        Ok(_) => match serde_json::from_str::<HelperRequest>(&line) {
+    let report = match read_request_line() {
+        Ok(line) if line.is_empty() => HelperReport::Failed(vec!["empty request on stdin".into()]),
+        Ok(line) => match serde_json::from_slice::<HelperRequest>(&line) {
             Ok(req) => match run(&req) {
                 Ok(outcome) => HelperReport::Finished(outcome),
                 Err(chain) => HelperReport::Failed(chain),
@@ -67,6 +65,23 @@ pub fn helper_main() -> ExitCode {
     match (written, &report) {
         (Some(()), HelperReport::Finished(_)) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
+    }
+}
+
+/// The request line, read a byte at a time: a buffered reader could swallow a stop request
+/// that follows it, which `supervise` then would never see through `poll`.
+fn read_request_line() -> std::io::Result<Vec<u8>> {
+    let stdin = std::io::stdin();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(stdin.as_fd(), &mut byte) {
+            Ok(0) => return Ok(line),
+            Ok(_) if byte[0] == b'\n' => return Ok(line),
+            Ok(_) => line.push(byte[0]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -201,14 +216,16 @@ fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOut
     let stdin = std::io::stdin();
     let mut timed_out = false;
     let mut aborted = false;
+    let mut stopped = false;
+    let mut stop_deadline: Option<Instant> = None;
     let mut kill_deadline: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        let wait_until = match (kill_deadline, deadline) {
-            (Some(k), _) => Some(k),
-            (None, Some(d)) => Some(d),
-            (None, None) => None,
-        };
+        // The earliest pending step: SIGKILL's grace, else the stop's, else the timeout.
+        let wait_until = kill_deadline.or(match (stop_deadline, deadline) {
+            (Some(s), Some(d)) => Some(s.min(d)),
+            (s, d) => s.or(d),
+        });
         let timeout = match wait_until {
             Some(t) => PollTimeout::try_from(
                 t.saturating_duration_since(now).as_millis().min(60_000) as i32,
@@ -233,12 +250,31 @@ fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOut
                 .and_then(|f| f.revents())
                 .is_some_and(|r| !r.is_empty())
         {
-            // The parent closed our stdin (it finished early, panicked or died): nobody
-            // will read the result, so end the container now.
-            aborted = true;
-            kill_all(container);
-            kill_deadline.get_or_insert(Instant::now() + KILL_GRACE);
-            continue;
+            let mut buf = [0u8; 64];
+            match rustix::io::read(stdin.as_fd(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    if buf[..n].contains(&STOP_BYTE) && !stopped {
+                        // A stop as `podman stop` does it: SIGTERM to the init (ignored by
+                        // an init without a handler, as in any pid namespace), SIGKILL to
+                        // every process once the grace period is over.
+                        stopped = true;
+                        let _ = container.kill(Signal::SIGTERM, false);
+                        stop_deadline =
+                            Some(Instant::now() + Duration::from_millis(req.stop_grace_ms));
+                    }
+                    continue;
+                }
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
+                // End of file or a broken pipe: the parent closed our stdin (it finished
+                // early, panicked or died): nobody will read the result, so end the
+                // container now.
+                _ => {
+                    aborted = true;
+                    kill_all(container);
+                    kill_deadline.get_or_insert(Instant::now() + KILL_GRACE);
+                    continue;
+                }
+            }
         }
         let now = Instant::now();
         if let Some(k) = kill_deadline {
@@ -249,6 +285,9 @@ fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOut
             }
         } else if deadline.is_some_and(|d| now >= d) {
             timed_out = true;
+            kill_all(container);
+            kill_deadline = Some(now + KILL_GRACE);
+        } else if stop_deadline.is_some_and(|s| now >= s) {
             kill_all(container);
             kill_deadline = Some(now + KILL_GRACE);
         }
@@ -268,6 +307,7 @@ fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOut
         duration_ns: duration.as_nanos().min(u64::MAX as u128) as u64,
         peak_memory_bytes: None,
         aborted,
+        stopped,
     })
 }
 

@@ -53,7 +53,9 @@ use std::path::PathBuf;
 pub use capture::{BoundedCapture, Captured, Stream};
 pub use gc::{GcReport, gc, kill_abandoned_inits};
 pub use helper::helper_main;
-pub use runner::{DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, RunResult, Runner};
+pub use runner::{
+    DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, DEFAULT_STOP_GRACE, RunResult, Runner,
+};
 pub use sealed::SealError;
 
 use crate::bundle::BundleError;
@@ -142,6 +144,24 @@ pub enum RunError {
         /// The run.
         id: String,
         /// Its exit status.
+        status: String,
+        /// The tail of its stderr.
+        stderr: String,
+        /// Why its exit status could not be read, if it could not.
+        #[source]
+        wait_error: Option<std::io::Error>,
+    },
+    /// The helper died without a report (e.g. SIGKILL): the runner noticed at once (its
+    /// report pipe closed), killed the container and removed the run, as `gc` removes an
+    /// abandoned one, instead of leaving the container unsupervised.
+    #[error(
+        "runtime helper for run {id} died without a report ({status}); its container, if \
+         any, was killed and the run removed; the helper's stderr: {stderr}"
+    )]
+    HelperDied {
+        /// The run.
+        id: String,
+        /// The helper's exit status.
         status: String,
         /// The tail of its stderr.
         stderr: String,

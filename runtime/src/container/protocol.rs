@@ -10,7 +10,8 @@ pub const CONTAINER_STDERR_FD: i32 = 4;
 pub const RUN_LOCK_FD: i32 = 5;
 
 /// The parent's instructions, written to the helper's stdin as one line. The stdin pipe then
-/// stays open: its closing tells the helper that the parent is gone.
+/// stays open: its closing tells the helper that the parent is gone, and a [`STOP_BYTE`] on it
+/// asks for a graceful stop.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct HelperRequest {
     /// Container id (also the run directory's name).
@@ -25,7 +26,14 @@ pub struct HelperRequest {
     pub loopback_up: bool,
     /// The container's cgroup path (for OOM and peak memory).
     pub cgroups_path: String,
+    /// After a stop request, how long the init has between SIGTERM and SIGKILL.
+    #[serde(default)]
+    pub stop_grace_ms: u64,
 }
+
+/// Written by the parent on the helper's stdin after the request: stop the container as
+/// `podman stop` does (SIGTERM to its init, SIGKILL to all after the grace period).
+pub const STOP_BYTE: u8 = b'T';
 
 /// What the container did, as measured by the helper.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -42,6 +50,9 @@ pub struct HelperOutcome {
     pub peak_memory_bytes: Option<u64>,
     /// Set when the parent went away and the helper killed the container on its own.
     pub aborted: bool,
+    /// Set when the parent asked for a stop (see [`STOP_BYTE`]) before the init exited.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// The helper's single answer.

@@ -31,14 +31,20 @@ pub(super) struct Pumped {
     pub diagnostics: Captured,
     /// The deadline passed before every pipe closed.
     pub deadline_passed: bool,
+    /// The helper closed its stdout without a complete report line: it died (e.g. SIGKILL)
+    /// and nothing supervises the container any more; pumping stopped at once.
+    pub helper_died: bool,
 }
 
-/// Reads every pipe until all are closed or `deadline` passes, calling `on_output` with each
-/// chunk of container output as it arrives.
+/// Reads every pipe until all are closed, `deadline` passes or the helper dies without a
+/// report, calling `on_output` with each chunk of container output as it arrives. `stop` is
+/// polled (never read) beside them: the first time it is readable `on_stop` is called, once.
 pub(super) fn pump(
     mut sources: Vec<(BorrowedFd<'_>, Source)>,
     capture_limit: usize,
     deadline: Option<Instant>,
+    mut stop: Option<BorrowedFd<'_>>,
+    on_stop: &mut dyn FnMut(),
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<Pumped, RunError> {
     let mut stdout = BoundedCapture::new(capture_limit);
@@ -46,6 +52,9 @@ pub(super) fn pump(
     let mut report = BoundedCapture::new(HELPER_CAPTURE_LIMIT);
     let mut diagnostics = BoundedCapture::new(HELPER_CAPTURE_LIMIT);
     let mut deadline_passed = false;
+    let mut helper_died = false;
+    // The report is one line: complete once the helper's stdout ended a chunk with `\n`.
+    let mut report_complete = false;
     let mut buf = vec![0u8; 64 << 10];
     while !sources.is_empty() {
         let wait = match deadline {
@@ -63,6 +72,7 @@ pub(super) fn pump(
         let mut fds: Vec<PollFd<'_>> = sources
             .iter()
             .map(|(fd, _)| PollFd::new(*fd, PollFlags::POLLIN))
+            .chain(stop.map(|fd| PollFd::new(fd, PollFlags::POLLIN)))
             .collect();
         match poll(&mut fds, wait) {
             Ok(_) | Err(Errno::EINTR) => {}
@@ -77,13 +87,23 @@ pub(super) fn pump(
             .iter()
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
+        if stop.is_some() && ready.get(sources.len()).copied().unwrap_or(false) {
+            // Level-triggered and never drained: polled no more once acted on.
+            stop = None;
+            on_stop();
+        }
         let mut closed = Vec::new();
         for (i, (fd, source)) in sources.iter().enumerate() {
             if !ready[i] {
                 continue;
             }
             match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-                Ok(0) => closed.push(i),
+                Ok(0) => {
+                    if *source == Source::Report && !report_complete {
+                        helper_died = true;
+                    }
+                    closed.push(i);
+                }
                 Ok(n) => {
                     let chunk = &buf[..n];
                     match source {
@@ -95,7 +115,10 @@ pub(super) fn pump(
                             stderr.push(chunk);
                             on_output(*s, chunk);
                         }
-                        Source::Report => report.push(chunk),
+                        Source::Report => {
+                            report.push(chunk);
+                            report_complete = chunk.ends_with(b"\n");
+                        }
                         Source::Diagnostics => diagnostics.push(chunk),
                     }
                 }
@@ -106,6 +129,10 @@ pub(super) fn pump(
         for i in closed.into_iter().rev() {
             sources.remove(i);
         }
+        if helper_died {
+            // The container's pipes may stay open for as long as it runs: do not wait.
+            break;
+        }
     }
     Ok(Pumped {
         stdout: stdout.finish(),
@@ -113,5 +140,6 @@ pub(super) fn pump(
         report: report.finish(),
         diagnostics: diagnostics.finish(),
         deadline_passed,
+        helper_died,
     })
 }

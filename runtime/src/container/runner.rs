@@ -9,6 +9,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -18,13 +19,17 @@ use super::RunError;
 use super::capture::{Captured, Stream};
 use super::gc::{CONTAINERS_DIR, RUNS_DIR, lock_run, remove_leftover};
 use super::protocol::{
-    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, RUN_LOCK_FD,
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, RUN_LOCK_FD, STOP_BYTE,
 };
 use super::pump::{Source, pump};
 use crate::bundle::{NetworkMode, RunSpec, build_spec, write_bundle};
 
 /// Bytes kept at each end of each output stream unless configured otherwise.
 pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
+
+/// Default grace period of [`Runner::with_stop`] between SIGTERM and SIGKILL (as
+/// `podman stop`'s default).
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Default for [`Runner::with_helper_grace`].
 pub const DEFAULT_HELPER_GRACE: Duration = Duration::from_secs(30);
@@ -41,6 +46,9 @@ pub struct RunResult {
     pub oom_killed: bool,
     /// The timeout passed and every process of the container was killed.
     pub timed_out: bool,
+    /// The stop fd (see [`Runner::with_stop`]) fired before the container ended: it was
+    /// stopped (SIGTERM, then SIGKILL after the grace period).
+    pub stopped: bool,
     /// From the container's start to its init's exit.
     pub duration: Duration,
     /// Peak memory of the cgroup, where the kernel reports it.
@@ -63,6 +71,7 @@ pub struct Runner {
     capture_limit: usize,
     helper_grace: Duration,
     own_v1_limits: bool,
+    stop: Option<(Arc<OwnedFd>, Duration)>,
 }
 
 impl Runner {
@@ -81,7 +90,18 @@ impl Runner {
             capture_limit: DEFAULT_CAPTURE_LIMIT,
             helper_grace: DEFAULT_HELPER_GRACE,
             own_v1_limits: false,
+            stop: None,
         }
+    }
+
+    /// Stops runs on request: when `fd` becomes readable (e.g. the read end of a signal
+    /// handler's self-pipe) the container's init gets SIGTERM and, `grace` later, every
+    /// process of it SIGKILL; the run then ends as usual with [`RunResult::stopped`] set and
+    /// everything removed. The fd is polled, never read: once readable it stays so, and every
+    /// later run of this runner stops as soon as its container has started.
+    pub fn with_stop(mut self, fd: Arc<OwnedFd>, grace: Duration) -> Self {
+        self.stop = Some((fd, grace));
+        self
     }
 
     /// Puts container cgroups under `/<parent>/<id>` in every hierarchy (default `dockless`).
@@ -187,6 +207,9 @@ impl Runner {
                 .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
             loopback_up: spec.network == NetworkMode::None,
             cgroups_path,
+            stop_grace_ms: self.stop.as_ref().map_or(0, |(_, grace)| {
+                grace.as_millis().min(u64::MAX as u128) as u64
+            }),
         };
         let mut line = serde_json::to_vec(&request).map_err(|source| RunError::Protocol {
             id: id.clone(),
@@ -210,8 +233,40 @@ impl Runner {
             sources.push((h.as_fd(), Source::Diagnostics));
         }
         let watchdog = spec.timeout.map(|t| Instant::now() + t + self.helper_grace);
-        let pumped = pump(sources, self.capture_limit, watchdog, on_output)?;
+        let stop_fd = self.stop.as_ref().map(|(fd, _)| fd.as_fd());
+        let mut ask_stop = || {
+            if let Some(stdin) = session.stdin.as_mut() {
+                // A helper that is gone cannot stop anything; its missing report says so.
+                let _ = stdin.write_all(&[STOP_BYTE]).and_then(|_| stdin.flush());
+            }
+        };
+        let pumped = pump(
+            sources,
+            self.capture_limit,
+            watchdog,
+            stop_fd,
+            &mut ask_stop,
+            on_output,
+        )?;
         drop((out_r, err_r, helper_out, helper_err));
+
+        if pumped.helper_died {
+            // Nothing supervises the container any more: remove the run as gc removes an
+            // abandoned one (kill its processes through its cgroup and recorded init, delete
+            // its state) right now rather than at its exit or timeout.
+            let status = session.finish_helper();
+            session.cleanup()?;
+            let (status, wait_error) = match status {
+                Ok(s) => (s.to_string(), None),
+                Err(e) => ("status unknown".to_owned(), Some(e)),
+            };
+            return Err(RunError::HelperDied {
+                id,
+                status,
+                stderr: pumped.diagnostics.to_string_lossy(),
+                wait_error,
+            });
+        }
 
         if pumped.deadline_passed {
             // The helper is stuck (e.g. inside libcontainer): kill it; the cleanup deletes
@@ -238,6 +293,7 @@ impl Runner {
                 exit_code: outcome.exit_code,
                 oom_killed: outcome.oom_killed,
                 timed_out: outcome.timed_out,
+                stopped: outcome.stopped,
                 duration: Duration::from_nanos(outcome.duration_ns),
                 peak_memory_bytes: outcome.peak_memory_bytes,
                 stdout: pumped.stdout,
