@@ -13,6 +13,7 @@ mod paths;
 mod pipeline;
 mod progress;
 mod rootless;
+mod signals;
 mod stages;
 mod units;
 
@@ -38,6 +39,11 @@ fn main() -> ExitCode {
         // The helper's stderr becomes the container's: nothing of ours may log there.
         return dockless_runtime::container::helper_main();
     }
+    if matches!(cli.command, cli::Command::Run(_))
+        && let Err(e) = signals::install()
+    {
+        eprintln!("dockless: warning: cannot handle SIGTERM, SIGINT and SIGHUP: {e}");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DOCKLESS_LOG")
@@ -48,6 +54,11 @@ fn main() -> ExitCode {
         .init();
     match commands::dispatch(cli) {
         Ok(code) => code,
+        Err(err) if err.downcast_ref::<signals::Interrupted>().is_some() => {
+            let interrupted = err.downcast_ref::<signals::Interrupted>();
+            eprintln!("dockless: {err:#}; the container and its files are removed");
+            ExitCode::from(interrupted.map_or(125, signals::Interrupted::exit_status))
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(125)

@@ -42,6 +42,12 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
+    /// On SIGTERM, SIGINT or SIGHUP the container gets SIGTERM, then SIGKILL after this
+    /// long (`30`, `30s`, `0` for at once; default 10 s, as `podman stop`); dockless then
+    /// removes the run and exits 128 + the signal. A second signal ends dockless at once.
+    #[arg(long, value_parser = parse_duration)]
+    pub stop_timeout: Option<Duration>,
+
     /// `none` (default: an empty network namespace with lo up) or `host`.
     #[arg(long, value_enum, default_value_t = Network::None)]
     pub network: Network,

@@ -104,7 +104,8 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
 }
 
 /// Prints the summary (stderr) and, with `json`, the result (stdout); the exit status is the
-/// class's, or 125 when the job's directory could not be removed.
+/// class's (128 + the signal for a terminated job), or 125 when the job's directory could not
+/// be removed.
 fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
     eprint!("{}", result.summary());
     if json {
@@ -112,6 +113,11 @@ fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
     }
     if result.cleanup_error.is_some() {
         return Ok(ExitCode::from(125));
+    }
+    if result.class == Class::Terminated
+        && let Some(signal) = crate::signals::received()
+    {
+        return Ok(ExitCode::from(signal.exit_status()));
     }
     Ok(ExitCode::from(result.class.exit_status()))
 }

@@ -24,6 +24,9 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     if let Some(file) = args.job.job_file.clone() {
         super::job_file::apply(&file, &mut args, paths)?;
     }
+    if let Some(grace) = args.stop_timeout {
+        crate::signals::set_grace(grace);
+    }
     let image = args
         .image
         .clone()
@@ -46,7 +49,13 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         }
     };
     let spec = run_spec(&args, image_config(&store, &record)?)?;
+    // A signal during the pull: no container is started.
+    crate::signals::check()?;
     let result = run_container(paths, &record, &spec, !args.json)?;
+    if result.stopped {
+        // Stopped by a signal: the container and its rootfs are gone; exit 128 + signal.
+        crate::signals::check()?;
+    }
     if args.json {
         println!(
             "{}",

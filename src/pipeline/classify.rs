@@ -19,6 +19,9 @@ pub enum Class {
     User,
     /// Anything else: other exit codes, an unreachable registry, a failing runner.
     Application,
+    /// Ended by SIGTERM, SIGINT or SIGHUP (Keboola's `terminated` job): containers stopped,
+    /// no output mapping, no state.
+    Terminated,
 }
 
 impl Class {
@@ -29,6 +32,8 @@ impl Class {
             Class::Success => 0,
             Class::User => 1,
             Class::Application => 2,
+            // 128 + SIGTERM; `dockless run` exits 128 + the signal actually received.
+            Class::Terminated => 143,
         }
     }
 }

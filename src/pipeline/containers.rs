@@ -38,6 +38,7 @@ impl Pipeline<'_> {
         let mut outcome = Ok(());
         for (priority, step) in steps.iter().enumerate() {
             if priority > 0 {
+                self.check_signal("between containers")?;
                 dir.rotate_out_to_in().map_err(Failure::staging)?;
             }
             outcome = match step {
@@ -157,7 +158,11 @@ impl Pipeline<'_> {
             self.result.stdout_tail = tee.kept_stdout.last_chars(TAIL_CHARS);
             self.result.stderr_tail = tee.kept_stderr.last_chars(TAIL_CHARS);
         }
-        let end = ran.map_err(|e| Failure::application(&e))?;
+        let end = ran.map_err(|e| match crate::signals::received() {
+            // A signal while the container was being set up: it was not (or barely) started.
+            Some(i) => Failure::terminated(&i, &format!("while starting {}", image.name)),
+            None => Failure::application(&e),
+        })?;
         if main {
             self.result.exit_code = Some(end.exit_code);
             self.result.oom_killed = end.oom_killed;
@@ -171,6 +176,15 @@ impl Pipeline<'_> {
             duration_ms: ms(end.duration),
             peak_memory_bytes: end.peak_memory_bytes,
         });
+        if end.stopped {
+            let signal = crate::signals::received().unwrap_or(crate::signals::Interrupted {
+                signal: signal_hook::consts::SIGTERM,
+            });
+            return Err(Failure::terminated(
+                &signal,
+                &format!("while {} was running (container stopped)", image.name),
+            ));
+        }
         let stdout = tee.kept_stdout.text();
         let stderr = tee.kept_stderr.text();
         let (class, message) = classify::classify(&ContainerEnd {

@@ -223,6 +223,17 @@ impl Failure {
         }
     }
 
+    /// Keboola's `terminated`: a signal ended the job `when`.
+    fn terminated(signal: &crate::signals::Interrupted, when: &str) -> Failure {
+        Failure {
+            class: Class::Terminated,
+            message: format!(
+                "Job terminated by {} {when}: no output mapping, no state stored.",
+                crate::signals::name(signal.signal)
+            ),
+        }
+    }
+
     fn staging(err: dockless_staging::Error) -> Failure {
         Failure {
             class: if err.is_user_error() {
@@ -257,6 +268,11 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
+    /// A safe point: once SIGTERM, SIGINT or SIGHUP arrived the job ends here, `when`.
+    fn check_signal(&self, when: &str) -> Result<(), Failure> {
+        crate::signals::check().map_err(|i| Failure::terminated(&i, when))
+    }
+
     fn run(&mut self) -> Result<(), Failure> {
         let s = self.settings;
         // A bad configuration is refused before any pull, mount or container.
@@ -310,6 +326,7 @@ impl Pipeline<'_> {
             .unwrap_or(steps.len());
         steps.insert(after, Step::Main(main));
 
+        self.check_signal("before input mapping")?;
         let input_started = Instant::now();
         // Leftovers of killed runs must not fail this job.
         crate::stages::gc::collect_before_run(self.paths);
@@ -342,6 +359,7 @@ impl Pipeline<'_> {
 
     /// Finds `name` in the store (unpacking what is missing) or pulls it.
     fn resolve_image(&mut self, name: &str) -> Result<Image, Failure> {
+        self.check_signal(&format!("before pulling {name}"))?;
         let s = self.settings;
         let pulled = Instant::now();
         let store = Store::open(self.paths.store()).map_err(|e| Failure::application(&e.into()))?;
@@ -432,6 +450,7 @@ impl Pipeline<'_> {
                 }
             })?;
         self.result.timings.input_ms = ms(input_started.elapsed());
+        self.check_signal("after input mapping, before any container")?;
 
         let run_started = Instant::now();
         let ran = self.run_steps(job, steps, &dir, work);
@@ -442,6 +461,11 @@ impl Pipeline<'_> {
         };
         if let Err(f) = ran {
             self.result.fail(f.class, f.message);
+        }
+        if self.result.class == Class::Terminated {
+            // Keboola's terminated job: no output mapping (not even write_always tables) and
+            // no state.
+            return Ok(());
         }
 
         let output_started = Instant::now();

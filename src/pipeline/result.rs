@@ -79,7 +79,7 @@ pub struct ContainerRun {
 /// Everything a job did, redacted.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobResult {
-    /// `success` or `error`.
+    /// `success`, `error` or `terminated` (Keboola's job statuses).
     pub status: &'static str,
     /// Keboola's class.
     pub class: Class,
@@ -164,7 +164,11 @@ impl JobResult {
         if self.class != Class::Success {
             return;
         }
-        self.status = "error";
+        self.status = if class == Class::Terminated {
+            "terminated"
+        } else {
+            "error"
+        };
         self.class = class;
         self.message = Some(message);
     }
@@ -180,6 +184,7 @@ impl JobResult {
             Class::Success => "success".to_string(),
             Class::User => "user error".to_string(),
             Class::Application => "application error".to_string(),
+            Class::Terminated => "terminated".to_string(),
         };
         let _ = writeln!(
             s,

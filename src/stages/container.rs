@@ -103,7 +103,11 @@ pub fn run_container_with(
 /// spec with [`crate::rootless::enforceable`].
 pub fn runner(paths: &Paths) -> anyhow::Result<Runner> {
     let exe = std::env::current_exe().context("cannot find the dockless executable")?;
-    let runner = Runner::new(exe, [HELPER_COMMAND], paths.containers());
+    let mut runner = Runner::new(exe, [HELPER_COMMAND], paths.containers());
+    if let Some((fd, grace)) = crate::signals::stop() {
+        // `dockless run` handles SIGTERM, SIGINT and SIGHUP: the container is stopped.
+        runner = runner.with_stop(fd, grace);
+    }
     Ok(match crate::rootless::delegated_cgroup_parent() {
         Some(parent) => runner.with_cgroup_parent(parent).with_own_v1_limits(true),
         None => runner,
