@@ -1005,3 +1005,85 @@ fn links_planted_in_data_are_never_followed_between_images() {
     );
     assert_eq!(root.state("cfg-1"), None, "nothing stored");
 }
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn sigterm_terminates_a_job_without_output_mapping_or_state() {
+    let root = Root::new();
+    let image = demo_image();
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let first = root.job(image, &demo_config(json!({})), JOB_FLAGS);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let state_before = root.state("cfg-1");
+    let rows_before = root.rows("out.c-demo.orders_enriched");
+    root.import(ORDERS_2, "in.c-demo.orders", true);
+
+    // The component writes its tables and state, then sleeps (sh as init: SIGTERM is
+    // ignored, SIGKILL after the 1 s grace ends it).
+    let config = demo_config(json!({"simulate": "timeout"}));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root.path())
+        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+        .args([
+            "run",
+            image,
+            "--config",
+            "-",
+            "--json",
+            "--stop-timeout",
+            "1",
+        ])
+        .args(JOB_FLAGS)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(config.to_string().as_bytes()).unwrap();
+    }
+    let jobs = root.path().join("jobs-v1");
+    let started = std::time::Instant::now();
+    // Its outputs are written: the container is in its sleep.
+    while !std::fs::read_dir(&jobs)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.path().join("data/out/state.json").exists())
+        })
+        .unwrap_or(false)
+    {
+        assert!(started.elapsed().as_secs() < 60, "the job never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    let result: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON result ({e}): {stderr}"));
+    assert_eq!(result["status"], "terminated", "{result}");
+    assert_eq!(result["class"], "terminated", "{result}");
+    assert!(
+        result["message"].as_str().unwrap().contains("SIGTERM"),
+        "{result}"
+    );
+    assert_eq!(result["tables"], json!([]), "{result}");
+    assert_eq!(result["files"], json!([]), "{result}");
+    assert_eq!(result["state_stored"], false, "{result}");
+    assert_eq!(root.state("cfg-1"), state_before, "state unchanged");
+    assert_eq!(
+        root.rows("out.c-demo.orders_enriched"),
+        rows_before,
+        "no table written"
+    );
+    root.assert_clean();
+    for container in result["containers"].as_array().unwrap() {
+        assert_no_cgroup(container["id"].as_str().unwrap());
+    }
+}

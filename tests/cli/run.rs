@@ -331,3 +331,77 @@ fn layers_of_an_image_removed_during_a_run_are_collected_after_it() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_clean(root.path());
 }
+
+/// Sends `signal` (a name for kill(1), e.g. `TERM`) to `pid`.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// `dockless run` of a TERM-ignoring container stopped by `signal` once it runs: the
+/// container gets SIGKILL after the grace period (1 s), nothing is left, and dockless exits
+/// 128 + the signal.
+fn stop_a_plain_run_with(signal: &str, expected: i32) {
+    require_root();
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let image = format!("{}/busybox:latest", env.registry);
+    let child = Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root.path())
+        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+        .args(["run", "--stop-timeout", "1", "--data"])
+        .arg(data.path())
+        .args([
+            &image,
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM INT HUP; touch /data/ready; sleep 1000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = data.path().join("ready");
+    let started = Instant::now();
+    while !ready.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signalled = Instant::now();
+    send_signal(child.id(), signal);
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(out.status.code(), Some(expected), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("stopped by SIG{signal}")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(took >= Duration::from_secs(1), "no grace period: {took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert_clean(root.path());
+    assert!(mounts_below(root.path()).is_empty());
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn sigterm_stops_the_container_removes_everything_and_exits_143() {
+    stop_a_plain_run_with("TERM", 143);
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn sigint_stops_the_container_removes_everything_and_exits_130() {
+    stop_a_plain_run_with("INT", 130);
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn sighup_stops_the_container_removes_everything_and_exits_129() {
+    stop_a_plain_run_with("HUP", 129);
+}
