@@ -909,3 +909,48 @@ fn a_refused_id_mapping_and_a_foreign_run_state_dir_are_clear_errors() {
     );
     s.assert_no_processes();
 }
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn sigterm_to_a_rootless_run_stops_the_container_and_leaves_nothing() {
+    let s = Session::new(&rootless_user());
+    let busybox = image("busybox");
+    s.ok(&["pull", "-q", &busybox]);
+    // setpriv execs: the child is dockless itself, the process a terminal or systemd
+    // signals (it enters its user namespace in place, without a fork).
+    let child = Command::new("setpriv")
+        .args([
+            format!("--reuid={}", s.user.uid),
+            format!("--regid={}", s.user.gid),
+            "--clear-groups".to_owned(),
+            "env".to_owned(),
+            "-i".to_owned(),
+            format!("HOME={}", s.dir.path().display()),
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            format!("DOCKLESS_ROOT={}", s.root().display()),
+            format!("DOCKLESS_RUN_ROOT={}", s.root().join("run").display()),
+        ])
+        .arg(binary())
+        .args(["run", "--stop-timeout", "1", &busybox, "--"])
+        .args(["sh", "-c", "trap '' TERM; sleep 4711"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !s.processes().iter().any(|p| is_the_container(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let signalled = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    s.assert_clean();
+}
