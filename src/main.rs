@@ -17,6 +17,7 @@ mod signals;
 mod stages;
 mod units;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -56,7 +57,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if err.downcast_ref::<signals::Interrupted>().is_some() => {
             let interrupted = err.downcast_ref::<signals::Interrupted>();
-            eprintln!("dockless: {err:#}; the container and its files are removed");
+            // After a hangup the terminal is gone: a failed write must not turn the exit
+            // status into a panic's.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "dockless: {err:#}; the container and its files are removed"
+            );
             ExitCode::from(interrupted.map_or(125, signals::Interrupted::exit_status))
         }
         Err(err) => {

@@ -115,3 +115,30 @@ pub fn name(signal: i32) -> &'static str {
         _ => "a signal",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_is_128_plus_the_signal_as_a_shell_reports_it() {
+        assert_eq!(Interrupted { signal: SIGTERM }.exit_status(), 143);
+        assert_eq!(Interrupted { signal: SIGINT }.exit_status(), 130);
+        assert_eq!(Interrupted { signal: SIGHUP }.exit_status(), 129);
+        assert_eq!(
+            Interrupted { signal: SIGTERM }.to_string(),
+            "stopped by SIGTERM"
+        );
+    }
+
+    #[test]
+    fn a_terminated_job_says_so_in_its_status() {
+        use crate::pipeline::classify::Class;
+        use crate::pipeline::result::JobResult;
+        let mut result = JobResult::new("img", "comp", "1", "run");
+        result.fail(Class::Terminated, "Job terminated by SIGTERM".into());
+        assert_eq!(result.status, "terminated");
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["class"], "terminated");
+    }
+}

@@ -107,7 +107,8 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
 /// class's (128 + the signal for a terminated job), or 125 when the job's directory could not
 /// be removed.
 fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
-    eprint!("{}", result.summary());
+    // After a hangup (a terminated job) stderr may be gone: no panic over the summary.
+    let _ = write!(std::io::stderr().lock(), "{}", result.summary());
     if json {
         print_stdout(&serde_json::to_string_pretty(result)?);
     }
