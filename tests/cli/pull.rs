@@ -118,19 +118,7 @@ fn killed_mid_pull_leaves_no_partial_blob_and_the_next_pull_resumes() {
     );
     let root = tempfile::tempdir().unwrap();
     let image = format!("{}/busybox:latest", proxy.host());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dockless"))
-        .env("DOCKLESS_ROOT", root.path())
-        .args(["pull", &image])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let partial = root.path().join(format!("store/ingest/{hex}.partial"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "the download never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, partial) = start_stalled_pull(root.path(), &proxy);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
@@ -292,7 +280,6 @@ fn an_unpack_error_stops_its_download() {
 fn gc_removes_the_partial_download_of_a_killed_pull() {
     let env = test_env();
     let layer = busybox_layer(&env.registry);
-    let hex = layer.trim_start_matches("sha256:").to_string();
     let proxy = FaultProxy::start(
         &env.registry,
         vec![Rule::new(
@@ -302,19 +289,7 @@ fn gc_removes_the_partial_download_of_a_killed_pull() {
         )],
     );
     let root = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dockless"))
-        .env("DOCKLESS_ROOT", root.path())
-        .args(["pull", &format!("{}/busybox:latest", proxy.host())])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let partial = root.path().join(format!("store/ingest/{hex}.partial"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "the download never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, partial) = start_stalled_pull(root.path(), &proxy);
     // While the pull runs, gc leaves its partial alone.
     let out = dockless(root.path(), &["gc"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -329,4 +304,28 @@ fn gc_removes_the_partial_download_of_a_killed_pull() {
         text(&out.stdout)
     );
     assert!(!partial.exists());
+}
+
+/// Starts `dockless pull` of busybox through a proxy that stalls the layer after 600 kB, and
+/// waits until the partial download has bytes: (the pull, its partial file).
+fn start_stalled_pull(
+    root: &Path,
+    proxy: &FaultProxy,
+) -> (std::process::Child, std::path::PathBuf) {
+    let layer = busybox_layer(&test_env().registry);
+    let hex = layer.trim_start_matches("sha256:").to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_dockless"))
+        .env("DOCKLESS_ROOT", root)
+        .args(["pull", &format!("{}/busybox:latest", proxy.host())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = root.join(format!("store/ingest/{hex}.partial"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, partial)
 }

@@ -405,3 +405,44 @@ fn sigint_stops_the_container_removes_everything_and_exits_130() {
 fn sighup_stops_the_container_removes_everything_and_exits_129() {
     stop_a_plain_run_with("HUP", 129);
 }
+
+/// Issue 18: a `--cpus` no host could give and a working directory that is a file are named,
+/// not a raw EINVAL or libcontainer's "failed to unix syscall"; a missing working directory is
+/// made, as docker and podman make it.
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn bad_cpus_and_working_directories_are_named() {
+    require_root();
+    let env = test_env();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/busybox:latest", env.registry);
+    for (args, expected) in [
+        (
+            &["--cpus", "1e308"][..],
+            "invalid cpu limit 1e308: the range of CPUs is from 0.01 to",
+        ),
+        (&["--cpus", "0.001"][..], "invalid cpu limit 0.001"),
+        (
+            &["-w", "/etc/passwd"][..],
+            "working directory \"/etc/passwd\" is not a directory in the image",
+        ),
+    ] {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[&image, "--", "true"]);
+        let out = dockless(root.path(), &all);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = dockless(
+        root.path(),
+        &["run", "-w", "/made/for/me", &image, "--", "pwd"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "/made/for/me\n");
+    assert_clean(root.path());
+}

@@ -13,6 +13,7 @@ mod run_spec;
 mod seccomp;
 mod spec;
 mod user;
+mod workdir;
 
 use std::path::{Path, PathBuf};
 
@@ -90,11 +91,23 @@ pub enum BundleError {
         /// The offending value.
         path: String,
     },
-    /// `--cpus` must be a positive finite number.
-    #[error("invalid cpu limit {cpus}")]
+    /// `--cpus` outside what this host can give (docker's rule: 0.01 up to its CPUs).
+    #[error(
+        "invalid cpu limit {}: the range of CPUs is from 0.01 to {host}, as this host has \
+         {host} CPUs",
+        if cpus.abs() >= 1e6 { format!("{cpus:e}") } else { cpus.to_string() }
+    )]
     InvalidCpus {
         /// The offending value.
         cpus: f64,
+        /// CPUs this process may run on.
+        host: usize,
+    },
+    /// Something other than a directory is where the working directory should be.
+    #[error("working directory {workdir:?} is not a directory in the image")]
+    WorkdirNotADirectory {
+        /// The working directory as configured.
+        workdir: String,
     },
     /// A memory or pids limit that is zero or negative.
     #[error("invalid {what} limit {value}")]

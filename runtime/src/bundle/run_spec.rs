@@ -127,10 +127,13 @@ impl Limits {
                 return Err(super::BundleError::InvalidLimit { what, value });
             }
         }
-        if let Some(cpus) = self.cpus
-            && !(cpus.is_finite() && cpus > 0.0)
-        {
-            return Err(super::BundleError::InvalidCpus { cpus });
+        if let Some(cpus) = self.cpus {
+            // CFS takes a quota of at least 1 ms per 100 ms period, and one beyond the host's
+            // CPUs limits nothing (a huge one is refused by the kernel with a bare EINVAL).
+            let host = host_cpus();
+            if !(cpus.is_finite() && (0.01..=host as f64).contains(&cpus)) {
+                return Err(super::BundleError::InvalidCpus { cpus, host });
+            }
         }
         Ok(())
     }
@@ -145,4 +148,14 @@ impl Default for Limits {
             nofile: DEFAULT_NOFILE,
         }
     }
+}
+
+/// CPUs this process may run on (its affinity mask), as docker counts them for `--cpus`.
+fn host_cpus() -> usize {
+    rustix::thread::sched_getaffinity(None)
+        .map(|set| set.count() as usize)
+        .ok()
+        .filter(|n| *n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
 }

@@ -59,6 +59,8 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
             workdir: cwd.to_owned(),
         });
     }
+    // Made by the container's root where the image lacks it (with `--userns`, the range's).
+    super::workdir::ensure_workdir(rootfs, cwd, run.userns.map_or(0, |s| s.base))?;
 
     // Root keeps the default set; any other user gets none (as podman does), the bounding
     // set still caps what a setuid binary could regain.
