@@ -132,3 +132,39 @@ fn a_helper_killed_with_sigkill_is_noticed_at_once_and_its_run_removed() {
     });
     fx.assert_clean();
 }
+
+/// A stop signal sent to the whole group or cgroup (`systemctl stop`) reaches the helper too:
+/// it must not die of it (that would SIGKILL the container with no grace); only the runner
+/// stops a run.
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn the_helper_survives_signals_meant_for_its_runner() {
+    let fx = Fixture::new("helperterm");
+    let runner = fx.runner();
+    let mut spec = fx.sh("sleep 1; echo done");
+    spec.timeout = Some(Duration::from_secs(60));
+    std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            let mut out = Vec::new();
+            let result = runner.run(&fx.rootfs, &spec, &mut |_, chunk| {
+                out.extend_from_slice(chunk)
+            });
+            (result, out)
+        });
+        assert!(wait_for(Duration::from_secs(20), || container_started(&fx)));
+        let helpers = helpers_of(&fx);
+        assert_eq!(helpers.len(), 1, "{helpers:?}");
+        for sig in [
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGHUP,
+        ] {
+            nix::sys::signal::kill(helpers[0], sig).unwrap();
+        }
+        let (result, out) = run.join().unwrap();
+        let result = result.unwrap();
+        assert_eq!((result.exit_code, result.stopped), (0, false), "{result:?}");
+        assert_eq!(String::from_utf8_lossy(&out), "done\n");
+    });
+    fx.assert_clean();
+}

@@ -28,6 +28,8 @@ use super::protocol::{
 /// How long the init may take to die after SIGKILL before the helper gives up waiting.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
+extern "C" fn ignore_signal(_: nix::libc::c_int) {}
+
 /// Entry point of the helper: reads a `HelperRequest` line from stdin, runs the container,
 /// writes a `HelperReport` line to stdout. Expects the container's stdout and stderr pipes
 /// on fds 3 and 4 and the run lock on fd 5 (set up by the parent's `Runner`).
@@ -42,6 +44,20 @@ pub fn helper_main() -> ExitCode {
     unsafe {
         let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
         let _ = signal(Signal::SIGCHLD, SigHandler::SigDfl);
+    }
+    // A stop signal sent to the runner's whole cgroup or process group (`systemctl stop`,
+    // an orchestrator) must not kill the helper: that would SIGKILL the container with no
+    // grace. Only the runner decides (the stop byte, or EOF on stdin). A handler, not
+    // SIG_IGN: handlers reset to the default at exec, so the container's init gets default
+    // dispositions.
+    let ignore = nix::sys::signal::SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        nix::sys::signal::SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY (must stay, as above): the handler does nothing, so it is async-signal-safe.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &ignore) };
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     restore_name();

@@ -655,7 +655,9 @@ impl SnapshotStore {
                 continue;
             }
             let lock = owner_path(&path);
-            let owner = if present.contains(format!("{name}{OWNER_SUFFIX}").as_str()) {
+            // Asked of the disk, not of the listing: a lock and directory made while the store
+            // was being listed may show only the directory (the lock is made first).
+            let owner = if std::fs::symlink_metadata(&lock).is_ok() {
                 match acquire(&lock, Lock::ExclusiveTry, false).map_err(store_err(&lock))? {
                     Some(held) => Some(held),
                     // Its owner is alive (or just finished it).
