@@ -211,15 +211,21 @@ fn hash_values_are_stored_encrypted_and_staged_plain() {
         secret_state()
     );
 
-    // A component that hands back marked values (copied from somewhere) has them stored as
-    // they are, encrypted once: the next job reads them plain.
-    let echoed = run_job(&mut storage, &raw["component"]).unwrap();
+    // A component reads back exactly what it wrote, even a value that looks like a
+    // ciphertext (encrypted like any other: a planted or junk marker neither breaks the
+    // configuration's state nor stays in plain text).
+    let mut planted = raw["component"].clone();
+    planted["#junk"] = json!(format!("{MARKER}not-a-ciphertext"));
+    run_job(&mut storage, &secret_state()).unwrap();
+    let echoed = run_job(&mut storage, &planted).unwrap();
     assert_eq!(echoed, secret_state());
     let again = run_job(&mut storage, &secret_state()).unwrap();
-    assert_eq!(
-        again,
-        secret_state(),
-        "a marked value is never encrypted twice"
+    assert_eq!(again, planted, "what the component wrote, as it wrote it");
+    let stored = storage.inner().state(&state_key()).unwrap().unwrap();
+    let junk = stored["component"]["#junk"].as_str().unwrap();
+    assert!(
+        junk.starts_with(MARKER) && !junk.contains("not-a-ciphertext"),
+        "{junk}"
     );
 
     // A new process with the same key file reads the same state.
@@ -259,16 +265,39 @@ fn a_value_changed_in_the_database_does_not_decrypt() {
     run_job(&mut storage, &json!({"#a": "x"})).unwrap();
     let raw = storage.inner().state(&state_key()).unwrap().unwrap();
     let sealed_a = raw["component"]["#a"].as_str().unwrap().to_string();
-    // Another component's ciphertext, or a flipped byte, is refused.
+    // Another component's or another configuration's ciphertext, or a flipped byte, is
+    // refused.
     let cipher = StateCipher::open_or_create(&tmp.path().join("storage.key")).unwrap();
     let mut other = json!({"#a": "x"});
-    cipher.seal("keboola.other", &mut other).unwrap();
-    for bad in [other["#a"].as_str().unwrap().to_string(), {
-        let mut s = sealed_a.clone();
-        let last = s.pop().unwrap();
-        s.push(if last == 'A' { 'B' } else { 'A' });
-        s
-    }] {
+    cipher
+        .seal(
+            &StateKey {
+                component: "keboola.other".into(),
+                ..state_key()
+            },
+            &mut other,
+        )
+        .unwrap();
+    let mut other_config = json!({"#a": "x"});
+    cipher
+        .seal(
+            &StateKey {
+                config: "another-config".into(),
+                ..state_key()
+            },
+            &mut other_config,
+        )
+        .unwrap();
+    for bad in [
+        other["#a"].as_str().unwrap().to_string(),
+        other_config["#a"].as_str().unwrap().to_string(),
+        {
+            let mut s = sealed_a.clone();
+            let last = s.pop().unwrap();
+            s.push(if last == 'A' { 'B' } else { 'A' });
+            s
+        },
+    ] {
         let mut state = json!({"component": {"#a": bad}});
         let err = cipher.unseal(&state_key(), &mut state).unwrap_err();
         assert!(err.to_string().contains("component.#a"), "{err}");
@@ -362,7 +391,7 @@ fn jobs_creating_the_key_at_once_share_one_key() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut state = json!({"component": {"#a": "x"}});
-    ciphers[0].seal("keboola.test", &mut state).unwrap();
+    ciphers[0].seal(&state_key(), &mut state).unwrap();
     for cipher in &ciphers {
         let mut copy = state.clone();
         cipher.unseal(&state_key(), &mut copy).unwrap();

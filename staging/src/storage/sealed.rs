@@ -87,17 +87,20 @@ impl StateCipher {
         &self.key_file
     }
 
-    /// Encrypts, in place, every string and number at or below a `#` key of `state`, bound
-    /// to `component`. Values that already carry [`MARKER`] are left as they are.
-    pub fn seal(&self, component: &str, state: &mut Value) -> Result<()> {
-        let aad = aad(component);
+    /// Encrypts, in place, every string and number at or below a `#` key of the state of
+    /// `key`, bound to that state (component, configuration and row: a ciphertext copied into
+    /// another state does not decrypt). Every such value is encrypted, one that already looks
+    /// like a ciphertext too (a component could otherwise plant one that breaks its
+    /// configuration's state, or keep a secret in plain text by prefixing it).
+    pub fn seal(&self, key: &StateKey, state: &mut Value) -> Result<()> {
+        let aad = aad(key);
         self.seal_value(state, false, &aad)
     }
 
     /// Decrypts, in place, every marked value at or below a `#` key of the state of `key`.
     /// Unmarked values (state stored before encryption) are kept as they are.
     pub fn unseal(&self, key: &StateKey, state: &mut Value) -> Result<()> {
-        let aad = aad(&key.component);
+        let aad = aad(key);
         self.unseal_value(state, false, &aad).map_err(|mut at| {
             at.reverse();
             Error::StateDecrypt {
@@ -120,7 +123,6 @@ impl StateCipher {
                     self.seal_value(v, secret, aad)?;
                 }
             }
-            Value::String(s) if secret && s.starts_with(MARKER) => {}
             Value::String(_) | Value::Number(_) if secret => {
                 let plain = value.to_string();
                 *value = Value::String(self.encrypt(plain.as_bytes(), aad)?);
@@ -299,9 +301,20 @@ impl StateCipher {
     }
 }
 
-fn aad(component: &str) -> Vec<u8> {
+/// The associated data: whose state a value belongs to, each part length-prefixed so that no
+/// two owners give the same bytes.
+fn aad(key: &StateKey) -> Vec<u8> {
     let mut aad = AAD_PREFIX.to_vec();
-    aad.extend_from_slice(component.as_bytes());
+    let row = key.row.as_deref();
+    for part in [Some(key.component.as_str()), Some(key.config.as_str()), row] {
+        match part {
+            Some(p) => {
+                aad.extend_from_slice(&(p.len() as u64).to_be_bytes());
+                aad.extend_from_slice(p.as_bytes());
+            }
+            None => aad.extend_from_slice(&u64::MAX.to_be_bytes()),
+        }
+    }
     aad
 }
 
@@ -457,7 +470,7 @@ impl Transaction for SealedTransaction<'_> {
 
     fn set_state(&mut self, key: &StateKey, state: &Value) -> Result<()> {
         let mut sealed = state.clone();
-        self.cipher.seal(&key.component, &mut sealed)?;
+        self.cipher.seal(key, &mut sealed)?;
         self.inner.set_state(key, &sealed)
     }
 
