@@ -56,10 +56,13 @@ pub(super) fn run_command(
 ) -> anyhow::Result<StoredLayer> {
     let command = step.command;
     let what = format!("build command {} ({command:?})", step.index + 1);
-    unpack(so_far, paths)?;
     let chains = chains(so_far)?;
-    let image = ImageConfig::from_image_config_json(base_config).context("base image config")?;
     let snapshots = snapshots(paths)?;
+    // The image so far is in no image record yet: leased, so that a `gc` or `rmi` sweeping
+    // meanwhile keeps its layers, from the unpack until the run has its own lease.
+    let _lease = snapshots.lease(&chains)?;
+    unpack(so_far, paths)?;
+    let image = ImageConfig::from_image_config_json(base_config).context("base image config")?;
     let runner = runner(paths)?;
     // From the claim on, every path releases the slot and the rootfs.
     let slot = paths.run_slots().claim()?;
@@ -93,8 +96,7 @@ pub(super) fn run_command(
     let result = match result {
         Ok(r) => r,
         Err(e) => {
-            let _ = rootfs.release();
-            slot.release();
+            let _ = release(rootfs, slot);
             return Err(e).with_context(|| format!("cannot run {what}"));
         }
     };
@@ -111,9 +113,7 @@ pub(super) fn run_command(
         None
     };
     if let Some(failure) = failure {
-        let released = rootfs.release();
-        slot.release();
-        released.context("cannot remove the build command's root filesystem")?;
+        release(rootfs, slot)?;
         let output = result.stderr.to_string_lossy();
         let output = if output.trim().is_empty() {
             result.stdout.to_string_lossy()
@@ -136,9 +136,21 @@ pub(super) fn run_command(
                 Ok(())
             })
         });
-    let released = rootfs.release();
-    slot.release();
+    let released = release(rootfs, slot);
     let (layer, _) = layer?;
-    released.context("cannot remove the build command's root filesystem")?;
+    released?;
     Ok(layer)
+}
+
+/// Removes the command's rootfs; its slot is given up only once that worked, so that `gc`
+/// finds a rootfs that could not be removed (an abandoned slot) instead of losing track of it.
+fn release(
+    rootfs: dockless_runtime::rootfs::RunRootfs,
+    slot: dockless_runtime::rootfs::RootfsSlot,
+) -> anyhow::Result<()> {
+    rootfs
+        .release()
+        .context("cannot remove the build command's root filesystem")?;
+    slot.release();
+    Ok(())
 }

@@ -39,8 +39,15 @@ pub fn collect_stale(parent: &Path) -> usize {
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".lock.new"))
         {
-            // A job killed between taking its lock and naming it: no dir was created yet.
-            if lock_is_free(&path) && !parent.join(claiming).exists() {
+            // A job killed between taking its lock and naming it: no dir was created yet. Only
+            // once it is a minute old: a job starting now creates the file before it locks it.
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+            if old && lock_is_free(&path) && !parent.join(claiming).exists() {
                 let _ = std::fs::remove_file(&path);
             }
             continue;

@@ -114,10 +114,18 @@ pub fn pull_and_unpack_until(
         let announced = follow.wait_layers();
         // Leased until the image is recorded: a `gc` or `rmi` sweeping meanwhile keeps the
         // layers this pull unpacks (they are in no image record yet).
-        let _lease = announced
+        let _lease = match announced
             .as_ref()
             .map(|(_, diff_ids)| lease_layers(diff_ids, paths))
-            .transpose()?;
+            .transpose()
+        {
+            Ok(lease) => lease,
+            Err(e) => {
+                follow.abort(format!("{e:#}"));
+                let _ = puller.join().expect("pull thread panicked");
+                return Err(e);
+            }
+        };
         let streamed_layers = announced.as_ref().map(|(layers, _)| layers.clone());
         let streamed = announced.map(|(layers, diff_ids)| {
             ensure(&layers, &diff_ids, paths, |d| {
@@ -129,7 +137,13 @@ pub fn pull_and_unpack_until(
         if let Some(Err(e)) = streamed {
             if !FollowError::caused(e.as_ref()) {
                 follow.abort(format!("{e:#}"));
-                let _ = puller.join().expect("pull thread panicked");
+                // A pull that finished before the abort recorded an image whose layers do not
+                // unpack: forget it again, so that no run finds it half usable.
+                if let Ok(record) = puller.join().expect("pull thread panicked")
+                    && let Err(forget) = store.remove_image(&record.name)
+                {
+                    tracing::warn!(error = %forget, image = %record.name, "cannot forget the image");
+                }
                 return Err(e);
             }
             let record = puller.join().expect("pull thread panicked")?;

@@ -163,8 +163,26 @@ pub(crate) fn read_only_overlay(program: &Path, state_root: &Path) -> Result<Own
                 )
                 .map_err(sys("cannot mount the overlay"))?;
                 // The file keeps the detached mount alive; the mount's descriptor can go.
-                let file = openat(&mnt, name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(sys("cannot open it in the overlay"))?;
+                // Never a link (in a directory others may write, it could lead out of the
+                // read-only view), and only a regular file.
+                let file = openat(
+                    &mnt,
+                    name,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(sys("cannot open it in the overlay"))?;
+                if !rustix::fs::FileType::from_raw_mode(
+                    rustix::fs::fstat(&file)
+                        .map_err(sys("cannot open it in the overlay"))?
+                        .st_mode,
+                )
+                .is_file()
+                {
+                    return Err(sys("cannot open it in the overlay")(
+                        rustix::io::Errno::NOEXEC,
+                    ));
+                }
                 return rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD)
                     .map_err(sys("cannot move its descriptor"));
             }
