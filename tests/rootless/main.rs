@@ -783,8 +783,11 @@ fn a_killed_rootless_runner_leaves_nothing_after_gc() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // Runner and helper die (as from a signal to both): nothing is left that could end the
-    // container, which has no cgroup rootless. gc must find and kill it. The helper is
-    // stopped first so that it cannot see its runner go and end the container itself.
+    // container, which has no cgroup rootless. gc must find and kill it. Both are stopped
+    // first so that neither can see the other go and end the container itself (the runner
+    // cleans up after a dead helper). The helper dies first: were it stopped when its runner
+    // died, its process group (the container's too) would be orphaned with a stopped member,
+    // and the kernel would SIGHUP the container.
     let helpers: Vec<i32> = s
         .processes()
         .iter()
@@ -792,16 +795,32 @@ fn a_killed_rootless_runner_leaves_nothing_after_gc() {
         .map(|p| p.split(':').next().unwrap().parse().unwrap())
         .collect();
     assert!(!helpers.is_empty(), "no helper among {:?}", s.processes());
-    for pid in &helpers {
-        // SAFETY: kill(2) with a pid we just read.
+    let runner = child.id() as i32;
+    let stopped = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|st| st.lines().any(|l| l.starts_with("State:\tT")))
+    };
+    for pid in std::iter::once(&runner).chain(&helpers) {
+        // SAFETY: kill(2) with a pid we just read (the runner is our child, not reaped).
         unsafe { libc::kill(*pid, libc::SIGSTOP) };
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::iter::once(&runner)
+        .chain(&helpers)
+        .all(|p| stopped(*p))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runner and helper never stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     for pid in &helpers {
         // SAFETY: as above.
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
+    child.kill().unwrap();
+    child.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let states: Vec<String> = s
         .processes()
