@@ -283,20 +283,22 @@ fn layers_of_an_image_removed_during_a_run_are_collected_after_it() {
     }
     let before = snapshots(root.path());
     assert!(before.len() > 1, "{before:?}");
-    let child = Command::new(env!("CARGO_BIN_EXE_dockless"))
-        .env("DOCKLESS_ROOT", root.path())
-        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
-        .args(["run", "--data", data.path().to_str().unwrap(), &layered])
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "until [ -e /data/go ]; do sleep 0.05; done",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = crate::support::Spawned::new(
+        Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .env("DOCKLESS_ROOT", root.path())
+            .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+            .args(["run", "--data", data.path().to_str().unwrap(), &layered])
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "until [ -e /data/go ]; do sleep 0.05; done",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while mounts_below(&root.path().join("rootfs-v1")).is_empty() {
         assert!(Instant::now() < deadline, "the run never started");
@@ -312,7 +314,7 @@ fn layers_of_an_image_removed_during_a_run_are_collected_after_it() {
     // Busybox's layer is shared and still referenced; layered's own are in use.
     assert_eq!(snapshots(root.path()), before);
     std::fs::write(data.path().join("go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let out = dockless(root.path(), &["gc"]);
@@ -350,22 +352,24 @@ fn stop_a_plain_run_with(signal: &str, expected: i32) {
     let root = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let image = format!("{}/busybox:latest", env.registry);
-    let child = Command::new(env!("CARGO_BIN_EXE_dockless"))
-        .env("DOCKLESS_ROOT", root.path())
-        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
-        .args(["run", "--stop-timeout", "1", "--data"])
-        .arg(data.path())
-        .args([
-            &image,
-            "--",
-            "sh",
-            "-c",
-            "trap '' TERM INT HUP; touch /data/ready; sleep 1000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = crate::support::Spawned::new(
+        Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .env("DOCKLESS_ROOT", root.path())
+            .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+            .args(["run", "--stop-timeout", "1", "--data"])
+            .arg(data.path())
+            .args([
+                &image,
+                "--",
+                "sh",
+                "-c",
+                "trap '' TERM INT HUP; touch /data/ready; sleep 1000",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let ready = data.path().join("ready");
     let started = Instant::now();
     while !ready.exists() {
@@ -374,7 +378,7 @@ fn stop_a_plain_run_with(signal: &str, expected: i32) {
     }
     let signalled = Instant::now();
     send_signal(child.id(), signal);
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     let took = signalled.elapsed();
     assert_eq!(out.status.code(), Some(expected), "{}", text(&out.stderr));
     assert!(

@@ -213,20 +213,22 @@ fn the_range_gets_no_device_and_no_setuid_through_the_hosts_view_of_a_run() {
 
     let data = root.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_dockless"))
-        .env("DOCKLESS_ROOT", root.path())
-        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
-        .args(["run", "--userns", "--data", data.to_str().unwrap(), &image])
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "until [ -e /data/go ]; do sleep 0.05; done",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = crate::support::Spawned::new(
+        Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .env("DOCKLESS_ROOT", root.path())
+            .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+            .args(["run", "--userns", "--data", data.to_str().unwrap(), &image])
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "until [ -e /data/go ]; do sleep 0.05; done",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // The run's rootfs as the host sees it, once the container is up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let rootfs = loop {
@@ -278,7 +280,7 @@ fn the_range_gets_no_device_and_no_setuid_through_the_hosts_view_of_a_run() {
     assert_eq!(text(&id.stdout).trim(), (base + 1).to_string());
 
     std::fs::write(data.join("go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     assert!(out.status.success(), "{}", text(&out.stderr));
     root.assert_clean();
 }

@@ -67,3 +67,46 @@ impl Root {
         child.wait_with_output().unwrap()
     }
 }
+
+/// A `dockless` process a test started and waits for later. Should the test fail first, the
+/// process is stopped on drop (SIGTERM: the runner stops its container and removes the run;
+/// SIGKILL if it has not ended 30 s later), so a failed test never leaves a container waiting
+/// for a signal that will not come.
+pub struct Spawned(Option<std::process::Child>);
+
+impl Spawned {
+    /// Takes charge of `child`.
+    pub fn new(child: std::process::Child) -> Spawned {
+        Spawned(Some(child))
+    }
+
+    /// Its pid.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("not waited for yet").id()
+    }
+
+    /// Waits for it and collects its output.
+    pub fn wait_with_output(mut self) -> std::process::Output {
+        let child = self.0.take().expect("not waited for yet");
+        child.wait_with_output().expect("wait for dockless")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        // SAFETY: kill(2) of our own child, not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
