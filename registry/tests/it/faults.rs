@@ -2,26 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use dockless_registry::{Error, Store};
+use dockless_registry::Error;
 use dockless_testkit::{Fault, FaultProxy, Rule, test_env};
 
-use crate::{assert_verified, ingest_leftovers, pull};
-
-/// The digest path of busybox's single layer, found through a clean pull.
-async fn busybox_layer(env_registry: &str) -> (String, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let r = pull(&store, &format!("{env_registry}/busybox:latest"))
-        .await
-        .unwrap();
-    (format!("/blobs/{}", r.layers[0].digest), r.layers[0].size)
-}
-
-fn fresh_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    (dir, store)
-}
+use crate::{assert_verified, busybox_layer, fresh_store, ingest_leftovers, pull};
 
 #[tokio::test]
 #[ignore = "needs root and scripts/test-env"]

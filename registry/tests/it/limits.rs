@@ -15,26 +15,12 @@ use dockless_registry::{
 };
 use dockless_testkit::{Fault, FaultProxy, Rule, test_env};
 
-use crate::{assert_verified, ingest_leftovers, pull, pull_with, settings};
+use crate::{
+    assert_verified, busybox_layer, fresh_store, ingest_leftovers, pull, pull_with, settings,
+};
 
 /// The declared size of the repro: 32 TiB.
 const HUGE: u64 = 35_184_372_088_832;
-
-/// busybox's layer: its `/blobs/<digest>` path and its size, from a clean pull.
-async fn busybox_layer(registry: &str) -> (String, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let r = pull(&store, &format!("{registry}/busybox:latest"))
-        .await
-        .unwrap();
-    (format!("/blobs/{}", r.layers[0].digest), r.layers[0].size)
-}
-
-fn fresh_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    (dir, store)
-}
 
 /// Pulls with a hard time bound, so a regression fails instead of hanging.
 async fn bounded(

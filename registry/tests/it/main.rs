@@ -76,3 +76,19 @@ pub fn ingest_leftovers(store: &Store) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect()
 }
+
+/// busybox's layer: its `/blobs/<digest>` path and its size, from a clean pull.
+pub async fn busybox_layer(registry: &str) -> (String, u64) {
+    let (_dir, store) = fresh_store();
+    let r = pull(&store, &format!("{registry}/busybox:latest"))
+        .await
+        .unwrap();
+    (format!("/blobs/{}", r.layers[0].digest), r.layers[0].size)
+}
+
+/// An empty store in a temp dir (dropped with the dir).
+pub fn fresh_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
