@@ -283,19 +283,20 @@ pub(crate) fn collect(layout: &Layout, max_age: Duration) -> Result<usize> {
             None if name.starts_with(".tmp") => None,
             None => continue,
         };
-        match fs::remove_file(&path) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::Io {
-                    op: "remove",
-                    path,
-                    source: e,
-                });
-            }
+        if remove_if_present(&path)? {
+            removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// Removes a file; `false` when it was already gone (committed or collected meanwhile).
+fn remove_if_present(path: &std::path::Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("remove", path)(e)),
+    }
 }
 
 /// A partial download that [`super::Store::collect_partials`] removed: `dockless gc` reports it.
@@ -342,17 +343,9 @@ pub(crate) fn collect_partials(layout: &Layout) -> Result<Vec<RemovedPartial>> {
         }
         let path = entry.path();
         let bytes = fs::metadata(&path).map_or(0, |m| m.len());
-        match fs::remove_file(&path) {
-            Ok(()) => removed.push(RemovedPartial { path, bytes }),
-            // Committed between the listing and the lock.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::Io {
-                    op: "remove",
-                    path,
-                    source: e,
-                });
-            }
+        // Gone already when it was committed between the listing and the lock.
+        if remove_if_present(&path)? {
+            removed.push(RemovedPartial { path, bytes });
         }
     }
     Ok(removed)
