@@ -168,11 +168,7 @@ fn lease_layers(
     diff_ids: &[Digest],
     paths: &Paths,
 ) -> anyhow::Result<dockless_runtime::rootfs::SnapshotLease> {
-    let diff_ids: Vec<DiffId> = diff_ids
-        .iter()
-        .map(|d| d.to_string().parse())
-        .collect::<Result<_, _>>()?;
-    Ok(snapshots(paths)?.lease(&chain_ids(&diff_ids))?)
+    Ok(snapshots(paths)?.lease(&chains_of(diff_ids)?)?)
 }
 
 /// The snapshot store of unpacked layers (beside the content store).
@@ -275,8 +271,12 @@ impl Drop for CloseOnDrop<'_> {
 
 /// The chain ids of an image's layers (the snapshot keys).
 pub fn chains(record: &ImageRecord) -> anyhow::Result<Vec<ChainId>> {
-    let diff_ids: Vec<DiffId> = record
-        .diff_ids
+    chains_of(&record.diff_ids)
+}
+
+/// The chain ids of the layers whose diff ids (bottom first) are `diff_ids`.
+fn chains_of(diff_ids: &[Digest]) -> anyhow::Result<Vec<ChainId>> {
+    let diff_ids: Vec<DiffId> = diff_ids
         .iter()
         .map(|d| d.to_string().parse())
         .collect::<Result<_, _>>()?;
