@@ -132,7 +132,7 @@ pub fn repository_name(image: &str) -> String {
 }
 
 /// A numeric run id as Keboola's: milliseconds since the epoch and three digits of our pid.
-fn new_run_id() -> String {
+pub fn new_run_id() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
