@@ -61,6 +61,11 @@ pub struct TestArgs {
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
+    /// On SIGTERM, SIGINT or SIGHUP the running cases' containers get SIGTERM, then SIGKILL
+    /// after this long (default 10 s); no further case starts.
+    #[arg(long, value_parser = parse_duration)]
+    pub stop_timeout: Option<Duration>,
+
     /// The cases' network: `none` (default) or `host`.
     #[arg(long, value_enum, default_value_t = Network::None)]
     pub network: Network,

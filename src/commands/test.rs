@@ -19,6 +19,9 @@ use crate::stages::pull::{image_config, pull_and_unpack, unpack};
 /// Finds the cases, builds or finds the image, runs the cases, reports.
 pub fn run(args: TestArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let (image, dir) = args.image_and_dir().map_err(anyhow::Error::msg)?;
+    if let Some(grace) = args.stop_timeout {
+        crate::signals::set_grace(grace);
+    }
     anyhow::ensure!(
         args.build || args.source.is_none(),
         "--base, --repo, --ref and --entrypoint describe a build: add --build"

@@ -9,6 +9,7 @@
 mod support;
 
 mod build;
+mod functional;
 mod job;
 mod pull;
 mod run;
