@@ -51,7 +51,26 @@ pub struct BuildArgs {
     pub quiet: bool,
 
     #[command(flatten)]
+    pub proxy: ProxyArgs,
+
+    #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// A build behind a proxy: what its commands get from the host (never stored in the image).
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Pass the host's proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`, `FTP_PROXY`
+    /// and their lowercase forms) to build commands that have a network, as podman does;
+    /// `--http-proxy=false` keeps them out.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub http_proxy: bool,
+
+    /// The CA bundle (PEM) of a TLS-intercepting proxy: bound read-only into every build
+    /// command and named by SSL_CERT_FILE, REQUESTS_CA_BUNDLE and PIP_CERT; never part of
+    /// the image.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// What an image is built from and how it starts: the flags `dockless build` and `dockless

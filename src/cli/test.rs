@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::build::{BuildSource, NetworkArg};
+use super::build::{BuildSource, NetworkArg, ProxyArgs};
 use super::registry::RegistryArgs;
 use super::run::Network;
 use crate::units::{parse_cpus, parse_duration, parse_size};
@@ -93,6 +93,9 @@ pub struct TestArgs {
     /// Wall-clock limit of each build command.
     #[arg(long, value_parser = parse_duration, default_value = "1h")]
     pub build_timeout: Duration,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 
     #[command(flatten)]
     pub registry: RegistryArgs,

@@ -26,6 +26,13 @@ pub fn run(args: BuildArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         pids: args.pids_limit,
         quiet: args.quiet,
+        http_proxy: args.proxy.http_proxy,
+        ca_file: args
+            .proxy
+            .ca_file
+            .as_deref()
+            .map(crate::build::proxy::ca_file)
+            .transpose()?,
     };
     let built = build(&spec, &options, paths)?;
     if args.json {

@@ -158,6 +158,9 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
             timeout: args.timeout.unwrap_or(DEFAULT_BUILD_TIMEOUT),
             pids: args.pids_limit,
             quiet: false,
+            // As `dockless build` by default: the host's proxy variables, no CA bundle.
+            http_proxy: true,
+            ca_file: None,
         };
         let built = crate::build::build(&spec, &options, paths)
             .with_context(|| format!("job file {}: build", path.display()))?;

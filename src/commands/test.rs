@@ -45,6 +45,13 @@ pub fn run(args: TestArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
                 timeout: args.build_timeout,
                 pids: args.pids_limit,
                 quiet: false,
+                http_proxy: args.proxy.http_proxy,
+                ca_file: args
+                    .proxy
+                    .ca_file
+                    .as_deref()
+                    .map(crate::build::proxy::ca_file)
+                    .transpose()?,
             };
             let built = crate::build::build(&spec, &options, paths)?;
             eprintln!("dockless: testing {} ({})", built.name, built.digest);
