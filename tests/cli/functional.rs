@@ -287,6 +287,15 @@ fn env_overrides_a_missing_image_and_an_unknown_case() {
         "{stdout}"
     );
 
+    // As root with --userns: the cases run in an unprivileged range, with the same results.
+    let out = root.dockless_with(
+        &["test", demo_image(), cases, "--userns", "--json"],
+        &[],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json_of(&out)["passed"], 3);
+
     // An image that does not exist: every case says so, none runs.
     let missing = format!("{}/no-such-component:1", test_env().registry);
     let out = root.dockless_with(&["test", &missing, cases, "--json"], &[], "");
