@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod artifacts;
 mod build;
 mod functional;
 mod job;
