@@ -16,4 +16,5 @@ mod pull;
 mod run;
 mod state_dir;
 mod storage;
+mod test_python;
 mod userns;
