@@ -450,3 +450,40 @@ fn bad_cpus_and_working_directories_are_named() {
     assert_eq!(text(&out.stdout), "/made/for/me\n");
     assert_clean(root.path());
 }
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn the_built_in_seccomp_profile_needs_no_file_of_another_package() {
+    require_root();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/busybox:latest", test_env().registry);
+    // A host without podman's profile: /usr/share/containers hidden in a private mount
+    // namespace (as on a fresh Debian without golang-github-containers-common).
+    let script = "set -e; mount -t tmpfs none /usr/share/containers; \
+                  test ! -e /usr/share/containers/seccomp.json; exec \"$@\"";
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(env!("CARGO_BIN_EXE_dockless"))
+        .args([
+            "run",
+            &image,
+            "--",
+            "sh",
+            "-c",
+            // The filter is on (mode 2), an allowed call works, a refused one fails.
+            "grep '^Seccomp:' /proc/self/status; echo fine > /tmp/x && cat /tmp/x; \
+             if unshare -U true 2>/dev/null; then echo unshare-allowed; else echo unshare-refused; fi",
+        ])
+        .env("DOCKLESS_ROOT", root.path())
+        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "Seccomp:\t2\nfine\nunshare-refused\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_clean(root.path());
+}
