@@ -462,6 +462,16 @@ impl Pipeline<'_> {
         if let Err(f) = ran {
             self.result.fail(f.class, f.message);
         }
+        if succeeded && self.action == "run" && s.config_id.is_none() {
+            let state = format!("out/state.{}", s.format.extension());
+            if std::fs::symlink_metadata(dir.data().join(&state)).is_ok() {
+                self.result.warnings.push(format!(
+                    "the component left {state} but its state was not stored: Keboola keeps \
+                     state per configuration and this run has no configuration id (give \
+                     --config-id ID, or config_id in a job file, to keep it)"
+                ));
+            }
+        }
         if self.result.class == Class::Terminated {
             // Keboola's terminated job: no output mapping (not even write_always tables) and
             // no state.

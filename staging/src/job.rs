@@ -61,6 +61,7 @@ impl Job {
     /// Normalizes the configuration; a bad one is a user error ([`Error::is_user_error`]).
     pub fn new(spec: JobSpec) -> Result<Job> {
         let normalized = config::normalize(&spec.configuration)?;
+        config::refuse_cloud_only_at(&spec.image_parameters, "image_parameters")?;
         Ok(Job {
             spec,
             normalized,

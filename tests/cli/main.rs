@@ -10,6 +10,7 @@ mod support;
 
 mod build;
 mod job;
+mod kbc_config;
 mod pull;
 mod run;
 mod state_dir;
