@@ -14,6 +14,10 @@ use crate::paths::Paths;
 use crate::pipeline::{self, JobSettings, classify::Class, result::JobResult};
 use crate::units::limit_text;
 
+#[path = "job_config.rs"]
+mod job_config;
+use job_config::Runs;
+
 /// `dockless run IMAGE --config FILE`: flags into [`JobSettings`], the pipeline, the result.
 pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let job = &args.job;
@@ -58,6 +62,24 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
             return report(&result, args.json);
         }
     };
+    let user_error = |message: String| {
+        let mut result = JobResult::new(image, &component_id, &run_id, "run");
+        result.fail(Class::User, message);
+        report(&result, args.json)
+    };
+    let plan = match job_config::sources(job)
+        .and_then(|sources| job_config::plan(&configuration, &path, job, &sources))
+    {
+        Ok(plan) => plan,
+        Err(message) => return user_error(message),
+    };
+    let (configuration, row_id, rows) = match plan.runs {
+        Runs::Single {
+            configuration,
+            row_id,
+        } => (configuration, row_id, None),
+        Runs::Rows(rows) => (serde_json::Value::Null, None, Some(rows)),
+    };
     let sync = configuration
         .get("action")
         .and_then(|a| a.as_str())
@@ -69,8 +91,8 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         registry: args.registry.resolve()?,
         configuration,
         component_id,
-        config_id: job.config_id.clone(),
-        row_id: job.row_id.clone(),
+        config_id: plan.config_id,
+        row_id,
         run_id,
         project_id: job.project_id.clone(),
         stack_id: "local".to_string(),
@@ -94,6 +116,29 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         stdout_to_stdout: !args.json,
         processor_images: job.processors.clone(),
     };
+    if let Some(rows) = rows {
+        let result = pipeline::rows::run_rows(&settings, rows, paths);
+        for row in &result.rows {
+            if let Some(answer) = row.result.as_ref().and_then(|r| r.action_result.as_ref())
+                && !args.json
+            {
+                print_stdout(&serde_json::to_string_pretty(answer)?);
+            }
+        }
+        let _ = write!(std::io::stderr().lock(), "{}", result.summary());
+        if args.json {
+            print_stdout(&serde_json::to_string_pretty(&result)?);
+        }
+        if result.cleanup_failed() {
+            return Ok(ExitCode::from(125));
+        }
+        if result.class == Class::Terminated
+            && let Some(signal) = crate::signals::received()
+        {
+            return Ok(ExitCode::from(signal.exit_status()));
+        }
+        return Ok(ExitCode::from(result.class.exit_status()));
+    }
     let result = pipeline::run(&settings, paths);
     if !args.json
         && let Some(answer) = &result.action_result

@@ -15,6 +15,7 @@ pub mod output;
 pub mod processors;
 pub mod redact;
 pub mod result;
+pub mod rows;
 pub mod workdir;
 
 use std::time::{Duration, Instant};
