@@ -115,7 +115,9 @@ pub struct JobArgs {
     /// `config_file` path relative to the job file) and the component's settings under the
     /// names of the flags (`component_id`, `config_id`, `row_id`, `memory`, `timeout`,
     /// `network`, `cpus`, `configuration_format`, `default_bucket`, `image_parameters`,
-    /// `processors` as `{"component": "image"}`). Flags given as well win.
+    /// `processors` as `{"component": "image"}`, `rows` as a list of row ids, `variables`,
+    /// `vault` and `shared_code` as paths relative to the job file, `vars` as
+    /// `{"name": "value"}`). Flags given as well win.
     #[arg(
         long = "job",
         value_name = "FILE",

@@ -266,6 +266,31 @@ fn rows_run_in_order_with_their_own_configuration_and_state() {
         1
     );
 
+    // The same from a job file: the configuration inline, the row and a variable by name.
+    let mut templated = config.clone();
+    templated["configuration"]["variables_id"] = json!("v");
+    templated["rows"][2]["configuration"]["parameters"]["vat_rate"] = json!("{{ rate }}");
+    let job_file = root.path().join("job.json");
+    std::fs::write(
+        &job_file,
+        json!({"image": image, "component_id": "demo", "configuration": templated,
+               "rows": ["r3"], "vars": {"rate": "1"}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = root.dockless(
+        &["run", "--job", job_file.to_str().unwrap(), "--json"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["rows"].as_array().unwrap().len(), 1, "{result}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("run 2, config cfg-rows, orders after id 4, VAT 1"),
+        "{stderr}"
+    );
+
     // A disabled row runs when asked for; its failure is the job's class.
     let (code, result, stderr) = run_json(
         &root,
