@@ -11,6 +11,7 @@ mod support;
 mod build;
 mod job;
 mod kbc_config;
+mod login;
 mod pull;
 mod run;
 mod state_dir;
