@@ -115,6 +115,7 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         userns: crate::rootless::userns_range(args.userns)?,
         stdout_to_stdout: !args.json,
         processor_images: job.processors.clone(),
+        defer_state: false,
     };
     if let Some(rows) = rows {
         let result = pipeline::rows::run_rows(&settings, rows, paths);

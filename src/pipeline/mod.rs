@@ -88,6 +88,9 @@ pub struct JobSettings {
     pub stdout_to_stdout: bool,
     /// Processor images by component id (`--processor COMPONENT=IMAGE`).
     pub processor_images: Vec<(String, String)>,
+    /// Hand the new state back in the result instead of storing it (a row of a
+    /// configuration: see [`rows`]).
+    pub defer_state: bool,
 }
 
 /// Keboola's cap on a configuration's own `runtime.process_timeout`.
@@ -288,6 +291,7 @@ impl Pipeline<'_> {
             action: self.action.to_string(),
             format: s.format,
             default_bucket: s.default_bucket.clone(),
+            defer_state: s.defer_state,
         })
         .map_err(Failure::staging)?;
 
@@ -508,6 +512,7 @@ impl Pipeline<'_> {
                     .collect();
                 self.result.warnings.extend(report.output.warnings);
                 self.result.state_stored = report.state_stored;
+                self.result.deferred_state = report.deferred_state;
                 Ok(())
             }
             // A failed job keeps its own error; the write_always load's is only a warning.

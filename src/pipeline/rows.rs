@@ -1,7 +1,9 @@
 //! A configuration with rows: each enabled row is a job run of its own ([`super::run`]), in
 //! order, with its own state, as Keboola's runner runs a configuration's job definitions. As
-//! there, the first row that fails ends the job: the rows after it are not run. Disabled rows
-//! are listed as skipped. The result lists every row; its class is the worst row's.
+//! there, the first row that fails ends the job: the rows after it are not run (the outputs
+//! of the rows before it stay loaded), and the rows' states are stored only when every row
+//! succeeded, all at once at the end. Disabled rows are listed as skipped. The result lists
+//! every row; its class is the worst row's.
 
 use std::fmt::Write as _;
 
@@ -63,6 +65,8 @@ pub struct RowsResult {
     pub run_id: String,
     /// Every row, in order.
     pub rows: Vec<RowOutcome>,
+    /// Notes on the configuration as a whole (states not stored after a failed row).
+    pub warnings: Vec<String>,
 }
 
 impl RowsResult {
@@ -94,6 +98,9 @@ impl RowsResult {
                 }
             }
         }
+        for w in &self.warnings {
+            let _ = writeln!(s, "dockless: warning: {w}");
+        }
         let count = |status: &str| self.rows.iter().filter(|r| r.status == status).count();
         let _ = writeln!(
             s,
@@ -121,8 +128,10 @@ pub fn run_rows(base: &JobSettings, rows: Vec<RowPlan>, paths: &Paths) -> RowsRe
         config_id: base.config_id.clone(),
         run_id: base.run_id.clone(),
         rows: Vec::new(),
+        warnings: Vec::new(),
     };
     let mut failed: Option<String> = None;
+    let mut states = Vec::new();
     for row in rows {
         let (row_id, configuration) = match row {
             RowPlan::Disabled { row_id } => {
@@ -151,7 +160,11 @@ pub fn run_rows(base: &JobSettings, rows: Vec<RowPlan>, paths: &Paths) -> RowsRe
         let mut settings = base.clone();
         settings.configuration = configuration;
         settings.row_id = Some(row_id.clone());
-        let ran = run(&settings, paths);
+        settings.defer_state = true;
+        let mut ran = run(&settings, paths);
+        if let Some(state) = ran.deferred_state.take() {
+            states.push((result.rows.len(), state));
+        }
         if ran.class != Class::Success {
             failed = Some(row_id.clone());
             if worse(ran.class, result.class) {
@@ -166,6 +179,36 @@ pub fn run_rows(base: &JobSettings, rows: Vec<RowPlan>, paths: &Paths) -> RowsRe
             reason: None,
             result: Some(ran),
         });
+    }
+    if let Some(row) = &failed {
+        if !states.is_empty() {
+            result.warnings.push(format!(
+                "no row's state was stored: row {row} failed (Keboola stores the states of a \
+                 configuration's rows only when every row succeeded)"
+            ));
+        }
+        return result;
+    }
+    if states.is_empty() {
+        return result;
+    }
+    let stored = crate::stages::storage::open(paths).and_then(|mut storage| {
+        let all: Vec<_> = states.iter().map(|(_, s)| s.clone()).collect();
+        dockless_staging::store_states(&mut storage, &all)
+    });
+    match stored {
+        Ok(()) => {
+            for (index, _) in &states {
+                if let Some(r) = result.rows[*index].result.as_mut() {
+                    r.state_stored = true;
+                }
+            }
+        }
+        Err(e) => {
+            result.class = Class::Application;
+            result.status = "error";
+            result.message = Some(format!("storing the rows' states failed: {e}"));
+        }
     }
     result
 }

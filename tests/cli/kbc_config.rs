@@ -338,6 +338,35 @@ fn a_failing_row_ends_the_configuration_and_bad_rows_are_refused_before_anything
     assert!(!root.table_exists("out.c-r3.enriched"));
     assert_eq!(row_state(&root, "other", Some("r3")), None);
 
+    // The last row fails: the first row's outputs stay loaded, but no row's state is stored
+    // (Keboola persists the rows' states only when every row succeeded).
+    let mut config = configuration_with_rows();
+    config["rows"][2]["configuration"]["parameters"]["simulate"] = json!("application-error");
+    let (code, result, stderr) = run_json(
+        &root,
+        image,
+        &config,
+        &["--component-id", "demo", "--config-id", "late"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    let statuses: Vec<&str> = result["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["success", "skipped", "error"]);
+    assert!(root.table_exists("out.c-r1.enriched"));
+    assert_eq!(row_state(&root, "late", Some("r1")), None);
+    assert_eq!(result["rows"][0]["result"]["state_stored"], false);
+    assert!(
+        result["warnings"]
+            .to_string()
+            .contains("no row's state was stored: row r3 failed"),
+        "{result}"
+    );
+    assert!(stderr.contains("no row's state was stored"), "{stderr}");
+
     // A bad key in the last row: refused naming file, row and key, before the first row runs.
     let mut config = configuration_with_rows();
     config["rows"][2]["configuration"]["bogus"] = json!(1);
@@ -355,7 +384,7 @@ fn a_failing_row_ends_the_configuration_and_bad_rows_are_refused_before_anything
     );
     assert!(message.contains("configuration -"), "{message}");
     assert_eq!(row_state(&root, "bad", Some("r1")), None, "nothing ran");
-    assert!(!root.table_exists("out.c-r1.enriched"));
+    assert_eq!(result["rows"], Value::Null);
 
     // Processors in the configuration and in a row: refused as Keboola refuses them.
     let mut config = configuration_with_rows();
@@ -395,9 +424,10 @@ fn a_failing_row_ends_the_configuration_and_bad_rows_are_refused_before_anything
         result["message"].as_str().unwrap().contains("rowz"),
         "{result}"
     );
-    assert!(
-        root.storage().tables().unwrap().len() == 1,
-        "only the imported table"
+    assert_eq!(
+        row_state(&root, "cfg-rows", Some("r1")),
+        None,
+        "nothing ran"
     );
 }
 
