@@ -67,10 +67,10 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         result.fail(Class::User, message);
         report(&result, args.json)
     };
-    let plan = match job_config::sources(job)
-        .and_then(|sources| job_config::plan(&configuration, &path, job, &sources))
-    {
-        Ok(plan) => plan,
+    let (plan, sources) = match job_config::sources(job).and_then(|sources| {
+        job_config::plan(&configuration, &path, job, &sources).map(|plan| (plan, sources))
+    }) {
+        Ok(planned) => planned,
         Err(message) => return user_error(message),
     };
     let (configuration, row_id, rows) = match plan.runs {
@@ -116,6 +116,7 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         stdout_to_stdout: !args.json,
         processor_images: job.processors.clone(),
         defer_state: false,
+        extra_secrets: serde_json::json!({ "#vault": sources.secrets }),
     };
     if let Some(rows) = rows {
         let result = pipeline::rows::run_rows(&settings, rows, paths);

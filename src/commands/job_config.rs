@@ -46,8 +46,10 @@ pub fn sources(job: &JobArgs) -> Result<Sources, String> {
     }
     sources.variables.extend(job.vars.iter().cloned());
     if let Some(path) = &job.vault {
-        sources.vault = config::parse_vault(&read_json(path, "--vault")?)
+        let document = read_json(path, "--vault")?;
+        sources.vault = config::parse_vault(&document)
             .map_err(|e| format!("--vault {}: {e}", path.display()))?;
+        sources.secrets = config::vault_secrets(&document);
     }
     if let Some(path) = &job.shared_code {
         sources.shared_code = Some(

@@ -91,6 +91,9 @@ pub struct JobSettings {
     /// Hand the new state back in the result instead of storing it (a row of a
     /// configuration: see [`rows`]).
     pub defer_state: bool,
+    /// More secrets to hide, as a document of `#` values (the vault's encrypted variables,
+    /// which may have been rendered under keys without `#`).
+    pub extra_secrets: Value,
 }
 
 /// Keboola's cap on a configuration's own `runtime.process_timeout`.
@@ -175,8 +178,11 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
     result.row_id = settings.row_id.clone();
     // Secrets of the configuration and image parameters are known before anything runs;
     // those of the state are added once it is read.
-    let mut secrets = match Secrets::collect([&settings.configuration, &settings.image_parameters])
-    {
+    let mut secrets = match Secrets::collect([
+        &settings.configuration,
+        &settings.image_parameters,
+        &settings.extra_secrets,
+    ]) {
         Ok(secrets) => secrets,
         Err(e) => {
             // Nothing could be redacted: the job does not start.
@@ -447,13 +453,16 @@ impl Pipeline<'_> {
             .ok()
             .and_then(|b| dockless_staging::config::parse_document(&b, s.format, "in/state").ok())
             .unwrap_or(Value::Null);
-        *self.secrets =
-            Secrets::collect([&s.configuration, &s.image_parameters, &state]).map_err(|e| {
-                Failure {
-                    class: e.class(),
-                    message: error_chain(&e),
-                }
-            })?;
+        *self.secrets = Secrets::collect([
+            &s.configuration,
+            &s.image_parameters,
+            &s.extra_secrets,
+            &state,
+        ])
+        .map_err(|e| Failure {
+            class: e.class(),
+            message: error_chain(&e),
+        })?;
         self.result.timings.input_ms = ms(input_started.elapsed());
         self.check_signal("after input mapping, before any container")?;
 

@@ -503,6 +503,14 @@ fn variables_vault_and_shared_code_are_resolved_as_keboola_does() {
         "{tags}"
     );
 
+    // A vault variable flagged encrypted is a secret wherever it is rendered.
+    let mut leaky = config.clone();
+    leaky["parameters"]["simulate"] = json!("{{ vault.token }}");
+    let (code, result, stderr) = run_json(&root, image, &leaky, &flags);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(result["message"], "unknown simulate value: [hidden]");
+    assert!(!format!("{result}{stderr}").contains(secret));
+
     // --var wins over --variables.
     let mut with_var = flags.clone();
     with_var.extend(["--var", "rate=0.5"]);

@@ -43,4 +43,6 @@ pub(crate) use output::{OUTPUT_FILE_KEYS, OUTPUT_TABLE_KEYS};
 pub use render::{Format, container_config, parse_document, processor_config, render};
 pub use stored::{Planned, Row, Stored, is_stored_form, parse_stored, plan, replace_recursive};
 pub(crate) use tree::strings;
-pub use variables::{SharedCode, Sources, parse_shared_code, parse_values, parse_vault, resolve};
+pub use variables::{
+    SharedCode, Sources, parse_shared_code, parse_values, parse_vault, resolve, vault_secrets,
+};

@@ -25,6 +25,9 @@ pub struct Sources {
     pub vault: Vec<(String, String)>,
     /// The shared code configuration (`--shared-code FILE`), if given.
     pub shared_code: Option<SharedCode>,
+    /// Values to hide in everything a run shows, as `#` values are: the vault's variables
+    /// flagged `encrypted` (their placeholders may sit under keys without `#`).
+    pub secrets: Vec<String>,
 }
 
 /// A `keboola.shared-code` configuration: its id and each row's `code_content`.
@@ -64,9 +67,44 @@ pub fn parse_values(document: &Value) -> Result<Vec<(String, String)>> {
                     "Variable name cannot be empty.",
                 ));
             }
-            Ok((name, scalar_text(v.get("value"), &format!("{at}.value"))?))
+            let value = scalar_text(v.get("value"), &format!("{at}.value"))?;
+            refuse_cipher(&value, &format!("{at}.value"))?;
+            Ok((name, value))
         })
         .collect()
+}
+
+/// The values of the vault's variables flagged `encrypted` (the Vault API's `flags`).
+pub fn vault_secrets(document: &Value) -> Vec<String> {
+    let encrypted = |v: &Value| {
+        v.get("flags")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|f| f == "encrypted"))
+    };
+    document
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|v| encrypted(v))
+                .filter_map(|v| v.get("value").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A value Keboola encrypted cannot be used here: the user must put the plain one in the file.
+fn refuse_cipher(value: &str, at: &str) -> Result<()> {
+    match super::cloud_only::cipher_prefix(value) {
+        Some(prefix) => Err(Error::config(
+            at,
+            format!(
+                "the value is encrypted by Keboola ({prefix}...) and only Keboola's stack can \
+                 decrypt it; put the plain value in this file"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Reads the Vault API's list of variables (`[{"key", "value", ...}]`).
@@ -83,7 +121,9 @@ pub fn parse_vault(document: &Value) -> Result<Vec<(String, String)>> {
             if key.is_empty() {
                 return Err(Error::config(format!("{at}.key"), "cannot be empty"));
             }
-            Ok((key, scalar_text(v.get("value"), &format!("{at}.value"))?))
+            let value = scalar_text(v.get("value"), &format!("{at}.value"))?;
+            refuse_cipher(&value, &format!("{at}.value"))?;
+            Ok((key, value))
         })
         .collect()
 }
@@ -421,7 +461,7 @@ mod tests {
         let sources = Sources {
             variables: vars(&[("foo", "special \" ' { } chars\n"), ("n", "5")]),
             vault: vars(&[("key1", "v\\1")]),
-            shared_code: None,
+            ..Default::default()
         };
         let config = json!({"parameters": {"p": "foo is {{ foo }} and {{foo}}",
             "q": "{{ vault.key1 }}", "{{ n }}": "{{! a comment }}x"}});
@@ -554,5 +594,13 @@ mod tests {
             vars(&[("k", "v")])
         );
         assert!(parse_vault(&json!({"key": "k"})).is_err());
+        let vault = json!([{"key": "a", "value": "plain"}, {"key": "b", "value": "s", "flags": ["encrypted"]}]);
+        assert_eq!(vault_secrets(&vault), ["s"]);
+        let err = parse_vault(&json!([{"key": "k", "value": "KBC::SecureKV::x"}])).unwrap_err();
+        assert!(err.to_string().contains("[0].value"), "{err}");
+        assert!(
+            parse_values(&json!({"values": [{"name": "a", "value": "KBC::ProjectSecure::x"}]}))
+                .is_err()
+        );
     }
 }
