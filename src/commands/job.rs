@@ -14,9 +14,7 @@ use crate::paths::Paths;
 use crate::pipeline::{self, JobSettings, classify::Class, result::JobResult};
 use crate::units::limit_text;
 
-#[path = "job_config.rs"]
-mod job_config;
-use job_config::Runs;
+use super::job_config::{self, Runs};
 
 /// `dockless run IMAGE --config FILE`: flags into [`JobSettings`], the pipeline, the result.
 pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
@@ -120,26 +118,18 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
     };
     if let Some(rows) = rows {
         let result = pipeline::rows::run_rows(&settings, rows, paths);
-        for row in &result.rows {
-            if let Some(answer) = row.result.as_ref().and_then(|r| r.action_result.as_ref())
-                && !args.json
-            {
-                print_stdout(&serde_json::to_string_pretty(answer)?);
+        if !args.json {
+            for row in &result.rows {
+                if let Some(answer) = row.result.as_ref().and_then(|r| r.action_result.as_ref()) {
+                    print_stdout(&serde_json::to_string_pretty(answer)?);
+                }
             }
         }
         let _ = write!(std::io::stderr().lock(), "{}", result.summary());
         if args.json {
             print_stdout(&serde_json::to_string_pretty(&result)?);
         }
-        if result.cleanup_failed() {
-            return Ok(ExitCode::from(125));
-        }
-        if result.class == Class::Terminated
-            && let Some(signal) = crate::signals::received()
-        {
-            return Ok(ExitCode::from(signal.exit_status()));
-        }
-        return Ok(ExitCode::from(result.class.exit_status()));
+        return Ok(exit_code(result.class, result.cleanup_failed()));
     }
     let result = pipeline::run(&settings, paths);
     if !args.json
@@ -159,15 +149,21 @@ fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         print_stdout(&serde_json::to_string_pretty(result)?);
     }
-    if result.cleanup_error.is_some() {
-        return Ok(ExitCode::from(125));
+    Ok(exit_code(result.class, result.cleanup_error.is_some()))
+}
+
+/// The class's exit status (128 + the signal for a terminated job), or 125 when a job's
+/// directory could not be removed.
+fn exit_code(class: Class, cleanup_failed: bool) -> ExitCode {
+    if cleanup_failed {
+        return ExitCode::from(125);
     }
-    if result.class == Class::Terminated
+    if class == Class::Terminated
         && let Some(signal) = crate::signals::received()
     {
-        return Ok(ExitCode::from(signal.exit_status()));
+        return ExitCode::from(signal.exit_status());
     }
-    Ok(ExitCode::from(result.class.exit_status()))
+    ExitCode::from(class.exit_status())
 }
 
 /// The last path segment of an image reference without tag or digest

@@ -12,8 +12,6 @@ use serde_json::Value;
 use crate::cli::run::JobArgs;
 use crate::pipeline::rows::RowPlan;
 
-// A submodule of `job` (declared there), so the command table stays as it is.
-
 /// What a configuration runs.
 #[derive(Debug)]
 pub enum Runs {

@@ -5,6 +5,7 @@ pub mod build;
 pub mod gc;
 pub mod images;
 pub mod job;
+pub mod job_config;
 pub mod job_file;
 pub mod login;
 pub mod pull;
