@@ -89,6 +89,7 @@ pub(super) fn run_command(
         BuildNetwork::None => NetworkMode::None,
         BuildNetwork::Host => NetworkMode::Host,
     };
+    super::proxy::apply(&mut spec, options.http_proxy, options.ca_file.as_deref());
     let spec = crate::rootless::enforceable(&spec);
     let result = runner.run(rootfs.path(), &spec, &mut |_: Stream, bytes: &[u8]| {
         let _ = std::io::stderr().lock().write_all(bytes);

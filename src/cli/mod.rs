@@ -8,6 +8,7 @@ pub mod pull;
 pub mod registry;
 pub mod run;
 pub mod storage;
+pub mod test;
 
 use std::path::PathBuf;
 
@@ -42,6 +43,9 @@ pub enum Command {
     RuntimeHelper,
     /// Build a component image from a base image and a git repository.
     Build(Box<build::BuildArgs>),
+    /// Run a component's functional test folders (Keboola's datadirtest layout) against its
+    /// image, each case in a container, and compare what it left with what it should have.
+    Test(Box<test::TestArgs>),
     /// Pull an image from a registry into the local store.
     Pull(pull::PullArgs),
     /// List images in the local store.

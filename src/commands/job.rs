@@ -95,6 +95,7 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         project_id: job.project_id.clone(),
         stack_id: "local".to_string(),
         branch_id: job.branch_id.clone(),
+        orchestration_id: job.orchestration_id.clone(),
         image_parameters,
         format: match job.configuration_format {
             ConfigurationFormat::Json => Format::Json,
@@ -175,7 +176,7 @@ pub fn repository_name(image: &str) -> String {
 }
 
 /// A numeric run id as Keboola's: milliseconds since the epoch and three digits of our pid.
-fn new_run_id() -> String {
+pub fn new_run_id() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())

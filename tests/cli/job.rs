@@ -15,7 +15,7 @@ use crate::support::{self, text};
 const SECRET: &str = "tok-S3cret-42";
 
 /// The demo component's reference in the test registry, built and pushed on first use.
-pub(super) fn demo_image() -> &'static str {
+pub(crate) fn demo_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| build_image("demo-component", &[], None))
 }

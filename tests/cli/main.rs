@@ -8,7 +8,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod artifacts;
 mod build;
+mod functional;
 mod job;
 mod kbc_config;
 mod login;
@@ -16,4 +18,5 @@ mod pull;
 mod run;
 mod state_dir;
 mod storage;
+mod test_python;
 mod userns;

@@ -57,6 +57,18 @@ pub struct RunSpec {
     /// it starts, so a component whose image runs as a non-root user can write its outputs
     /// (Keboola's runner makes the data folder the container user's in the same way).
     pub hand_over_data: bool,
+    /// Host files bound read-only into the container (a build's CA bundle): never part of
+    /// the rootfs, so never part of a layer made from it.
+    pub read_only_files: Vec<ReadOnlyFile>,
+}
+
+/// One host file bound read-only at `destination` (absolute, inside the container).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadOnlyFile {
+    /// The host file (absolute).
+    pub source: PathBuf,
+    /// Where the container sees it.
+    pub destination: String,
 }
 
 impl RunSpec {
@@ -81,6 +93,7 @@ impl RunSpec {
             seccomp_compat_arches: false,
             userns: None,
             hand_over_data: false,
+            read_only_files: Vec::new(),
         }
     }
 }

@@ -333,6 +333,10 @@ fn mounts(run: &RunSpec) -> Result<Vec<Mount>, BundleError> {
             }
         }
     }
+    // Last: a destination under /tmp lands on the tmpfs mounted above, not in the rootfs.
+    for file in &run.read_only_files {
+        mounts.push(bind(&file.source, &file.destination, &["ro"])?);
+    }
     Ok(mounts)
 }
 

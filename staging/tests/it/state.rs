@@ -88,7 +88,7 @@ fn a_deferred_state_is_handed_back_and_stored_later_with_the_others() {
     .unwrap();
     job.stage(&s, &dir).unwrap();
     std::fs::write(dir.data().join("out/state.json"), r#"{"cursor": 3}"#).unwrap();
-    let report = job.finish(&mut s, &dir, true).unwrap();
+    let report = job.finish(&mut s, &dir, true, None).unwrap();
     assert!(!report.state_stored);
     assert!(
         s.state(&key()).unwrap().is_none(),
