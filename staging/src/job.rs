@@ -37,6 +37,10 @@ pub struct JobSpec {
     /// The component's computed default bucket (component setting `default_bucket`), used when
     /// the configuration has no `storage.output.default_bucket`.
     pub default_bucket: Option<String>,
+    /// Keep the new state out of the output transaction: [`JobReport::deferred_state`]
+    /// carries it, for [`store_states`] once every row of the configuration succeeded
+    /// (Keboola's runner persists the rows' states only then).
+    pub defer_state: bool,
 }
 
 /// A job being staged: its normalized configuration and, after [`Job::stage`], what input
@@ -55,6 +59,8 @@ pub struct JobReport {
     pub output: OutputReport,
     /// The component state was stored.
     pub state_stored: bool,
+    /// The new state, not stored yet ([`JobSpec::defer_state`]).
+    pub deferred_state: Option<(StateKey, Value)>,
     /// Storage files of the artifacts stored (`current`, then `shared`).
     pub artifacts: Vec<i64>,
 }
@@ -63,6 +69,7 @@ impl Job {
     /// Normalizes the configuration; a bad one is a user error ([`Error::is_user_error`]).
     pub fn new(spec: JobSpec) -> Result<Job> {
         let normalized = config::normalize(&spec.configuration)?;
+        config::refuse_cloud_only_at(&spec.image_parameters, "image_parameters")?;
         Ok(Job {
             spec,
             normalized,
@@ -219,12 +226,17 @@ impl Job {
             default_bucket,
             format: self.spec.format,
         };
-        let new_state = match (succeeded, self.state_key()) {
+        let mut new_state = match (succeeded, self.state_key()) {
             (true, Some(key)) => {
                 let previous = storage.state(&key)?.unwrap_or(Value::Null);
                 Some((key, self.next_state(dir, previous)?))
             }
             _ => None,
+        };
+        let deferred_state = if self.spec.defer_state {
+            new_state.take()
+        } else {
+            None
         };
         let processed = if succeeded {
             self.input.processed_tags.clone()
@@ -280,6 +292,7 @@ impl Job {
         Ok(JobReport {
             output,
             state_stored: new_state.is_some(),
+            deferred_state,
             artifacts: stored_artifacts,
         })
     }
@@ -307,6 +320,16 @@ impl Job {
         state.insert("storage".into(), json!({"input": self.input.state}));
         Ok(Value::Object(state))
     }
+}
+
+/// Stores states held back by [`JobSpec::defer_state`], all in one transaction: all of them
+/// or, on error, none.
+pub fn store_states(storage: &mut dyn Storage, states: &[(StateKey, Value)]) -> Result<()> {
+    let mut tx = storage.begin()?;
+    for (key, state) in states {
+        tx.set_state(key, state)?;
+    }
+    tx.commit()
 }
 
 /// Writes a document the runner owns into the data folder, which a previous container (a
