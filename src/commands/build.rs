@@ -8,7 +8,7 @@ use dockless_builder::spec::{default_workdir, split_entrypoint};
 use dockless_builder::{BuildNetwork, BuildSpec, Secret};
 
 use crate::build::{BuildOptions, build};
-use crate::cli::build::{BuildArgs, BuildSource, NetworkArg, PASSWORD_ENV};
+use crate::cli::build::{BuildArgs, BuildSource, NetworkArg, PASSWORD_ENV, ProxyArgs};
 use crate::paths::Paths;
 
 /// Builds and prints `NAME DIGEST` (or the JSON result) on stdout.
@@ -27,12 +27,7 @@ pub fn run(args: BuildArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         pids: args.pids_limit,
         quiet: args.quiet,
         http_proxy: args.proxy.http_proxy,
-        ca_file: args
-            .proxy
-            .ca_file
-            .as_deref()
-            .map(crate::build::proxy::ca_file)
-            .transpose()?,
+        ca_file: ca_file(&args.proxy)?,
     };
     let built = build(&spec, &options, paths)?;
     if args.json {
@@ -41,6 +36,15 @@ pub fn run(args: BuildArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         println!("{} {}", built.name, built.digest);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--ca-file`, checked and made absolute; shared with `dockless test --build`.
+pub fn ca_file(proxy: &ProxyArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
+    proxy
+        .ca_file
+        .as_deref()
+        .map(crate::build::proxy::ca_file)
+        .transpose()
 }
 
 /// The build definition the flags describe (the password read from its file or from

@@ -46,12 +46,7 @@ pub fn run(args: TestArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
                 pids: args.pids_limit,
                 quiet: false,
                 http_proxy: args.proxy.http_proxy,
-                ca_file: args
-                    .proxy
-                    .ca_file
-                    .as_deref()
-                    .map(crate::build::proxy::ca_file)
-                    .transpose()?,
+                ca_file: super::build::ca_file(&args.proxy)?,
             };
             let built = crate::build::build(&spec, &options, paths)?;
             eprintln!("dockless: testing {} ({})", built.name, built.digest);

@@ -48,29 +48,7 @@ impl Root {
     /// The component built from a fresh repository in this root.
     fn component(&self) -> String {
         let repo = self.path().join("repo");
-        std::fs::create_dir_all(&repo).unwrap();
-        std::fs::write(repo.join("main.sh"), COMPONENT).unwrap();
-        for args in [
-            &["init", "-q", "-b", "main"][..],
-            &["add", "."],
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "commit",
-                "-qm",
-                "c",
-            ],
-        ] {
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(&repo)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-        }
+        support::commit_repo(&repo, &[("main.sh", COMPONENT)]);
         let base = format!("{}/busybox:latest", test_env().registry);
         let out = self.dockless_with(
             &[

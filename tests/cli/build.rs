@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use dockless_testkit::test_env;
 use serde_json::{Value, json};
 
-use crate::support::{self, text};
+use crate::support::{self, git, text};
 
 const ORDERS: &str = "id,customer,amount\n1,alice,10.00\n2,bob,5.50\n3,alice,20.00\n4,carol,7.25\n";
 
@@ -21,21 +21,6 @@ const TOOL_COMMAND: &str = "mkdir -p /opt/tools && echo tool > /opt/tools/marker
 
 fn base_image() -> String {
     format!("{}/busybox:latest", test_env().registry)
-}
-
-/// Runs git in `dir` with a fixed identity and time (commit ids are then reproducible).
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
-        .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
-        .output()
-        .expect("git must be installed for dockless build");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
 }
 
 /// A repository with the demo component as `main.sh`, tagged `v1`; `v2` adds a line that

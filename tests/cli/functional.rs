@@ -4,13 +4,13 @@
 //! `scripts/test-env up`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use dockless_testkit::test_env;
 use serde_json::Value;
 
 use crate::job::demo_image;
-use crate::support::{self, Spawned, text};
+use crate::support::{self, Spawned, git, json_of, text};
 
 /// The demo component's own cases.
 fn demo_cases() -> PathBuf {
@@ -29,16 +29,6 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        )
-    })
 }
 
 /// The case named `name` of a `--json` result.
@@ -339,18 +329,6 @@ fn env_overrides_a_missing_image_and_an_unknown_case() {
         text(&out.stderr)
     );
     assert_nothing_left(root.path());
-}
-
-/// Runs git in `dir` with a fixed identity.
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
 }
 
 #[test]

@@ -501,29 +501,7 @@ fn an_image_of_sixty_layers_runs_through_the_legacy_overlay_mount() {
         .join("and-one-more-level-of-it-to-make-every-layer-path-longer");
     std::fs::create_dir_all(&root).unwrap();
     let repo = top.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    std::fs::write(repo.join("main.sh"), "cat /layers/*\n").unwrap();
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "."],
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "commit",
-            "-qm",
-            "c",
-        ],
-    ] {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    }
+    support::commit_repo(&repo, &[("main.sh", "cat /layers/*\n")]);
     let base = format!("{}/busybox:latest", test_env().registry);
     let commands: Vec<String> = (1..=58)
         .map(|i| format!("mkdir -p /layers && echo {i} > /layers/{i:02}"))

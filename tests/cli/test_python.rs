@@ -7,7 +7,7 @@
 //! `scripts/test-env up`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use dockless_testkit::test_env;
 use serde_json::Value;
@@ -21,23 +21,8 @@ fn component_dir() -> PathBuf {
 
 /// A git repository holding the component's `main.py` (committed at a fixed time).
 fn component_repo(dir: &Path) {
-    std::fs::copy(component_dir().join("main.py"), dir.join("main.py")).unwrap();
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "main.py"],
-        &["commit", "-qm", "the component"],
-    ] {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
-            .args(args)
-            .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
-            .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
-            .output()
-            .expect("git must be installed for dockless build");
-        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    }
+    let main = std::fs::read_to_string(component_dir().join("main.py")).unwrap();
+    support::commit_repo(dir, &[("main.py", &main)]);
 }
 
 /// A root and a repository of the component for one test.
