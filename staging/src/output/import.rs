@@ -71,6 +71,7 @@ pub fn import_file(
         deletes: Vec::new(),
         metadata: Vec::new(),
         column_metadata: Vec::new(),
+        column_types: Vec::new(),
         write_always: false,
         progress: options.progress.clone(),
     };

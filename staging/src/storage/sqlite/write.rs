@@ -16,6 +16,7 @@ use crate::id::TableId;
 use crate::storage::{
     DeleteFilter, NewFile, Prepared, RowSource, Slice, StateKey, TableInfo, Transaction,
 };
+use crate::types::ColumnType;
 
 /// The write transaction of the embedded backend (`BEGIN IMMEDIATE`: one writer at a time).
 pub(super) struct SqliteTransaction<'c> {
@@ -452,6 +453,29 @@ impl Transaction for SqliteTransaction<'_> {
         self.put_metadata(id, column, provider, entries)
     }
 
+    fn set_column_types(&mut self, id: &TableId, types: &[(String, ColumnType)]) -> Result<()> {
+        let table = self.require(id)?;
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO column_types (table_id, column_name, definition) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (table_id, column_name) DO UPDATE SET definition = excluded.definition",
+            )
+            .map_err(Error::db("writing column types"))?;
+        for (column, column_type) in types {
+            column_index(id, &table.columns, column)?;
+            let definition = serde_json::to_string(column_type).map_err(|e| Error::Db {
+                during: format!("encoding the type of column {column} of {id}"),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+            stmt.execute(params![id.to_string(), column, definition])
+                .map_err(Error::db(format!(
+                    "writing the type of column {column} of {id}"
+                )))?;
+        }
+        Ok(())
+    }
+
     fn drop_table(&mut self, id: &TableId) -> Result<()> {
         let table = self.require(id)?;
         self.tx
@@ -462,6 +486,12 @@ impl Transaction for SqliteTransaction<'_> {
             .and_then(|_| {
                 self.tx
                     .execute("DELETE FROM metadata WHERE table_id = ?1", [id.to_string()])
+            })
+            .and_then(|_| {
+                self.tx.execute(
+                    "DELETE FROM column_types WHERE table_id = ?1",
+                    [id.to_string()],
+                )
             })
             .map_err(Error::db(format!("dropping {id}")))?;
         Ok(())
