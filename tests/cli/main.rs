@@ -15,4 +15,5 @@ mod pull;
 mod run;
 mod state_dir;
 mod storage;
+mod types;
 mod userns;
