@@ -157,6 +157,11 @@ pub struct JobArgs {
     #[arg(long, requires = "job_source")]
     pub branch_id: Option<String>,
 
+    /// The orchestration the job runs in: its `artifacts/out/shared` is stored for, and
+    /// `artifacts.shared` reads from, the other jobs of that orchestration.
+    #[arg(long, requires = "job_source")]
+    pub orchestration_id: Option<String>,
+
     /// The component's `configuration_format`: config, state and manifests as json or yaml.
     #[arg(long, value_enum, default_value_t = ConfigurationFormat::Json, requires = "job_source")]
     pub configuration_format: ConfigurationFormat,

@@ -75,6 +75,7 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         project_id: job.project_id.clone(),
         stack_id: "local".to_string(),
         branch_id: job.branch_id.clone(),
+        orchestration_id: job.orchestration_id.clone(),
         image_parameters,
         format: match job.configuration_format {
             ConfigurationFormat::Json => Format::Json,

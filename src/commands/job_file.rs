@@ -30,6 +30,7 @@ struct JobFile {
     row_id: Option<String>,
     project_id: Option<String>,
     branch_id: Option<String>,
+    orchestration_id: Option<String>,
     configuration_format: Option<String>,
     default_bucket: Option<String>,
     data_type_support: Option<String>,
@@ -81,6 +82,7 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
     job.config_id = job.config_id.take().or(file.config_id);
     job.row_id = job.row_id.take().or(file.row_id);
     job.branch_id = job.branch_id.take().or(file.branch_id);
+    job.orchestration_id = job.orchestration_id.take().or(file.orchestration_id);
     job.default_bucket = job.default_bucket.take().or(file.default_bucket);
     if let Some(project) = file.project_id.filter(|_| job.project_id == "0") {
         job.project_id = project;

@@ -8,6 +8,7 @@
 //! (success only) -> remove the working dir. Every failure on the way is classified as
 //! Keboola does ([`Class`]) and every text that leaves the pipeline is redacted.
 
+mod artifacts;
 pub mod classify;
 mod containers;
 pub mod environment;
@@ -62,6 +63,8 @@ pub struct JobSettings {
     pub stack_id: String,
     /// `KBC_BRANCHID`, when given.
     pub branch_id: Option<String>,
+    /// The orchestration the job runs in (shared artifacts).
+    pub orchestration_id: Option<String>,
     /// The component's `image_parameters`.
     pub image_parameters: Value,
     /// `configuration_format`.
@@ -125,6 +128,20 @@ impl JobSettings {
             );
         }
         process_timeout(&self.configuration).map(drop)
+    }
+
+    /// The job as the owner of artifacts (Keboola's tags: branch, component, config, job).
+    fn artifacts_owner(&self) -> dockless_staging::artifacts::Owner {
+        dockless_staging::artifacts::Owner {
+            branch_id: self
+                .branch_id
+                .clone()
+                .unwrap_or_else(|| dockless_staging::artifacts::DEFAULT_BRANCH.to_string()),
+            component_id: self.component_id.clone(),
+            config_id: self.config_id.clone(),
+            job_id: self.run_id.clone(),
+            orchestration_id: self.orchestration_id.clone(),
+        }
     }
 
     fn action(&self) -> String {
@@ -306,6 +323,25 @@ impl Pipeline<'_> {
             ));
         }
 
+        // The artifacts the configuration asks for: its `artifacts` section is checked here,
+        // before anything runs.
+        let owner = s.artifacts_owner();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let wanted = if self.action == "run" {
+            dockless_staging::artifacts::wanted(&s.configuration, &owner, now)
+                .map_err(Failure::staging)?
+        } else {
+            None
+        };
+        if !s.configuration["artifacts"].is_null() && s.config_id.is_none() {
+            // Keboola's words: artifacts belong to a configuration.
+            self.result
+                .warnings
+                .push("Ignoring artifacts, configuration Id is not set".to_string());
+        }
+
         // Sync actions run no processors (Keboola: no input loader, no processors).
         let processors = if self.action == "run" {
             processors::parse(job.configuration(), &s.processor_images).map_err(Failure::user)?
@@ -338,7 +374,7 @@ impl Pipeline<'_> {
         workdir::collect_stale(&jobs);
         let work = WorkDir::create(&jobs, &job_dir_name(s), s.userns.map(|shift| shift.base))
             .map_err(|e| Failure::application(&e))?;
-        let outcome = self.with_workdir(&mut job, &steps, &work, input_started);
+        let outcome = self.with_workdir(&mut job, &steps, &work, input_started, wanted.as_ref());
         let cleanup_started = Instant::now();
         if let Err(e) = work.remove() {
             self.result.cleanup_error = Some(self.secrets.redact(&format!("{e:#}")));
@@ -433,11 +469,22 @@ impl Pipeline<'_> {
         steps: &[Step<'_>],
         work: &WorkDir,
         input_started: Instant,
+        artifacts_wanted: Option<&dockless_staging::artifacts::Wanted>,
     ) -> Result<(), Failure> {
         let s = self.settings;
         let dir = DataDir::create(work.path()).map_err(Failure::staging)?;
         let mut storage = crate::stages::storage::open(self.paths).map_err(Failure::staging)?;
         job.stage(&storage, &dir).map_err(Failure::staging)?;
+        if let Some(wanted) = artifacts_wanted {
+            let (downloads, warnings) = dockless_staging::artifacts::downloads(&storage, wanted)
+                .map_err(Failure::staging)?;
+            self.result.warnings.extend(warnings);
+            for download in &downloads {
+                artifacts::unpack(&storage, download, &dir.data())
+                    .map_err(|e| Failure::application(&e))?;
+                self.result.artifacts.downloaded.push(download.file_id);
+            }
+        }
         // The state's `#` values are secrets too.
         let state_path = dir
             .data()
@@ -473,7 +520,8 @@ impl Pipeline<'_> {
         }
 
         let output_started = Instant::now();
-        let finished = job.finish(&mut storage, &dir, succeeded);
+        let owner = s.artifacts_owner();
+        let finished = job.finish(&mut storage, &dir, succeeded, Some(&owner));
         self.result.timings.output_ms = ms(output_started.elapsed());
         match finished {
             Ok(report) => {
@@ -501,6 +549,7 @@ impl Pipeline<'_> {
                     .collect();
                 self.result.warnings.extend(report.output.warnings);
                 self.result.state_stored = report.state_stored;
+                self.result.artifacts.stored = report.artifacts;
                 Ok(())
             }
             // A failed job keeps its own error; the write_always load's is only a warning.

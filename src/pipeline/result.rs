@@ -124,9 +124,26 @@ pub struct JobResult {
     pub stdout_tail: String,
     /// The last characters of the main container's stderr.
     pub stderr_tail: String,
+    /// Artifacts unpacked before the run and stored after it (Storage file ids).
+    pub artifacts: ArtifactFiles,
+    /// The main image's usage metrics (`out/usage.json`), when it wrote any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Vec<dockless_staging::usage::Metric>>,
+    /// The main image's `out/result.json`, when it wrote one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component_result: Option<Value>,
     /// Removing the working dir failed (dockless exits 125 then).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
+}
+
+/// The artifacts of a job, as Storage file ids.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArtifactFiles {
+    /// Unpacked into `/data/artifacts/in/...` before the run.
+    pub downloaded: Vec<i64>,
+    /// Stored from `/data/artifacts/out/...` (on success).
+    pub stored: Vec<i64>,
 }
 
 impl JobResult {
@@ -151,6 +168,9 @@ impl JobResult {
             tables: Vec::new(),
             files: Vec::new(),
             state_stored: false,
+            artifacts: ArtifactFiles::default(),
+            usage: None,
+            component_result: None,
             warnings: Vec::new(),
             action_result: None,
             stdout_tail: String::new(),
@@ -214,6 +234,19 @@ impl JobResult {
                 f.name,
                 f.tags.join(", ")
             );
+        }
+        if !self.artifacts.downloaded.is_empty() {
+            let _ = writeln!(
+                s,
+                "dockless:   artifacts unpacked: files {:?}",
+                self.artifacts.downloaded
+            );
+        }
+        for id in &self.artifacts.stored {
+            let _ = writeln!(s, "dockless:   artifact stored: file {id}");
+        }
+        for m in self.usage.iter().flatten() {
+            let _ = writeln!(s, "dockless:   usage: {} = {}", m.metric, m.value);
         }
         for w in &self.warnings {
             let _ = writeln!(s, "dockless:   warning: {w}");

@@ -61,6 +61,8 @@ pub struct JobReport {
     pub output: OutputReport,
     /// The component state was stored.
     pub state_stored: bool,
+    /// Storage files of the artifacts stored (`current`, then `shared`).
+    pub artifacts: Vec<i64>,
 }
 
 impl Job {
@@ -205,12 +207,15 @@ impl Job {
     /// Output mapping after the container ran, in one Storage transaction: all outputs (only
     /// `write_always` tables when `succeeded` is false), then, on success, processed tags and
     /// the new state (`out/state.json`; a missing file clears the state). On error Storage is
-    /// left exactly as it was.
+    /// left exactly as it was. With `artifacts` (the job's owner tags), a successful job's
+    /// `artifacts/out/current` (and in an orchestration `out/shared`) is stored in the same
+    /// transaction ([`crate::artifacts`]).
     pub fn finish(
         &self,
         storage: &mut dyn Storage,
         dir: &DataDir,
         succeeded: bool,
+        artifacts: Option<&crate::artifacts::Owner>,
     ) -> Result<JobReport> {
         if !self.is_run() {
             return Ok(JobReport::default());
@@ -245,12 +250,38 @@ impl Job {
         } else {
             Vec::new()
         };
+        // Packed before the transaction opens (the archives sit beside /data, out of the
+        // container's reach); stored inside it.
+        let mut archives = Vec::new();
+        if let Some(owner) = artifacts.filter(|o| succeeded && o.config_id.is_some()) {
+            let out = dir.data().join("artifacts/out");
+            let mut kinds = vec![("current", false)];
+            if owner.orchestration_id.is_some() {
+                kinds.push(("shared", true));
+            }
+            for (kind, shared) in kinds {
+                let archive = dir.root().join(format!("artifacts-{kind}.tar.gz"));
+                if crate::artifacts::pack(&out.join(kind), &archive)? {
+                    archives.push((archive, crate::artifacts::new_file(owner, shared)));
+                }
+            }
+        }
+        let mut stored_artifacts = Vec::new();
         let mut before_commit = |tx: &mut dyn Transaction| -> Result<()> {
             for (id, tags) in &processed {
                 tx.add_file_tags(*id, tags)?;
             }
             if let Some((key, state)) = &new_state {
                 tx.set_state(key, state)?;
+            }
+            for (archive, file) in &archives {
+                let reader = std::fs::File::open(archive).map_err(Error::io(archive))?;
+                let mut slice = std::iter::once(crate::storage::Slice {
+                    name: file.name.clone(),
+                    reader: Box::new(reader),
+                    origin: archive.clone(),
+                });
+                stored_artifacts.push(tx.add_file(file, &mut slice)?);
             }
             Ok(())
         };
@@ -262,9 +293,13 @@ impl Job {
             succeeded,
             &mut before_commit,
         )?;
+        for (archive, _) in &archives {
+            let _ = std::fs::remove_file(archive);
+        }
         Ok(JobReport {
             output,
             state_stored: new_state.is_some(),
+            artifacts: stored_artifacts,
         })
     }
 

@@ -47,7 +47,7 @@
 //! job.stage(&storage, &dir)?;
 //! // ... run the container with dir.data() at /data and dir.tmp() at /tmp ...
 //! let succeeded = true;
-//! let report = job.finish(&mut storage, &dir, succeeded)?;
+//! let report = job.finish(&mut storage, &dir, succeeded, None)?;
 //! for table in &report.output.tables {
 //!     println!("{} <- {} ({} rows)", table.destination, table.source, table.rows);
 //! }
@@ -55,6 +55,7 @@
 //! # }
 //! ```
 
+pub mod artifacts;
 pub mod config;
 pub mod error;
 pub mod id;
@@ -69,6 +70,7 @@ pub mod sanitize;
 pub mod storage;
 pub mod time;
 pub mod types;
+pub mod usage;
 
 pub use config::Format;
 pub use error::{Error, Result};

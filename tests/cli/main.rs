@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod artifacts;
 mod build;
 mod functional;
 mod job;
@@ -15,5 +16,6 @@ mod pull;
 mod run;
 mod state_dir;
 mod storage;
+mod test_python;
 mod types;
 mod userns;
