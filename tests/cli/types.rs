@@ -232,3 +232,113 @@ fn an_unknown_base_type_is_a_user_error_and_nothing_is_stored() {
     assert!(storage.tables().unwrap().is_empty());
     assert!(storage.files(&FileQuery::default()).unwrap().is_empty());
 }
+
+/// A git repository of the Keboola Python library test component
+/// (tests/support/kbc-python-component/main.py), committed at a fixed time.
+fn python_component_repo(dir: &Path) {
+    let main =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kbc-python-component/main.py");
+    std::fs::copy(main, dir.join("main.py")).unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "main.py"],
+        &["commit", "-qm", "the component"],
+    ] {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
+            .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
+            .output()
+            .expect("git must be installed for dockless build");
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn keboolas_python_library_round_trips_a_typed_table() {
+    let root = Root::new();
+    let repo = tempfile::tempdir().unwrap();
+    python_component_repo(repo.path());
+    let csv = root.0.path().join("input.csv");
+    std::fs::write(&csv, "id,name,amount\n1,alice,10.50\n2,bob,3\n").unwrap();
+    let out = root.dockless(
+        &[
+            "storage",
+            "import",
+            csv.to_str().unwrap(),
+            "in.c-python.input",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // One job file per source table and data type support: the image is built from the
+    // repository on the test registry's keboola-python image (cached after the first job).
+    let run = |source: &str, support: &str| {
+        let job = json!({
+            "build": {"base": format!("{}/keboola-python:latest", test_env().registry),
+                      "repository": repo.path(), "ref": "HEAD",
+                      "entrypoint": "python3 -u /home/main.py"},
+            "configuration": {
+                "storage": {"input": {"tables": [{"source": source, "destination": "input.csv"}]}},
+                "parameters": {"multiplier": 2}},
+            "component_id": "kbc-python",
+            "config_id": "py",
+            "data_type_support": support,
+        });
+        let path = root.0.path().join("job.json");
+        std::fs::write(&path, job.to_string()).unwrap();
+        let out = root.dockless(&["run", "--job", path.to_str().unwrap(), "--json"], "");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{source} {support}: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    };
+    let types = |table: &str| -> Vec<(String, String, Option<String>, bool)> {
+        root.storage()
+            .table(&table.parse().unwrap())
+            .unwrap()
+            .unwrap()
+            .column_types
+            .into_iter()
+            .map(|(c, t)| (c, t.base.to_string(), t.length, t.nullable))
+            .collect()
+    };
+    let expected = vec![
+        ("id".to_string(), "INTEGER".to_string(), None, false),
+        ("name".to_string(), "STRING".to_string(), None, true),
+        (
+            "amount".to_string(),
+            "NUMERIC".to_string(),
+            Some("12,2".to_string()),
+            true,
+        ),
+        (
+            "amount_multiplied".to_string(),
+            "NUMERIC".to_string(),
+            Some("12,2".to_string()),
+            true,
+        ),
+    ];
+    // The library writes the native-types form for an authoritative component: a typed table.
+    run("in.c-python.input", "authoritative");
+    assert_eq!(types("out.c-python.output"), expected);
+    // It reads the typed input manifest of that table (and writes it again, typed)...
+    run("out.c-python.output", "authoritative");
+    // ...and without type support reads the legacy form and writes legacy manifests, which
+    // load into the typed table with the same base types.
+    run("out.c-python.output", "none");
+    assert_eq!(types("out.c-python.output"), expected);
+    let out = root.dockless(&["storage", "export", "out.c-python.output"], "");
+    let exported = text(&out.stdout);
+    assert!(
+        exported.contains("\"1\",\"alice\",\"10.50\",\"21.00\""),
+        "{exported}"
+    );
+}

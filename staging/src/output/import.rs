@@ -72,6 +72,7 @@ pub fn import_file(
         metadata: Vec::new(),
         column_metadata: Vec::new(),
         column_types: Vec::new(),
+        types_from_schema: false,
         write_always: false,
         progress: options.progress.clone(),
     };

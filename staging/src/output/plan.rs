@@ -34,6 +34,9 @@ pub(super) struct TablePlan {
     pub(super) metadata: Vec<(String, String)>,
     pub(super) column_metadata: Vec<(String, Vec<(String, String)>)>,
     pub(super) column_types: Vec<(String, ColumnType)>,
+    /// The types come from a `schema` (they update a typed table's columns), not from legacy
+    /// `KBC.datatype.*` metadata (which only types columns that have no type yet).
+    pub(super) types_from_schema: bool,
     pub(super) write_always: bool,
     pub(super) progress: Option<Arc<AtomicU64>>,
 }
@@ -476,7 +479,7 @@ pub(super) fn plan_table(
     let delimiter = single_byte(merged.get("delimiter"), b',', &what, "delimiter")?.unwrap_or(b',');
     let enclosure = single_byte(merged.get("enclosure"), b'"', &what, "enclosure")?;
     let destination = resolve_destination(mapping, &manifest, source, settings, warnings)?;
-    let column_types = column_types(
+    let mut column_types = column_types(
         &schema,
         &merged,
         &column_metadata,
@@ -484,6 +487,13 @@ pub(super) fn plan_table(
         &what,
         &destination.to_string(),
     )?;
+    // A key column holds no NULL (Keboola's hints rule; libraries leave `nullable` out of a
+    // key column's schema entry, which would default it to nullable).
+    for (column, column_type) in &mut column_types {
+        if primary_key.contains(column) {
+            column_type.nullable = false;
+        }
+    }
     Ok(TablePlan {
         source: source.to_string(),
         entry: entry.clone(),
@@ -498,6 +508,7 @@ pub(super) fn plan_table(
         metadata,
         column_metadata,
         column_types,
+        types_from_schema: !schema.is_empty(),
         write_always: bool_key(&merged, "write_always", &what)?,
         progress: None,
     })
@@ -596,10 +607,12 @@ pub(super) fn load_table(
     let before = tx.table(&plan.destination)?;
     let existed = before.is_some();
     // Types are part of a table's definition: a new table takes them, a typed one keeps the
-    // base type of each typed column (Keboola's check and wording) and takes the rest; an
-    // untyped table stays untyped (the types remain as metadata), as in Keboola.
+    // base type of each typed column (Keboola's check and wording) and takes the rest from a
+    // schema (length, default, nullable, new columns; legacy metadata only types new
+    // columns); an untyped table stays untyped (the types remain as metadata), as in Keboola.
+    let mut types = plan.column_types.clone();
     let store_types = match &before {
-        None => !plan.column_types.is_empty(),
+        None => !types.is_empty(),
         Some(table) if table.is_typed() => {
             for (column, wanted) in &plan.column_types {
                 if let Some(stored) = table.column_type(column)
@@ -614,7 +627,10 @@ pub(super) fn load_table(
                     ));
                 }
             }
-            !plan.column_types.is_empty()
+            if !plan.types_from_schema {
+                types.retain(|(column, _)| table.column_type(column).is_none());
+            }
+            !types.is_empty()
         }
         Some(_) => {
             if !plan.column_types.is_empty() {
@@ -629,7 +645,7 @@ pub(super) fn load_table(
     let prepared = tx.prepare_table(&plan.destination, &columns, &plan.primary_key)?;
     warnings.extend(prepared.warnings);
     if store_types {
-        tx.set_column_types(&plan.destination, &plan.column_types)?;
+        tx.set_column_types(&plan.destination, &types)?;
     }
     if existed {
         for delete in &plan.deletes {

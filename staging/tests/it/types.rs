@@ -30,7 +30,7 @@ fn run(
     })?;
     job.stage(s, &dir).unwrap();
     write(&dir.data().join("out"));
-    job.finish(s, &dir, true)
+    job.finish(s, &dir, true, None)
 }
 
 /// Stages `table` into `in/tables/t.csv` for a component with `support`; returns its manifest.
@@ -158,9 +158,9 @@ fn legacy_form_column_metadata_types_the_table() {
         "primary_key": ["id"],
         "metadata": [{"key": "KBC.datatype.backend", "value": "snowflake"}],
         "column_metadata": {
+            // No KBC.datatype.nullable: a key column is not nullable all the same.
             "id": [{"key": "KBC.datatype.basetype", "value": "INTEGER"},
-                   {"key": "KBC.datatype.type", "value": "NUMBER"},
-                   {"key": "KBC.datatype.nullable", "value": false}],
+                   {"key": "KBC.datatype.type", "value": "NUMBER"}],
             "name": [{"key": "KBC.datatype.basetype", "value": "STRING"},
                      {"key": "KBC.datatype.length", "value": 255}]
         }
@@ -359,6 +359,18 @@ fn a_typed_table_keeps_its_base_types_and_an_untyped_one_stays_untyped() {
         Some("14,2")
     );
     assert_eq!(info.column_type("note").unwrap().base, BaseType::String);
+    // Legacy metadata does not rewrite a typed column (id stays NOT NULL), only types new ones.
+    let legacy = json!({"destination": "out.c-t.orders", "columns": ["id", "amount", "paid", "note", "extra"],
+        "column_metadata": {"id": [{"key": "KBC.datatype.basetype", "value": "INTEGER"}],
+                            "extra": [{"key": "KBC.datatype.basetype", "value": "DATE"}]}});
+    run(&mut s, json!({}), DataTypeSupport::None, |out| {
+        put(out, "tables/orders.csv", "4,1.00,true,y,2024-01-01\n");
+        put(out, "tables/orders.csv.manifest", &legacy.to_string());
+    })
+    .unwrap();
+    let info = s.table(&id("out.c-t.orders")).unwrap().unwrap();
+    assert!(!info.column_type("id").unwrap().nullable);
+    assert_eq!(info.column_type("extra").unwrap().base, BaseType::Date);
 
     seed(&mut s, "out.c-t.plain", "id,amount,paid\n9,1,0\n", &[]);
     let mut into_plain = typed_manifest();
