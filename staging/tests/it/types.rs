@@ -423,4 +423,17 @@ fn a_storage_file_from_before_types_is_migrated_and_keeps_its_tables() {
         .query_row("SELECT count(*) FROM column_types", [], |r| r.get(0))
         .unwrap();
     assert_eq!(left, 0);
+    // A file from a newer dockless is refused, never half-read.
+    drop(s);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA user_version=3;")
+        .unwrap();
+    match SqliteStorage::open(&db) {
+        Err(Error::SchemaVersion {
+            found, supported, ..
+        }) => assert_eq!((found, supported), (3, 2)),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a version 3 file was opened"),
+    }
 }
