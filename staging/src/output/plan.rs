@@ -545,7 +545,8 @@ fn column_types(
                 }
                 out.push((name, column_type));
             }
-            None => missing.push(raw.to_string()),
+            // Keboola names the columns after sanitizing them, as here.
+            None => missing.push(name),
         }
     }
     if support.is_typed() && schema.is_empty() {
