@@ -115,7 +115,9 @@ pub struct JobArgs {
     /// `config_file` path relative to the job file) and the component's settings under the
     /// names of the flags (`component_id`, `config_id`, `row_id`, `memory`, `timeout`,
     /// `network`, `cpus`, `configuration_format`, `default_bucket`, `data_type_support`,
-    /// `image_parameters`, `processors` as `{"component": "image"}`). Flags given as well win.
+    /// `image_parameters`, `processors` as `{"component": "image"}`, `rows` as a list of row
+    /// ids, `variables`, `vault` and `shared_code` as paths relative to the job file, `vars`
+    /// as `{"name": "value"}`). Flags given as well win.
     #[arg(
         long = "job",
         value_name = "FILE",
@@ -141,9 +143,34 @@ pub struct JobArgs {
     #[arg(long, requires = "job_source")]
     pub config_id: Option<String>,
 
-    /// Configuration row id.
+    /// Configuration row id (of a configuration without rows; for one in the Storage API's
+    /// form with rows it selects the row, as --row).
     #[arg(long, requires = "job_source")]
     pub row_id: Option<String>,
+
+    /// With a configuration in the Storage API's form (`{"id", "configuration", "rows"}`):
+    /// run only this row (repeatable; a disabled row runs when named). Default: every
+    /// enabled row, in order.
+    #[arg(long = "row", value_name = "ID", requires = "job_source")]
+    pub rows: Vec<String>,
+
+    /// Values of the configuration's variables (`{{ NAME }}`), in Keboola's form
+    /// (`{"values": [{"name": ..., "value": ...}]}`).
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub variables: Option<PathBuf>,
+
+    /// The value of one variable (repeatable; wins over --variables).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var, requires = "job_source")]
+    pub vars: Vec<(String, String)>,
+
+    /// Vault variables (`{{ vault.NAME }}`): the Vault API's list of `{"key", "value"}`.
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub vault: Option<PathBuf>,
+
+    /// The shared code configuration that `shared_code_id` names, as the Storage API returns
+    /// it (`{"id", "rows": [{"id", "configuration": {"code_content": [...]}}]}`).
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub shared_code: Option<PathBuf>,
 
     /// Run id (`KBC_RUNID`); default: generated.
     #[arg(long, requires = "job_source")]
@@ -186,6 +213,13 @@ pub struct JobArgs {
     /// the image its component id names.
     #[arg(long = "processor", value_name = "COMPONENT=IMAGE", value_parser = parse_processor, requires = "job_source")]
     pub processors: Vec<(String, String)>,
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((n, v)) if !n.is_empty() => Ok((n.to_string(), v.to_string())),
+        _ => Err(format!("{text:?}: expected NAME=VALUE")),
+    }
 }
 
 fn parse_processor(text: &str) -> Result<(String, String), String> {

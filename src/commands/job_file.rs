@@ -41,6 +41,18 @@ struct JobFile {
     cpus: Option<f64>,
     #[serde(default)]
     processors: std::collections::BTreeMap<String, String>,
+    /// Rows to run (`--row`) of a configuration in the Storage API's form.
+    #[serde(default)]
+    rows: Vec<String>,
+    /// `--variables`, relative to the job file.
+    variables: Option<PathBuf>,
+    /// `--var NAME=VALUE` as an object of names and values.
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, String>,
+    /// `--vault`, relative to the job file.
+    vault: Option<PathBuf>,
+    /// `--shared-code`, relative to the job file.
+    shared_code: Option<PathBuf>,
 }
 
 /// Reads `path` and fills every setting of `args` the command line left unset; a `build` is
@@ -78,6 +90,16 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
             ));
         }
     }
+    let beside = |f: PathBuf| path.parent().unwrap_or(Path::new(".")).join(f);
+    if job.rows.is_empty() {
+        job.rows = file.rows;
+    }
+    job.variables = job.variables.take().or(file.variables.map(beside));
+    job.vault = job.vault.take().or(file.vault.map(beside));
+    job.shared_code = job.shared_code.take().or(file.shared_code.map(beside));
+    // Flags come last: they win over the file's values of the same name.
+    let flags = std::mem::take(&mut job.vars);
+    job.vars = file.vars.into_iter().chain(flags).collect();
     job.component_id = job.component_id.take().or(file.component_id);
     job.config_id = job.config_id.take().or(file.config_id);
     job.row_id = job.row_id.take().or(file.row_id);

@@ -16,6 +16,7 @@ pub mod output;
 pub mod processors;
 pub mod redact;
 pub mod result;
+pub mod rows;
 pub mod workdir;
 
 use std::time::{Duration, Instant};
@@ -93,6 +94,12 @@ pub struct JobSettings {
     pub stdout_to_stdout: bool,
     /// Processor images by component id (`--processor COMPONENT=IMAGE`).
     pub processor_images: Vec<(String, String)>,
+    /// Hand the new state back in the result instead of storing it (a row of a
+    /// configuration: see [`rows`]).
+    pub defer_state: bool,
+    /// More secrets to hide, as a document of `#` values (the vault's encrypted variables,
+    /// which may have been rendered under keys without `#`).
+    pub extra_secrets: Value,
 }
 
 /// Keboola's cap on a configuration's own `runtime.process_timeout`.
@@ -191,8 +198,11 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
     result.row_id = settings.row_id.clone();
     // Secrets of the configuration and image parameters are known before anything runs;
     // those of the state are added once it is read.
-    let mut secrets = match Secrets::collect([&settings.configuration, &settings.image_parameters])
-    {
+    let mut secrets = match Secrets::collect([
+        &settings.configuration,
+        &settings.image_parameters,
+        &settings.extra_secrets,
+    ]) {
         Ok(secrets) => secrets,
         Err(e) => {
             // Nothing could be redacted: the job does not start.
@@ -308,6 +318,7 @@ impl Pipeline<'_> {
             format: s.format,
             default_bucket: s.default_bucket.clone(),
             data_type_support: s.data_type_support,
+            defer_state: s.defer_state,
         })
         .map_err(Failure::staging)?;
 
@@ -493,13 +504,16 @@ impl Pipeline<'_> {
             .ok()
             .and_then(|b| dockless_staging::config::parse_document(&b, s.format, "in/state").ok())
             .unwrap_or(Value::Null);
-        *self.secrets =
-            Secrets::collect([&s.configuration, &s.image_parameters, &state]).map_err(|e| {
-                Failure {
-                    class: e.class(),
-                    message: error_chain(&e),
-                }
-            })?;
+        *self.secrets = Secrets::collect([
+            &s.configuration,
+            &s.image_parameters,
+            &s.extra_secrets,
+            &state,
+        ])
+        .map_err(|e| Failure {
+            class: e.class(),
+            message: error_chain(&e),
+        })?;
         self.result.timings.input_ms = ms(input_started.elapsed());
         self.check_signal("after input mapping, before any container")?;
 
@@ -512,6 +526,16 @@ impl Pipeline<'_> {
         };
         if let Err(f) = ran {
             self.result.fail(f.class, f.message);
+        }
+        if succeeded && self.action == "run" && s.config_id.is_none() {
+            let state = format!("out/state.{}", s.format.extension());
+            if std::fs::symlink_metadata(dir.data().join(&state)).is_ok() {
+                self.result.warnings.push(format!(
+                    "the component left {state} but its state was not stored: Keboola keeps \
+                     state per configuration and this run has no configuration id (give \
+                     --config-id ID, or config_id in a job file, to keep it)"
+                ));
+            }
         }
         if self.result.class == Class::Terminated {
             // Keboola's terminated job: no output mapping (not even write_always tables) and
@@ -549,6 +573,7 @@ impl Pipeline<'_> {
                     .collect();
                 self.result.warnings.extend(report.output.warnings);
                 self.result.state_stored = report.state_stored;
+                self.result.deferred_state = report.deferred_state;
                 self.result.artifacts.stored = report.artifacts;
                 Ok(())
             }

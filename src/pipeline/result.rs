@@ -135,6 +135,10 @@ pub struct JobResult {
     /// Removing the working dir failed (dockless exits 125 then).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
+    /// The new state, held back to be stored with the other rows' (never printed: it may
+    /// hold secrets).
+    #[serde(skip)]
+    pub deferred_state: Option<(dockless_staging::StateKey, Value)>,
 }
 
 /// The artifacts of a job, as Storage file ids.
@@ -176,6 +180,7 @@ impl JobResult {
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             cleanup_error: None,
+            deferred_state: None,
         }
     }
 

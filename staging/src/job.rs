@@ -42,6 +42,10 @@ pub struct JobSpec {
     /// input manifests are typed when it is `authoritative` or `hints`; output mapping uses
     /// it unless the configuration sets `storage.output.data_type_support`.
     pub data_type_support: DataTypeSupport,
+    /// Keep the new state out of the output transaction: [`JobReport::deferred_state`]
+    /// carries it, for [`store_states`] once every row of the configuration succeeded
+    /// (Keboola's runner persists the rows' states only then).
+    pub defer_state: bool,
 }
 
 /// A job being staged: its normalized configuration and, after [`Job::stage`], what input
@@ -61,6 +65,8 @@ pub struct JobReport {
     pub output: OutputReport,
     /// The component state was stored.
     pub state_stored: bool,
+    /// The new state, not stored yet ([`JobSpec::defer_state`]).
+    pub deferred_state: Option<(StateKey, Value)>,
     /// Storage files of the artifacts stored (`current`, then `shared`).
     pub artifacts: Vec<i64>,
 }
@@ -69,6 +75,7 @@ impl Job {
     /// Normalizes the configuration; a bad one is a user error ([`Error::is_user_error`]).
     pub fn new(spec: JobSpec) -> Result<Job> {
         let normalized = config::normalize(&spec.configuration)?;
+        config::refuse_cloud_only_at(&spec.image_parameters, "image_parameters")?;
         let output_types = output_data_type_support(&normalized)?.unwrap_or(spec.data_type_support);
         Ok(Job {
             spec,
@@ -238,12 +245,17 @@ impl Job {
             format: self.spec.format,
             data_type_support: self.output_types,
         };
-        let new_state = match (succeeded, self.state_key()) {
+        let mut new_state = match (succeeded, self.state_key()) {
             (true, Some(key)) => {
                 let previous = storage.state(&key)?.unwrap_or(Value::Null);
                 Some((key, self.next_state(dir, previous)?))
             }
             _ => None,
+        };
+        let deferred_state = if self.spec.defer_state {
+            new_state.take()
+        } else {
+            None
         };
         let processed = if succeeded {
             self.input.processed_tags.clone()
@@ -299,6 +311,7 @@ impl Job {
         Ok(JobReport {
             output,
             state_stored: new_state.is_some(),
+            deferred_state,
             artifacts: stored_artifacts,
         })
     }
@@ -343,6 +356,16 @@ fn output_data_type_support(normalized: &Value) -> Result<Option<DataTypeSupport
             format!("{other} is not one of \"authoritative\", \"hints\", \"none\""),
         )),
     }
+}
+
+/// Stores states held back by [`JobSpec::defer_state`], all in one transaction: all of them
+/// or, on error, none.
+pub fn store_states(storage: &mut dyn Storage, states: &[(StateKey, Value)]) -> Result<()> {
+    let mut tx = storage.begin()?;
+    for (key, state) in states {
+        tx.set_state(key, state)?;
+    }
+    tx.commit()
 }
 
 /// Writes a document the runner owns into the data folder, which a previous container (a

@@ -75,7 +75,7 @@ pub mod usage;
 pub use config::Format;
 pub use error::{Error, Result};
 pub use id::{BucketId, Stage, TableId, default_bucket};
-pub use job::{Job, JobReport, JobSpec};
+pub use job::{Job, JobReport, JobSpec, store_states};
 pub use layout::DataDir;
 pub use output::{
     ImportOptions, LoadedTable, OutputReport, OutputSettings, StoredFile, import_file,

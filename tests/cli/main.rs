@@ -12,6 +12,8 @@ mod artifacts;
 mod build;
 mod functional;
 mod job;
+mod kbc_config;
+mod login;
 mod pull;
 mod run;
 mod state_dir;
