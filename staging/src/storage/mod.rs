@@ -256,8 +256,9 @@ pub trait Transaction {
     fn delete_rows(&mut self, id: &TableId, filter: &DeleteFilter) -> Result<u64>;
     /// Loads rows whose fields follow `columns`, in any order; every column of the table must
     /// be among them (call [`Transaction::prepare_table`] first to add new ones). Full load
-    /// replaces the rows; incremental upserts by the table's primary key (unchanged rows keep
-    /// `_timestamp`) or appends without one. Returns the number of records read.
+    /// replaces the rows; incremental upserts by the table's primary key (an unchanged row of
+    /// an untyped table keeps its `_timestamp`; a typed table replaces every duplicate key, as
+    /// Keboola's typed tables do) or appends without one. Returns the number of records read.
     fn load_rows(
         &mut self,
         id: &TableId,

@@ -437,3 +437,29 @@ fn a_storage_file_from_before_types_is_migrated_and_keeps_its_tables() {
         Ok(_) => panic!("a version 3 file was opened"),
     }
 }
+
+#[test]
+fn an_identical_row_bumps_the_change_time_of_a_typed_table_only() {
+    let (_d, mut s) = storage();
+    seed(&mut s, "out.c-t.plain", "id,v\n1,a\n", &["id"]);
+    let typed = json!({"destination": "out.c-t.typed", "incremental": true, "schema": [
+        {"name": "id", "primary_key": true, "data_type": {"base": {"type": "INTEGER"}}},
+        {"name": "v", "data_type": {"base": {"type": "STRING"}}}]});
+    let plain = json!({"destination": "out.c-t.plain", "incremental": true, "primary_key": ["id"]});
+    let load = |s: &mut SqliteStorage| {
+        run(s, json!({}), DataTypeSupport::None, |out| {
+            put(out, "tables/typed.csv", "1,a\n");
+            put(out, "tables/typed.csv.manifest", &typed.to_string());
+            put(out, "tables/plain.csv", "id,v\n1,a\n");
+            put(out, "tables/plain.csv.manifest", &plain.to_string());
+        })
+        .unwrap();
+    };
+    load(&mut s);
+    let changed = |s: &SqliteStorage, t: &str| s.table(&id(t)).unwrap().unwrap().last_change;
+    let (typed_before, plain_before) = (changed(&s, "out.c-t.typed"), changed(&s, "out.c-t.plain"));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    load(&mut s);
+    assert!(changed(&s, "out.c-t.typed") > typed_before);
+    assert_eq!(changed(&s, "out.c-t.plain"), plain_before);
+}

@@ -87,6 +87,7 @@ impl SqliteTransaction<'_> {
         positions: &[usize],
         rows: &mut dyn RowSource,
         upsert: Option<(&[String], &[String])>,
+        touch_identical: bool,
     ) -> Result<(u64, u64)> {
         let cols: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
         let marks: Vec<String> = (1..=positions.len()).map(|i| format!("?{i}")).collect();
@@ -103,11 +104,15 @@ impl SqliteTransaction<'_> {
                 .map(|c| format!("t{seq}.{c} IS NOT excluded.{c}"))
                 .collect();
             sql.push_str(&format!(
-                " ON CONFLICT ({}) DO UPDATE SET {}, _timestamp = excluded._timestamp WHERE {}",
+                " ON CONFLICT ({}) DO UPDATE SET {}, _timestamp = excluded._timestamp",
                 pk_cols.join(","),
-                sets.join(","),
-                differs.join(" OR ")
+                sets.join(",")
             ));
+            // Keboola leaves an identical row of an untyped table untouched (its `_timestamp`
+            // kept); a typed table's upsert replaces every duplicate key.
+            if !touch_identical {
+                sql.push_str(&format!(" WHERE {}", differs.join(" OR ")));
+            }
         }
         let mut stmt = self
             .tx
@@ -411,7 +416,7 @@ impl Transaction for SqliteTransaction<'_> {
                     "DROP INDEX IF EXISTS t{seq}_pk; DELETE FROM t{seq};"
                 ))
                 .map_err(Error::db(format!("emptying {id}")))?;
-            let counts = self.load_plain(seq, &positions, rows, None)?;
+            let counts = self.load_plain(seq, &positions, rows, None, false)?;
             if !self.create_pk_index(seq, &table.columns, &table.primary_key, id)? {
                 self.tx
                     .execute_batch(&format!(
@@ -423,9 +428,23 @@ impl Transaction for SqliteTransaction<'_> {
             }
             (counts.0, 1)
         } else if pk_cols.is_empty() {
-            self.load_plain(seq, &positions, rows, None)?
+            self.load_plain(seq, &positions, rows, None, false)?
         } else {
-            self.load_plain(seq, &positions, rows, Some((&pk_cols, &table.primary_key)))?
+            let typed: bool = self
+                .tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM column_types WHERE table_id = ?1)",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(Error::db(format!("reading column types of {id}")))?;
+            self.load_plain(
+                seq,
+                &positions,
+                rows,
+                Some((&pk_cols, &table.primary_key)),
+                typed,
+            )?
         };
         self.touch(id, changed > 0)?;
         Ok(read)
