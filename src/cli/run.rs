@@ -114,10 +114,10 @@ pub struct JobArgs {
     /// A job file (JSON): the image, the configuration (inline as `configuration` or as a
     /// `config_file` path relative to the job file) and the component's settings under the
     /// names of the flags (`component_id`, `config_id`, `row_id`, `memory`, `timeout`,
-    /// `network`, `cpus`, `configuration_format`, `default_bucket`, `image_parameters`,
-    /// `processors` as `{"component": "image"}`, `rows` as a list of row ids, `variables`,
-    /// `vault` and `shared_code` as paths relative to the job file, `vars` as
-    /// `{"name": "value"}`). Flags given as well win.
+    /// `network`, `cpus`, `configuration_format`, `default_bucket`, `data_type_support`,
+    /// `image_parameters`, `processors` as `{"component": "image"}`, `rows` as a list of row
+    /// ids, `variables`, `vault` and `shared_code` as paths relative to the job file, `vars`
+    /// as `{"name": "value"}`). Flags given as well win.
     #[arg(
         long = "job",
         value_name = "FILE",
@@ -198,6 +198,13 @@ pub struct JobArgs {
     #[arg(long, requires = "job_source")]
     pub default_bucket: Option<String>,
 
+    /// The component's data type support (its `dataTypesConfiguration.dataTypesSupport`):
+    /// `KBC_DATA_TYPE_SUPPORT`, typed input manifests (`schema` with `data_type`) for
+    /// `authoritative` and `hints`, and output mapping's rules unless the configuration sets
+    /// `storage.output.data_type_support` [default: none].
+    #[arg(long, value_enum, requires = "job_source")]
+    pub data_type_support: Option<DataTypeSupport>,
+
     /// The component's `image_parameters` (a JSON file; `#` values are secrets).
     #[arg(long, value_name = "FILE", requires = "job_source")]
     pub image_parameters: Option<PathBuf>,
@@ -229,6 +236,28 @@ pub enum ConfigurationFormat {
     Json,
     /// config.yml
     Yaml,
+}
+
+/// `--data-type-support` values (Keboola's `dataTypesSupport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum DataTypeSupport {
+    /// Every output column carries its type; tables are created typed.
+    Authoritative,
+    /// Types are hints: kept as metadata, columns created as strings.
+    Hints,
+    /// The component says nothing about types (Keboola's default).
+    #[default]
+    None,
+}
+
+impl From<DataTypeSupport> for dockless_staging::DataTypeSupport {
+    fn from(value: DataTypeSupport) -> Self {
+        match value {
+            DataTypeSupport::Authoritative => dockless_staging::DataTypeSupport::Authoritative,
+            DataTypeSupport::Hints => dockless_staging::DataTypeSupport::Hints,
+            DataTypeSupport::None => dockless_staging::DataTypeSupport::None,
+        }
+    }
 }
 
 /// `--network` values.

@@ -102,6 +102,7 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
             ConfigurationFormat::Yaml => Format::Yaml,
         },
         default_bucket: job.default_bucket.clone(),
+        data_type_support: job.data_type_support.unwrap_or_default().into(),
         memory: (memory, limit_text(memory)),
         cpus: args.cpus,
         // Keboola gives a sync action 30 s.

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::build::BuildOptions;
-use crate::cli::run::{ConfigurationFormat, Network, RunArgs};
+use crate::cli::run::{ConfigurationFormat, DataTypeSupport, Network, RunArgs};
 use crate::paths::Paths;
 use crate::units::{parse_cpus, parse_duration, parse_size};
 
@@ -33,6 +33,7 @@ struct JobFile {
     orchestration_id: Option<String>,
     configuration_format: Option<String>,
     default_bucket: Option<String>,
+    data_type_support: Option<String>,
     image_parameters: Option<serde_json::Value>,
     memory: Option<String>,
     timeout: Option<serde_json::Value>,
@@ -122,6 +123,21 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
                 ));
             }
         };
+    }
+    if job.data_type_support.is_none()
+        && let Some(support) = file.data_type_support
+    {
+        job.data_type_support = Some(match support.as_str() {
+            "authoritative" => DataTypeSupport::Authoritative,
+            "hints" => DataTypeSupport::Hints,
+            "none" => DataTypeSupport::None,
+            other => {
+                return Err(bad(
+                    "data_type_support",
+                    format!("{other:?} is not authoritative, hints or none"),
+                ));
+            }
+        });
     }
     if job.image_parameters.is_none() {
         job.image_parameters_inline = file.image_parameters;

@@ -137,6 +137,8 @@ impl Pipeline<'_> {
             config_id: s.config_id.as_deref(),
             row_id: s.row_id.as_deref(),
             branch_id: s.branch_id.as_deref(),
+            // Processors too get the main component's value, as in Keboola.
+            data_type_support: s.data_type_support,
         };
         let mut spec = RunSpec::new(image.config.clone());
         spec.env = environment::variables(&who, component_id, &s.configuration["parameters"]);

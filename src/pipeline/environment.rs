@@ -2,6 +2,7 @@
 //! token and no URL are ever forwarded: nothing secret enters the container beyond its
 //! decrypted config.json.
 
+use dockless_staging::DataTypeSupport;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -20,6 +21,11 @@ pub struct Identity<'a> {
     pub row_id: Option<&'a str>,
     /// The branch id, when known.
     pub branch_id: Option<&'a str>,
+    /// The component's data type support (`KBC_DATA_TYPE_SUPPORT`). Keboola sets the variable
+    /// in projects with native types, from the component alone (a configuration's
+    /// `storage.output.data_type_support` is not reflected); the embedded Storage keeps
+    /// types, so it is always set.
+    pub data_type_support: DataTypeSupport,
 }
 
 /// Feature gates every component sees: Keboola's Python library keeps `write_always` in the
@@ -44,6 +50,7 @@ pub fn variables(who: &Identity<'_>, component_id: &str, parameters: &Value) -> 
         "KBC_STAGING_FILE_PROVIDER=local".to_string(),
         format!("KBC_PROJECT_FEATURE_GATES={FEATURE_GATES}"),
         "KBC_COMPONENT_RUN_MODE=run".to_string(),
+        format!("KBC_DATA_TYPE_SUPPORT={}", who.data_type_support),
     ];
     if let Some(row) = who.row_id {
         env.push(format!("KBC_CONFIGROWID={row}"));
@@ -75,8 +82,10 @@ mod tests {
             config_id: Some("cfg"),
             row_id: None,
             branch_id: None,
+            data_type_support: DataTypeSupport::default(),
         };
         let env = variables(&who, "demo", &json!({}));
+        assert!(env.contains(&"KBC_DATA_TYPE_SUPPORT=none".to_string()));
         assert!(env.contains(&"KBC_DATADIR=/data/".to_string()));
         assert!(env.contains(&"KBC_CONFIGID=cfg".to_string()));
         assert!(env.contains(&"KBC_COMPONENTID=demo".to_string()));
@@ -85,9 +94,11 @@ mod tests {
         let unnamed = Identity {
             config_id: None,
             row_id: Some("r1"),
+            data_type_support: DataTypeSupport::Authoritative,
             ..who
         };
         let env = variables(&unnamed, "demo", &json!({"a": 1}));
+        assert!(env.contains(&"KBC_DATA_TYPE_SUPPORT=authoritative".to_string()));
         let id = env.iter().find(|e| e.starts_with("KBC_CONFIGID=")).unwrap();
         assert_eq!(id.len(), "KBC_CONFIGID=".len() + 40);
         assert!(env.contains(&"KBC_CONFIGROWID=r1".to_string()));

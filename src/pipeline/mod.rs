@@ -72,6 +72,9 @@ pub struct JobSettings {
     pub format: Format,
     /// The component's default bucket.
     pub default_bucket: Option<String>,
+    /// The component's data type support (`KBC_DATA_TYPE_SUPPORT`, typed input manifests,
+    /// output mapping's rules unless the configuration sets its own).
+    pub data_type_support: dockless_staging::DataTypeSupport,
     /// Memory limit in bytes and as written (`256m`, for the OOM message).
     pub memory: (i64, String),
     /// CPU quota.
@@ -314,6 +317,7 @@ impl Pipeline<'_> {
             action: self.action.to_string(),
             format: s.format,
             default_bucket: s.default_bucket.clone(),
+            data_type_support: s.data_type_support,
             defer_state: s.defer_state,
         })
         .map_err(Failure::staging)?;

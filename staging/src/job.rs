@@ -13,6 +13,7 @@ use crate::out_dir;
 use crate::output::{self, OutputReport, OutputSettings};
 use crate::storage::{StateKey, Storage, Transaction};
 use crate::time::now_micros;
+use crate::types::DataTypeSupport;
 
 /// Everything the runner knows about a job before it runs.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +38,10 @@ pub struct JobSpec {
     /// The component's computed default bucket (component setting `default_bucket`), used when
     /// the configuration has no `storage.output.default_bucket`.
     pub default_bucket: Option<String>,
+    /// The component's `dataTypesConfiguration.dataTypesSupport` (`KBC_DATA_TYPE_SUPPORT`):
+    /// input manifests are typed when it is `authoritative` or `hints`; output mapping uses
+    /// it unless the configuration sets `storage.output.data_type_support`.
+    pub data_type_support: DataTypeSupport,
     /// Keep the new state out of the output transaction: [`JobReport::deferred_state`]
     /// carries it, for [`store_states`] once every row of the configuration succeeded
     /// (Keboola's runner persists the rows' states only then).
@@ -50,6 +55,7 @@ pub struct Job {
     spec: JobSpec,
     normalized: Value,
     input: InputReport,
+    output_types: DataTypeSupport,
 }
 
 /// What [`Job::finish`] wrote.
@@ -70,11 +76,20 @@ impl Job {
     pub fn new(spec: JobSpec) -> Result<Job> {
         let normalized = config::normalize(&spec.configuration)?;
         config::refuse_cloud_only_at(&spec.image_parameters, "image_parameters")?;
+        let output_types = output_data_type_support(&normalized)?.unwrap_or(spec.data_type_support);
         Ok(Job {
             spec,
             normalized,
             input: InputReport::default(),
+            output_types,
         })
+    }
+
+    /// The data type support output mapping applies: the configuration's
+    /// `storage.output.data_type_support`, else the component's (Keboola's rule; the
+    /// container's `KBC_DATA_TYPE_SUPPORT` stays the component's).
+    pub fn output_data_type_support(&self) -> DataTypeSupport {
+        self.output_types
     }
 
     /// The configuration after normalization (defaults filled, `runtime` and `processors` kept).
@@ -173,7 +188,10 @@ impl Job {
                 storage,
                 tables,
                 dir,
-                self.spec.format,
+                input::ManifestForm {
+                    format: self.spec.format,
+                    typed: self.spec.data_type_support.is_typed(),
+                },
                 previous,
                 now,
                 &mut report,
@@ -225,6 +243,7 @@ impl Job {
             run_id: self.spec.run_id.clone(),
             default_bucket,
             format: self.spec.format,
+            data_type_support: self.output_types,
         };
         let mut new_state = match (succeeded, self.state_key()) {
             (true, Some(key)) => {
@@ -319,6 +338,23 @@ impl Job {
         state.insert("component".into(), component);
         state.insert("storage".into(), json!({"input": self.input.state}));
         Ok(Value::Object(state))
+    }
+}
+
+/// `storage.output.data_type_support` of a normalized configuration, if set; a value other
+/// than `authoritative`, `hints` or `none` is refused as Keboola's configuration tree does.
+fn output_data_type_support(normalized: &Value) -> Result<Option<DataTypeSupport>> {
+    const AT: &str = "storage.output.data_type_support";
+    match &normalized["storage"]["output"]["data_type_support"] {
+        Value::Null => Ok(None),
+        Value::String(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|reason: String| Error::config(AT, reason)),
+        other => Err(Error::config(
+            AT,
+            format!("{other} is not one of \"authoritative\", \"hints\", \"none\""),
+        )),
     }
 }
 

@@ -8,7 +8,8 @@
 //!
 //! Main types:
 //! - [`Storage`] / [`Transaction`]: tables (`stage.c-bucket.table`, text columns, optional
-//!   primary key, hidden `_timestamp`, metadata) and files (tags, flags, content by hash).
+//!   primary key, hidden `_timestamp`, metadata, the column types of a typed table) and files
+//!   (tags, flags, content by hash).
 //!   [`SqliteStorage`] is the embedded backend: one SQLite file created on first use, WAL so
 //!   that concurrent jobs wait for each other instead of failing; its folders are 0700 and its
 //!   files 0600 whatever the umask. [`SealedStorage`] wraps any backend so that the `#` values
@@ -68,6 +69,7 @@ mod private;
 pub mod sanitize;
 pub mod storage;
 pub mod time;
+pub mod types;
 pub mod usage;
 
 pub use config::Format;
@@ -83,3 +85,4 @@ pub use storage::sqlite::{MAX_COLUMNS, Options as SqliteOptions, SqliteStorage};
 pub use storage::{
     ExportOptions, FileInfo, FileQuery, NewFile, StateKey, Storage, TableInfo, Transaction,
 };
+pub use types::{BaseType, ColumnType, DataTypeSupport};

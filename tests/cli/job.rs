@@ -778,7 +778,7 @@ fn a_sync_action_answers_with_json_and_maps_nothing() {
     assert_eq!(
         answer["kbc"],
         "KBC_COMPONENTID KBC_COMPONENT_RUN_MODE KBC_CONFIGID KBC_CONFIGVERSION KBC_DATADIR \
-         KBC_PROJECTID KBC_PROJECT_FEATURE_GATES KBC_RUNID KBC_STACKID KBC_STAGING_FILE_PROVIDER"
+         KBC_DATA_TYPE_SUPPORT KBC_PROJECTID KBC_PROJECT_FEATURE_GATES KBC_RUNID KBC_STACKID KBC_STAGING_FILE_PROVIDER"
     );
     let job = root.job(image, &config, &["--component-id", "demo"]);
     assert_eq!(job.result["action_result"]["status"], "success");

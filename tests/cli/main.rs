@@ -19,4 +19,5 @@ mod run;
 mod state_dir;
 mod storage;
 mod test_python;
+mod types;
 mod userns;
