@@ -115,7 +115,8 @@ pub struct JobArgs {
     /// `config_file` path relative to the job file) and the component's settings under the
     /// names of the flags (`component_id`, `config_id`, `row_id`, `memory`, `timeout`,
     /// `network`, `cpus`, `configuration_format`, `default_bucket`, `image_parameters`,
-    /// `processors` as `{"component": "image"}`). Flags given as well win.
+    /// `processors` as `{"component": "image"}`, `logging` as in a component's
+    /// specification). Flags given as well win.
     #[arg(
         long = "job",
         value_name = "FILE",
@@ -174,6 +175,40 @@ pub struct JobArgs {
     /// the image its component id names.
     #[arg(long = "processor", value_name = "COMPONENT=IMAGE", value_parser = parse_processor, requires = "job_source")]
     pub processors: Vec<(String, String)>,
+
+    /// The component's logging (its specification's `logging.type`): `gelf` runs a GELF
+    /// server for the main container, named in `KBC_LOGGER_ADDR` and `KBC_LOGGER_PORT`;
+    /// its messages become log lines and the result's `events`. Default: standard.
+    #[arg(long, value_enum, requires = "job_source")]
+    pub logging: Option<LoggingArg>,
+
+    /// The GELF server's transport (`logging.gelf_server_type`; default tcp, as Keboola's).
+    #[arg(long, value_enum, requires = "job_source")]
+    pub gelf_server_type: Option<GelfServerArg>,
+
+    /// The component's `logging` section given by a job file (Keboola's form).
+    #[arg(skip)]
+    pub logging_inline: Option<serde_json::Value>,
+}
+
+/// `--logging` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoggingArg {
+    /// stdout and stderr only.
+    Standard,
+    /// A GELF server besides them.
+    Gelf,
+}
+
+/// `--gelf-server-type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GelfServerArg {
+    /// Null-byte delimited messages over TCP.
+    Tcp,
+    /// Datagrams (plain, zlib, gzip, chunked).
+    Udp,
+    /// POST requests, one message each.
+    Http,
 }
 
 fn parse_processor(text: &str) -> Result<(String, String), String> {

@@ -11,6 +11,7 @@
 pub mod classify;
 mod containers;
 pub mod environment;
+pub mod gelf;
 pub mod output;
 pub mod processors;
 pub mod redact;
@@ -87,6 +88,9 @@ pub struct JobSettings {
     pub stdout_to_stdout: bool,
     /// Processor images by component id (`--processor COMPONENT=IMAGE`).
     pub processor_images: Vec<(String, String)>,
+    /// The main component's `logging` (GELF server, verbosity); processors log as
+    /// `standard` components.
+    pub logging: gelf::Logging,
 }
 
 /// Keboola's cap on a configuration's own `runtime.process_timeout`.
