@@ -10,6 +10,7 @@ mod support;
 
 mod build;
 mod functional;
+mod gelf;
 mod job;
 mod pull;
 mod run;
