@@ -109,6 +109,8 @@ impl Root {
         std::fs::write(&job_file, file.to_string()).unwrap();
         let out_path = self.path().join(format!("{name}.out"));
         let err_path = self.path().join(format!("{name}.err"));
+        // Reaped by `wait4` below, which also reports its peak memory.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(env!("CARGO_BIN_EXE_dockless"))
             .env("DOCKLESS_ROOT", self.path())
             .env("DOCKLESS_RUN_ROOT", self.path().join("run"))
@@ -232,9 +234,10 @@ fn a_component_logs_over_udp_tcp_and_http_from_its_own_network_namespace() {
 
     // TCP (Keboola's default type) with the verbosity of a specification: debug verbose
     // (every field, `_extra` decoded), the last frame without its null byte still read.
+    let registry_port = test_env().registry.rsplit(':').next().unwrap().to_string();
     let tcp = root.job(
         "tcp",
-        json!({"mode": "tcp"}),
+        json!({"mode": "tcp", "probe_port": registry_port}),
         Some(json!({"type": "gelf", "verbosity": {"100": "verbose"}})),
         &[],
     );
@@ -250,6 +253,12 @@ fn a_component_logs_over_udp_tcp_and_http_from_its_own_network_namespace() {
     assert_eq!(tcp.events()[1]["context"]["_extra"], json!({"rows": 3}));
     assert!(tcp.events()[0].get("context").is_none());
     assert_eq!(tcp.result["logging"]["server_type"], "tcp");
+    // The host's registry on 127.0.0.1 is not on the container's loopback.
+    let said = tcp.result["stdout_tail"].as_str().unwrap();
+    assert!(
+        said.contains("probe refused: ConnectionRefusedError"),
+        "{said}"
+    );
     assert_eq!(tcp.count("malformed"), 0);
 
     // HTTP from the flags alone; each request answered 202 (the sender fails otherwise).

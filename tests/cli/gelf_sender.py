@@ -5,6 +5,7 @@ udp    plain, zlib, gzip and chunked (out of order) datagrams, every level, a se
        malformed datagrams (not JSON, a short chunk header, a bad chunk count, a sequence
        that never completes, a message without its required fields)
 tcp    null-delimited messages, an `_extra` field, the last one without its null byte
+       (with `probe_port`: then tries that port on 127.0.0.1 and says whether it connected)
 http   POST /gelf requests on one keep-alive connection (each must be answered 202)
 flood  `count` messages of about 600 bytes over one TCP connection
 """
@@ -80,6 +81,13 @@ elif mode == "flood":
     for i in range(int(params["count"])):
         s.sendall(message("flood %d %s" % (i, pad), 6) + b"\0")
     s.close()
+if "probe_port" in params:
+    # Only the log server is on this loopback: the host's services are out of reach.
+    try:
+        socket.create_connection(("127.0.0.1", int(params["probe_port"])), timeout=2).close()
+        print("probe connected")
+    except OSError as e:
+        print("probe refused: %s" % e.__class__.__name__)
 print("sent " + mode)
 if params.get("fail"):
     sys.exit(2)
