@@ -261,6 +261,22 @@ fn a_component_logs_over_udp_tcp_and_http_from_its_own_network_namespace() {
     );
     assert_eq!(tcp.count("malformed"), 0);
 
+    // A silent failure: Keboola's message falls back to the last message of level warning or
+    // worse; `no_application_errors` makes exit 2 the user's error.
+    let failed = root.job(
+        "failed",
+        json!({"mode": "tcp", "fail": true}),
+        Some(json!({"type": "gelf", "no_application_errors": true})),
+        &[],
+    );
+    assert_eq!(failed.code, Some(1), "{}", failed.stderr);
+    assert_eq!(failed.result["class"], "user");
+    let message = failed.result["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("failed: (2) tcp last without null"),
+        "{message}"
+    );
+
     // HTTP from the flags alone; each request answered 202 (the sender fails otherwise).
     let http = root.job(
         "http",

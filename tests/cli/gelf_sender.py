@@ -8,6 +8,8 @@ tcp    null-delimited messages, an `_extra` field, the last one without its null
        (with `probe_port`: then tries that port on 127.0.0.1 and says whether it connected)
 http   POST /gelf requests on one keep-alive connection (each must be answered 202)
 flood  `count` messages of about 600 bytes over one TCP connection
+
+With `fail`, it exits 2 without printing anything.
 """
 import gzip
 import http.client
@@ -88,6 +90,7 @@ if "probe_port" in params:
         print("probe connected")
     except OSError as e:
         print("probe refused: %s" % e.__class__.__name__)
-print("sent " + mode)
 if params.get("fail"):
+    # Silent failure: the runner's message falls back to the last warning-or-worse message.
     sys.exit(2)
+print("sent " + mode)
