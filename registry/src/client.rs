@@ -164,7 +164,7 @@ impl Session {
                 }
                 None => Err(self.unauthorized(format!(
                     "the registry requires credentials and none are configured for {} \
-                     (REGISTRY_AUTH_FILE, DOCKER_CONFIG or ~/.docker/config.json)",
+                     (dockless login, REGISTRY_AUTH_FILE, DOCKER_CONFIG or ~/.docker/config.json)",
                     self.host
                 ))),
             },
@@ -386,7 +386,7 @@ impl Session {
     }
 }
 
-fn basic_header(c: &Credentials) -> HeaderValue {
+pub(crate) fn basic_header(c: &Credentials) -> HeaderValue {
     use base64::Engine as _;
     let raw = format!("{}:{}", c.username, c.password());
     let mut v = HeaderValue::from_str(&format!(

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod images;
+pub mod login;
 pub mod pull;
 pub mod registry;
 pub mod run;
@@ -53,6 +54,10 @@ pub enum Command {
     Load(images::LoadArgs),
     /// Remove images from the local store.
     Rmi(images::RmiArgs),
+    /// Check a registry's credentials and store them in podman's auth file.
+    Login(login::LoginArgs),
+    /// Remove a registry's credentials from podman's auth file.
+    Logout(login::LogoutArgs),
     /// Tables and files of the embedded Storage.
     #[command(subcommand)]
     Storage(storage::StorageCommand),

@@ -115,8 +115,10 @@ pub struct JobArgs {
     /// `config_file` path relative to the job file) and the component's settings under the
     /// names of the flags (`component_id`, `config_id`, `row_id`, `memory`, `timeout`,
     /// `network`, `cpus`, `configuration_format`, `default_bucket`, `image_parameters`,
-    /// `processors` as `{"component": "image"}`, `logging` as in a component's
-    /// specification). Flags given as well win.
+    /// `processors` as `{"component": "image"}`, `rows` as a list of row ids, `variables`,
+    /// `vault` and `shared_code` as paths relative to the job file, `vars` as
+    /// `{"name": "value"}`, `logging` as in a component's specification). Flags given as
+    /// well win.
     #[arg(
         long = "job",
         value_name = "FILE",
@@ -142,9 +144,34 @@ pub struct JobArgs {
     #[arg(long, requires = "job_source")]
     pub config_id: Option<String>,
 
-    /// Configuration row id.
+    /// Configuration row id (of a configuration without rows; for one in the Storage API's
+    /// form with rows it selects the row, as --row).
     #[arg(long, requires = "job_source")]
     pub row_id: Option<String>,
+
+    /// With a configuration in the Storage API's form (`{"id", "configuration", "rows"}`):
+    /// run only this row (repeatable; a disabled row runs when named). Default: every
+    /// enabled row, in order.
+    #[arg(long = "row", value_name = "ID", requires = "job_source")]
+    pub rows: Vec<String>,
+
+    /// Values of the configuration's variables (`{{ NAME }}`), in Keboola's form
+    /// (`{"values": [{"name": ..., "value": ...}]}`).
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub variables: Option<PathBuf>,
+
+    /// The value of one variable (repeatable; wins over --variables).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var, requires = "job_source")]
+    pub vars: Vec<(String, String)>,
+
+    /// Vault variables (`{{ vault.NAME }}`): the Vault API's list of `{"key", "value"}`.
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub vault: Option<PathBuf>,
+
+    /// The shared code configuration that `shared_code_id` names, as the Storage API returns
+    /// it (`{"id", "rows": [{"id", "configuration": {"code_content": [...]}}]}`).
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub shared_code: Option<PathBuf>,
 
     /// Run id (`KBC_RUNID`); default: generated.
     #[arg(long, requires = "job_source")]
@@ -157,6 +184,11 @@ pub struct JobArgs {
     /// Branch id (`KBC_BRANCHID`), when the job runs in one.
     #[arg(long, requires = "job_source")]
     pub branch_id: Option<String>,
+
+    /// The orchestration the job runs in: its `artifacts/out/shared` is stored for, and
+    /// `artifacts.shared` reads from, the other jobs of that orchestration.
+    #[arg(long, requires = "job_source")]
+    pub orchestration_id: Option<String>,
 
     /// The component's `configuration_format`: config, state and manifests as json or yaml.
     #[arg(long, value_enum, default_value_t = ConfigurationFormat::Json, requires = "job_source")]
@@ -209,6 +241,13 @@ pub enum GelfServerArg {
     Udp,
     /// POST requests, one message each.
     Http,
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((n, v)) if !n.is_empty() => Ok((n.to_string(), v.to_string())),
+        _ => Err(format!("{text:?}: expected NAME=VALUE")),
+    }
 }
 
 fn parse_processor(text: &str) -> Result<(String, String), String> {

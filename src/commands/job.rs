@@ -15,6 +15,8 @@ use crate::pipeline::gelf::{Logging, LoggingType, ServerType};
 use crate::pipeline::{self, JobSettings, classify::Class, result::JobResult};
 use crate::units::limit_text;
 
+use super::job_config::{self, Runs};
+
 /// `dockless run IMAGE --config FILE`: flags into [`JobSettings`], the pipeline, the result.
 pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let job = &args.job;
@@ -59,6 +61,24 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
             return report(&result, args.json);
         }
     };
+    let user_error = |message: String| {
+        let mut result = JobResult::new(image, &component_id, &run_id, "run");
+        result.fail(Class::User, message);
+        report(&result, args.json)
+    };
+    let (plan, sources) = match job_config::sources(job).and_then(|sources| {
+        job_config::plan(&configuration, &path, job, &sources).map(|plan| (plan, sources))
+    }) {
+        Ok(planned) => planned,
+        Err(message) => return user_error(message),
+    };
+    let (configuration, row_id, rows) = match plan.runs {
+        Runs::Single {
+            configuration,
+            row_id,
+        } => (configuration, row_id, None),
+        Runs::Rows(rows) => (serde_json::Value::Null, None, Some(rows)),
+    };
     let sync = configuration
         .get("action")
         .and_then(|a| a.as_str())
@@ -78,12 +98,13 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         registry: args.registry.resolve()?,
         configuration,
         component_id,
-        config_id: job.config_id.clone(),
-        row_id: job.row_id.clone(),
+        config_id: plan.config_id,
+        row_id,
         run_id,
         project_id: job.project_id.clone(),
         stack_id: "local".to_string(),
         branch_id: job.branch_id.clone(),
+        orchestration_id: job.orchestration_id.clone(),
         image_parameters,
         format: match job.configuration_format {
             ConfigurationFormat::Json => Format::Json,
@@ -102,8 +123,25 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         userns: crate::rootless::userns_range(args.userns)?,
         stdout_to_stdout: !args.json,
         processor_images: job.processors.clone(),
+        defer_state: false,
+        extra_secrets: serde_json::json!({ "#vault": sources.secrets }),
         logging,
     };
+    if let Some(rows) = rows {
+        let result = pipeline::rows::run_rows(&settings, rows, paths);
+        if !args.json {
+            for row in &result.rows {
+                if let Some(answer) = row.result.as_ref().and_then(|r| r.action_result.as_ref()) {
+                    print_stdout(&serde_json::to_string_pretty(answer)?);
+                }
+            }
+        }
+        let _ = write!(std::io::stderr().lock(), "{}", result.summary());
+        if args.json {
+            print_stdout(&serde_json::to_string_pretty(&result)?);
+        }
+        return Ok(exit_code(result.class, result.cleanup_failed()));
+    }
     let result = pipeline::run(&settings, paths);
     if !args.json
         && let Some(answer) = &result.action_result
@@ -145,15 +183,21 @@ fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         print_stdout(&serde_json::to_string_pretty(result)?);
     }
-    if result.cleanup_error.is_some() {
-        return Ok(ExitCode::from(125));
+    Ok(exit_code(result.class, result.cleanup_error.is_some()))
+}
+
+/// The class's exit status (128 + the signal for a terminated job), or 125 when a job's
+/// directory could not be removed.
+fn exit_code(class: Class, cleanup_failed: bool) -> ExitCode {
+    if cleanup_failed {
+        return ExitCode::from(125);
     }
-    if result.class == Class::Terminated
+    if class == Class::Terminated
         && let Some(signal) = crate::signals::received()
     {
-        return Ok(ExitCode::from(signal.exit_status()));
+        return ExitCode::from(signal.exit_status());
     }
-    Ok(ExitCode::from(result.class.exit_status()))
+    ExitCode::from(class.exit_status())
 }
 
 /// The last path segment of an image reference without tag or digest

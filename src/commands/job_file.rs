@@ -30,6 +30,7 @@ struct JobFile {
     row_id: Option<String>,
     project_id: Option<String>,
     branch_id: Option<String>,
+    orchestration_id: Option<String>,
     configuration_format: Option<String>,
     default_bucket: Option<String>,
     image_parameters: Option<serde_json::Value>,
@@ -39,6 +40,18 @@ struct JobFile {
     cpus: Option<f64>,
     #[serde(default)]
     processors: std::collections::BTreeMap<String, String>,
+    /// Rows to run (`--row`) of a configuration in the Storage API's form.
+    #[serde(default)]
+    rows: Vec<String>,
+    /// `--variables`, relative to the job file.
+    variables: Option<PathBuf>,
+    /// `--var NAME=VALUE` as an object of names and values.
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, String>,
+    /// `--vault`, relative to the job file.
+    vault: Option<PathBuf>,
+    /// `--shared-code`, relative to the job file.
+    shared_code: Option<PathBuf>,
     /// The component's `logging` section, in its specification's form.
     logging: Option<serde_json::Value>,
 }
@@ -78,10 +91,21 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
             ));
         }
     }
+    let beside = |f: PathBuf| path.parent().unwrap_or(Path::new(".")).join(f);
+    if job.rows.is_empty() {
+        job.rows = file.rows;
+    }
+    job.variables = job.variables.take().or(file.variables.map(beside));
+    job.vault = job.vault.take().or(file.vault.map(beside));
+    job.shared_code = job.shared_code.take().or(file.shared_code.map(beside));
+    // Flags come last: they win over the file's values of the same name.
+    let flags = std::mem::take(&mut job.vars);
+    job.vars = file.vars.into_iter().chain(flags).collect();
     job.component_id = job.component_id.take().or(file.component_id);
     job.config_id = job.config_id.take().or(file.config_id);
     job.row_id = job.row_id.take().or(file.row_id);
     job.branch_id = job.branch_id.take().or(file.branch_id);
+    job.orchestration_id = job.orchestration_id.take().or(file.orchestration_id);
     job.default_bucket = job.default_bucket.take().or(file.default_bucket);
     if let Some(project) = file.project_id.filter(|_| job.project_id == "0") {
         job.project_id = project;

@@ -5,7 +5,9 @@ pub mod build;
 pub mod gc;
 pub mod images;
 pub mod job;
+pub mod job_config;
 pub mod job_file;
+pub mod login;
 pub mod pull;
 pub mod run;
 pub mod storage;
@@ -65,6 +67,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(*args, &paths),
         Command::Test(args) => test::run(*args, &paths),
         Command::Gc => gc::run(&paths),
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
         Command::Unshare(args) => crate::rootless::exec(args.command),
         Command::DelegateCgroups(args) => crate::rootless::delegate(&args.user, args.undo),
         Command::RuntimeHelper => unreachable!("main runs the helper before anything else"),

@@ -66,8 +66,12 @@ impl Pipeline<'_> {
                         move_file(&held_in_state, &in_state)?;
                     }
                     job.write_config(dir).map_err(Failure::staging)?;
-                    let ran =
+                    let mut ran =
                         self.run_image("main", image, &self.settings.component_id, priority, dir);
+                    // Its usage metrics, before an after-processor could move them away.
+                    if ran.is_ok() && self.result.class == Class::Success {
+                        ran = self.read_usage(dir);
+                    }
                     // The main image's state survives the after-processors (Keboola reads it
                     // right after the main image; processors never write state).
                     if priority + 1 < steps.len() {
@@ -99,6 +103,23 @@ impl Pipeline<'_> {
             let _ = std::fs::remove_file(&out_state);
         }
         outcome
+    }
+
+    /// The main image's `out/usage.json` into the result (a malformed one fails the job as
+    /// an application error, Keboola's class), and its `out/result.json` (a malformed one is
+    /// a warning).
+    fn read_usage(&mut self, dir: &DataDir) -> Result<(), Failure> {
+        dir.check_dirs().map_err(Failure::staging)?;
+        self.result.usage =
+            dockless_staging::usage::read(dir, self.settings.format).map_err(Failure::staging)?;
+        match dockless_staging::usage::read_result(dir) {
+            Ok(document) => self.result.component_result = document,
+            Err(e) => self.result.warnings.push(format!(
+                "out/result.json ignored: {}",
+                super::error_chain(&e)
+            )),
+        }
+        Ok(())
     }
 
     fn run_image(

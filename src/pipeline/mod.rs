@@ -8,6 +8,7 @@
 //! (success only) -> remove the working dir. Every failure on the way is classified as
 //! Keboola does ([`Class`]) and every text that leaves the pipeline is redacted.
 
+mod artifacts;
 pub mod classify;
 mod containers;
 pub mod environment;
@@ -16,6 +17,7 @@ pub mod output;
 pub mod processors;
 pub mod redact;
 pub mod result;
+pub mod rows;
 pub mod workdir;
 
 use std::time::{Duration, Instant};
@@ -63,6 +65,8 @@ pub struct JobSettings {
     pub stack_id: String,
     /// `KBC_BRANCHID`, when given.
     pub branch_id: Option<String>,
+    /// The orchestration the job runs in (shared artifacts).
+    pub orchestration_id: Option<String>,
     /// The component's `image_parameters`.
     pub image_parameters: Value,
     /// `configuration_format`.
@@ -88,6 +92,12 @@ pub struct JobSettings {
     pub stdout_to_stdout: bool,
     /// Processor images by component id (`--processor COMPONENT=IMAGE`).
     pub processor_images: Vec<(String, String)>,
+    /// Hand the new state back in the result instead of storing it (a row of a
+    /// configuration: see [`rows`]).
+    pub defer_state: bool,
+    /// More secrets to hide, as a document of `#` values (the vault's encrypted variables,
+    /// which may have been rendered under keys without `#`).
+    pub extra_secrets: Value,
     /// The main component's `logging` (GELF server, verbosity); processors log as
     /// `standard` components.
     pub logging: gelf::Logging,
@@ -126,6 +136,20 @@ impl JobSettings {
             );
         }
         process_timeout(&self.configuration).map(drop)
+    }
+
+    /// The job as the owner of artifacts (Keboola's tags: branch, component, config, job).
+    fn artifacts_owner(&self) -> dockless_staging::artifacts::Owner {
+        dockless_staging::artifacts::Owner {
+            branch_id: self
+                .branch_id
+                .clone()
+                .unwrap_or_else(|| dockless_staging::artifacts::DEFAULT_BRANCH.to_string()),
+            component_id: self.component_id.clone(),
+            config_id: self.config_id.clone(),
+            job_id: self.run_id.clone(),
+            orchestration_id: self.orchestration_id.clone(),
+        }
     }
 
     fn action(&self) -> String {
@@ -175,8 +199,11 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
     result.row_id = settings.row_id.clone();
     // Secrets of the configuration and image parameters are known before anything runs;
     // those of the state are added once it is read.
-    let mut secrets = match Secrets::collect([&settings.configuration, &settings.image_parameters])
-    {
+    let mut secrets = match Secrets::collect([
+        &settings.configuration,
+        &settings.image_parameters,
+        &settings.extra_secrets,
+    ]) {
         Ok(secrets) => secrets,
         Err(e) => {
             // Nothing could be redacted: the job does not start.
@@ -291,6 +318,7 @@ impl Pipeline<'_> {
             action: self.action.to_string(),
             format: s.format,
             default_bucket: s.default_bucket.clone(),
+            defer_state: s.defer_state,
         })
         .map_err(Failure::staging)?;
 
@@ -304,6 +332,25 @@ impl Pipeline<'_> {
             return Err(Failure::user(
                 "a secret value of the configuration equals a secret image parameter of the component",
             ));
+        }
+
+        // The artifacts the configuration asks for: its `artifacts` section is checked here,
+        // before anything runs.
+        let owner = s.artifacts_owner();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let wanted = if self.action == "run" {
+            dockless_staging::artifacts::wanted(&s.configuration, &owner, now)
+                .map_err(Failure::staging)?
+        } else {
+            None
+        };
+        if !s.configuration["artifacts"].is_null() && s.config_id.is_none() {
+            // Keboola's words: artifacts belong to a configuration.
+            self.result
+                .warnings
+                .push("Ignoring artifacts, configuration Id is not set".to_string());
         }
 
         // Sync actions run no processors (Keboola: no input loader, no processors).
@@ -338,7 +385,7 @@ impl Pipeline<'_> {
         workdir::collect_stale(&jobs);
         let work = WorkDir::create(&jobs, &job_dir_name(s), s.userns.map(|shift| shift.base))
             .map_err(|e| Failure::application(&e))?;
-        let outcome = self.with_workdir(&mut job, &steps, &work, input_started);
+        let outcome = self.with_workdir(&mut job, &steps, &work, input_started, wanted.as_ref());
         let cleanup_started = Instant::now();
         if let Err(e) = work.remove() {
             self.result.cleanup_error = Some(self.secrets.redact(&format!("{e:#}")));
@@ -433,11 +480,22 @@ impl Pipeline<'_> {
         steps: &[Step<'_>],
         work: &WorkDir,
         input_started: Instant,
+        artifacts_wanted: Option<&dockless_staging::artifacts::Wanted>,
     ) -> Result<(), Failure> {
         let s = self.settings;
         let dir = DataDir::create(work.path()).map_err(Failure::staging)?;
         let mut storage = crate::stages::storage::open(self.paths).map_err(Failure::staging)?;
         job.stage(&storage, &dir).map_err(Failure::staging)?;
+        if let Some(wanted) = artifacts_wanted {
+            let (downloads, warnings) = dockless_staging::artifacts::downloads(&storage, wanted)
+                .map_err(Failure::staging)?;
+            self.result.warnings.extend(warnings);
+            for download in &downloads {
+                artifacts::unpack(&storage, download, &dir.data())
+                    .map_err(|e| Failure::application(&e))?;
+                self.result.artifacts.downloaded.push(download.file_id);
+            }
+        }
         // The state's `#` values are secrets too.
         let state_path = dir
             .data()
@@ -446,13 +504,16 @@ impl Pipeline<'_> {
             .ok()
             .and_then(|b| dockless_staging::config::parse_document(&b, s.format, "in/state").ok())
             .unwrap_or(Value::Null);
-        *self.secrets =
-            Secrets::collect([&s.configuration, &s.image_parameters, &state]).map_err(|e| {
-                Failure {
-                    class: e.class(),
-                    message: error_chain(&e),
-                }
-            })?;
+        *self.secrets = Secrets::collect([
+            &s.configuration,
+            &s.image_parameters,
+            &s.extra_secrets,
+            &state,
+        ])
+        .map_err(|e| Failure {
+            class: e.class(),
+            message: error_chain(&e),
+        })?;
         self.result.timings.input_ms = ms(input_started.elapsed());
         self.check_signal("after input mapping, before any container")?;
 
@@ -466,6 +527,16 @@ impl Pipeline<'_> {
         if let Err(f) = ran {
             self.result.fail(f.class, f.message);
         }
+        if succeeded && self.action == "run" && s.config_id.is_none() {
+            let state = format!("out/state.{}", s.format.extension());
+            if std::fs::symlink_metadata(dir.data().join(&state)).is_ok() {
+                self.result.warnings.push(format!(
+                    "the component left {state} but its state was not stored: Keboola keeps \
+                     state per configuration and this run has no configuration id (give \
+                     --config-id ID, or config_id in a job file, to keep it)"
+                ));
+            }
+        }
         if self.result.class == Class::Terminated {
             // Keboola's terminated job: no output mapping (not even write_always tables) and
             // no state.
@@ -473,7 +544,8 @@ impl Pipeline<'_> {
         }
 
         let output_started = Instant::now();
-        let finished = job.finish(&mut storage, &dir, succeeded);
+        let owner = s.artifacts_owner();
+        let finished = job.finish(&mut storage, &dir, succeeded, Some(&owner));
         self.result.timings.output_ms = ms(output_started.elapsed());
         match finished {
             Ok(report) => {
@@ -501,6 +573,8 @@ impl Pipeline<'_> {
                     .collect();
                 self.result.warnings.extend(report.output.warnings);
                 self.result.state_stored = report.state_stored;
+                self.result.deferred_state = report.deferred_state;
+                self.result.artifacts.stored = report.artifacts;
                 Ok(())
             }
             // A failed job keeps its own error; the write_always load's is only a warning.

@@ -131,9 +131,30 @@ pub struct JobResult {
     pub stdout_tail: String,
     /// The last characters of the main container's stderr.
     pub stderr_tail: String,
+    /// Artifacts unpacked before the run and stored after it (Storage file ids).
+    pub artifacts: ArtifactFiles,
+    /// The main image's usage metrics (`out/usage.json`), when it wrote any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Vec<dockless_staging::usage::Metric>>,
+    /// The main image's `out/result.json`, when it wrote one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component_result: Option<Value>,
     /// Removing the working dir failed (dockless exits 125 then).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
+    /// The new state, held back to be stored with the other rows' (never printed: it may
+    /// hold secrets).
+    #[serde(skip)]
+    pub deferred_state: Option<(dockless_staging::StateKey, Value)>,
+}
+
+/// The artifacts of a job, as Storage file ids.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArtifactFiles {
+    /// Unpacked into `/data/artifacts/in/...` before the run.
+    pub downloaded: Vec<i64>,
+    /// Stored from `/data/artifacts/out/...` (on success).
+    pub stored: Vec<i64>,
 }
 
 impl JobResult {
@@ -158,6 +179,9 @@ impl JobResult {
             tables: Vec::new(),
             files: Vec::new(),
             state_stored: false,
+            artifacts: ArtifactFiles::default(),
+            usage: None,
+            component_result: None,
             warnings: Vec::new(),
             events: Vec::new(),
             logging: None,
@@ -165,6 +189,7 @@ impl JobResult {
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             cleanup_error: None,
+            deferred_state: None,
         }
     }
 
@@ -223,6 +248,19 @@ impl JobResult {
                 f.name,
                 f.tags.join(", ")
             );
+        }
+        if !self.artifacts.downloaded.is_empty() {
+            let _ = writeln!(
+                s,
+                "dockless:   artifacts unpacked: files {:?}",
+                self.artifacts.downloaded
+            );
+        }
+        for id in &self.artifacts.stored {
+            let _ = writeln!(s, "dockless:   artifact stored: file {id}");
+        }
+        for m in self.usage.iter().flatten() {
+            let _ = writeln!(s, "dockless:   usage: {} = {}", m.metric, m.value);
         }
         for w in &self.warnings {
             let _ = writeln!(s, "dockless:   warning: {w}");

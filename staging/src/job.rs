@@ -37,6 +37,10 @@ pub struct JobSpec {
     /// The component's computed default bucket (component setting `default_bucket`), used when
     /// the configuration has no `storage.output.default_bucket`.
     pub default_bucket: Option<String>,
+    /// Keep the new state out of the output transaction: [`JobReport::deferred_state`]
+    /// carries it, for [`store_states`] once every row of the configuration succeeded
+    /// (Keboola's runner persists the rows' states only then).
+    pub defer_state: bool,
 }
 
 /// A job being staged: its normalized configuration and, after [`Job::stage`], what input
@@ -55,12 +59,17 @@ pub struct JobReport {
     pub output: OutputReport,
     /// The component state was stored.
     pub state_stored: bool,
+    /// The new state, not stored yet ([`JobSpec::defer_state`]).
+    pub deferred_state: Option<(StateKey, Value)>,
+    /// Storage files of the artifacts stored (`current`, then `shared`).
+    pub artifacts: Vec<i64>,
 }
 
 impl Job {
     /// Normalizes the configuration; a bad one is a user error ([`Error::is_user_error`]).
     pub fn new(spec: JobSpec) -> Result<Job> {
         let normalized = config::normalize(&spec.configuration)?;
+        config::refuse_cloud_only_at(&spec.image_parameters, "image_parameters")?;
         Ok(Job {
             spec,
             normalized,
@@ -187,12 +196,15 @@ impl Job {
     /// Output mapping after the container ran, in one Storage transaction: all outputs (only
     /// `write_always` tables when `succeeded` is false), then, on success, processed tags and
     /// the new state (`out/state.json`; a missing file clears the state). On error Storage is
-    /// left exactly as it was.
+    /// left exactly as it was. With `artifacts` (the job's owner tags), a successful job's
+    /// `artifacts/out/current` (and in an orchestration `out/shared`) is stored in the same
+    /// transaction ([`crate::artifacts`]).
     pub fn finish(
         &self,
         storage: &mut dyn Storage,
         dir: &DataDir,
         succeeded: bool,
+        artifacts: Option<&crate::artifacts::Owner>,
     ) -> Result<JobReport> {
         if !self.is_run() {
             return Ok(JobReport::default());
@@ -214,24 +226,55 @@ impl Job {
             default_bucket,
             format: self.spec.format,
         };
-        let new_state = match (succeeded, self.state_key()) {
+        let mut new_state = match (succeeded, self.state_key()) {
             (true, Some(key)) => {
                 let previous = storage.state(&key)?.unwrap_or(Value::Null);
                 Some((key, self.next_state(dir, previous)?))
             }
             _ => None,
         };
+        let deferred_state = if self.spec.defer_state {
+            new_state.take()
+        } else {
+            None
+        };
         let processed = if succeeded {
             self.input.processed_tags.clone()
         } else {
             Vec::new()
         };
+        // Packed before the transaction opens (the archives sit beside /data, out of the
+        // container's reach); stored inside it.
+        let mut archives = Vec::new();
+        if let Some(owner) = artifacts.filter(|o| succeeded && o.config_id.is_some()) {
+            let out = dir.data().join("artifacts/out");
+            let mut kinds = vec![("current", false)];
+            if owner.orchestration_id.is_some() {
+                kinds.push(("shared", true));
+            }
+            for (kind, shared) in kinds {
+                let archive = dir.root().join(format!("artifacts-{kind}.tar.gz"));
+                if crate::artifacts::pack(&out.join(kind), &archive)? {
+                    archives.push((archive, crate::artifacts::new_file(owner, shared)));
+                }
+            }
+        }
+        let mut stored_artifacts = Vec::new();
         let mut before_commit = |tx: &mut dyn Transaction| -> Result<()> {
             for (id, tags) in &processed {
                 tx.add_file_tags(*id, tags)?;
             }
             if let Some((key, state)) = &new_state {
                 tx.set_state(key, state)?;
+            }
+            for (archive, file) in &archives {
+                let reader = std::fs::File::open(archive).map_err(Error::io(archive))?;
+                let mut slice = std::iter::once(crate::storage::Slice {
+                    name: file.name.clone(),
+                    reader: Box::new(reader),
+                    origin: archive.clone(),
+                });
+                stored_artifacts.push(tx.add_file(file, &mut slice)?);
             }
             Ok(())
         };
@@ -243,9 +286,14 @@ impl Job {
             succeeded,
             &mut before_commit,
         )?;
+        for (archive, _) in &archives {
+            let _ = std::fs::remove_file(archive);
+        }
         Ok(JobReport {
             output,
             state_stored: new_state.is_some(),
+            deferred_state,
+            artifacts: stored_artifacts,
         })
     }
 
@@ -272,6 +320,16 @@ impl Job {
         state.insert("storage".into(), json!({"input": self.input.state}));
         Ok(Value::Object(state))
     }
+}
+
+/// Stores states held back by [`JobSpec::defer_state`], all in one transaction: all of them
+/// or, on error, none.
+pub fn store_states(storage: &mut dyn Storage, states: &[(StateKey, Value)]) -> Result<()> {
+    let mut tx = storage.begin()?;
+    for (key, state) in states {
+        tx.set_state(key, state)?;
+    }
+    tx.commit()
 }
 
 /// Writes a document the runner owns into the data folder, which a previous container (a

@@ -46,7 +46,7 @@
 //! job.stage(&storage, &dir)?;
 //! // ... run the container with dir.data() at /data and dir.tmp() at /tmp ...
 //! let succeeded = true;
-//! let report = job.finish(&mut storage, &dir, succeeded)?;
+//! let report = job.finish(&mut storage, &dir, succeeded, None)?;
 //! for table in &report.output.tables {
 //!     println!("{} <- {} ({} rows)", table.destination, table.source, table.rows);
 //! }
@@ -54,6 +54,7 @@
 //! # }
 //! ```
 
+pub mod artifacts;
 pub mod config;
 pub mod error;
 pub mod id;
@@ -67,11 +68,12 @@ mod private;
 pub mod sanitize;
 pub mod storage;
 pub mod time;
+pub mod usage;
 
 pub use config::Format;
 pub use error::{Error, Result};
 pub use id::{BucketId, Stage, TableId, default_bucket};
-pub use job::{Job, JobReport, JobSpec};
+pub use job::{Job, JobReport, JobSpec, store_states};
 pub use layout::DataDir;
 pub use output::{
     ImportOptions, LoadedTable, OutputReport, OutputSettings, StoredFile, import_file,

@@ -40,8 +40,9 @@ pub struct RunSpec {
     pub read_only_rootfs: bool,
     /// Hostname inside the container's UTS namespace.
     pub hostname: String,
-    /// Seccomp profile in moby/podman format, evaluated for the granted capabilities.
-    pub seccomp_profile: PathBuf,
+    /// A seccomp profile file in moby/podman format, evaluated for the granted capabilities;
+    /// `None`: dockless' built-in profile.
+    pub seccomp_profile: Option<PathBuf>,
     /// Let the seccomp filter admit 32-bit ABIs (x86, x32 on x86_64). Off by default: data
     /// components are 64-bit, the compat ABIs are extra attack surface, and each one adds
     /// ~8 ms to every start (libseccomp builds the filter per architecture). When off, a
@@ -89,7 +90,7 @@ impl RunSpec {
             network: NetworkMode::None,
             read_only_rootfs: false,
             hostname: "dockless".to_owned(),
-            seccomp_profile: PathBuf::from(super::seccomp::DEFAULT_PROFILE_PATH),
+            seccomp_profile: None,
             seccomp_compat_arches: false,
             userns: None,
             hand_over_data: false,

@@ -122,7 +122,7 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         .map_err(spec_err("process"))?;
 
     let seccomp = load_profile(
-        &run.seccomp_profile,
+        run.seccomp_profile.as_deref(),
         &hardening::capability_names(&bounding),
         &Target {
             compat_arches: run.seccomp_compat_arches,

@@ -29,7 +29,7 @@ pub fn run_job(
     .unwrap();
     job.stage(storage, &dir).unwrap();
     write(&dir.data().join("out"));
-    let result = job.finish(storage, &dir, succeeded);
+    let result = job.finish(storage, &dir, succeeded, None);
     (work, result)
 }
 
@@ -481,7 +481,7 @@ fn yaml_components_write_yaml_manifests() {
         "destination: out.c-y.t\nprimary_key:\n  - a\n",
     );
     put(&dir.data().join("out"), "state.yml", "cursor: 3\n");
-    let report = job.finish(&mut s, &dir, true).unwrap();
+    let report = job.finish(&mut s, &dir, true, None).unwrap();
     assert!(report.state_stored);
     assert_eq!(
         s.table(&id("out.c-y.t")).unwrap().unwrap().primary_key,
