@@ -287,6 +287,24 @@ fn a_component_logs_over_udp_tcp_and_http_from_its_own_network_namespace() {
     assert_eq!(http.code, Some(0), "{}", http.stderr);
     assert_eq!(http.messages(), ["info: http one", "info: http two"]);
 
+    // The host's network: the server listens on the host's loopback instead.
+    let host = root.job(
+        "host",
+        json!({"mode": "tcp"}),
+        Some(json!({"type": "gelf"})),
+        &["--network", "host"],
+    );
+    assert_eq!(host.code, Some(0), "{}", host.stderr);
+    // Keboola's default verbosity: the debug message is hidden.
+    assert_eq!(
+        host.messages(),
+        ["info: tcp one", "warning: tcp last without null"],
+        "{}",
+        host.stderr
+    );
+    assert_eq!(host.count("received"), 3);
+    port_in_keboolas_range(&host);
+
     // Root's --userns: the namespace belongs to the container's user namespace.
     let userns = root.job(
         "userns",
