@@ -72,7 +72,8 @@ pub struct Collected {
 pub struct Sink {
     logging: Logging,
     secrets: Secrets,
-    /// Where messages below warning go (`None`: not shown); warnings and worse go to stderr.
+    /// Where messages below warning go (`None`: not shown); warnings and worse (levels
+    /// outside 0..7 are errors) go to stderr.
     low_to: Option<Stream>,
     kept_bytes: usize,
     collected: Collected,
@@ -131,7 +132,7 @@ impl Sink {
             line.push_str(&cut(&c.to_string(), MESSAGE_LIMIT));
         }
         line.push('\n');
-        let to = if m.level <= 4 {
+        let to = if monolog >= 300 {
             Some(Stream::Stderr)
         } else {
             self.low_to
