@@ -117,7 +117,8 @@ pub struct JobArgs {
     /// `network`, `cpus`, `configuration_format`, `default_bucket`, `data_type_support`,
     /// `image_parameters`, `processors` as `{"component": "image"}`, `rows` as a list of row
     /// ids, `variables`, `vault` and `shared_code` as paths relative to the job file, `vars`
-    /// as `{"name": "value"}`). Flags given as well win.
+    /// as `{"name": "value"}`, `logging` as in a component's specification). Flags given as
+    /// well win.
     #[arg(
         long = "job",
         value_name = "FILE",
@@ -213,6 +214,40 @@ pub struct JobArgs {
     /// the image its component id names.
     #[arg(long = "processor", value_name = "COMPONENT=IMAGE", value_parser = parse_processor, requires = "job_source")]
     pub processors: Vec<(String, String)>,
+
+    /// The component's logging (its specification's `logging.type`): `gelf` runs a GELF
+    /// server for the main container, named in `KBC_LOGGER_ADDR` and `KBC_LOGGER_PORT`;
+    /// its messages become log lines and the result's `events`. Default: standard.
+    #[arg(long, value_enum, requires = "job_source")]
+    pub logging: Option<LoggingArg>,
+
+    /// The GELF server's transport (`logging.gelf_server_type`; default tcp, as Keboola's).
+    #[arg(long, value_enum, requires = "job_source")]
+    pub gelf_server_type: Option<GelfServerArg>,
+
+    /// The component's `logging` section given by a job file (Keboola's form).
+    #[arg(skip)]
+    pub logging_inline: Option<serde_json::Value>,
+}
+
+/// `--logging` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoggingArg {
+    /// stdout and stderr only.
+    Standard,
+    /// A GELF server besides them.
+    Gelf,
+}
+
+/// `--gelf-server-type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GelfServerArg {
+    /// Null-byte delimited messages over TCP.
+    Tcp,
+    /// Datagrams (plain, zlib, gzip, chunked).
+    Udp,
+    /// POST requests, one message each.
+    Http,
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use dockless_staging::Format;
 
-use crate::cli::run::{ConfigurationFormat, RunArgs};
+use crate::cli::run::{ConfigurationFormat, GelfServerArg, JobArgs, LoggingArg, RunArgs};
 use crate::paths::Paths;
+use crate::pipeline::gelf::{Logging, LoggingType, ServerType};
 use crate::pipeline::{self, JobSettings, classify::Class, result::JobResult};
 use crate::units::limit_text;
 
@@ -82,6 +83,14 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         .get("action")
         .and_then(|a| a.as_str())
         .is_some_and(|a| !a.is_empty() && a != "run");
+    let logging = match logging(job) {
+        Ok(l) => l,
+        Err(e) => {
+            let mut result = JobResult::new(image, &component_id, &run_id, "run");
+            result.fail(Class::User, e);
+            return report(&result, args.json);
+        }
+    };
     let memory = args.memory.unwrap_or(256 << 20);
     let settings = JobSettings {
         image: image.to_string(),
@@ -117,6 +126,7 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         processor_images: job.processors.clone(),
         defer_state: false,
         extra_secrets: serde_json::json!({ "#vault": sources.secrets }),
+        logging,
     };
     if let Some(rows) = rows {
         let result = pipeline::rows::run_rows(&settings, rows, paths);
@@ -140,6 +150,29 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         print_stdout(&serde_json::to_string_pretty(answer)?);
     }
     report(&result, args.json)
+}
+
+/// The component's `logging`: the job file's section (Keboola's defaults for what it leaves
+/// out), then `--logging` and `--gelf-server-type`.
+fn logging(job: &JobArgs) -> Result<Logging, String> {
+    let mut logging = match &job.logging_inline {
+        Some(section) => Logging::from_spec(section)?,
+        None => Logging::default(),
+    };
+    if let Some(kind) = job.logging {
+        logging.kind = match kind {
+            LoggingArg::Standard => LoggingType::Standard,
+            LoggingArg::Gelf => LoggingType::Gelf,
+        };
+    }
+    if let Some(server) = job.gelf_server_type {
+        logging.gelf_server_type = match server {
+            GelfServerArg::Tcp => ServerType::Tcp,
+            GelfServerArg::Udp => ServerType::Udp,
+            GelfServerArg::Http => ServerType::Http,
+        };
+    }
+    Ok(logging)
 }
 
 /// Prints the summary (stderr) and, with `json`, the result (stdout); the exit status is the

@@ -53,6 +53,8 @@ struct JobFile {
     vault: Option<PathBuf>,
     /// `--shared-code`, relative to the job file.
     shared_code: Option<PathBuf>,
+    /// The component's `logging` section, in its specification's form.
+    logging: Option<serde_json::Value>,
 }
 
 /// Reads `path` and fills every setting of `args` the command line left unset; a `build` is
@@ -142,6 +144,7 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
     if job.image_parameters.is_none() {
         job.image_parameters_inline = file.image_parameters;
     }
+    job.logging_inline = file.logging;
     for (component, image) in file.processors {
         if !job.processors.iter().any(|(c, _)| *c == component) {
             job.processors.push((component, image));

@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use super::classify::{self, Class, ContainerEnd};
 use super::environment::{self, Identity};
+use super::gelf::LoggingType;
+use super::gelf::logserver::LogServer;
 use super::output::{self, Tee};
 use super::processors::Processor;
 use super::result::{ContainerRun, ms};
@@ -169,14 +171,29 @@ impl Pipeline<'_> {
             (false, false) => Some(Stream::Stderr),
         };
         let secrets = self.secrets.clone();
+        let mut log = if main && s.logging.kind == LoggingType::Gelf {
+            Some(LogServer::prepare(
+                &s.logging, s.network, &mut spec, &secrets, stdout_to,
+            )?)
+        } else {
+            None
+        };
         let mut tee = Tee::new(&secrets, stdout_to, Some(Stream::Stderr));
-        let ran = crate::stages::container::run_container_with(
+        let listen = log.as_ref().map_or(Vec::new(), |l| l.listen.clone());
+        let ran = crate::stages::container::run_container_listening(
             self.paths,
             &image.record,
             &spec,
+            &listen,
+            &mut |fds| {
+                if let Some(l) = log.as_mut() {
+                    l.serve(fds);
+                }
+            },
             &mut |w, b| tee.chunk(w, b),
         );
         tee.finish();
+        let last_error = log.and_then(|l| l.finish(self.result));
         if main {
             self.result.stdout_tail = tee.kept_stdout.last_chars(TAIL_CHARS);
             self.result.stderr_tail = tee.kept_stderr.last_chars(TAIL_CHARS);
@@ -210,6 +227,14 @@ impl Pipeline<'_> {
         }
         let stdout = tee.kept_stdout.text();
         let stderr = tee.kept_stderr.text();
+        // Keboola's last resort for a failure's message, after stderr and stdout: the last
+        // GELF message of level warning or worse.
+        let last_error = last_error.unwrap_or_default();
+        let output_or_log = if stdout.trim().is_empty() && stderr.trim().is_empty() {
+            &last_error
+        } else {
+            &stdout
+        };
         let (class, message) = classify::classify(&ContainerEnd {
             image: &image.name,
             name: &name,
@@ -220,8 +245,13 @@ impl Pipeline<'_> {
             timeout,
             memory: &s.memory.1,
             stderr: &stderr,
-            stdout: &stdout,
+            stdout: output_or_log,
         });
+        // `no_application_errors`: the component's failures are all the user's.
+        let class = match class {
+            Class::Application if main && s.logging.no_application_errors => Class::User,
+            other => other,
+        };
         if let Some(message) = message {
             return Err(Failure { class, message });
         }

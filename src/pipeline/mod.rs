@@ -12,6 +12,7 @@ mod artifacts;
 pub mod classify;
 mod containers;
 pub mod environment;
+pub mod gelf;
 pub mod output;
 pub mod processors;
 pub mod redact;
@@ -100,6 +101,9 @@ pub struct JobSettings {
     /// More secrets to hide, as a document of `#` values (the vault's encrypted variables,
     /// which may have been rendered under keys without `#`).
     pub extra_secrets: Value,
+    /// The main component's `logging` (GELF server, verbosity); processors log as
+    /// `standard` components.
+    pub logging: gelf::Logging,
 }
 
 /// Keboola's cap on a configuration's own `runtime.process_timeout`.

@@ -117,6 +117,13 @@ pub struct JobResult {
     pub state_stored: bool,
     /// Non-fatal notes of output mapping (and a failed write_always load of a failed job).
     pub warnings: Vec<String>,
+    /// The main container's GELF messages (Keboola's container events), in arrival order:
+    /// level, message, timestamp; bounded (see `logging`).
+    pub events: Vec<super::gelf::events::Event>,
+    /// The main container's log server, when its logging is `gelf`: what it received,
+    /// showed, hid, dropped and could not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<super::gelf::Summary>,
     /// A sync action's answer (its stdout, parsed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action_result: Option<Value>,
@@ -176,6 +183,8 @@ impl JobResult {
             usage: None,
             component_result: None,
             warnings: Vec::new(),
+            events: Vec::new(),
+            logging: None,
             action_result: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
@@ -255,6 +264,24 @@ impl JobResult {
         }
         for w in &self.warnings {
             let _ = writeln!(s, "dockless:   warning: {w}");
+        }
+        if let Some(l) = &self.logging {
+            let c = &l.counts;
+            let _ = writeln!(
+                s,
+                "dockless:   GELF ({} {}:{}): {} messages, {} shown, {} hidden, {} camouflaged, \
+                 {} not kept, {} invalid, {} incomplete",
+                l.server_type.name(),
+                l.address,
+                l.port,
+                c.received,
+                c.shown,
+                c.hidden,
+                c.camouflaged,
+                c.events_dropped,
+                c.malformed,
+                c.incomplete_chunked
+            );
         }
         if self.state_stored {
             let _ = writeln!(s, "dockless:   state stored");

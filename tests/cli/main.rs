@@ -11,6 +11,7 @@ mod support;
 mod artifacts;
 mod build;
 mod functional;
+mod gelf;
 mod job;
 mod kbc_config;
 mod login;

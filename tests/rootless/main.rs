@@ -1052,3 +1052,63 @@ fn functional_tests_run_rootless_with_an_image_user_of_its_own() {
     s.ok(&["unshare", "rm", "-rf", kept.to_str().unwrap()]);
     s.assert_clean();
 }
+
+/// A busybox component that logs two GELF messages over TCP (busybox `nc` waits for the
+/// server to hang up, which a GELF server never does: it is stopped once the data is out).
+const GELF_TCP_SENDER: &str = r#"#!/bin/sh
+printf '{"host":"c","short_message":"rootless warning","level":4,"timestamp":1700000000}\0{"host":"c","short_message":"rootless info","level":6,"timestamp":1700000001}\0' \
+	| nc "$KBC_LOGGER_ADDR" "$KBC_LOGGER_PORT" &
+sleep 1
+kill $! 2>/dev/null
+echo sent
+"#;
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn gelf_logging_works_rootless_with_no_network() {
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), GELF_TCP_SENDER).unwrap();
+    let reference = format!("{}/gelf-tcp-sender:rootless-test", test_env().registry);
+    let out = Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image"),
+    )
+    .arg(&reference)
+    .arg(script.path())
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let s = Session::new(&rootless_user());
+    let config = s.dir.path().join("config.json");
+    std::fs::write(&config, r#"{"parameters": {}}"#).unwrap();
+    std::os::unix::fs::chown(&config, Some(s.user.uid), Some(s.user.gid)).unwrap();
+    let out = s.dockless(
+        &[
+            "run",
+            &reference,
+            "--config",
+            config.to_str().unwrap(),
+            "--logging",
+            "gelf",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events: Vec<(&str, &str)> = result["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["level"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        events,
+        [("warning", "rootless warning"), ("info", "rootless info")],
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("WARNING: rootless warning"));
+    assert_eq!(result["logging"]["server_type"], "tcp");
+    s.assert_clean();
+}

@@ -22,7 +22,8 @@ use super::cgroup_stats::read_memory_stats;
 use super::gc::cgroup_dirs;
 use super::loopback::bring_up_loopback;
 use super::protocol::{
-    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest, STOP_BYTE,
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest,
+    LISTEN_FD, STOP_BYTE,
 };
 
 /// How long the init may take to die after SIGKILL before the helper gives up waiting.
@@ -144,6 +145,8 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
             OwnedFd::from_raw_fd(CONTAINER_STDERR_FD),
         )
     };
+    // Dropped on every way out of `run`: the runner then stops waiting for sockets.
+    let listen_chan = adopt_listen_channel(req)?;
     let devnull =
         std::fs::File::open("/dev/null").map_err(|e| chain("cannot open /dev/null", &e))?;
     let container_dir = req.container_root.join(&req.id);
@@ -176,7 +179,7 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
         }
     };
 
-    let result = supervise(req, &mut container);
+    let result = supervise(req, &mut container, listen_chan);
     if result.is_err() {
         // The init may still be alive (e.g. waiting for start): it holds the output pipes,
         // and a rootless delete cannot reach it through the cgroup. Kill it by pid and reap,
@@ -211,7 +214,11 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
 
 /// Starts the created container and waits for its init, enforcing the timeout and watching
 /// the parent. On error the container is left for the caller to delete.
-fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOutcome, Vec<String>> {
+fn supervise(
+    req: &HelperRequest,
+    container: &mut Container,
+    listen_chan: Option<OwnedFd>,
+) -> Result<HelperOutcome, Vec<String>> {
     let pid = container
         .pid()
         .ok_or_else(|| vec!["libcontainer reported no init pid".to_owned()])?;
@@ -222,6 +229,12 @@ fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOut
         .map_err(|e| chain("cannot record the init", &e))?;
     if req.loopback_up {
         bring_up_loopback(pid).map_err(|e| chain("cannot bring up lo in the container", &e))?;
+    }
+    if let Some(chan) = listen_chan {
+        let sockets = super::listen::listen_in_netns(pid, &req.listen)
+            .map_err(|e| chain("cannot open the requested sockets in the container", &e))?;
+        super::listen::send_fds(chan.as_fd(), &sockets)
+            .map_err(|e| chain("cannot hand the container's sockets to the runner", &e))?;
     }
     container
         .start()
@@ -325,6 +338,26 @@ fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOut
         aborted,
         stopped,
     })
+}
+
+/// The channel for the requested sockets (fd [`LISTEN_FD`]), when the request asks for any;
+/// close-on-exec at once, so the container's init (a clone of this process) loses it at its
+/// exec.
+fn adopt_listen_channel(req: &HelperRequest) -> Result<Option<OwnedFd>, Vec<String>> {
+    if req.listen.is_empty() {
+        return Ok(None);
+    }
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{LISTEN_FD}")).is_err() {
+        return Err(vec![format!(
+            "fd {LISTEN_FD} is not open: the helper must be started by a Runner"
+        )]);
+    }
+    // SAFETY (must stay, as for the output pipes): the parent placed this socket on fd 6 for
+    // us alone (checked open above), and nothing else in this process refers to it.
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| chain("cannot set close-on-exec on the socket channel", &e))?;
+    Ok(Some(fd))
 }
 
 /// SIGKILL to every process of the container's cgroup (freeze, kill, thaw).

@@ -8,6 +8,9 @@ pub const CONTAINER_STDOUT_FD: i32 = 3;
 pub const CONTAINER_STDERR_FD: i32 = 4;
 /// fd (in the helper) of the run directory, flocked for as long as the run may be alive.
 pub const RUN_LOCK_FD: i32 = 5;
+/// fd (in the helper) of the unix socket the sockets of [`HelperRequest::listen`] are sent
+/// back on; open only when that list is not empty.
+pub const LISTEN_FD: i32 = 6;
 
 /// The parent's instructions, written to the helper's stdin as one line. The stdin pipe then
 /// stays open: its closing tells the helper that the parent is gone, and a [`STOP_BYTE`] on it
@@ -29,6 +32,10 @@ pub struct HelperRequest {
     /// After a stop request, how long the init has between SIGTERM and SIGKILL.
     #[serde(default)]
     pub stop_grace_ms: u64,
+    /// Sockets to create in the container's network namespace after it is created and
+    /// before it starts, sent back on [`LISTEN_FD`].
+    #[serde(default)]
+    pub listen: Vec<super::listen::ListenSocket>,
 }
 
 /// Written by the parent on the helper's stdin after the request: stop the container as
