@@ -59,29 +59,7 @@ impl Root {
         // `--userns`: the container's root (an unprivileged host uid) passes through.
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let repo = root.path().join("component");
-        std::fs::create_dir(&repo).unwrap();
-        std::fs::write(repo.join("main.py"), include_str!("gelf_sender.py")).unwrap();
-        for args in [
-            &["init", "-q", "-b", "main"][..],
-            &["add", "main.py"],
-            &[
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "commit",
-                "-qm",
-                "sender",
-            ],
-        ] {
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(&repo)
-                .args(args)
-                .output()
-                .expect("git");
-            assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-        }
+        support::commit_repo(&repo, &[("main.py", include_str!("gelf_sender.py"))]);
         Root(root)
     }
 
@@ -389,4 +367,75 @@ fn tail(text: &str) -> &str {
         from += 1;
     }
     &text[from..]
+}
+
+/// A component of Keboola's Python library that logs the way its template does: the library's
+/// `set_gelf_logger()` (TCP, the runner's `KBC_LOGGER_*`), unchanged.
+const LIBRARY_COMPONENT: &str = r##"import logging
+from keboola.component import CommonInterface
+
+CommonInterface.set_gelf_logger(log_level=logging.DEBUG)
+ci = CommonInterface()
+logging.info("library says hello")
+logging.warning("token is %s", ci.configuration.parameters["#token"])
+logging.debug("a debug line")
+try:
+    1 / 0
+except ZeroDivisionError:
+    logging.exception("caught it")
+"##;
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn keboola_components_set_gelf_logger_reaches_the_runner() {
+    let root = support::Root::new("dockless run needs root here");
+    let repo = root.path().join("component");
+    support::commit_repo(&repo, &[("main.py", LIBRARY_COMPONENT)]);
+    let job = json!({
+        "build": {
+            "base": format!("{}/keboola-python:latest", test_env().registry),
+            "repository": "component",
+            "ref": "HEAD",
+            "entrypoint": "python3 -u /home/main.py",
+        },
+        "component_id": "kbc-python-gelf",
+        "configuration": {"parameters": {"#token": SECRET}},
+        "logging": {"type": "gelf"},
+    });
+    let file = root.path().join("job.json");
+    std::fs::write(&file, job.to_string()).unwrap();
+    let out = root.dockless_with(&["run", "--job", file.to_str().unwrap(), "--json"], &[], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result = support::json_of(&out);
+    let events = result["events"].as_array().expect("events");
+    let shown: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["level"].as_str().unwrap(),
+                e["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        shown.contains(&"info: library says hello".to_string()),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&"warning: token is [hidden]".to_string()),
+        "{shown:?}"
+    );
+    assert!(
+        shown.iter().any(|m| m.starts_with("error: caught it")),
+        "{shown:?}"
+    );
+    // Keboola's default verbosity hides debug; the secret is nowhere.
+    assert!(
+        !shown.iter().any(|m| m.contains("a debug line")),
+        "{shown:?}"
+    );
+    assert!(!result.to_string().contains(SECRET));
+    assert!(!text(&out.stderr).contains(SECRET));
+    assert_eq!(result["logging"]["malformed"], 0, "{}", result["logging"]);
 }
