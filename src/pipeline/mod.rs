@@ -152,6 +152,11 @@ impl JobSettings {
             config_id: self.config_id.clone(),
             job_id: self.run_id.clone(),
             orchestration_id: self.orchestration_id.clone(),
+            // `DOCKLESS_MAX_ARTIFACT_BYTES` lowers (or raises) Keboola's 1 GiB cap.
+            max_archive_bytes: std::env::var("DOCKLESS_MAX_ARTIFACT_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(dockless_staging::artifacts::MAX_ARCHIVE_BYTES),
         }
     }
 

@@ -44,6 +44,9 @@ pub struct Owner {
     pub job_id: String,
     /// The orchestration the job runs in, for shared artifacts.
     pub orchestration_id: Option<String>,
+    /// The cap on one stored archive: [`MAX_ARCHIVE_BYTES`], Keboola's, unless the
+    /// installation sets another.
+    pub max_archive_bytes: u64,
 }
 
 /// Which earlier artifacts a job gets.
@@ -347,9 +350,9 @@ pub fn new_file(owner: &Owner, shared: bool) -> NewFile {
 /// Packs the folder `from` (written by the component) into a gzip tar at `to`; `Ok(false)`
 /// when there is nothing to pack. Only regular files and real folders are taken, each opened
 /// without following a link (a link, device or FIFO is refused, as in `out/`); entries are
-/// owned 0:0 with their mode bits (no setuid), in name order. Over [`MAX_ARCHIVE_BYTES`]
-/// compressed is an error, with Keboola's message.
-pub fn pack(from: &Path, to: &Path) -> Result<bool> {
+/// owned 0:0 with their mode bits (no setuid), in name order. Over `max_bytes` compressed is
+/// an error, with Keboola's message.
+pub fn pack(from: &Path, to: &Path, max_bytes: u64) -> Result<bool> {
     match std::fs::symlink_metadata(from) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io(from)(e)),
@@ -366,6 +369,7 @@ pub fn pack(from: &Path, to: &Path) -> Result<bool> {
     let counted = Capped {
         inner: std::io::BufWriter::new(file),
         written: 0,
+        max: max_bytes,
     };
     let gz = flate2::write::GzEncoder::new(counted, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
@@ -380,8 +384,8 @@ pub fn pack(from: &Path, to: &Path) -> Result<bool> {
             Err(Error::config(
                 "artifacts/out",
                 format!(
-                    "Artifact exceeds maximum allowed size of {:.2} GB",
-                    MAX_ARCHIVE_BYTES as f64 / (1u64 << 30) as f64
+                    "Artifact exceeds maximum allowed size of {}",
+                    human_size(max_bytes)
                 ),
             ))
         }
@@ -429,15 +433,28 @@ fn add_dir<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, prefix: &Path) -> Re
     Ok(())
 }
 
-/// Counts what is written and fails once [`MAX_ARCHIVE_BYTES`] would be passed.
+/// Keboola's size wording: `5.00 B`, `1.00 GB`.
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2} {}", units[unit])
+}
+
+/// Counts what is written and fails once `max` would be passed.
 struct Capped<W> {
     inner: W,
     written: u64,
+    max: u64,
 }
 
 impl<W: Write> Write for Capped<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.written + buf.len() as u64 > MAX_ARCHIVE_BYTES {
+        if self.written + buf.len() as u64 > self.max {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::FileTooLarge,
                 "artifact archive over the size limit",
@@ -465,6 +482,7 @@ mod tests {
             config_id: Some("cfg".into()),
             job_id: "42".into(),
             orchestration_id: None,
+            max_archive_bytes: MAX_ARCHIVE_BYTES,
         }
     }
 
@@ -598,7 +616,7 @@ mod tests {
         std::fs::write(from.join("model/weights.bin"), b"abc").unwrap();
         std::fs::write(from.join("notes.txt"), b"hello").unwrap();
         let to = dir.path().join("a.tar.gz");
-        assert!(pack(&from, &to).unwrap());
+        assert!(pack(&from, &to, MAX_ARCHIVE_BYTES).unwrap());
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
             std::fs::File::open(&to).unwrap(),
         ));
@@ -611,11 +629,27 @@ mod tests {
         // Nothing to pack.
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        assert!(!pack(&empty, &dir.path().join("b.tar.gz")).unwrap());
-        assert!(!pack(&dir.path().join("absent"), &dir.path().join("c.tar.gz")).unwrap());
+        assert!(!pack(&empty, &dir.path().join("b.tar.gz"), MAX_ARCHIVE_BYTES).unwrap());
+        assert!(
+            !pack(
+                &dir.path().join("absent"),
+                &dir.path().join("c.tar.gz"),
+                MAX_ARCHIVE_BYTES
+            )
+            .unwrap()
+        );
+        // Over the cap: Keboola's message.
+        let err = pack(&from, &dir.path().join("e.tar.gz"), 5)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Artifact exceeds maximum allowed size of 5.00 B"),
+            "{err}"
+        );
+        assert_eq!(human_size(1 << 30), "1.00 GB");
         // A link planted by the component is refused, never followed.
         std::os::unix::fs::symlink("/etc/passwd", from.join("passwd")).unwrap();
-        let err = pack(&from, &dir.path().join("d.tar.gz"))
+        let err = pack(&from, &dir.path().join("d.tar.gz"), MAX_ARCHIVE_BYTES)
             .unwrap_err()
             .to_string();
         assert!(err.contains("refusing symlink"), "{err}");

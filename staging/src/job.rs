@@ -273,7 +273,7 @@ impl Job {
             }
             for (kind, shared) in kinds {
                 let archive = dir.root().join(format!("artifacts-{kind}.tar.gz"));
-                if crate::artifacts::pack(&out.join(kind), &archive)? {
+                if crate::artifacts::pack(&out.join(kind), &archive, owner.max_archive_bytes)? {
                     archives.push((archive, crate::artifacts::new_file(owner, shared)));
                 }
             }

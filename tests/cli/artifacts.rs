@@ -79,6 +79,18 @@ impl Root {
         config: &Value,
         extra: &[&str],
     ) -> (Option<i32>, Value) {
+        self.job_env(image, run_id, config, extra, &[])
+    }
+
+    /// [`Root::job`] with extra environment variables for dockless.
+    fn job_env(
+        &self,
+        image: &str,
+        run_id: &str,
+        config: &Value,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Option<i32>, Value) {
         let mut args = vec![
             "run",
             image,
@@ -91,7 +103,7 @@ impl Root {
             run_id,
         ];
         args.extend_from_slice(extra);
-        let out = self.dockless_with(&args, &[], &config.to_string());
+        let out = self.dockless_with(&args, env, &config.to_string());
         let result = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!("no JSON ({e}): {}{}", text(&out.stdout), text(&out.stderr))
         });
@@ -318,6 +330,25 @@ with tarfile.open(sys.argv[1], "w:gz") as t:
             .as_str()
             .unwrap()
             .contains("invalid usage file out/usage.json"),
+        "{result:#}"
+    );
+    assert_eq!(root.artifact_files(), before);
+    assert_eq!(result["state_stored"], false);
+    // An artifact over the cap (lowered here from Keboola's 1 GiB): the user's error, with
+    // Keboola's words; nothing of the job is stored.
+    let (code, result) = root.job_env(
+        &image,
+        "205",
+        &json!({"parameters": {}}),
+        &cfg,
+        &[("DOCKLESS_MAX_ARTIFACT_BYTES", "64")],
+    );
+    assert_eq!(code, Some(1), "{result:#}");
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap()
+            .contains("Artifact exceeds maximum allowed size of 64.00 B"),
         "{result:#}"
     );
     assert_eq!(root.artifact_files(), before);
