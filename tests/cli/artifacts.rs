@@ -227,11 +227,26 @@ fn hostile_artifacts_and_bad_usage_store_nothing() {
     let cfg = ["--config-id", "cfg"];
     // An archive someone stored with the artifact tags: an entry climbing out and one through
     // a link out of the target.
-    let archive = root.path().join("hostile.tar.gz");
+    // Archives someone stored with the artifact tags, each for a configuration of its own:
+    // an entry climbing out, a link pointing out (and a file written through it), a whiteout,
+    // and bytes that are no archive at all.
+    let hostile = [
+        (
+            "climb",
+            "[('ok.txt', b'fine', None), ('../../../../tmp/dockless-artifact-escape', b'owned', None)]",
+            "\"../../../../tmp/dockless-artifact-escape\" leaves the archive's folder",
+        ),
+        (
+            "link",
+            "[('escape', None, '/tmp'), ('escape/pwned', b'owned', None)]",
+            "symbolic link \"escape\" -> \"/tmp\" points out of the archive's folder",
+        ),
+        ("whiteout", "[('.wh.ok.txt', b'', None)]", "is a whiteout"),
+    ];
     let script = r#"
-import io, sys, tarfile
+import io, sys, tarfile, ast
 with tarfile.open(sys.argv[1], "w:gz") as t:
-    def add(name, data=b"x", link=None):
+    for name, data, link in ast.literal_eval(sys.argv[2]):
         info = tarfile.TarInfo(name)
         if link:
             info.type = tarfile.SYMTYPE
@@ -240,66 +255,52 @@ with tarfile.open(sys.argv[1], "w:gz") as t:
         else:
             info.size = len(data)
             t.addfile(info, io.BytesIO(data))
-    add("ok.txt", b"fine")
-    add("escape", link="/tmp")
-    add("escape/pwned", b"owned")
-    add("../../../../tmp/dockless-artifact-escape", b"owned")
 "#;
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let mut upload = vec!["storage", "upload", archive.to_str().unwrap()];
-    for tag in [
-        "artifact",
-        "branchId-default",
-        "componentId-art",
-        "configId-cfg",
-        "jobId-666",
-    ] {
-        upload.extend(["--tag", tag]);
-    }
-    let out = root.dockless_with(&upload, &[], "");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    // As in an image layer, every path resolves inside the archive's own folder: the entry
-    // that climbs and the one through the link land inside it, nothing outside.
-    let (code, result) = root.job(&image, "201", &runs(json!({})), &cfg);
-    assert_eq!(code, Some(0), "{result:#}");
-    let given = stdout(&result);
-    for inside in [
-        "given artifacts/in/runs/jobId-666/ok.txt: fine",
-        "given artifacts/in/runs/jobId-666/tmp/pwned: owned",
-        "given artifacts/in/runs/jobId-666/tmp/dockless-artifact-escape: owned",
-    ] {
-        assert!(given.contains(inside), "{given}");
+    let store = |config: &str, file: &Path| {
+        let mut upload = vec!["storage", "upload", file.to_str().unwrap()];
+        let config_tag = format!("configId-{config}");
+        for tag in [
+            "artifact",
+            "branchId-default",
+            "componentId-art",
+            &config_tag,
+            "jobId-666",
+        ] {
+            upload.extend(["--tag", tag]);
+        }
+        let out = root.dockless_with(&upload, &[], "");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let refused = |config: &str, says: &str| {
+        let before = root.artifact_files();
+        let (code, result) = root.job(&image, "201", &runs(json!({})), &["--config-id", config]);
+        assert_eq!(code, Some(2), "{config}: an application error: {result:#}");
+        let message = result["message"].as_str().unwrap();
+        assert!(message.contains("cannot unpack artifact file"), "{message}");
+        assert!(message.contains(says), "{config}: {message}");
+        assert_eq!(result["containers"], json!([]), "nothing ran");
+        assert_eq!(root.artifact_files(), before, "nothing stored");
+    };
+    for (config, entries, says) in hostile {
+        let archive = root.path().join(format!("{config}.tar.gz"));
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(&archive)
+            .arg(entries)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        store(config, &archive);
+        refused(config, says);
     }
     assert!(
         !Path::new("/tmp/pwned").exists() && !Path::new("/tmp/dockless-artifact-escape").exists()
     );
-    // An archive that is not one: the job stops before any container, nothing is stored.
     let junk = root.path().join("junk.tar.gz");
     std::fs::write(&junk, b"\x1f\x8b this is no gzip stream").unwrap();
-    let mut upload = vec!["storage", "upload", junk.to_str().unwrap()];
-    for tag in [
-        "artifact",
-        "branchId-default",
-        "componentId-art",
-        "configId-cfg",
-        "jobId-667",
-    ] {
-        upload.extend(["--tag", tag]);
-    }
-    let out = root.dockless_with(&upload, &[], "");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    store("junk", &junk);
+    refused("junk", "artifact file");
     let before = root.artifact_files();
-    let (code, result) = root.job(&image, "202", &runs(json!({})), &cfg);
-    assert_eq!(code, Some(2), "an application error: {result:#}");
-    let message = result["message"].as_str().unwrap();
-    assert!(message.contains("cannot unpack artifact file"), "{message}");
-    assert_eq!(result["containers"], json!([]), "nothing ran");
-    assert_eq!(root.artifact_files(), before);
 
     // A component that leaves a link among its artifacts: refused, nothing stored.
     let (code, result) = root.job(

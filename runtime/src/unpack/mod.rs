@@ -56,6 +56,10 @@ pub struct Limits {
     pub id_shift: Option<IdShift>,
     /// Skip device nodes (counted) whatever the owners: archives that are not image layers.
     pub no_devices: bool,
+    /// Refuse, instead of confining, what only an attack puts in an archive that is not an
+    /// image layer: names that are absolute or climb out with `..`, whiteouts, symbolic links
+    /// whose targets leave the archive's folder, hard links to names outside it.
+    pub refuse_escapes: bool,
 }
 
 /// Image owners shifted into the host ids `base..base+count`: for containers whose root is
@@ -83,6 +87,7 @@ impl Default for Limits {
             max_xattrs_per_entry: 64,
             id_shift: None,
             no_devices: false,
+            refuse_escapes: false,
         }
     }
 }
@@ -165,8 +170,9 @@ pub(crate) fn unpack_layer_cancellable(
 
 /// A tar archive (gzip, zstd or plain) that no digest vouches for, written into `target` (an
 /// existing, empty directory) under the same rules as a layer: every path resolved inside
-/// `target`, no link followed out of it, the size and entry limits of `limits`. Device nodes
-/// are never made. For archives a component left for later runs (Keboola's artifacts):
+/// `target`, no link followed out of it, the size and entry limits of `limits`. Stricter than
+/// a layer: device nodes are never made, and an entry that tries to leave `target` (an
+/// absolute or climbing name, a link pointing out, a whiteout) is refused, not confined. For archives a component left for later runs (Keboola's artifacts):
 /// whoever wrote them may be hostile, and there is nothing to verify them against.
 pub fn unpack_archive(
     label: &str,
@@ -184,6 +190,7 @@ pub fn unpack_archive(
     };
     let limits = Limits {
         no_devices: true,
+        refuse_escapes: true,
         ..limits.clone()
     };
     let image = ImageBytes::new(limits.max_image_bytes);
