@@ -8,6 +8,9 @@
 #   log_table     write out/tables/<log_table>.csv (entry, component, saw_storage) with a
 #                 manifest for out.c-demo.<log_table>
 #   fail          true: exit 1 (a user error) after copying
+#   bare_table    write out/tables/<bare_table>.csv without a manifest (its destination is then
+#                 the component's default bucket)
+# It says on stderr which network interfaces and data type support it got.
 set -eu
 data=${KBC_DATADIR:-/data/}
 config="$data/config.json"
@@ -28,6 +31,7 @@ json_value() {
 upper=$(json_value upper_column "$config")
 log=$(json_value log_table "$config")
 fail=$(json_value fail "$config")
+bare=$(json_value bare_table "$config")
 saw_storage=no
 grep -q '"input"' "$config" && saw_storage=yes
 
@@ -62,7 +66,11 @@ if [ -n "$log" ]; then
 	} >"$data/out/tables/$log.csv"
 	printf '{"destination": "out.c-demo.%s", "primary_key": ["entry"]}\n' "$log" >"$data/out/tables/$log.csv.manifest"
 fi
+if [ -n "$bare" ]; then
+	printf '"component"\n"%s"\n' "${KBC_COMPONENTID:-}" >"$data/out/tables/$bare.csv"
+fi
 echo "demo processor ${KBC_COMPONENTID:-}: copied $(ls "$data/in/tables" | wc -l) table entries"
 [ "$fail" = true ] && { echo "demo processor: failing as asked" >&2; exit 1; }
+echo "demo processor: interfaces: $(ls /sys/class/net | tr '\n' ' '); data types: ${KBC_DATA_TYPE_SUPPORT:-}" >&2
 echo "demo processor: state visible: $state_visible" >&2
 exit 0

@@ -11,8 +11,9 @@ use crate::units::{parse_cpus, parse_duration, parse_size};
 /// Arguments of `dockless run` (plain mode).
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Image reference; pulled when it is not in the local store (may come from `--job`).
-    #[arg(required_unless_present = "job_file")]
+    /// Image reference; pulled when it is not in the local store (may come from `--job`, or
+    /// with `--config` from the specification of `--component-id`, see `--components`).
+    #[arg(required_unless_present_any = ["job_file", "component_id"])]
     pub image: Option<String>,
 
     /// Command and arguments replacing the image's Cmd (after `--`).
@@ -49,8 +50,8 @@ pub struct RunArgs {
     pub stop_timeout: Option<Duration>,
 
     /// `none` (default: an empty network namespace with lo up) or `host`.
-    #[arg(long, value_enum, default_value_t = Network::None)]
-    pub network: Network,
+    #[arg(long, value_enum)]
+    pub network: Option<Network>,
 
     /// Mount the image's root filesystem read-only (/data and /tmp stay writable).
     #[arg(long)]
@@ -136,9 +137,17 @@ pub struct JobArgs {
     pub image_parameters_inline: Option<serde_json::Value>,
 
     /// Component id (`KBC_COMPONENTID`, state key, default bucket); default: the image's
-    /// repository name.
+    /// repository name. With a specification for it (`--components`), IMAGE may be left out.
     #[arg(long, requires = "job_source")]
     pub component_id: Option<String>,
+
+    /// Component specifications in Keboola's form: the Storage API index
+    /// (`GET /v2/storage`, `{"components": [...]}`) or its `components` list. The component
+    /// (and each processor) found by id gives the image, memory, timeout, network,
+    /// configuration format, image parameters, default bucket, logging and data type
+    /// support; flags win. Default: `components.json` in the state directory, when present.
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub components: Option<PathBuf>,
 
     /// Configuration id: state is kept per configuration (none without one).
     #[arg(long, requires = "job_source")]
@@ -190,9 +199,10 @@ pub struct JobArgs {
     #[arg(long, requires = "job_source")]
     pub orchestration_id: Option<String>,
 
-    /// The component's `configuration_format`: config, state and manifests as json or yaml.
-    #[arg(long, value_enum, default_value_t = ConfigurationFormat::Json, requires = "job_source")]
-    pub configuration_format: ConfigurationFormat,
+    /// The component's `configuration_format`: config, state and manifests as json or yaml
+    /// [default: json].
+    #[arg(long, value_enum, requires = "job_source")]
+    pub configuration_format: Option<ConfigurationFormat>,
 
     /// The component's default bucket for outputs named by file name only
     /// (`stage.c-bucket`).

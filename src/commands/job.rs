@@ -8,17 +8,20 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use dockless_staging::Format;
+use dockless_staging::components::ComponentSpec;
 
-use crate::cli::run::{ConfigurationFormat, GelfServerArg, JobArgs, LoggingArg, RunArgs};
+use crate::cli::run::{ConfigurationFormat, GelfServerArg, JobArgs, LoggingArg, Network, RunArgs};
 use crate::paths::Paths;
 use crate::pipeline::gelf::{Logging, LoggingType, ServerType};
 use crate::pipeline::{self, JobSettings, classify::Class, result::JobResult};
 use crate::units::limit_text;
 
+use super::components;
 use super::job_config::{self, Runs};
 
 /// `dockless run IMAGE --config FILE`: flags into [`JobSettings`], the pipeline, the result.
-pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+/// Without IMAGE, the image is the one the specification of `--component-id` names.
+pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let job = &args.job;
     // From a job file the configuration may come inline; it is JSON already.
     let (text, path) = match (&job.config_inline, job.config.as_deref()) {
@@ -34,9 +37,50 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         ),
         (None, None) => anyhow::bail!("no configuration given"),
     };
+    let run_id = job.run_id.clone().unwrap_or_else(new_run_id);
+    // The component's specification first: without IMAGE it names the image.
+    let named = job
+        .component_id
+        .clone()
+        .or_else(|| args.image.as_deref().map(repository_name))
+        .unwrap_or_default();
+    let refuse = |image: &str, message: String| {
+        let mut result = JobResult::new(image, &named, &run_id, "run");
+        result.fail(Class::User, message);
+        report(&result, args.json)
+    };
+    let given = args.image.clone().unwrap_or_default();
+    let loaded = match components::load(job, paths) {
+        Ok(loaded) => loaded,
+        Err(message) => return refuse(&given, message),
+    };
+    let spec = job
+        .component_id
+        .as_deref()
+        .and_then(|id| loaded.find(id))
+        .cloned();
+    if spec.is_none()
+        && let Some(id) = &job.component_id
+        && (args.image.is_none() || loaded.explicit)
+    {
+        return refuse(&given, components::unknown(id, &loaded, paths));
+    }
+    let image =
+        match (&args.image, &spec) {
+            (Some(image), _) => image.clone(),
+            (None, Some(spec)) => spec.definition.reference(),
+            (None, None) => return refuse(
+                "",
+                "no image given (as IMAGE, in the job file or by --component-id with --components)"
+                    .into(),
+            ),
+        };
+    let image = image.as_str();
     let image_parameters = match (&job.image_parameters_inline, &job.image_parameters) {
         (Some(inline), _) => inline.clone(),
-        (None, None) => serde_json::json!({}),
+        (None, None) => spec
+            .as_ref()
+            .map_or_else(|| serde_json::json!({}), |s| s.image_parameters.clone()),
         (None, Some(p)) => {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
             serde_json::from_slice(&bytes)
@@ -47,7 +91,6 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         Some(id) => id.clone(),
         None => repository_name(image),
     };
-    let run_id = job.run_id.clone().unwrap_or_else(new_run_id);
     let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
     let configuration = match parsed {
         Ok(value) => value,
@@ -83,7 +126,11 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         .get("action")
         .and_then(|a| a.as_str())
         .is_some_and(|a| !a.is_empty() && a != "run");
-    let logging = match logging(job) {
+    let source = loaded
+        .source
+        .as_deref()
+        .map_or_else(String::new, |p| p.display().to_string());
+    let logging = match logging(job, spec.as_ref(), &source) {
         Ok(l) => l,
         Err(e) => {
             let mut result = JobResult::new(image, &component_id, &run_id, "run");
@@ -91,7 +138,67 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
             return report(&result, args.json);
         }
     };
-    let memory = args.memory.unwrap_or(256 << 20);
+    // Flags (and the job file) win over the specification, which wins over the defaults.
+    let memory = match (args.memory, &spec) {
+        (Some(m), _) => m,
+        (None, Some(s)) => match components::memory(s, &loaded) {
+            Ok(m) => m,
+            Err(e) => return user_error(e),
+        },
+        (None, None) => 256 << 20,
+    };
+    let network = match (args.network, &spec) {
+        (Some(n), _) => n,
+        (None, Some(s)) => {
+            let (network, warning) = components::network(s);
+            if let Some(w) = warning {
+                let _ = writeln!(std::io::stderr().lock(), "dockless: {w}");
+            }
+            network
+        }
+        (None, None) => Network::None,
+    };
+    let default_bucket = match (&job.default_bucket, &spec) {
+        (Some(b), _) => Some(b.clone()),
+        (None, Some(s)) => match components::default_bucket(s, plan.config_id.as_deref()) {
+            Ok(b) => b,
+            Err(e) => return user_error(e),
+        },
+        (None, None) => None,
+    };
+    let processor_specs = match components::processor_specs(&loaded) {
+        Ok(p) => p,
+        Err(e) => return user_error(e),
+    };
+    // The processors' `#` image parameters are hidden as the main component's are.
+    let processor_secrets: serde_json::Map<String, serde_json::Value> = processor_specs
+        .iter()
+        .map(|(id, p)| (id.clone(), p.image_parameters.clone()))
+        .collect();
+    let format =
+        match job
+            .configuration_format
+            .or(spec.as_ref().map(|s| match s.configuration_format {
+                Format::Json => ConfigurationFormat::Json,
+                Format::Yaml => ConfigurationFormat::Yaml,
+            })) {
+            Some(ConfigurationFormat::Yaml) => Format::Yaml,
+            _ => Format::Json,
+        };
+    let data_type_support = match (job.data_type_support, &spec) {
+        (Some(d), _) => d.into(),
+        (None, Some(s)) => s.data_type_support,
+        (None, None) => Default::default(),
+    };
+    let timeout = args
+        .timeout
+        .or_else(|| {
+            spec.as_ref()
+                .filter(|_| !sync)
+                .map(|s| Duration::from_secs(s.process_timeout))
+        })
+        // Keboola gives a sync action 30 s.
+        .unwrap_or(Duration::from_secs(if sync { 30 } else { 3600 }));
     let settings = JobSettings {
         image: image.to_string(),
         platform: args.platform.clone(),
@@ -106,26 +213,24 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         branch_id: job.branch_id.clone(),
         orchestration_id: job.orchestration_id.clone(),
         image_parameters,
-        format: match job.configuration_format {
-            ConfigurationFormat::Json => Format::Json,
-            ConfigurationFormat::Yaml => Format::Yaml,
-        },
-        default_bucket: job.default_bucket.clone(),
-        data_type_support: job.data_type_support.unwrap_or_default().into(),
+        format,
+        default_bucket,
+        data_type_support,
         memory: (memory, limit_text(memory)),
         cpus: args.cpus,
-        // Keboola gives a sync action 30 s.
-        timeout: args
-            .timeout
-            .unwrap_or(Duration::from_secs(if sync { 30 } else { 3600 })),
-        network: args.network.into(),
+        timeout,
+        network: network.into(),
         pids: args.pids_limit,
         read_only: args.read_only,
         userns: crate::rootless::userns_range(args.userns)?,
         stdout_to_stdout: !args.json,
         processor_images: job.processors.clone(),
+        processor_specs,
         defer_state: false,
-        extra_secrets: serde_json::json!({ "#vault": sources.secrets }),
+        extra_secrets: serde_json::json!({
+            "#vault": sources.secrets,
+            "processors": processor_secrets,
+        }),
         logging,
     };
     if let Some(rows) = rows {
@@ -152,12 +257,18 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
     report(&result, args.json)
 }
 
-/// The component's `logging`: the job file's section (Keboola's defaults for what it leaves
-/// out), then `--logging` and `--gelf-server-type`.
-fn logging(job: &JobArgs) -> Result<Logging, String> {
-    let mut logging = match &job.logging_inline {
-        Some(section) => Logging::from_spec(section)?,
-        None => Logging::default(),
+/// The component's `logging`: the job file's section, else the specification's (Keboola's
+/// defaults for what it leaves out), then `--logging` and `--gelf-server-type`.
+fn logging(job: &JobArgs, spec: Option<&ComponentSpec>, source: &str) -> Result<Logging, String> {
+    let mut logging = match (&job.logging_inline, spec) {
+        (Some(section), _) => Logging::from_spec(section)?,
+        (None, Some(spec)) => Logging::from_spec(&spec.logging).map_err(|e| {
+            format!(
+                "component specifications {}: component {:?}: data.logging: {e}",
+                source, spec.id
+            )
+        })?,
+        (None, None) => Logging::default(),
     };
     if let Some(kind) = job.logging {
         logging.kind = match kind {

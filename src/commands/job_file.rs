@@ -26,6 +26,8 @@ struct JobFile {
     configuration: Option<serde_json::Value>,
     config_file: Option<PathBuf>,
     component_id: Option<String>,
+    /// `--components`, relative to the job file.
+    components: Option<PathBuf>,
     config_id: Option<String>,
     row_id: Option<String>,
     project_id: Option<String>,
@@ -99,6 +101,7 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
     job.variables = job.variables.take().or(file.variables.map(beside));
     job.vault = job.vault.take().or(file.vault.map(beside));
     job.shared_code = job.shared_code.take().or(file.shared_code.map(beside));
+    job.components = job.components.take().or(file.components.map(beside));
     // Flags come last: they win over the file's values of the same name.
     let flags = std::mem::take(&mut job.vars);
     job.vars = file.vars.into_iter().chain(flags).collect();
@@ -113,9 +116,9 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
     }
     if let Some(format) = file
         .configuration_format
-        .filter(|_| job.configuration_format == ConfigurationFormat::Json)
+        .filter(|_| job.configuration_format.is_none())
     {
-        job.configuration_format = match format.as_str() {
+        job.configuration_format = Some(match format.as_str() {
             "json" => ConfigurationFormat::Json,
             "yaml" => ConfigurationFormat::Yaml,
             other => {
@@ -124,7 +127,7 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
                     format!("{other:?} is not json or yaml"),
                 ));
             }
-        };
+        });
     }
     if job.data_type_support.is_none()
         && let Some(support) = file.data_type_support
@@ -175,12 +178,12 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
     {
         args.cpus = Some(parse_cpus(&cpus.to_string()).map_err(|e| bad("cpus", e))?);
     }
-    if let Some(net) = file.network.filter(|_| args.network == Network::None) {
-        args.network = match net.as_str() {
+    if let Some(net) = file.network.filter(|_| args.network.is_none()) {
+        args.network = Some(match net.as_str() {
             "none" => Network::None,
             "host" => Network::Host,
             other => return Err(bad("network", format!("{other:?} is not none or host"))),
-        };
+        });
     }
     if let Some(mut spec) = build {
         // A local repository is relative to the job file, as `config_file` is.

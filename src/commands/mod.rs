@@ -2,6 +2,7 @@
 //! code. `dispatch` routes the parsed command line.
 
 pub mod build;
+pub mod components;
 pub mod gc;
 pub mod images;
 pub mod job;

@@ -27,13 +27,14 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     if let Some(grace) = args.stop_timeout {
         crate::signals::set_grace(grace);
     }
+    if args.job.config.is_some() || args.job.config_inline.is_some() {
+        // The image may come from the component's specification.
+        return super::job::run(args, paths);
+    }
     let image = args
         .image
         .clone()
         .context("no image given (as IMAGE or in the job file)")?;
-    if args.job.config.is_some() || args.job.config_inline.is_some() {
-        return super::job::run(&image, args, paths);
-    }
     // Leftovers of killed runs must not stop this one.
     crate::stages::gc::collect_before_run(paths);
     let store = Store::open(paths.store())?;
@@ -107,7 +108,10 @@ fn run_spec(args: &RunArgs, image: ImageConfig) -> anyhow::Result<RunSpec> {
         "--timeout must be a positive number of seconds, not 0"
     );
     spec.timeout = args.timeout;
-    spec.network = args.network.into();
+    spec.network = args
+        .network
+        .unwrap_or(crate::cli::run::Network::None)
+        .into();
     spec.read_only_rootfs = args.read_only;
     spec.userns = crate::rootless::userns_range(args.userns)?;
     Ok(spec)

@@ -13,7 +13,7 @@ use super::environment::{self, Identity};
 use super::gelf::LoggingType;
 use super::gelf::logserver::LogServer;
 use super::output::{self, Tee};
-use super::processors::Processor;
+use super::processors::{Processor, ProcessorSpec};
 use super::result::{ContainerRun, ms};
 use super::workdir::WorkDir;
 use super::{Failure, Pipeline, TAIL_CHARS};
@@ -57,17 +57,26 @@ impl Pipeline<'_> {
                             move_file(&in_state, &held_in_state)?;
                         }
                     }
-                    job.write_processor_config(dir, &p.parameters, &serde_json::json!({}))
+                    let own = p.spec.as_ref();
+                    let image_parameters =
+                        own.map_or_else(|| serde_json::json!({}), |o| o.image_parameters.clone());
+                    job.write_processor_config(dir, &p.parameters, &image_parameters)
                         .map_err(Failure::staging)?;
-                    self.run_image(p.position.role(), image, &p.component, priority, dir)
+                    self.run_image(p.position.role(), image, &p.component, own, priority, dir)
                 }
                 Step::Main(image) => {
                     if held_in_state.exists() {
                         move_file(&held_in_state, &in_state)?;
                     }
                     job.write_config(dir).map_err(Failure::staging)?;
-                    let mut ran =
-                        self.run_image("main", image, &self.settings.component_id, priority, dir);
+                    let mut ran = self.run_image(
+                        "main",
+                        image,
+                        &self.settings.component_id,
+                        None,
+                        priority,
+                        dir,
+                    );
                     // Its usage metrics, before an after-processor could move them away.
                     if ran.is_ok() && self.result.class == Class::Success {
                         ran = self.read_usage(dir);
@@ -127,6 +136,7 @@ impl Pipeline<'_> {
         role: &'static str,
         image: &Image,
         component_id: &str,
+        own: Option<&ProcessorSpec>,
         priority: usize,
         dir: &DataDir,
     ) -> Result<(), Failure> {
@@ -147,16 +157,20 @@ impl Pipeline<'_> {
         spec.data_dir = Some(dir.data());
         spec.tmp = TmpMount::HostDir(dir.tmp());
         spec.limits = Limits {
-            memory_bytes: Some(s.memory.0),
+            memory_bytes: Some(own.map_or(s.memory.0, |o| o.memory.0)),
             cpus: s.cpus,
             pids: Some(s.pids),
             ..Limits::default()
         };
-        let timeout = if main { s.main_timeout() } else { s.timeout };
+        let timeout = match own {
+            _ if main => s.main_timeout(),
+            Some(o) => o.timeout,
+            None => s.timeout,
+        };
         // The job's timeout covers the whole job: the container gets what is left of it.
         // Messages quote the container's own timeout, as Keboola's do.
         spec.timeout = Some(timeout.min(self.time_left(&format!("running {}", image.name))?));
-        spec.network = s.network;
+        spec.network = own.map_or(s.network, |o| o.network);
         spec.read_only_rootfs = s.read_only;
         spec.userns = s.userns;
         // As Keboola's runner: the data folder belongs to whoever the component runs as.
@@ -243,7 +257,7 @@ impl Pipeline<'_> {
             timed_out: end.timed_out,
             elapsed: end.duration,
             timeout,
-            memory: &s.memory.1,
+            memory: own.map_or(&s.memory.1, |o| &o.memory.1),
             stderr: &stderr,
             stdout: output_or_log,
         });

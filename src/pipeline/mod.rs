@@ -95,6 +95,8 @@ pub struct JobSettings {
     pub stdout_to_stdout: bool,
     /// Processor images by component id (`--processor COMPONENT=IMAGE`).
     pub processor_images: Vec<(String, String)>,
+    /// Processors' component specifications by component id (`--components`).
+    pub processor_specs: Vec<(String, processors::ProcessorSpec)>,
     /// Hand the new state back in the result instead of storing it (a row of a
     /// configuration: see [`rows`]).
     pub defer_state: bool,
@@ -364,7 +366,8 @@ impl Pipeline<'_> {
 
         // Sync actions run no processors (Keboola: no input loader, no processors).
         let processors = if self.action == "run" {
-            processors::parse(job.configuration(), &s.processor_images).map_err(Failure::user)?
+            processors::parse(job.configuration(), &s.processor_images, &s.processor_specs)
+                .map_err(Failure::user)?
         } else {
             Vec::new()
         };

@@ -1,8 +1,13 @@
 //! `processors.before[]` / `processors.after[]` of a configuration: which images run around
 //! the main one (contract §9). Keboola finds a processor's image through its component id in
-//! the Developer Portal; here `--processor COMPONENT=IMAGE` names it, and without one the
-//! component id is taken as the image reference itself (`definition.tag` as its tag).
+//! the Developer Portal; here `--processor COMPONENT=IMAGE` names it, else the component's
+//! specification (`--components`, with its own limits, network and image parameters), and
+//! without either the component id is taken as the image reference itself
+//! (`definition.tag` as its tag).
 
+use std::time::Duration;
+
+use dockless_runtime::bundle::NetworkMode;
 use serde_json::Value;
 
 /// Before or after the main image.
@@ -24,6 +29,22 @@ impl Position {
     }
 }
 
+/// What a processor's component specification sets for its container (Keboola runs each
+/// processor with its own component's limits, network and image parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessorSpec {
+    /// The image from the specification.
+    pub image: String,
+    /// Memory limit in bytes and as written.
+    pub memory: (i64, String),
+    /// Its timeout.
+    pub timeout: Duration,
+    /// Its network.
+    pub network: NetworkMode,
+    /// Its `image_parameters`.
+    pub image_parameters: Value,
+}
+
 /// One processor to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Processor {
@@ -35,11 +56,17 @@ pub struct Processor {
     pub image: String,
     /// Its `parameters` (`{}` when absent): the only part of the configuration it sees.
     pub parameters: Value,
+    /// Its component's specification, when one was given.
+    pub spec: Option<ProcessorSpec>,
 }
 
 /// The processors of a normalized configuration, before ones first, or the path and reason of
 /// the first malformed entry (a user error).
-pub fn parse(configuration: &Value, images: &[(String, String)]) -> Result<Vec<Processor>, String> {
+pub fn parse(
+    configuration: &Value,
+    images: &[(String, String)],
+    specs: &[(String, ProcessorSpec)],
+) -> Result<Vec<Processor>, String> {
     let section = match configuration.get("processors") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         // Normalization writes an empty section as `[]`, as PHP's runner does.
@@ -90,11 +117,21 @@ pub fn parse(configuration: &Value, images: &[(String, String)]) -> Result<Vec<P
                     ));
                 }
             };
+            let spec = specs
+                .iter()
+                .find(|(c, _)| c == component)
+                .map(|(_, s)| s.clone());
+            // `--processor` wins over the specification's image.
+            let mut known: Vec<(String, String)> = images.to_vec();
+            if let Some(s) = &spec {
+                known.push((component.to_string(), s.image.clone()));
+            }
             out.push(Processor {
                 position,
                 component: component.to_string(),
-                image: image_for(component, tag, images),
+                image: image_for(component, tag, &known),
                 parameters,
+                spec,
             });
         }
     }
@@ -130,7 +167,7 @@ mod tests {
     #[test]
     fn an_empty_section_normalized_to_an_array_means_none() {
         let config = serde_json::json!({"processors": []});
-        assert!(parse(&config, &[]).unwrap().is_empty());
+        assert!(parse(&config, &[], &[]).unwrap().is_empty());
     }
 
     #[test]
@@ -144,7 +181,7 @@ mod tests {
             "kbc.move".to_string(),
             "127.0.0.1:5000/move:latest".to_string(),
         )];
-        let p = parse(&config, &images).unwrap();
+        let p = parse(&config, &images, &[]).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].position, Position::Before);
         assert_eq!(p[0].image, "127.0.0.1:5000/p:2");
@@ -171,9 +208,9 @@ mod tests {
                 "processors.after[0].parameters",
             ),
         ] {
-            let err = parse(&config, &[]).unwrap_err();
+            let err = parse(&config, &[], &[]).unwrap_err();
             assert!(err.contains(&format!("at {path}:")), "{err}");
         }
-        assert_eq!(parse(&json!({}), &[]).unwrap(), vec![]);
+        assert_eq!(parse(&json!({}), &[], &[]).unwrap(), vec![]);
     }
 }

@@ -56,6 +56,7 @@
 //! ```
 
 pub mod artifacts;
+pub mod components;
 pub mod config;
 pub mod error;
 pub mod id;

@@ -10,6 +10,7 @@ mod support;
 
 mod artifacts;
 mod build;
+mod components;
 mod functional;
 mod gelf;
 mod job;

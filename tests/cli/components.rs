@@ -1,0 +1,264 @@
+//! End-to-end: component specifications in Keboola's form (`--components`, issue 14 item 4):
+//! a job that names only a component id gets its image, memory, network, default bucket and
+//! data type support from the specification, flags win, processors are found by id, and an
+//! unknown id or a malformed file is refused before anything runs. Real containers with the
+//! demo component and the demo processor, as in [`super::job`].
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::job::{JOB_FLAGS, Job, ORDERS_1, Root, demo_config, demo_image, processor_image};
+use crate::support::text;
+
+/// `repository:tag` of a pushed test image as a specification's `definition`.
+fn definition(image: &str) -> Value {
+    let (uri, tag) = image.rsplit_once(':').unwrap();
+    json!({"type": "dockerhub", "uri": uri, "tag": tag})
+}
+
+/// The Storage API index with the demo component, a copy component (the demo processor run
+/// as a main component) and the demo processor as `demo.upper`.
+fn index() -> Value {
+    json!({
+        "components": [
+            {"id": "demo", "type": "application", "name": "Demo",
+             "data": {"definition": definition(demo_image()), "memory": "32m",
+                      "network": "none", "process_timeout": 600}},
+            {"id": "demo.copy", "type": "processor", "name": "Copy",
+             "dataTypesConfiguration": {"dataTypesSupport": "hints"},
+             "data": {"definition": definition(processor_image()), "memory": "64m",
+                      "network": "no-internet", "default_bucket": true,
+                      "default_bucket_stage": "out"}},
+            {"id": "demo.upper", "type": "processor",
+             "data": {"definition": definition(processor_image()), "network": "none",
+                      "memory": "48m"}}
+        ],
+        "services": []
+    })
+}
+
+fn write(root: &Root, name: &str, doc: &Value) -> PathBuf {
+    let path = root.path().join(name);
+    std::fs::write(&path, doc.to_string()).unwrap();
+    path
+}
+
+/// `dockless run --config - --json FLAGS` (no IMAGE unless the flags give one).
+fn run(root: &Root, config: &Value, flags: &[&str]) -> Job {
+    let mut args = vec!["run", "--config", "-", "--json"];
+    args.extend_from_slice(flags);
+    let out = root.dockless(&args, Some(&config.to_string()));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON result ({e}): stdout {} stderr {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    root.assert_clean();
+    Job {
+        code: out.status.code(),
+        result,
+        stderr: text(&out.stderr),
+    }
+}
+
+fn interfaces_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.contains("demo processor: interfaces:"))
+        .unwrap_or_else(|| panic!("no interfaces line in {stderr}"))
+}
+
+fn untouched(root: &Path) {
+    assert!(!root.join("store").exists(), "nothing may be pulled");
+    assert!(!root.join("storage.db").exists(), "Storage untouched");
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn a_specification_gives_image_memory_network_default_bucket_and_flags_win() {
+    let root = Root::new();
+    let file = write(&root, "index.json", &index());
+    let components = file.to_str().unwrap();
+    // The component says `hints`; the configuration loads its untyped table as untyped.
+    let bare = json!({"storage": {"output": {"data_type_support": "none"}},
+                      "parameters": {"bare_table": "listing"}});
+
+    // No IMAGE: the specification's; its default bucket, network and data type support.
+    let flags = [
+        "--components",
+        components,
+        "--component-id",
+        "demo.copy",
+        "--config-id",
+        "cfg-1",
+    ];
+    let job = run(&root, &bare, &flags);
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    assert_eq!(job.result["image"], processor_image());
+    assert_eq!(job.result["component_id"], "demo.copy");
+    assert_eq!(
+        job.result["tables"][0]["destination"],
+        "out.c-demo-copy-cfg-1.listing"
+    );
+    assert_eq!(
+        root.rows("out.c-demo-copy-cfg-1.listing"),
+        ["\"component\"", "\"demo.copy\""]
+    );
+    assert_eq!(
+        interfaces_line(&job.stderr),
+        "demo processor: interfaces: lo ; data types: hints"
+    );
+
+    // Flags win: network, default bucket, data type support.
+    let mut flags_win = flags.to_vec();
+    flags_win.extend([
+        "--network",
+        "host",
+        "--default-bucket",
+        "out.c-mine",
+        "--data-type-support",
+        "none",
+    ]);
+    let job = run(&root, &bare, &flags_win);
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    assert_eq!(job.result["tables"][0]["destination"], "out.c-mine.listing");
+    let line = interfaces_line(&job.stderr);
+    assert_ne!(line, "demo processor: interfaces: lo ; data types: none");
+    assert!(line.ends_with("; data types: none"), "{line}");
+
+    // Memory from the specification: the demo component's OOM names the spec's limit.
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let oom = demo_config(json!({"simulate": "oom"}));
+    let spec_flags = ["--components", components, "--component-id", "demo"];
+    let job = run(&root, &oom, &spec_flags);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert_eq!(job.result["image"], demo_image());
+    assert_eq!(job.message(), "Component out of memory (exceeded 32m)");
+    // ... and --memory wins over it.
+    let mut more = spec_flags.to_vec();
+    more.extend(["--memory", "40m"]);
+    let job = run(&root, &oom, &more);
+    assert_eq!(job.message(), "Component out of memory (exceeded 40m)");
+
+    // The default file in the state directory, without --components.
+    std::fs::copy(&file, root.path().join("components.json")).unwrap();
+    let job = run(
+        &root,
+        &bare,
+        &["--component-id", "demo.copy", "--config-id", "cfg-2"],
+    );
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    assert!(root.table_exists("out.c-demo-copy-cfg-2.listing"));
+
+    // Keboola's rule: a default bucket needs a configuration id.
+    let job = run(&root, &bare, &["--component-id", "demo.copy"]);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert!(
+        job.message().contains("Configuration ID not set"),
+        "{}",
+        job.message()
+    );
+    assert_eq!(job.result["containers"], json!([]));
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn a_processor_is_found_by_id_with_its_own_settings() {
+    let root = Root::new();
+    let file = write(&root, "index.json", &index());
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let mut config = demo_config(json!({}));
+    config["processors"] = json!({
+        "before": [{"definition": {"component": "demo.upper"},
+                    "parameters": {"upper_column": "customer"}}]
+    });
+    let mut flags = vec!["--components", file.to_str().unwrap()];
+    flags.extend_from_slice(JOB_FLAGS);
+    // The main component's network is host: the processor's own (none) still applies.
+    flags.extend(["--network", "host"]);
+    let job = run(&root, &config, &flags);
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    let containers = job.result["containers"].as_array().unwrap();
+    assert_eq!(containers[0]["role"], "before");
+    assert_eq!(containers[0]["image"], processor_image());
+    assert_eq!(containers[1]["image"], demo_image());
+    assert_eq!(
+        interfaces_line(&job.stderr),
+        "demo processor: interfaces: lo ; data types: none"
+    );
+    assert_eq!(
+        root.rows("out.c-demo.customer_totals"),
+        [
+            "\"customer\",\"total\"",
+            "\"ALICE\",\"30.00\"",
+            "\"BOB\",\"5.50\"",
+            "\"CAROL\",\"7.25\"",
+        ]
+    );
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn an_unknown_id_or_a_malformed_file_is_refused_before_anything_runs() {
+    let root = Root::new();
+    let file = write(&root, "index.json", &index());
+    let config = json!({"parameters": {}});
+
+    let job = run(
+        &root,
+        &config,
+        &[
+            "--components",
+            file.to_str().unwrap(),
+            "--component-id",
+            "nope",
+        ],
+    );
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert_eq!(job.result["class"], "user");
+    let message = job.message();
+    assert!(message.contains("\"nope\""), "{message}");
+    assert!(message.contains(file.to_str().unwrap()), "{message}");
+    assert!(message.contains("--components"), "{message}");
+    assert_eq!(job.result["containers"], json!([]));
+    untouched(root.path());
+
+    // No file at all: the message says where specifications come from.
+    let job = run(&root, &config, &["--component-id", "demo"]);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert!(
+        job.message().contains("components.json"),
+        "{}",
+        job.message()
+    );
+
+    // An explicit file without the id is refused even with an IMAGE.
+    let mut args = vec![demo_image(), "--components", file.to_str().unwrap()];
+    args.extend(["--component-id", "nope"]);
+    let job = run(&root, &config, &args);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    untouched(root.path());
+
+    // A malformed file names the file and the field.
+    let mut bad = index();
+    bad["components"][1]["data"]["network"] = json!("host");
+    let bad_file = write(&root, "bad.json", &bad);
+    let job = run(
+        &root,
+        &config,
+        &[
+            "--components",
+            bad_file.to_str().unwrap(),
+            "--component-id",
+            "demo",
+        ],
+    );
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    let message = job.message();
+    assert!(message.contains(bad_file.to_str().unwrap()), "{message}");
+    assert!(message.contains("components[1].data.network"), "{message}");
+    untouched(root.path());
+}
