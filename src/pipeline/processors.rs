@@ -195,6 +195,31 @@ mod tests {
     }
 
     #[test]
+    fn a_specification_gives_the_image_and_settings_and_a_flag_wins() {
+        let spec = ProcessorSpec {
+            image: "r/upper@sha256:ab".into(),
+            memory: (64 << 20, "64m".into()),
+            timeout: Duration::from_secs(5),
+            network: NetworkMode::None,
+            image_parameters: json!({"#k": "v"}),
+        };
+        let specs = [("kbc.upper".to_string(), spec.clone())];
+        let config = json!({"processors": {"before": [
+            {"definition": {"component": "kbc.upper"}},
+            {"definition": {"component": "kbc.upper", "tag": "2"}}
+        ]}});
+        let p = parse(&config, &[], &specs).unwrap();
+        assert_eq!(p[0].image, "r/upper@sha256:ab");
+        assert_eq!(p[0].spec.as_ref(), Some(&spec));
+        // The definition's tag replaces the specification's pin, as Keboola's custom tag.
+        assert_eq!(p[1].image, "r/upper:2");
+        let flag = [("kbc.upper".to_string(), "local/upper:dev".to_string())];
+        let p = parse(&config, &flag, &specs).unwrap();
+        assert_eq!(p[0].image, "local/upper:dev");
+        assert_eq!(p[0].spec.as_ref().unwrap().memory.1, "64m");
+    }
+
+    #[test]
     fn malformed_entries_name_their_path() {
         for (config, path) in [
             (json!({"processors": [1]}), "processors"),
