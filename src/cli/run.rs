@@ -13,7 +13,8 @@ use crate::units::{parse_cpus, parse_duration, parse_size};
 pub struct RunArgs {
     /// Image reference; pulled when it is not in the local store (may come from `--job`, or
     /// with `--config` from the specification of `--component-id`, see `--components`).
-    #[arg(required_unless_present_any = ["job_file", "component_id"])]
+    /// With `--project`: the path of the configuration to run (none lists them).
+    #[arg(required_unless_present_any = ["job_file", "component_id", "project"])]
     pub image: Option<String>,
 
     /// Command and arguments replacing the image's Cmd (after `--`).
@@ -128,9 +129,25 @@ pub struct JobArgs {
     )]
     pub job_file: Option<PathBuf>,
 
+    /// A project directory pulled by Keboola's `kbc` CLI (`.keboola/manifest.json`): run the
+    /// configuration at PATH (the positional argument; its rows, variables, config and row
+    /// ids from the manifest; the image from its component's specification, see
+    /// `--components`), or list the runnable configurations without PATH.
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "command",
+        group = "job_source"
+    )]
+    pub project: Option<PathBuf>,
+
     /// The configuration given inline by a job file.
     #[arg(skip)]
     pub config_inline: Option<serde_json::Value>,
+
+    /// The file an inline configuration came from, for messages (a project's `config.json`).
+    #[arg(skip)]
+    pub config_label: Option<PathBuf>,
 
     /// The image parameters given inline by a job file.
     #[arg(skip)]

@@ -25,7 +25,13 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let job = &args.job;
     // From a job file the configuration may come inline; it is JSON already.
     let (text, path) = match (&job.config_inline, job.config.as_deref()) {
-        (Some(inline), _) => (inline.to_string(), job.job_file.clone().unwrap_or_default()),
+        (Some(inline), _) => (
+            inline.to_string(),
+            job.config_label
+                .clone()
+                .or(job.job_file.clone())
+                .unwrap_or_default(),
+        ),
         (None, Some(path)) if path == Path::new("-") => (
             std::io::read_to_string(std::io::stdin()).context("cannot read the configuration")?,
             path.to_path_buf(),
@@ -255,6 +261,14 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         print_stdout(&serde_json::to_string_pretty(answer)?);
     }
     report(&result, args.json)
+}
+
+/// A job refused before anything about it is known (a malformed project directory): the
+/// user's error, reported as a job's.
+pub fn refuse_early(message: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut result = JobResult::new("", "", &new_run_id(), "run");
+    result.fail(Class::User, message.to_string());
+    report(&result, json)
 }
 
 /// The component's `logging`: the job file's section, else the specification's (Keboola's

@@ -9,6 +9,7 @@ pub mod job;
 pub mod job_config;
 pub mod job_file;
 pub mod login;
+pub mod project;
 pub mod pull;
 pub mod run;
 pub mod storage;

@@ -27,6 +27,13 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     if let Some(grace) = args.stop_timeout {
         crate::signals::set_grace(grace);
     }
+    if let Some(dir) = args.job.project.clone() {
+        match super::project::apply(&dir, &mut args) {
+            Ok(super::project::Outcome::Listed) => return Ok(ExitCode::SUCCESS),
+            Ok(super::project::Outcome::Run) => {}
+            Err(message) => return super::job::refuse_early(&message, args.json),
+        }
+    }
     if args.job.config.is_some() || args.job.config_inline.is_some() {
         // The image may come from the component's specification.
         return super::job::run(args, paths);

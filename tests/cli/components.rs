@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dockless_staging::Storage as _;
 use serde_json::{Value, json};
 
 use super::job::{JOB_FLAGS, Job, ORDERS_1, Root, demo_config, demo_image, processor_image};
@@ -261,4 +262,190 @@ fn an_unknown_id_or_a_malformed_file_is_refused_before_anything_runs() {
     assert!(message.contains(bad_file.to_str().unwrap()), "{message}");
     assert!(message.contains("components[1].data.network"), "{message}");
     untouched(root.path());
+}
+
+/// A project directory in the layout `kbc pull` writes: a manifest, a branch folder, the demo
+/// component's configuration with two enabled rows and a disabled one, and its variables
+/// with default values.
+fn kbc_project(dir: &Path) {
+    let put = |path: &str, doc: Value| {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    };
+    put(
+        ".keboola/manifest.json",
+        json!({
+            "version": 2,
+            "project": {"id": 1234, "apiHost": "connection.keboola.com"},
+            "allowTargetEnv": false,
+            "sortBy": "id",
+            "naming": {"branch": "{branch_name}", "config": "{component_type}/{component_id}/{config_name}",
+                       "configRow": "rows/{config_row_name}", "variablesConfig": "variables",
+                       "variablesValuesRow": "values/{config_row_name}"},
+            "allowedBranches": ["__all__"],
+            "ignoredComponents": [],
+            "branches": [{"id": 321, "path": "main"}],
+            "configurations": [
+                {"branchId": 321, "componentId": "demo", "id": "cfg-p",
+                 "path": "application/demo/orders",
+                 "rows": [{"id": "r1", "path": "rows/low-vat"},
+                          {"id": "r2", "path": "rows/broken"},
+                          {"id": "r3", "path": "rows/variable-vat"}]},
+                {"branchId": 321, "componentId": "keboola.variables", "id": "vars-1",
+                 "path": "variables",
+                 "relations": [{"componentId": "demo", "configId": "cfg-p", "type": "variablesFor"}],
+                 "rows": [{"id": "values-1", "path": "values/default",
+                           "relations": [{"type": "variablesValuesFor"}]}]}
+            ]
+        }),
+    );
+    let config = "main/application/demo/orders";
+    put(
+        &format!("{config}/meta.json"),
+        json!({"name": "Orders", "isDisabled": false}),
+    );
+    put(
+        &format!("{config}/config.json"),
+        json!({"storage": {"input": {"tables": [
+            {"source": "in.c-demo.orders", "destination": "orders.csv"}]}}}),
+    );
+    let row = |name: &str, disabled: bool, parameters: Value, table: &str| {
+        put(
+            &format!("{config}/rows/{name}/meta.json"),
+            json!({"name": name, "isDisabled": disabled}),
+        );
+        put(
+            &format!("{config}/rows/{name}/config.json"),
+            json!({"parameters": parameters, "storage": {"output": {"tables": [
+                {"source": "orders_enriched.csv", "destination": table}]}}}),
+        );
+    };
+    row(
+        "low-vat",
+        false,
+        json!({"vat_rate": 0.1}),
+        "out.c-r1.enriched",
+    );
+    row(
+        "broken",
+        true,
+        json!({"simulate": "application-error"}),
+        "out.c-r2.enriched",
+    );
+    row(
+        "variable-vat",
+        false,
+        json!({"vat_rate": "{{ vat }}"}),
+        "out.c-r3.enriched",
+    );
+    put(
+        &format!("{config}/variables/config.json"),
+        json!({"variables": [{"name": "vat", "type": "string"}]}),
+    );
+    put(
+        &format!("{config}/variables/meta.json"),
+        json!({"name": "Variables"}),
+    );
+    put(
+        &format!("{config}/variables/values/default/config.json"),
+        json!({"values": [{"name": "vat", "value": "0.5"}]}),
+    );
+    put(
+        &format!("{config}/variables/values/default/meta.json"),
+        json!({"name": "Default values"}),
+    );
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn a_kbc_project_configuration_runs_with_its_rows_and_variables() {
+    let root = Root::new();
+    let project = root.path().join("project");
+    kbc_project(&project);
+    let file = write(&root, "index.json", &index());
+    let components = file.to_str().unwrap();
+    let dir = project.to_str().unwrap();
+
+    // Without PATH: the runnable configurations (not the variables).
+    let out = root.dockless(&["run", "--project", dir], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "main/application/demo/orders\tdemo\tcfg-p\t3 rows\n"
+    );
+
+    root.import(ORDERS_1, "in.c-demo.orders", false);
+    let job = run_project(
+        &root,
+        &[
+            "--project",
+            dir,
+            "main/application/demo/orders/",
+            "--components",
+            components,
+        ],
+    );
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    assert_eq!(job.result["config_id"], "cfg-p");
+    let statuses: Vec<(&str, &str)> = job.result["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["row_id"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("r1", "success"), ("r2", "skipped"), ("r3", "success")]
+    );
+    assert!(
+        root.rows("out.c-r1.enriched")
+            .contains(&"\"1\",\"alice\",\"10.00\",\"11.00\",\"1\"".to_string())
+    );
+    // The variable's default value from the project's variables/values/default.
+    assert!(
+        root.rows("out.c-r3.enriched")
+            .contains(&"\"1\",\"alice\",\"10.00\",\"15.00\",\"1\"".to_string())
+    );
+    assert!(!root.table_exists("out.c-r2.enriched"));
+    let state = |row: &str| {
+        root.storage()
+            .state(&dockless_staging::StateKey {
+                component: "demo".into(),
+                config: "cfg-p".into(),
+                row: Some(row.into()),
+            })
+            .unwrap()
+    };
+    assert_eq!(state("r1").unwrap()["component"]["last_id"], 4);
+    assert_eq!(state("r3").unwrap()["component"]["runs"], 1);
+    assert_eq!(state("r2"), None);
+
+    // A path the manifest does not have is the user's error, nothing run.
+    let job = run_project(
+        &root,
+        &["--project", dir, "main/nope", "--components", components],
+    );
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert!(job.message().contains("main/nope"), "{}", job.message());
+    assert_eq!(job.result["containers"], json!([]));
+}
+
+fn run_project(root: &Root, args: &[&str]) -> Job {
+    let mut all = vec!["run", "--json"];
+    all.extend_from_slice(args);
+    let out = root.dockless(&all, None);
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON result ({e}): stdout {} stderr {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    root.assert_clean();
+    Job {
+        code: out.status.code(),
+        result,
+        stderr: text(&out.stderr),
+    }
 }

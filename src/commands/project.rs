@@ -1,0 +1,378 @@
+//! `dockless run --project DIR [PATH]`: a project directory as Keboola's `kbc` CLI
+//! (keboola-as-code) pulls it: `.keboola/manifest.json` lists the branches (`{id, path}`) and
+//! configurations (`{branchId, componentId, id, path, rows: [{id, path}], relations}`); a
+//! configuration's folder (`<branch path>/<config path>`) holds `config.json` (its content),
+//! `meta.json` (`name`, `isDisabled`) and `rows/<row>/` with the same two files; the
+//! `keboola.variables` configuration related to it (`relations: [{"type": "variablesFor",
+//! "componentId", "configId"}]`) sits in its `variables/` folder, its values rows in
+//! `variables/values/<name>/`, the one marked `variablesValuesFor` being the default values.
+//!
+//! PATH selects a configuration; it becomes a configuration in the Storage API's form (with
+//! its rows) for the job pipeline, the component, configuration and branch ids from the
+//! manifest, the default variable values as `--variables`. Without PATH the runnable
+//! configurations are listed.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::cli::run::RunArgs;
+
+/// Components that are not run as jobs of their own (their configurations belong to others).
+const NOT_RUNNABLE: [&str; 3] = [
+    "keboola.variables",
+    "keboola.shared-code",
+    "keboola.scheduler",
+];
+
+/// One configuration of the manifest, its folder resolved.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its path from the project directory (`main/extractor/keboola.ex-http/orders`).
+    pub path: String,
+    /// Component id.
+    pub component_id: String,
+    /// Configuration id.
+    pub id: String,
+    /// Branch id.
+    pub branch_id: String,
+    /// Rows: id and folder path relative to the configuration's folder.
+    pub rows: Vec<(String, String)>,
+    /// The manifest entry (for relations).
+    raw: Value,
+}
+
+/// What `--project` asked for.
+pub enum Outcome {
+    /// The runnable configurations were listed (stdout): nothing to run.
+    Listed,
+    /// The job is filled in: run it.
+    Run,
+}
+
+/// Reads the project and fills `args` for the configuration at its path (the first
+/// positional argument), or lists the configurations when there is none. Every error is the
+/// user's, naming the file and the field.
+pub fn apply(dir: &Path, args: &mut RunArgs) -> Result<Outcome, String> {
+    let entries = read(dir)?;
+    let Some(wanted) = args.image.take() else {
+        let mut out = String::new();
+        for e in entries
+            .iter()
+            .filter(|e| !NOT_RUNNABLE.contains(&e.component_id.as_str()))
+        {
+            out.push_str(&format!(
+                "{}\t{}\t{}\t{} rows\n",
+                e.path,
+                e.component_id,
+                e.id,
+                e.rows.len()
+            ));
+        }
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), "{out}");
+        return Ok(Outcome::Listed);
+    };
+    let wanted = relative(dir, &wanted);
+    let entry = entries.iter().find(|e| e.path == wanted).ok_or_else(|| {
+        format!(
+            "project {}: no configuration at {wanted:?} in .keboola/manifest.json (run \
+                 `dockless run --project {}` to list them)",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    if NOT_RUNNABLE.contains(&entry.component_id.as_str()) {
+        return Err(format!(
+            "project {}: {wanted} is a {} configuration, which belongs to another \
+             configuration and is not run on its own",
+            dir.display(),
+            entry.component_id
+        ));
+    }
+    let folder = dir.join(&entry.path);
+    let mut configuration = read_json(&folder.join("config.json"))?;
+    if !configuration.is_object() {
+        return Err(format!(
+            "{}: expected an object",
+            folder.join("config.json").display()
+        ));
+    }
+    if configuration.get("shared_code_path").is_some() {
+        return Err(format!(
+            "{}: shared_code_path: shared code of a kbc project is not supported yet; give \
+             the shared code configuration with --shared-code and its id as shared_code_id",
+            folder.join("config.json").display()
+        ));
+    }
+    if meta_disabled(&folder)? {
+        return Err(format!(
+            "{}: isDisabled: the configuration is disabled (as Keboola, it is not run)",
+            folder.join("meta.json").display()
+        ));
+    }
+    let mut rows = Vec::new();
+    for (id, path) in &entry.rows {
+        let row = folder.join(path);
+        rows.push(json!({
+            "id": id,
+            "isDisabled": meta_disabled(&row)?,
+            "configuration": read_json(&row.join("config.json"))?,
+        }));
+    }
+    // The variables configuration related to this one, its default values.
+    if let Some(vars) = entries.iter().find(|v| {
+        v.component_id == "keboola.variables"
+            && v.raw["relations"].as_array().is_some_and(|rel| {
+                rel.iter().any(|r| {
+                    r["type"] == "variablesFor"
+                        && r["componentId"] == entry.component_id.as_str()
+                        && id_text(&r["configId"]).as_deref() == Some(entry.id.as_str())
+                })
+            })
+    }) {
+        configuration["variables_id"] = json!(vars.id);
+        let vars_folder = dir.join(&vars.path);
+        let default = vars.raw["rows"].as_array().and_then(|rows| {
+            rows.iter().find(|r| {
+                r["relations"]
+                    .as_array()
+                    .is_some_and(|rel| rel.iter().any(|x| x["type"] == "variablesValuesFor"))
+            })
+        });
+        if let Some(row) = default {
+            configuration["variables_values_id"] = json!(id_text(&row["id"]));
+            let values = vars_folder
+                .join(row["path"].as_str().unwrap_or_default())
+                .join("config.json");
+            if args.job.variables.is_none() {
+                args.job.variables = Some(values);
+            }
+        }
+    }
+    let job = &mut args.job;
+    job.config_inline = Some(json!({
+        "id": entry.id,
+        "configuration": configuration,
+        "rows": rows,
+    }));
+    job.config_label = Some(folder.join("config.json"));
+    job.component_id
+        .get_or_insert_with(|| entry.component_id.clone());
+    job.config_id.get_or_insert_with(|| entry.id.clone());
+    job.branch_id.get_or_insert_with(|| entry.branch_id.clone());
+    Ok(Outcome::Run)
+}
+
+/// PATH as the manifest writes it: relative to the project, without `./` or a trailing `/`.
+fn relative(dir: &Path, wanted: &str) -> String {
+    let path = Path::new(wanted);
+    let inside = match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(p), Ok(d)) if p.starts_with(&d) => p.strip_prefix(&d).map(Path::to_path_buf).ok(),
+        _ => None,
+    };
+    let text = inside
+        .unwrap_or_else(|| PathBuf::from(wanted))
+        .to_string_lossy()
+        .into_owned();
+    text.trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// The manifest's configurations with their folders from the project directory.
+pub fn read(dir: &Path) -> Result<Vec<Entry>, String> {
+    let file = dir.join(".keboola/manifest.json");
+    let manifest = read_json(&file)?;
+    let at = |field: &str, why: &str| format!("{}: {field}: {why}", file.display());
+    let mut branches = Vec::new();
+    for (i, b) in manifest["branches"]
+        .as_array()
+        .ok_or_else(|| at("branches", "expected a list"))?
+        .iter()
+        .enumerate()
+    {
+        let id =
+            id_text(&b["id"]).ok_or_else(|| at(&format!("branches[{i}].id"), "expected an id"))?;
+        let path = b["path"]
+            .as_str()
+            .ok_or_else(|| at(&format!("branches[{i}].path"), "expected a path"))?;
+        branches.push((id, path.to_string()));
+    }
+    let configs = manifest["configurations"]
+        .as_array()
+        .ok_or_else(|| at("configurations", "expected a list"))?;
+    // First every configuration's own folder (relative to its branch), then the variables
+    // configurations' (relative to the configuration they belong to).
+    let mut entries: Vec<Entry> = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        let field = |name: &str| format!("configurations[{i}].{name}");
+        let branch_id =
+            id_text(&c["branchId"]).ok_or_else(|| at(&field("branchId"), "expected an id"))?;
+        let branch_path = branches
+            .iter()
+            .find(|(id, _)| *id == branch_id)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| {
+                at(
+                    &field("branchId"),
+                    &format!("no branch {branch_id} in branches"),
+                )
+            })?;
+        let component_id = c["componentId"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| at(&field("componentId"), "expected a component id"))?;
+        let id = id_text(&c["id"]).ok_or_else(|| at(&field("id"), "expected an id"))?;
+        let path = c["path"]
+            .as_str()
+            .filter(|s| !s.is_empty() && !s.contains(".."))
+            .ok_or_else(|| at(&field("path"), "expected a relative path"))?;
+        let mut rows = Vec::new();
+        for (j, r) in c["rows"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let rid = id_text(&r["id"])
+                .ok_or_else(|| at(&field(&format!("rows[{j}].id")), "expected an id"))?;
+            let rpath = r["path"]
+                .as_str()
+                .filter(|s| !s.is_empty() && !s.contains(".."))
+                .ok_or_else(|| {
+                    at(
+                        &field(&format!("rows[{j}].path")),
+                        "expected a relative path",
+                    )
+                })?;
+            rows.push((rid, rpath.to_string()));
+        }
+        entries.push(Entry {
+            path: format!("{branch_path}/{path}"),
+            component_id: component_id.to_string(),
+            id,
+            branch_id,
+            rows,
+            raw: c.clone(),
+        });
+    }
+    let parents: Vec<(String, String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.branch_id.clone(),
+                e.component_id.clone(),
+                e.id.clone(),
+                e.path.clone(),
+            )
+        })
+        .collect();
+    for e in entries
+        .iter_mut()
+        .filter(|e| e.component_id == "keboola.variables")
+    {
+        let parent = e.raw["relations"].as_array().and_then(|rel| {
+            rel.iter()
+                .find(|r| r["type"] == "variablesFor")
+                .and_then(|r| {
+                    parents.iter().find(|(b, c, id, _)| {
+                        *b == e.branch_id
+                            && r["componentId"] == c.as_str()
+                            && id_text(&r["configId"]).as_deref() == Some(id.as_str())
+                    })
+                })
+        });
+        if let Some((_, _, _, parent_path)) = parent {
+            let own = e.raw["path"].as_str().unwrap_or_default();
+            e.path = format!("{parent_path}/{own}");
+        }
+    }
+    Ok(entries)
+}
+
+/// An id as text: the manifest writes branch ids as numbers, configuration ids as strings.
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: not valid JSON: {e}", path.display()))
+}
+
+/// `meta.json`'s `isDisabled` (false when the file is absent).
+fn meta_disabled(folder: &Path) -> Result<bool, String> {
+    let file = folder.join("meta.json");
+    if !file.exists() {
+        return Ok(false);
+    }
+    match read_json(&file)?.get("isDisabled") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(format!(
+            "{}: isDisabled: expected true or false, not {v}",
+            file.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, path: &str, doc: &Value) {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, doc.to_string()).unwrap();
+    }
+
+    #[test]
+    fn the_manifest_gives_paths_ids_and_the_variables_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            ".keboola/manifest.json",
+            &json!({"version": 2, "project": {"id": 1, "apiHost": "x"},
+            "branches": [{"id": 10, "path": "main"}],
+            "configurations": [
+                {"branchId": 10, "componentId": "demo", "id": "11", "path": "app/demo/a",
+                 "rows": [{"id": "101", "path": "rows/one"}]},
+                {"branchId": 10, "componentId": "keboola.variables", "id": "13",
+                 "path": "variables",
+                 "relations": [{"componentId": "demo", "configId": "11", "type": "variablesFor"}],
+                 "rows": [{"id": "105", "path": "values/default",
+                           "relations": [{"type": "variablesValuesFor"}]}]}
+            ]}),
+        );
+        let entries = read(dir.path()).unwrap();
+        assert_eq!(entries[0].path, "main/app/demo/a");
+        assert_eq!(entries[0].branch_id, "10");
+        assert_eq!(
+            entries[0].rows,
+            [("101".to_string(), "rows/one".to_string())]
+        );
+        assert_eq!(entries[1].path, "main/app/demo/a/variables");
+        assert_eq!(
+            relative(dir.path(), "./main/app/demo/a/"),
+            "main/app/demo/a"
+        );
+
+        write(
+            dir.path(),
+            ".keboola/manifest.json",
+            &json!({"branches": [{"id": 10, "path": "main"}],
+                    "configurations": [{"branchId": 11, "componentId": "d", "id": "1", "path": "p"}]}),
+        );
+        let err = read(dir.path()).unwrap_err();
+        assert!(
+            err.contains("manifest.json: configurations[0].branchId"),
+            "{err}"
+        );
+    }
+}
