@@ -31,6 +31,9 @@ fn index() -> Value {
              "data": {"definition": definition(processor_image()), "memory": "64m",
                       "network": "no-internet", "default_bucket": true,
                       "default_bucket_stage": "out"}},
+            {"id": "demo.lenient", "type": "application",
+             "data": {"definition": definition(demo_image()), "network": "none",
+                      "logging": {"type": "standard", "no_application_errors": true}}},
             {"id": "demo.upper", "type": "processor",
              "data": {"definition": definition(processor_image()), "network": "none",
                       "memory": "48m"}}
@@ -143,6 +146,15 @@ fn a_specification_gives_image_memory_network_default_bucket_and_flags_win() {
     more.extend(["--memory", "40m"]);
     let job = run(&root, &oom, &more);
     assert_eq!(job.message(), "Component out of memory (exceeded 40m)");
+
+    // `logging.no_application_errors` from the specification: a crash is the user's error.
+    let crash = demo_config(json!({"simulate": "application-error"}));
+    let job = run(&root, &crash, &spec_flags);
+    assert_eq!(job.code, Some(2), "{}", job.stderr);
+    let lenient = ["--components", components, "--component-id", "demo.lenient"];
+    let job = run(&root, &crash, &lenient);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert_eq!(job.result["class"], "user");
 
     // The default file in the state directory, without --components.
     std::fs::copy(&file, root.path().join("components.json")).unwrap();
