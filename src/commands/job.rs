@@ -132,6 +132,16 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         .get("action")
         .and_then(|a| a.as_str())
         .is_some_and(|a| !a.is_empty() && a != "run");
+    // As Keboola's sync actions: only the actions the specification lists.
+    if sync && let Some(spec) = &spec {
+        let action = configuration["action"].as_str().unwrap_or_default();
+        if !spec.synchronous_actions.iter().any(|a| a == action) {
+            return user_error(format!(
+                "Action \"{action}\" is not defined for component \"{}\" (its                  specification's data.synchronous_actions: {:?})",
+                spec.id, spec.synchronous_actions
+            ));
+        }
+    }
     let source = loaded
         .source
         .as_deref()

@@ -25,7 +25,8 @@ fn index() -> Value {
         "components": [
             {"id": "demo", "type": "application", "name": "Demo",
              "data": {"definition": definition(demo_image()), "memory": "32m",
-                      "network": "none", "process_timeout": 600}},
+                      "network": "none", "process_timeout": 600,
+                      "synchronous_actions": ["test-connection"]}},
             {"id": "demo.copy", "type": "processor", "name": "Copy",
              "dataTypesConfiguration": {"dataTypesSupport": "hints"},
              "data": {"definition": definition(processor_image()), "memory": "64m",
@@ -255,6 +256,27 @@ fn an_unknown_id_or_a_malformed_file_is_refused_before_anything_runs() {
     assert_eq!(job.code, Some(1), "{}", job.stderr);
     untouched(root.path());
 
+    // A sync action the specification does not list is refused, as Keboola refuses it; a
+    // listed one runs.
+    let demo = [
+        "--components",
+        file.to_str().unwrap(),
+        "--component-id",
+        "demo",
+    ];
+    let job = run(&root, &json!({"action": "drop-tables"}), &demo);
+    assert_eq!(job.code, Some(1), "{}", job.stderr);
+    assert!(
+        job.message()
+            .contains("Action \"drop-tables\" is not defined"),
+        "{}",
+        job.message()
+    );
+    untouched(root.path());
+    let job = run(&root, &json!({"action": "test-connection"}), &demo);
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    assert_eq!(job.result["action_result"]["component"], "demo");
+
     // A malformed file names the file and the field.
     let mut bad = index();
     bad["components"][1]["data"]["network"] = json!("host");
@@ -273,7 +295,7 @@ fn an_unknown_id_or_a_malformed_file_is_refused_before_anything_runs() {
     let message = job.message();
     assert!(message.contains(bad_file.to_str().unwrap()), "{message}");
     assert!(message.contains("components[1].data.network"), "{message}");
-    untouched(root.path());
+    assert_eq!(job.result["containers"], json!([]));
 }
 
 /// A project directory in the layout `kbc pull` writes: a manifest, a branch folder, the demo
