@@ -105,6 +105,13 @@ pub fn apply(dir: &Path, args: &mut RunArgs) -> Result<Outcome, String> {
             folder.join("config.json").display()
         ));
     }
+    if folder.join("blocks").is_dir() {
+        return Err(format!(
+            "{}: a transformation's code blocks (its blocks/ folder) are not assembled from a \
+             kbc project yet; give the configuration as the Storage API returns it with --config",
+            folder.join("blocks").display()
+        ));
+    }
     if meta_disabled(&folder)? {
         return Err(format!(
             "{}: isDisabled: the configuration is disabled (as Keboola, it is not run)",
