@@ -57,6 +57,7 @@
 
 pub mod artifacts;
 pub mod config;
+pub mod debug_archive;
 pub mod error;
 pub mod id;
 pub mod input;

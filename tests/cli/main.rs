@@ -13,6 +13,7 @@ mod build;
 mod functional;
 mod gelf;
 mod job;
+mod job_env;
 mod kbc_config;
 mod login;
 mod pull;
