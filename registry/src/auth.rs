@@ -19,13 +19,17 @@ use base64::Engine as _;
 use crate::error::{Error, Result};
 use crate::reference::{DOCKER_HUB, DOCKER_HUB_ENDPOINT};
 
-/// A user name and password (or access token) for one registry.
+/// A user name and password (or access token) for one registry, or an identity token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
-    /// The user name, safe to show.
+    /// The user name, safe to show (`<token>` for an identity token, as docker writes it).
     pub username: String,
     password: String,
+    identity: bool,
 }
+
+/// The user name docker gives an identity token.
+const IDENTITY_TOKEN_USER: &str = "<token>";
 
 impl Credentials {
     /// Wraps a user name and secret; the secret never appears in `Debug`.
@@ -33,7 +37,23 @@ impl Credentials {
         Credentials {
             username: username.into(),
             password: password.into(),
+            identity: false,
         }
+    }
+
+    /// An identity token (docker's `identitytoken`, an OAuth2 refresh token of the registry's
+    /// token server): exchanged for an access token with `grant_type=refresh_token`.
+    pub fn identity_token(token: impl Into<String>) -> Credentials {
+        Credentials {
+            username: IDENTITY_TOKEN_USER.to_string(),
+            password: token.into(),
+            identity: true,
+        }
+    }
+
+    /// Whether this is an identity token rather than a user name and password.
+    pub fn is_identity_token(&self) -> bool {
+        self.identity
     }
 
     /// The secret, for the one place that builds an Authorization header.
@@ -234,6 +254,7 @@ struct AuthEntry {
     auth: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    identitytoken: Option<String>,
 }
 
 fn parse_auth_file(path: &Path, text: &str, registry: &str) -> Result<Option<Credentials>> {
@@ -266,6 +287,10 @@ fn parse_auth_file(path: &Path, text: &str, registry: &str) -> Result<Option<Cre
     for (key, entry) in &file.auths {
         if canonical_host(key) != wanted {
             continue;
+        }
+        // Docker's rule: an identity token, when there is one, is what the registry gets.
+        if let Some(token) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credentials::identity_token(token)));
         }
         if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
             let raw = base64::engine::general_purpose::STANDARD

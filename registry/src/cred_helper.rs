@@ -71,10 +71,7 @@ pub(crate) fn get(file: &Path, name: &str, server: &str) -> Result<Option<Creden
     let answer: Answer = serde_json::from_slice(&out.stdout)
         .map_err(|e| fail(format!("`get` did not answer with JSON credentials: {e}")))?;
     if answer.username == IDENTITY_TOKEN_USER {
-        return Err(fail(format!(
-            "it answered with an identity token for {server}, which dockless does not support \
-             yet; log in with a user name and password"
-        )));
+        return Ok(Some(Credentials::identity_token(answer.secret)));
     }
     if answer.username.is_empty() && answer.secret.is_empty() {
         return Ok(None);

@@ -64,13 +64,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub userns: bool,
 
-    /// Environment variable `KEY=VALUE` (repeatable).
-    #[arg(
-        long = "env",
-        short = 'e',
-        value_name = "KEY=VALUE",
-        conflicts_with = "job_source"
-    )]
+    /// Environment variable `KEY=VALUE` (repeatable); with a job, for every container of it
+    /// (a `KBC_*` name is the runner's and refused).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 
     /// User inside the container (`name`, `uid`, `uid:gid`), instead of the image's.
@@ -210,6 +206,17 @@ pub struct JobArgs {
     /// Branch id (`KBC_BRANCHID`), when the job runs in one.
     #[arg(long, requires = "job_source")]
     pub branch_id: Option<String>,
+
+    /// The configuration's version (`KBC_CONFIGVERSION`); default: the `version` of a
+    /// configuration in the Storage API's form.
+    #[arg(long, requires = "job_source")]
+    pub config_version: Option<String>,
+
+    /// Keboola's debug mode: `KBC_COMPONENT_RUN_MODE=debug`; the data folder is stored in
+    /// Storage as `stage_<n>.zip` before each container and `stage_output.zip` after the last
+    /// (tagged `debug`, secrets of config and state redacted); no output mapping, no state.
+    #[arg(long, requires = "job_source")]
+    pub debug: bool,
 
     /// The orchestration the job runs in: its `artifacts/out/shared` is stored for, and
     /// `artifacts.shared` reads from, the other jobs of that orchestration.

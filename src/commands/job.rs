@@ -115,6 +115,16 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         result.fail(Class::User, message);
         report(&result, args.json)
     };
+    // `-e` adds to a job's environment; the `KBC_*` names are the runner's, as in Keboola.
+    if let Some(bad) = args.env.iter().find(|e| match e.split_once('=') {
+        Some((key, _)) => key.is_empty() || key.starts_with("KBC_"),
+        None => true,
+    }) {
+        return user_error(format!(
+            "-e {bad:?}: expected KEY=VALUE with a name not starting with KBC_ (the runner \
+             sets those)"
+        ));
+    }
     let (plan, sources) = match job_config::sources(job).and_then(|sources| {
         job_config::plan(&configuration, &path, job, &sources).map(|plan| (plan, sources))
     }) {
@@ -228,6 +238,9 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         stack_id: "local".to_string(),
         branch_id: job.branch_id.clone(),
         orchestration_id: job.orchestration_id.clone(),
+        config_version: job.config_version.clone().or(plan.config_version.clone()),
+        debug: job.debug,
+        extra_env: args.env.clone(),
         image_parameters,
         format,
         default_bucket,

@@ -31,6 +31,8 @@ pub enum Runs {
 pub struct Plan {
     /// Configuration id.
     pub config_id: Option<String>,
+    /// The stored configuration's version, when its document gives one.
+    pub config_version: Option<String>,
     /// The runs.
     pub runs: Runs,
 }
@@ -85,6 +87,7 @@ pub fn plan(
             config::resolve(document, sources).map_err(|e| format!("configuration {file}: {e}"))?;
         return Ok(Plan {
             config_id: job.config_id.clone(),
+            config_version: None,
             runs: Runs::Single {
                 configuration,
                 row_id: job.row_id.clone(),
@@ -105,6 +108,7 @@ pub fn plan(
             .map_err(|e| format!("configuration {file}: {e}"))?;
         return Ok(Plan {
             config_id,
+            config_version: stored.version.clone(),
             runs: Runs::Single {
                 configuration,
                 row_id: job.row_id.clone(),
@@ -139,6 +143,7 @@ pub fn plan(
     }
     Ok(Plan {
         config_id,
+        config_version: stored.version.clone(),
         runs: Runs::Rows(rows),
     })
 }

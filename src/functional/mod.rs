@@ -337,6 +337,8 @@ fn environment_of(settings: &Settings, run_id: &str, data: &Path) -> Vec<String>
         config_id: None,
         row_id: None,
         branch_id: None,
+        config_version: None,
+        run_mode: "run",
         data_type_support: Default::default(),
     };
     let mut env = environment::variables(&who, &settings.component_id, &parameters);

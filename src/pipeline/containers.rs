@@ -140,6 +140,10 @@ impl Pipeline<'_> {
         priority: usize,
         dir: &DataDir,
     ) -> Result<(), Failure> {
+        if self.settings.debug {
+            // Keboola's debug mode: the data folder each container starts with.
+            self.store_debug_stage(dir, &format!("stage_{priority}"))?;
+        }
         let s = self.settings;
         let main = role == "main";
         let who = Identity {
@@ -149,11 +153,19 @@ impl Pipeline<'_> {
             config_id: s.config_id.as_deref(),
             row_id: s.row_id.as_deref(),
             branch_id: s.branch_id.as_deref(),
+            config_version: s.config_version.as_deref(),
+            run_mode: if s.debug { "debug" } else { "run" },
             // Processors too get the main component's value, as in Keboola.
             data_type_support: s.data_type_support,
         };
         let mut spec = RunSpec::new(image.config.clone());
-        spec.env = environment::variables(&who, component_id, &s.configuration["parameters"]);
+        spec.env = s.extra_env.clone();
+        // The runner's own variables last: they win (and `-e` may not name one anyway).
+        spec.env.extend(environment::variables(
+            &who,
+            component_id,
+            &s.configuration["parameters"],
+        ));
         spec.data_dir = Some(dir.data());
         spec.tmp = TmpMount::HostDir(dir.tmp());
         spec.limits = Limits {

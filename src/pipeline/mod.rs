@@ -67,6 +67,13 @@ pub struct JobSettings {
     pub branch_id: Option<String>,
     /// The orchestration the job runs in (shared artifacts).
     pub orchestration_id: Option<String>,
+    /// The stored configuration's version (`KBC_CONFIGVERSION`).
+    pub config_version: Option<String>,
+    /// Keboola's debug mode: `KBC_COMPONENT_RUN_MODE=debug`, the data folder stored as a zip
+    /// before each container and after the last, no output mapping, no state.
+    pub debug: bool,
+    /// `KEY=VALUE` for every container of the job (`-e`); never a `KBC_*` name.
+    pub extra_env: Vec<String>,
     /// The component's `image_parameters`.
     pub image_parameters: Value,
     /// `configuration_format`.
@@ -554,6 +561,17 @@ impl Pipeline<'_> {
             // no state.
             return Ok(());
         }
+        if s.debug && self.action == "run" {
+            // Keboola's debug job: the data folder as the containers left it instead of any
+            // output mapping (not even write_always tables) or state.
+            if succeeded && let Err(f) = self.store_debug_stage(&dir, "stage_output") {
+                self.result.fail(f.class, f.message);
+            }
+            self.result
+                .warnings
+                .push("debug mode: no output mapping, no state stored".to_string());
+            return Ok(());
+        }
 
         let output_started = Instant::now();
         let owner = s.artifacts_owner();
@@ -605,6 +623,32 @@ impl Pipeline<'_> {
                 })
             }
         }
+    }
+}
+
+impl Pipeline<'_> {
+    /// Debug mode: `/data` as it is now, zipped (secrets of config and state redacted) and
+    /// stored as `<name>.zip` with Keboola's debug tags.
+    fn store_debug_stage(&mut self, dir: &DataDir, name: &str) -> Result<(), Failure> {
+        use dockless_staging::debug_archive;
+        let s = self.settings;
+        dir.check_dirs().map_err(Failure::staging)?;
+        let archive = dir.root().join(format!("{name}.zip"));
+        let secrets = &*self.secrets;
+        let redact = |b: &[u8]| secrets.redact(&String::from_utf8_lossy(b)).into_bytes();
+        let stored = debug_archive::pack(&dir.data(), &archive, &redact).and_then(|()| {
+            let mut storage = crate::stages::storage::open(self.paths)?;
+            debug_archive::store(
+                &mut storage,
+                &archive,
+                name,
+                debug_archive::tags(&s.component_id, &s.run_id, s.row_id.as_deref()),
+            )
+        });
+        let _ = std::fs::remove_file(&archive);
+        let id = stored.map_err(Failure::staging)?;
+        self.result.debug_files.push(id);
+        Ok(())
     }
 }
 

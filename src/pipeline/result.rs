@@ -136,6 +136,10 @@ pub struct JobResult {
     /// The main image's usage metrics (`out/usage.json`), when it wrote any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Vec<dockless_staging::usage::Metric>>,
+    /// Debug mode's archives of the data folder (Storage file ids: each stage, then the
+    /// output).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub debug_files: Vec<i64>,
     /// The main image's `out/result.json`, when it wrote one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub component_result: Option<Value>,
@@ -182,6 +186,7 @@ impl JobResult {
             artifacts: ArtifactFiles::default(),
             usage: None,
             component_result: None,
+            debug_files: Vec::new(),
             warnings: Vec::new(),
             events: Vec::new(),
             logging: None,

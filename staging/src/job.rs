@@ -265,6 +265,9 @@ impl Job {
         // Packed before the transaction opens (the archives sit beside /data, out of the
         // container's reach); stored inside it.
         let mut archives = Vec::new();
+        // As Keboola's runner: an artifact that cannot be stored (too big, a link planted in
+        // it) is a warning; the job's data and state are stored all the same.
+        let mut artifact_warnings = Vec::new();
         if let Some(owner) = artifacts.filter(|o| succeeded && o.config_id.is_some()) {
             let out = dir.data().join("artifacts/out");
             let mut kinds = vec![("current", false)];
@@ -273,8 +276,14 @@ impl Job {
             }
             for (kind, shared) in kinds {
                 let archive = dir.root().join(format!("artifacts-{kind}.tar.gz"));
-                if crate::artifacts::pack(&out.join(kind), &archive, owner.max_archive_bytes)? {
-                    archives.push((archive, crate::artifacts::new_file(owner, shared)));
+                match crate::artifacts::pack(&out.join(kind), &archive, owner.max_archive_bytes) {
+                    Ok(true) => archives.push((archive, crate::artifacts::new_file(owner, shared))),
+                    Ok(false) => {}
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&archive);
+                        artifact_warnings
+                            .push(format!("Error uploading artifacts \"{}\"", error_chain(&e)));
+                    }
                 }
             }
         }
@@ -308,6 +317,8 @@ impl Job {
         for (archive, _) in &archives {
             let _ = std::fs::remove_file(archive);
         }
+        let mut output = output;
+        output.warnings.extend(artifact_warnings);
         Ok(JobReport {
             output,
             state_stored: new_state.is_some(),
@@ -423,4 +434,16 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o777, 0o644);
         assert!(std::fs::read_to_string(&path).unwrap().contains("#secret"));
     }
+}
+
+/// An error and its sources, `: `-joined (for a message that names the cause).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -58,6 +58,7 @@
 pub mod artifacts;
 pub mod components;
 pub mod config;
+pub mod debug_archive;
 pub mod error;
 pub mod id;
 pub mod input;

@@ -777,7 +777,7 @@ fn a_sync_action_answers_with_json_and_maps_nothing() {
     // Contract §7's variables, no token or Storage URL (there is none to forward).
     assert_eq!(
         answer["kbc"],
-        "KBC_COMPONENTID KBC_COMPONENT_RUN_MODE KBC_CONFIGID KBC_CONFIGVERSION KBC_DATADIR \
+        "KBC_BRANCHID KBC_COMPONENTID KBC_COMPONENT_RUN_MODE KBC_CONFIGID KBC_CONFIGVERSION KBC_DATADIR \
          KBC_DATA_TYPE_SUPPORT KBC_PROJECTID KBC_PROJECT_FEATURE_GATES KBC_RUNID KBC_STACKID KBC_STAGING_FILE_PROVIDER"
     );
     let job = root.job(image, &config, &["--component-id", "demo"]);

@@ -262,3 +262,69 @@ fn credential_helpers_of_dockers_config_are_run_for_pulls() {
         "{stderr}"
     );
 }
+
+/// The identity (refresh) token the test token server honours: `refresh-` and the first 32
+/// hex digits of sha256("user:password").
+fn identity_token() -> String {
+    use sha2::Digest as _;
+    let env = test_env();
+    let digest = sha2::Sha256::digest(format!("{}:{}", env.user, env.password).as_bytes());
+    format!("refresh-{}", &hex::encode(digest)[..32])
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn an_identity_token_is_exchanged_for_an_access_token() {
+    let env = test_env();
+    let registry = env.token_registry.as_str();
+    let image = format!("{registry}/busybox:latest");
+    let places = Places::new();
+    let config = places.path("docker/config.json");
+    // docker's `identitytoken` in config.json (what `docker login` keeps for OAuth2 registries).
+    std::fs::write(
+        &config,
+        json!({"auths": {registry: {"auth": "", "identitytoken": identity_token()}}}).to_string(),
+    )
+    .unwrap();
+    let root = Root::new("pull needs root here");
+    let out = places.dockless(&root, &["pull", "-q", &image], &[], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A token the server does not know: refused, with the server's reason.
+    std::fs::write(
+        &config,
+        json!({"auths": {registry: {"identitytoken": "refresh-wrong"}}}).to_string(),
+    )
+    .unwrap();
+    let root = Root::new("pull needs root here");
+    let out = places.dockless(&root, &["pull", "-q", &image], &[], "");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("refused the identity token") && stderr.contains("invalid refresh token"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("refresh-wrong"),
+        "the token is never shown: {stderr}"
+    );
+    // A credential helper that answers with an identity token (`Username: <token>`).
+    let log = places.path("idhelper.log");
+    let script = format!(
+        "#!/bin/sh\nread -r server\necho \"$server\" >>'{log}'\n\
+         printf '{{\"ServerURL\":\"%s\",\"Username\":\"<token>\",\"Secret\":\"{token}\"}}\\n' \"$server\"\n",
+        log = log.display(),
+        token = identity_token(),
+    );
+    let helper = places.path("bin").join("docker-credential-idhelper");
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &config,
+        json!({"credHelpers": {registry: "idhelper"}}).to_string(),
+    )
+    .unwrap();
+    let root = Root::new("pull needs root here");
+    let out = places.dockless(&root, &["pull", "-q", &image], &[], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), registry);
+}

@@ -14,6 +14,7 @@ mod components;
 mod functional;
 mod gelf;
 mod job;
+mod job_env;
 mod kbc_config;
 mod login;
 mod pull;

@@ -48,6 +48,8 @@ const ROW_KEYS: &[&str] = &[
 pub struct Stored {
     /// The configuration id (`id`), when given.
     pub id: Option<String>,
+    /// Its version (`version`, `KBC_CONFIGVERSION`), when given.
+    pub version: Option<String>,
     /// The configuration itself (`configuration`; `{}` when null).
     pub configuration: Value,
     /// The rows, in the document's order (the Storage API returns them in `rowsSortOrder`).
@@ -100,6 +102,10 @@ pub fn parse_stored(document: &Value) -> Result<Stored> {
         None | Some(Value::Null) => None,
         Some(v) => Some(id_text(v, "id")?),
     };
+    let version = match root.get("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(id_text(v, "version")?),
+    };
     let configuration = configuration_of(root, "configuration")?;
     let rows = match root.get("rows") {
         None | Some(Value::Null) => Vec::new(),
@@ -112,6 +118,7 @@ pub fn parse_stored(document: &Value) -> Result<Stored> {
     };
     Ok(Stored {
         id,
+        version,
         configuration,
         rows,
     })
