@@ -88,6 +88,7 @@ pub(super) fn run_command(
     spec.network = match step.network {
         BuildNetwork::None => NetworkMode::None,
         BuildNetwork::Host => NetworkMode::Host,
+        BuildNetwork::Bridge => NetworkMode::Bridge,
     };
     let spec = crate::rootless::enforceable(&spec);
     let result = runner.run(rootfs.path(), &spec, &mut |_: Stream, bytes: &[u8]| {

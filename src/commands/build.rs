@@ -34,6 +34,7 @@ pub fn run(args: BuildArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         network: match args.network {
             NetworkArg::None => BuildNetwork::None,
             NetworkArg::Host => BuildNetwork::Host,
+            NetworkArg::Bridge => BuildNetwork::Bridge,
         },
     };
     let options = BuildOptions {

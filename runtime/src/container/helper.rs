@@ -24,6 +24,7 @@ use super::loopback::bring_up_loopback;
 use super::protocol::{
     CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest, STOP_BYTE,
 };
+use crate::network::pasta::Pasta;
 
 /// How long the init may take to die after SIGKILL before the helper gives up waiting.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -176,7 +177,10 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
         }
     };
 
-    let result = supervise(req, &mut container);
+    // The network stack of a bridged run: started by `supervise`, ended (killed and reaped)
+    // once the container is gone, on every path.
+    let mut pasta = None;
+    let result = supervise(req, &mut container, &mut pasta);
     if result.is_err() {
         // The init may still be alive (e.g. waiting for start): it holds the output pipes,
         // and a rootless delete cannot reach it through the cgroup. Kill it by pid and reap,
@@ -192,6 +196,7 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
             }
         }
     }
+    drop(pasta);
     let stats = read_memory_stats(&req.cgroups_path);
     let deleted = if result.is_ok() && remove_reaped(&container_dir, &req.cgroups_path) {
         Ok(())
@@ -211,7 +216,11 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
 
 /// Starts the created container and waits for its init, enforcing the timeout and watching
 /// the parent. On error the container is left for the caller to delete.
-fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOutcome, Vec<String>> {
+fn supervise(
+    req: &HelperRequest,
+    container: &mut Container,
+    pasta: &mut Option<Pasta>,
+) -> Result<HelperOutcome, Vec<String>> {
     let pid = container
         .pid()
         .ok_or_else(|| vec!["libcontainer reported no init pid".to_owned()])?;
@@ -222,6 +231,18 @@ fn supervise(req: &HelperRequest, container: &mut Container) -> Result<HelperOut
         .map_err(|e| chain("cannot record the init", &e))?;
     if req.loopback_up {
         bring_up_loopback(pid).map_err(|e| chain("cannot bring up lo in the container", &e))?;
+    }
+    if let Some(program) = &req.pasta {
+        let started = Pasta::start(program, pid, &req.run_dir.join("pasta.log")).map_err(|e| {
+            vec![
+                "cannot start the container's network (--network bridge)".into(),
+                e,
+            ]
+        })?;
+        // Recorded before anything else can fail: gc ends it should this helper die.
+        super::init_record::record_as(&req.run_dir, super::init_record::PASTA_FILE, started.pid())
+            .map_err(|e| chain("cannot record the network stack", &e))?;
+        *pasta = Some(started);
     }
     container
         .start()

@@ -24,6 +24,10 @@ pub struct HelperRequest {
     pub timeout_ms: Option<u64>,
     /// Bring `lo` up in the container's new network namespace.
     pub loopback_up: bool,
+    /// `--network bridge`: the pasta executable to start on the container's namespace
+    /// before the container starts.
+    #[serde(default)]
+    pub pasta: Option<PathBuf>,
     /// The container's cgroup path (for OOM and peak memory).
     pub cgroups_path: String,
     /// After a stop request, how long the init has between SIGTERM and SIGKILL.

@@ -23,6 +23,7 @@ use super::protocol::{
 };
 use super::pump::{Source, pump};
 use crate::bundle::{NetworkMode, RunSpec, build_spec, write_bundle};
+use crate::network::find_pasta;
 
 /// Bytes kept at each end of each output stream unless configured otherwise.
 pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
@@ -72,6 +73,7 @@ pub struct Runner {
     helper_grace: Duration,
     own_v1_limits: bool,
     stop: Option<(Arc<OwnedFd>, Duration)>,
+    pasta: Option<PathBuf>,
 }
 
 impl Runner {
@@ -91,7 +93,15 @@ impl Runner {
             helper_grace: DEFAULT_HELPER_GRACE,
             own_v1_limits: false,
             stop: None,
+            pasta: None,
         }
+    }
+
+    /// The pasta executable for `--network bridge` runs, instead of the first `pasta` on
+    /// `PATH` (or in `/usr/bin`, `/usr/sbin`, `/bin`, `/sbin`); it must exist.
+    pub fn with_pasta(mut self, program: Option<PathBuf>) -> Self {
+        self.pasta = program;
+        self
     }
 
     /// Stops runs on request: when `fd` becomes readable (e.g. the read end of a signal
@@ -143,7 +153,8 @@ impl Runner {
     }
 
     /// Runs `spec` with `rootfs` (a private per-run directory the caller owns) as root
-    /// filesystem. Output chunks go to `on_output` as they arrive (from the calling thread)
+    /// filesystem. A `bridge` run also writes its resolv.conf and hosts into
+    /// `<rootfs>.network` beside it (see [`crate::network::files_dir`]) and removes them. Output chunks go to `on_output` as they arrive (from the calling thread)
     /// and are kept, bounded, in the result. Returns once the container is gone and its
     /// state, cgroups and run directory are removed.
     pub fn run(
@@ -163,8 +174,20 @@ impl Runner {
             stdin: None,
             lock: Some(lock),
             own_cgroup: None,
+            network_files: None,
         };
 
+        // Everything `bridge` needs from the host, checked before any container exists: a
+        // missing pasta is an error, never a fallback to another network.
+        let pasta = match spec.network {
+            NetworkMode::Bridge => {
+                let pasta = find_pasta(self.pasta.as_deref())?;
+                crate::network::write_files(rootfs, &spec.hostname)?;
+                session.network_files = Some(crate::network::files_dir(rootfs));
+                Some(pasta)
+            }
+            NetworkMode::None | NetworkMode::Host => None,
+        };
         crate::bundle::hand_over(rootfs, spec)?;
         let cgroups_path = format!("/{}/{}", self.cgroup_parent, id);
         if self.own_v1_limits {
@@ -205,7 +228,8 @@ impl Runner {
             timeout_ms: spec
                 .timeout
                 .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
-            loopback_up: spec.network == NetworkMode::None,
+            loopback_up: spec.network.own_namespace(),
+            pasta,
             cgroups_path,
             stop_grace_ms: self.stop.as_ref().map_or(0, |(_, grace)| {
                 grace.as_millis().min(u64::MAX as u128) as u64
@@ -392,6 +416,8 @@ struct Session {
     lock: Option<File>,
     /// The run's cgroup path when the runner created it (delegated rootless limits).
     own_cgroup: Option<String>,
+    /// A bridged run's resolv.conf and hosts beside the rootfs.
+    network_files: Option<PathBuf>,
 }
 
 impl Session {
@@ -411,6 +437,9 @@ impl Session {
             for dir in super::gc::cgroup_dirs(Path::new(&path)) {
                 let _ = std::fs::remove_dir(&dir);
             }
+        }
+        if let Some(dir) = self.network_files.take() {
+            let _ = std::fs::remove_dir_all(dir);
         }
         self.lock = None;
         removed.map(drop)
