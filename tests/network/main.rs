@@ -627,3 +627,81 @@ fn a_killed_runners_bridge_is_gone_and_gc_removes_the_rest() {
     );
     before.assert_unchanged(&world, root.path());
 }
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn a_build_command_downloads_through_the_bridge() {
+    let _serial = serial();
+    let root = root_with_busybox(false);
+    let repo = root.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("main.sh"), "cat /home/got.txt\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "."],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "v1",
+        ],
+    ] {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    }
+    let world = World::new();
+    let before = Before::take(&world);
+    let get = format!("wget -q -O /home/got.txt http://{OUTSIDE_NAME}:{OUTSIDE_PORT}/f.txt");
+    let build = |network: &str| {
+        world.dockless(
+            &As::Root(root.path()),
+            &[
+                "build",
+                "--json",
+                "--base",
+                &busybox(),
+                "--repo",
+                repo.to_str().unwrap(),
+                "--ref",
+                "main",
+                "--entrypoint",
+                "sh /home/main.sh",
+                "--tag",
+                &format!("localhost/net-build:{network}"),
+                "--network",
+                network,
+                "--command",
+                &get,
+            ],
+            &[],
+            "",
+        )
+    };
+    // Without a network the command cannot download: the build fails (the control).
+    let out = build("none");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let out = build("bridge");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The downloaded file is in the image; a run without network shows it.
+    let out = world.dockless(
+        &As::Root(root.path()),
+        &["run", "localhost/net-build:bridge"],
+        &[],
+        "",
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        OUTSIDE_BODY,
+        "{}",
+        text(&out.stderr)
+    );
+    before.assert_unchanged(&world, root.path());
+}
