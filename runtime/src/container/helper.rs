@@ -20,11 +20,15 @@ use nix::unistd::Pid;
 
 use super::cgroup_stats::read_memory_stats;
 use super::gc::cgroup_dirs;
-use super::loopback::bring_up_loopback;
+use super::loopback::{bring_up_loopback, bring_up_loopback_in};
 use super::protocol::{
-    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest, STOP_BYTE,
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest, NETNS_FD,
+    STOP_BYTE,
 };
-use crate::network::pasta::Pasta;
+use crate::network::pasta::{Pasta, Starting};
+
+/// The first message of a bridged run whose pasta failed.
+const NETWORK_FAILED: &str = "cannot start the container's network (--network bridge)";
 
 /// How long the init may take to die after SIGKILL before the helper gives up waiting.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -145,6 +149,30 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
             OwnedFd::from_raw_fd(CONTAINER_STDERR_FD),
         )
     };
+    // A bridged run's namespace, made by the runner: `lo` up and pasta started on it now, so
+    // that pasta configures it while libcontainer creates the container.
+    let mut starting = None;
+    let _netns = if req.netns_on_fd {
+        if std::fs::symlink_metadata(format!("/proc/self/fd/{NETNS_FD}")).is_err() {
+            return Err(vec![format!(
+                "fd {NETNS_FD} is not open: the helper must be started by a Runner"
+            )]);
+        }
+        // SAFETY (must stay, as for fds 3 and 4): the parent placed the namespace on this fd
+        // for us alone (checked open); the container's init inherits its own copy.
+        let netns = unsafe { OwnedFd::from_raw_fd(NETNS_FD) };
+        bring_up_loopback_in(netns.as_fd())
+            .map_err(|e| chain("cannot bring up lo in the container", &e))?;
+        if let Some(program) = &req.pasta {
+            starting = Some(
+                Pasta::spawn(program, netns.as_fd(), &req.run_dir.join("pasta.log"))
+                    .map_err(|e| vec![NETWORK_FAILED.to_owned(), e])?,
+            );
+        }
+        Some(netns)
+    } else {
+        None
+    };
     let devnull =
         std::fs::File::open("/dev/null").map_err(|e| chain("cannot open /dev/null", &e))?;
     let container_dir = req.container_root.join(&req.id);
@@ -180,7 +208,7 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
     // The network stack of a bridged run: started by `supervise`, ended (killed and reaped)
     // once the container is gone, on every path.
     let mut pasta = None;
-    let result = supervise(req, &mut container, &mut pasta);
+    let result = supervise(req, &mut container, starting, &mut pasta);
     if result.is_err() {
         // The init may still be alive (e.g. waiting for start): it holds the output pipes,
         // and a rootless delete cannot reach it through the cgroup. Kill it by pid and reap,
@@ -219,6 +247,7 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
 fn supervise(
     req: &HelperRequest,
     container: &mut Container,
+    starting: Option<Starting>,
     pasta: &mut Option<Pasta>,
 ) -> Result<HelperOutcome, Vec<String>> {
     let pid = container
@@ -232,13 +261,13 @@ fn supervise(
     if req.loopback_up {
         bring_up_loopback(pid).map_err(|e| chain("cannot bring up lo in the container", &e))?;
     }
-    if let Some(program) = &req.pasta {
-        let started = Pasta::start(program, pid, &req.run_dir.join("pasta.log")).map_err(|e| {
-            vec![
-                "cannot start the container's network (--network bridge)".into(),
-                e,
-            ]
-        })?;
+    let started = match (starting, &req.pasta) {
+        (Some(starting), _) => Some(starting.ready()),
+        (None, Some(program)) => Some(Pasta::start(program, pid, &req.run_dir.join("pasta.log"))),
+        (None, None) => None,
+    };
+    if let Some(started) = started {
+        let started = started.map_err(|e| vec![NETWORK_FAILED.to_owned(), e])?;
         // Recorded before anything else can fail: gc ends it should this helper die.
         super::init_record::record_as(&req.run_dir, super::init_record::PASTA_FILE, started.pid())
             .map_err(|e| chain("cannot record the network stack", &e))?;

@@ -8,6 +8,9 @@ pub const CONTAINER_STDOUT_FD: i32 = 3;
 pub const CONTAINER_STDERR_FD: i32 = 4;
 /// fd (in the helper) of the run directory, flocked for as long as the run may be alive.
 pub const RUN_LOCK_FD: i32 = 5;
+/// fd (in the helper, and inherited by the container's init, which joins it through
+/// `/proc/self/fd/6`) of a bridged run's network namespace made by the runner beforehand.
+pub const NETNS_FD: i32 = 6;
 
 /// The parent's instructions, written to the helper's stdin as one line. The stdin pipe then
 /// stays open: its closing tells the helper that the parent is gone, and a [`STOP_BYTE`] on it
@@ -28,6 +31,10 @@ pub struct HelperRequest {
     /// before the container starts.
     #[serde(default)]
     pub pasta: Option<PathBuf>,
+    /// The container's network namespace is already on [`NETNS_FD`] (the bundle joins it):
+    /// pasta starts on it before the container is created, in parallel with libcontainer.
+    #[serde(default)]
+    pub netns_on_fd: bool,
     /// The container's cgroup path (for OOM and peak memory).
     pub cgroups_path: String,
     /// After a stop request, how long the init has between SIGTERM and SIGKILL.

@@ -19,7 +19,8 @@ use super::RunError;
 use super::capture::{Captured, Stream};
 use super::gc::{CONTAINERS_DIR, RUNS_DIR, lock_run, remove_leftover};
 use super::protocol::{
-    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, RUN_LOCK_FD, STOP_BYTE,
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, NETNS_FD, RUN_LOCK_FD,
+    STOP_BYTE,
 };
 use super::pump::{Source, pump};
 use crate::bundle::{NetworkMode, RunSpec, build_spec, write_bundle};
@@ -188,6 +189,24 @@ impl Runner {
             }
             NetworkMode::None | NetworkMode::Host => None,
         };
+        // Unless the container gets a user namespace of its own (which must own its network
+        // namespace), a bridged run's namespace is made here and handed to the helper, so that
+        // pasta configures it while libcontainer creates the container.
+        let mut netns = match (&pasta, spec.userns) {
+            (Some(_), None) => {
+                Some(super::loopback::new_netns().map_err(|source| RunError::Os {
+                    what: "cannot create the container's network namespace",
+                    source,
+                })?)
+            }
+            _ => None,
+        };
+        let joined = |mut bundle: libcontainer::oci_spec::runtime::Spec| {
+            if netns.is_some() {
+                join_netns_fd(&mut bundle);
+            }
+            bundle
+        };
         crate::bundle::hand_over(rootfs, spec)?;
         let cgroups_path = format!("/{}/{}", self.cgroup_parent, id);
         if self.own_v1_limits {
@@ -196,7 +215,10 @@ impl Runner {
             bundle_spec.limits.memory_bytes = None;
             bundle_spec.limits.cpus = None;
             bundle_spec.limits.pids = None;
-            write_bundle(&run_dir, &build_spec(rootfs, &bundle_spec, &cgroups_path)?)?;
+            write_bundle(
+                &run_dir,
+                &joined(build_spec(rootfs, &bundle_spec, &cgroups_path)?),
+            )?;
             session.own_cgroup = Some(cgroups_path.clone());
             crate::userns::write_limits(&cgroups_path, &spec.limits).map_err(|source| {
                 RunError::Limits {
@@ -205,16 +227,22 @@ impl Runner {
                 }
             })?;
         } else {
-            write_bundle(&run_dir, &build_spec(rootfs, spec, &cgroups_path)?)?;
+            write_bundle(&run_dir, &joined(build_spec(rootfs, spec, &cgroups_path)?))?;
         }
 
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        let mut child = self.spawn_helper([
+        let mut passed = vec![
             (out_w.as_raw_fd(), CONTAINER_STDOUT_FD),
             (err_w.as_raw_fd(), CONTAINER_STDERR_FD),
             (lock_fd, RUN_LOCK_FD),
-        ])?;
+        ];
+        if let Some(netns) = &netns {
+            passed.push((netns.as_raw_fd(), NETNS_FD));
+        }
+        let mut child = self.spawn_helper(passed)?;
+        // The helper (and through it the container and pasta) holds the namespace now.
+        let netns_on_fd = netns.take().is_some();
         drop((out_w, err_w));
         let helper_out = child.stdout.take();
         let helper_err = child.stderr.take();
@@ -228,8 +256,10 @@ impl Runner {
             timeout_ms: spec
                 .timeout
                 .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
-            loopback_up: spec.network.own_namespace(),
+            // A namespace made here had `lo` brought up by the helper before the container.
+            loopback_up: spec.network.own_namespace() && !netns_on_fd,
             pasta,
+            netns_on_fd,
             cgroups_path,
             stop_grace_ms: self.stop.as_ref().map_or(0, |(_, grace)| {
                 grace.as_millis().min(u64::MAX as u128) as u64
@@ -378,7 +408,7 @@ impl Runner {
     /// Starts `program args...` with piped stdio and `passed` fds moved to fixed numbers.
     /// The program is executed from a view no container can write through (see
     /// [`super::sealed`]), under its own name as `argv[0]`.
-    fn spawn_helper(&self, passed: [(RawFd, RawFd); 3]) -> Result<Child, RunError> {
+    fn spawn_helper(&self, passed: Vec<(RawFd, RawFd)>) -> Result<Child, RunError> {
         let exe = super::sealed::helper_exe(&self.program, &self.state_root)?;
         let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
         cmd.arg0(&self.program)
@@ -452,6 +482,22 @@ impl Drop for Session {
     }
 }
 
+/// Makes the bundle's network namespace the one the helper holds on [`NETNS_FD`]: the init,
+/// a clone of the helper, joins it through its own copy of that descriptor.
+fn join_netns_fd(bundle: &mut libcontainer::oci_spec::runtime::Spec) {
+    use libcontainer::oci_spec::runtime::LinuxNamespaceType;
+    let Some(linux) = bundle.linux_mut() else {
+        return;
+    };
+    if let Some(namespaces) = linux.namespaces_mut() {
+        for ns in namespaces.iter_mut() {
+            if ns.typ() == LinuxNamespaceType::Network {
+                ns.set_path(Some(PathBuf::from(format!("/proc/self/fd/{NETNS_FD}"))));
+            }
+        }
+    }
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| RunError::Os {
         what: "cannot create a pipe",
@@ -461,10 +507,13 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
 
 /// In the forked child before exec: moves each fd to its fixed number without CLOEXEC.
 /// Sources are first copied above the targets so that no move clobbers a later source.
-fn place_fds(passed: &[(RawFd, RawFd); 3]) -> std::io::Result<()> {
+fn place_fds(passed: &[(RawFd, RawFd)]) -> std::io::Result<()> {
     // nix rather than rustix: rustix's dup2 wants an owned target, and these are raw numbers
     // in a forked child. Both calls are plain syscalls (no allocation, async-signal-safe).
-    let mut temps = [0; 3];
+    let mut temps = [0; 4];
+    if passed.len() > temps.len() {
+        return Err(std::io::Error::other("too many descriptors to pass"));
+    }
     for (temp, (src, _)) in temps.iter_mut().zip(passed) {
         *temp = fcntl(*src, FcntlArg::F_DUPFD_CLOEXEC(super::sealed::MIN_FD))?;
     }

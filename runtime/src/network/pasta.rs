@@ -99,6 +99,14 @@ fn arguments(uid: u32, gid: u32) -> Vec<String> {
 /// A running pasta; dropping it kills and reaps it.
 pub(crate) struct Pasta {
     child: Child,
+    log: PathBuf,
+}
+
+/// A pasta started but perhaps not done configuring the namespace yet; dropping it kills and
+/// reaps it.
+pub(crate) struct Starting {
+    pasta: Pasta,
+    ready: OwnedFd,
 }
 
 impl Pasta {
@@ -107,6 +115,16 @@ impl Pasta {
     pub(crate) fn start(program: &Path, init: Pid, log: &Path) -> Result<Pasta, String> {
         let netns = File::open(format!("/proc/{init}/ns/net"))
             .map_err(|e| format!("cannot open the container's network namespace: {e}"))?;
+        Pasta::spawn(program, netns.as_fd(), log)?.ready()
+    }
+
+    /// Starts `program` on the network namespace `netns` (an open `/proc/.../ns/net`) without
+    /// waiting for it: [`Starting::ready`] does. Its diagnostics go to `log`.
+    pub(crate) fn spawn(
+        program: &Path,
+        netns: std::os::fd::BorrowedFd<'_>,
+        log: &Path,
+    ) -> Result<Starting, String> {
         let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| format!("cannot create a pipe: {e}"))?;
         let stderr = std::fs::OpenOptions::new()
@@ -137,9 +155,28 @@ impl Pasta {
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-        drop((ready_w, netns));
-        let mut pasta = Pasta { child };
-        match wait_ready(&ready_r) {
+        drop(ready_w);
+        Ok(Starting {
+            pasta: Pasta {
+                child,
+                log: log.to_owned(),
+            },
+            ready: ready_r,
+        })
+    }
+
+    /// Its process id.
+    pub(crate) fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Starting {
+    /// Waits until pasta has configured the namespace; on failure it is killed and the error
+    /// quotes what it said.
+    pub(crate) fn ready(self) -> Result<Pasta, String> {
+        let Starting { mut pasta, ready } = self;
+        match wait_ready(&ready) {
             Ok(()) => Ok(pasta),
             Err(why) => {
                 let _ = pasta.child.kill();
@@ -147,7 +184,7 @@ impl Pasta {
                     .child
                     .wait()
                     .map_or_else(|e| e.to_string(), |s| s.to_string());
-                let said = std::fs::read_to_string(log).unwrap_or_default();
+                let said = std::fs::read_to_string(&pasta.log).unwrap_or_default();
                 let said = said
                     .lines()
                     .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
@@ -159,11 +196,6 @@ impl Pasta {
                 ))
             }
         }
-    }
-
-    /// Its process id.
-    pub(crate) fn pid(&self) -> i32 {
-        self.child.id() as i32
     }
 }
 
