@@ -22,9 +22,13 @@ pub const OUTSIDE_PORT: u16 = 8080;
 pub const GATEWAY: &str = "10.203.0.1";
 /// The host namespace's own address.
 pub const HOST_ADDR: &str = "10.203.0.2";
-/// Ports of the host namespace's own servers (on its loopback, on its own address).
+/// Another address of the host namespace (on its loopback device, as a service address).
+pub const HOST_OTHER_ADDR: &str = "10.77.0.1";
+/// Ports of the host namespace's own servers (on its loopback, on its own address, on its
+/// other address).
 pub const HOST_LOOPBACK_PORT: u16 = 8081;
 pub const HOST_ADDR_PORT: u16 = 8082;
+pub const HOST_OTHER_PORT: u16 = 8083;
 /// What the outside serves at /f.txt, and what the host's own servers serve.
 pub const OUTSIDE_BODY: &str = "hello from outside";
 pub const HOST_BODY: &str = "host-secret";
@@ -127,6 +131,15 @@ impl World {
         ip(&["-n", &h, "link", "set", "lo", "up"]);
         ip(&["-n", &h, "link", "set", &va, "up"]);
         ip(&["-n", &h, "route", "add", "default", "via", GATEWAY]);
+        ip(&[
+            "-n",
+            &h,
+            "addr",
+            "add",
+            &format!("{HOST_OTHER_ADDR}/32"),
+            "dev",
+            "lo",
+        ]);
 
         let www = world.path().join("www");
         let host_www = world.path().join("host-www");
@@ -168,6 +181,7 @@ impl World {
         for listen in [
             format!("127.0.0.1:{HOST_LOOPBACK_PORT}"),
             format!("{HOST_ADDR}:{HOST_ADDR_PORT}"),
+            format!("{HOST_OTHER_ADDR}:{HOST_OTHER_PORT}"),
         ] {
             world.serve(
                 &h,
@@ -197,6 +211,10 @@ impl World {
         );
         world.wait_for(
             &format!("http://{HOST_ADDR}:{HOST_ADDR_PORT}/f.txt"),
+            HOST_BODY,
+        );
+        world.wait_for(
+            &format!("http://{HOST_OTHER_ADDR}:{HOST_OTHER_PORT}/f.txt"),
             HOST_BODY,
         );
         world

@@ -25,6 +25,7 @@ use super::protocol::{
     CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest, NETNS_FD,
     STOP_BYTE,
 };
+use crate::network::block::block_in;
 use crate::network::pasta::{Pasta, Starting};
 
 /// The first message of a bridged run whose pasta failed.
@@ -163,6 +164,8 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
         let netns = unsafe { OwnedFd::from_raw_fd(NETNS_FD) };
         bring_up_loopback_in(netns.as_fd())
             .map_err(|e| chain("cannot bring up lo in the container", &e))?;
+        block_in(netns.as_fd(), &req.unreachable)
+            .map_err(|e| chain("cannot keep the host's addresses out of reach", &e))?;
         if let Some(program) = &req.pasta {
             starting = Some(
                 Pasta::spawn(program, netns.as_fd(), &req.run_dir.join("pasta.log"))
@@ -263,7 +266,12 @@ fn supervise(
     }
     let started = match (starting, &req.pasta) {
         (Some(starting), _) => Some(starting.ready()),
-        (None, Some(program)) => Some(Pasta::start(program, pid, &req.run_dir.join("pasta.log"))),
+        (None, Some(program)) => {
+            std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                .and_then(|ns| block_in(ns.as_fd(), &req.unreachable))
+                .map_err(|e| chain("cannot keep the host's addresses out of reach", &e))?;
+            Some(Pasta::start(program, pid, &req.run_dir.join("pasta.log")))
+        }
         (None, None) => None,
     };
     if let Some(started) = started {

@@ -35,6 +35,9 @@ pub struct HelperRequest {
     /// pasta starts on it before the container is created, in parallel with libcontainer.
     #[serde(default)]
     pub netns_on_fd: bool,
+    /// Addresses made unreachable in the container's namespace (the host's own).
+    #[serde(default)]
+    pub unreachable: Vec<std::net::IpAddr>,
     /// The container's cgroup path (for OOM and peak memory).
     pub cgroups_path: String,
     /// After a stop request, how long the init has between SIGTERM and SIGKILL.

@@ -180,11 +180,19 @@ impl Runner {
 
         // Everything `bridge` needs from the host, checked before any container exists: a
         // missing pasta is an error, never a fallback to another network.
+        let mut unreachable = Vec::new();
         let pasta = match spec.network {
             NetworkMode::Bridge => {
                 let pasta = find_pasta(self.pasta.as_deref())?;
-                crate::network::write_files(rootfs, &spec.hostname)?;
-                session.network_files = Some(crate::network::files_dir(rootfs));
+                let dir = crate::network::write_files(rootfs, &spec.hostname)?;
+                session.network_files = Some(dir.clone());
+                // The host's own addresses, but for resolvers the container is told to use.
+                let resolvers = crate::network::nameservers(
+                    &std::fs::read_to_string(dir.join("resolv.conf")).unwrap_or_default(),
+                );
+                unreachable = crate::network::host_addresses()
+                    .map_err(crate::network::NetworkError::HostAddresses)?;
+                unreachable.retain(|a| !resolvers.contains(a));
                 Some(pasta)
             }
             NetworkMode::None | NetworkMode::Host => None,
@@ -260,6 +268,7 @@ impl Runner {
             loopback_up: spec.network.own_namespace() && !netns_on_fd,
             pasta,
             netns_on_fd,
+            unreachable,
             cgroups_path,
             stop_grace_ms: self.stop.as_ref().map_or(0, |(_, grace)| {
                 grace.as_millis().min(u64::MAX as u128) as u64

@@ -56,6 +56,14 @@ pub fn resolv_conf_for_container(host: &str, upstreams: Option<&str>) -> String 
     out
 }
 
+/// The nameserver addresses of a resolv.conf.
+pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| nameserver(l.trim()).flatten())
+        .collect()
+}
+
 /// `Some(address)` for a `nameserver` line (`Some(None)` if its address does not parse, as
 /// with an IPv6 zone), `None` for any other line.
 fn nameserver(line: &str) -> Option<Option<IpAddr>> {
