@@ -712,6 +712,8 @@ fn a_build_command_downloads_through_the_bridge() {
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     let out = build("bridge");
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["network"], "bridge", "{built}");
     // The downloaded file is in the image; a run without network shows it.
     let out = world.dockless(
         &As::Root(root.path()),
