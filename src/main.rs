@@ -2,13 +2,15 @@
 //! crates. It wires them together; it holds no HTTP, tar, SQL or syscall logic of its own.
 //!
 //! Layers, each using only those below it: `main` -> `commands` (one adapter per verb, over
-//! `cli`'s clap structs) -> `pipeline` (the Keboola job) and `build` (`dockless build`) ->
+//! `cli`'s clap structs) -> `pipeline` (the Keboola job), `build` (`dockless build`) and
+//! `functional` (`dockless test`) ->
 //! `stages` (pull + unpack, one container, gc's collection) -> `paths`, `rootless`,
 //! `progress`, `units` -> the crates.
 
 mod build;
 mod cli;
 mod commands;
+mod functional;
 mod paths;
 mod pipeline;
 mod progress;
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
         // The helper's stderr becomes the container's: nothing of ours may log there.
         return dockless_runtime::container::helper_main();
     }
-    if matches!(cli.command, cli::Command::Run(_))
+    if matches!(cli.command, cli::Command::Run(_) | cli::Command::Test(_))
         && let Err(e) = signals::install()
     {
         eprintln!("dockless: warning: cannot handle SIGTERM, SIGINT and SIGHUP: {e}");

@@ -25,12 +25,31 @@ pub fn enter_session(paths: &Paths) -> anyhow::Result<()> {
     let map = userns::current_user_map(&SubIdFiles::default()).context("cannot run rootless")?;
     // Owners are checked from outside: inside, the user's directories belong to uid 0.
     let delegated = userns::delegated_parent(euid());
-    userns::enter(&map).context("cannot enter the rootless user namespace")?;
+    userns::enter(&map)
+        .context("cannot enter the rootless user namespace")
+        .map_err(apparmor_hint)?;
     if delegated.is_none() {
-        userns::mount_private_cgroup2().context("cannot set up the rootless session")?;
+        userns::mount_private_cgroup2()
+            .context("cannot set up the rootless session")
+            .map_err(apparmor_hint)?;
     }
     let _ = DELEGATED.set(delegated);
     Ok(())
+}
+
+/// Where AppArmor restricts user namespaces (Ubuntu 24.04), a failed session says why and
+/// what fixes it: the profile in `contrib/apparmor/`, as podman and others ship theirs.
+fn apparmor_hint(err: anyhow::Error) -> anyhow::Error {
+    if !userns::apparmor_restricts_userns() {
+        return err;
+    }
+    err.context(
+        "this host's AppArmor policy restricts unprivileged user namespaces \
+         (kernel.apparmor_restrict_unprivileged_userns = 1): as root, install dockless' profile \
+         (`install -m 0644 contrib/apparmor/dockless /etc/apparmor.d/dockless && apparmor_parser \
+         -r /etc/apparmor.d/dockless`, for a binary at /usr/bin/dockless or \
+         /usr/local/bin/dockless), or run dockless as root",
+    )
 }
 
 /// The cgroup parent root delegated to this user (`dockless delegate-cgroups`), if any.

@@ -47,7 +47,7 @@ impl Interrupted {
 }
 
 /// Installs the handlers. Call early in `main`, before any thread exists and only for the
-/// commands that handle the signals (`run`): the others keep the default action.
+/// commands that handle the signals (`run`, `test`): the others keep the default action.
 pub fn install() -> std::io::Result<()> {
     let (read, write) = UnixStream::pair()?;
     // A full pipe must never block a handler; one byte is enough to wake the poller.

@@ -3,7 +3,7 @@
 
 It implements what a client meets at a real token-auth registry (Docker Hub, GitLab, Harbor):
 the registry answers 401 with `WWW-Authenticate: Bearer realm=...,service=...,scope=...`, the
-client asks this server for a token (GET with Basic credentials, or the OAuth2 POST form), and
+client asks this server for a token (GET with Basic credentials, or the OAuth2 POST form: a password, or a refresh token as docker's identity tokens are), and
 retries with `Authorization: Bearer <jwt>`.
 
 Policy: the one configured user gets every action it asks for; a request without credentials gets
@@ -78,6 +78,13 @@ class Issuer:
         self.user = args.user
         with open(args.password_file) as f:
             self.password = f.read().rstrip("\n")
+
+    def refresh_token(self) -> str:
+        """The one identity (refresh) token this server honours: derived from the user's
+        password, so a test can compute it as `refresh-` + the first 32 hex digits of
+        sha256("user:password")."""
+        digest = hashlib.sha256(f"{self.user}:{self.password}".encode()).hexdigest()
+        return "refresh-" + digest[:32]
 
     def check(self, user, password) -> bool:
         user_ok = hmac.compare_digest(user.encode(), self.user.encode())
@@ -170,6 +177,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.fail(400, "INVALID_REQUEST", "request body too large")
         form = urllib.parse.parse_qs(self.rfile.read(length).decode(errors="replace"))
         grant_type = form.get("grant_type", [""])[0]
+        if grant_type == "refresh_token":
+            token = form.get("refresh_token", [""])[0]
+            if not hmac.compare_digest(token.encode(), self.issuer.refresh_token().encode()):
+                return self.fail(401, "UNAUTHORIZED", "invalid refresh token")
+            credentials = (self.issuer.user, self.issuer.password)
+            return self.grant(form.get("service", [None])[0], form.get("scope", []), credentials)
         if grant_type != "password":
             return self.fail(400, "UNSUPPORTED_GRANT_TYPE", f"grant_type {grant_type!r} is not supported")
         credentials = (form.get("username", [""])[0], form.get("password", [""])[0])

@@ -156,6 +156,14 @@ impl Session {
             .unwrap_or("")
             .to_ascii_lowercase();
         match scheme.as_str() {
+            "bearer"
+                if self
+                    .credentials
+                    .as_ref()
+                    .is_some_and(Credentials::is_identity_token) =>
+            {
+                self.exchange_identity_token(&challenge).await
+            }
             "bearer" => self.fetch_token().await,
             "basic" => match &self.credentials {
                 Some(c) => {
@@ -164,7 +172,7 @@ impl Session {
                 }
                 None => Err(self.unauthorized(format!(
                     "the registry requires credentials and none are configured for {} \
-                     (REGISTRY_AUTH_FILE, DOCKER_CONFIG or ~/.docker/config.json)",
+                     (dockless login, REGISTRY_AUTH_FILE, DOCKER_CONFIG or ~/.docker/config.json)",
                     self.host
                 ))),
             },
@@ -214,6 +222,62 @@ impl Session {
             }
             Err(e) => Err(self.unauthorized_by("token exchange failed".into(), e)),
         }
+    }
+
+    /// Docker's identity token: an OAuth2 refresh token posted to the challenge's realm
+    /// (`grant_type=refresh_token`, the service, the pull scope) for an access token.
+    async fn exchange_identity_token(&mut self, challenge: &str) -> Result<()> {
+        let param = |name: &str| challenge_param(challenge, name);
+        let realm = param("realm").ok_or_else(|| {
+            self.unauthorized(format!("a Bearer challenge without a realm: {challenge:?}"))
+        })?;
+        let token = self
+            .credentials
+            .as_ref()
+            .map(|c| c.password().to_string())
+            .unwrap_or_default();
+        let scope = format!("repository:{}:pull", self.oci_ref.repository());
+        let mut form = vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", token),
+            ("client_id", "dockless".to_string()),
+            ("scope", scope),
+        ];
+        if let Some(service) = param("service") {
+            form.push(("service", service));
+        }
+        let response = self
+            .client
+            .http
+            .post(&realm)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form_encode(&form))
+            .send()
+            .await
+            .map_err(|e| {
+                self.unauthorized(format!("identity token exchange with {realm} failed: {e}"))
+            })?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(self.unauthorized(format!(
+                "token server refused the identity token ({status}): {}",
+                first_line(&body.to_string())
+            )));
+        }
+        let access = body["access_token"]
+            .as_str()
+            .or_else(|| body["token"].as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.unauthorized("the token server answered without a token".into()))?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {access}"))
+            .map_err(|_| self.unauthorized("the token server returned an unusable token".into()))?;
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        Ok(())
     }
 
     fn unauthorized(&self, reason: String) -> Error {
@@ -386,7 +450,7 @@ impl Session {
     }
 }
 
-fn basic_header(c: &Credentials) -> HeaderValue {
+pub(crate) fn basic_header(c: &Credentials) -> HeaderValue {
     use base64::Engine as _;
     let raw = format!("{}:{}", c.username, c.password());
     let mut v = HeaderValue::from_str(&format!(
@@ -419,4 +483,33 @@ async fn read_error_body(response: Response) -> String {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("").trim()
+}
+
+/// `application/x-www-form-urlencoded` of `pairs` (RFC 3986 unreserved bytes kept, the rest
+/// percent-encoded).
+fn form_encode(pairs: &[(&str, String)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// One `name="value"` parameter of a `WWW-Authenticate` challenge.
+fn challenge_param(challenge: &str, name: &str) -> Option<String> {
+    let rest = challenge.split_once(' ').map_or("", |(_, r)| r);
+    rest.split(',').find_map(|part| {
+        let (key, value) = part.trim().split_once('=')?;
+        (key.trim().eq_ignore_ascii_case(name)).then(|| value.trim().trim_matches('"').to_string())
+    })
 }

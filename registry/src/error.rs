@@ -307,6 +307,27 @@ pub enum Error {
         reason: String,
     },
 
+    /// A credential helper named by an auth file (`credsStore`, `credHelpers`) failed.
+    #[error("credentials file {path}: credential helper docker-credential-{helper}: {reason}")]
+    CredentialHelper {
+        /// The file that names the helper.
+        path: PathBuf,
+        /// The helper's name (`docker-credential-<name>`).
+        helper: String,
+        /// What went wrong (never the secret).
+        reason: String,
+    },
+
+    /// Writing an auth file (`dockless login` / `logout`) failed.
+    #[error("cannot write credentials file {path}")]
+    AuthFileWrite {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A docker or containers auth file exists but cannot be read.
     #[error("credentials file {path}")]
     AuthFileRead {

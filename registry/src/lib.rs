@@ -26,11 +26,13 @@
 
 pub mod auth;
 mod client;
+mod cred_helper;
 pub mod digest;
 mod error;
 pub mod follow;
 pub mod limits;
 pub mod load;
+mod login;
 pub mod manifest;
 pub mod platform;
 mod pull;
@@ -38,7 +40,7 @@ pub mod reference;
 pub mod retry;
 pub mod store;
 
-pub use auth::{AuthFiles, Credentials};
+pub use auth::{AuthFiles, Credentials, login_file, remove_login, store_login};
 pub use client::{Client, Settings};
 pub use digest::Digest;
 pub use error::{Error, ReferenceError, Result};

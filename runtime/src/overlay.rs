@@ -101,8 +101,19 @@ pub(crate) fn mount_overlay(
     work: &Path,
     target: &Path,
 ) -> std::io::Result<()> {
-    match mount_overlay_fsopen(lowers, upper, work, target) {
-        Ok(()) => {}
+    // `DOCKLESS_OVERLAY_API=legacy` takes the path of kernels before 6.5 (and of 6.5-6.7,
+    // which lack `lowerdir+`) on any kernel: what tests and a doubtful user can force.
+    let forced_legacy = std::env::var_os("DOCKLESS_OVERLAY_API").is_some_and(|v| v == "legacy");
+    let new_api = if forced_legacy {
+        Err(Errno::NOSYS)
+    } else {
+        mount_overlay_fsopen(lowers, upper, work, target)
+    };
+    match new_api {
+        Ok(()) => tracing::debug!(
+            layers = lowers.len(),
+            "overlay mounted with the new mount API"
+        ),
         Err(Errno::NOSYS | Errno::INVAL) => mount_overlay_legacy(lowers, upper, work, target)?,
         Err(e) => return Err(e.into()),
     }
@@ -139,24 +150,60 @@ fn mount_overlay_fsopen(
     )
 }
 
+/// `mount(2)` copies at most one page of options; the terminating NUL counts.
+const MOUNT_DATA_LIMIT: usize = 4096;
+
+/// `mount(2)` with one option string. When the layers' paths make it longer than a page (an
+/// image of many layers, a long state directory), each layer is named by a descriptor of its
+/// directory instead (`/proc/self/fd/N`, held open for the call): 127 layers then take about
+/// 2.3 KB. What overlay shows in mountinfo are then those short names; the layers are the
+/// same directories.
 fn mount_overlay_legacy(
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
     target: &Path,
 ) -> std::io::Result<()> {
-    let mut data = b"lowerdir=".to_vec();
-    for (i, lower) in lowers.iter().enumerate() {
-        if i > 0 {
-            data.push(b':');
+    let full: Vec<&[u8]> = lowers.iter().map(|l| l.as_os_str().as_bytes()).collect();
+    let mut data = legacy_options(&full, upper, work);
+    let _held;
+    if data.len() + 1 > MOUNT_DATA_LIMIT {
+        let fds = lowers
+            .iter()
+            .map(|l| {
+                rustix::fs::open(
+                    l,
+                    rustix::fs::OFlags::PATH
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::NOFOLLOW
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let short: Vec<String> = fds
+            .iter()
+            .map(|fd| {
+                use std::os::fd::AsRawFd;
+                format!("/proc/self/fd/{}", fd.as_raw_fd())
+            })
+            .collect();
+        let short: Vec<&[u8]> = short.iter().map(|s| s.as_bytes()).collect();
+        data = legacy_options(&short, upper, work);
+        if data.len() + 1 > MOUNT_DATA_LIMIT {
+            return Err(std::io::Error::other(format!(
+                "{} layers do not fit the one page of overlay options this kernel takes                  (it lacks the new mount API's lowerdir+, Linux 6.8)",
+                lowers.len()
+            )));
         }
-        data.extend_from_slice(lower.as_os_str().as_bytes());
+        _held = fds;
+        tracing::debug!(
+            layers = lowers.len(),
+            "overlay mounted with mount(2), layers named by descriptor (options over a page)"
+        );
+    } else {
+        tracing::debug!(layers = lowers.len(), "overlay mounted with mount(2)");
     }
-    data.extend_from_slice(b",upperdir=");
-    data.extend_from_slice(upper.as_os_str().as_bytes());
-    data.extend_from_slice(b",workdir=");
-    data.extend_from_slice(work.as_os_str().as_bytes());
-    data.extend_from_slice(b",userxattr");
     let data =
         CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     mount(
@@ -167,6 +214,22 @@ fn mount_overlay_legacy(
         data.as_c_str(),
     )?;
     Ok(())
+}
+
+fn legacy_options(lowers: &[&[u8]], upper: &Path, work: &Path) -> Vec<u8> {
+    let mut data = b"lowerdir=".to_vec();
+    for (i, lower) in lowers.iter().enumerate() {
+        if i > 0 {
+            data.push(b':');
+        }
+        data.extend_from_slice(lower);
+    }
+    data.extend_from_slice(b",upperdir=");
+    data.extend_from_slice(upper.as_os_str().as_bytes());
+    data.extend_from_slice(b",workdir=");
+    data.extend_from_slice(work.as_os_str().as_bytes());
+    data.extend_from_slice(b",userxattr");
+    data
 }
 
 #[cfg(test)]

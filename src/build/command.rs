@@ -86,6 +86,7 @@ pub(super) fn run_command(
     };
     spec.timeout = Some(options.timeout);
     spec.network = network_mode(step.network);
+    super::proxy::apply(&mut spec, options.http_proxy, options.ca_file.as_deref());
     let spec = crate::rootless::enforceable(&spec);
     let result = runner.run(rootfs.path(), &spec, &mut |_: Stream, bytes: &[u8]| {
         let _ = std::io::stderr().lock().write_all(bytes);

@@ -9,6 +9,7 @@
 //! layer blobs it stored stay, content-addressed, for the next attempt to reuse).
 
 mod command;
+pub mod proxy;
 mod store_layer;
 
 use std::time::{Duration, Instant};
@@ -49,6 +50,10 @@ pub struct BuildOptions {
     pub pids: i64,
     /// No progress lines on stderr (command output is still shown).
     pub quiet: bool,
+    /// Pass the host's proxy variables to build commands that have a network.
+    pub http_proxy: bool,
+    /// A CA bundle (absolute, see [`proxy::ca_file`]) bound into the build commands.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What a build gave.

@@ -3,10 +3,12 @@
 
 pub mod build;
 pub mod images;
+pub mod login;
 pub mod pull;
 pub mod registry;
 pub mod run;
 pub mod storage;
+pub mod test;
 
 use std::path::PathBuf;
 
@@ -41,6 +43,9 @@ pub enum Command {
     RuntimeHelper,
     /// Build a component image from a base image and a git repository.
     Build(Box<build::BuildArgs>),
+    /// Run a component's functional test folders (Keboola's datadirtest layout) against its
+    /// image, each case in a container, and compare what it left with what it should have.
+    Test(Box<test::TestArgs>),
     /// Pull an image from a registry into the local store.
     Pull(pull::PullArgs),
     /// List images in the local store.
@@ -49,6 +54,10 @@ pub enum Command {
     Load(images::LoadArgs),
     /// Remove images from the local store.
     Rmi(images::RmiArgs),
+    /// Check a registry's credentials and store them in podman's auth file.
+    Login(login::LoginArgs),
+    /// Remove a registry's credentials from podman's auth file.
+    Logout(login::LogoutArgs),
     /// Tables and files of the embedded Storage.
     #[command(subcommand)]
     Storage(storage::StorageCommand),

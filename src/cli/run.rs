@@ -64,13 +64,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub userns: bool,
 
-    /// Environment variable `KEY=VALUE` (repeatable).
-    #[arg(
-        long = "env",
-        short = 'e',
-        value_name = "KEY=VALUE",
-        conflicts_with = "job_source"
-    )]
+    /// Environment variable `KEY=VALUE` (repeatable); with a job, for every container of it
+    /// (a `KBC_*` name is the runner's and refused).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 
     /// User inside the container (`name`, `uid`, `uid:gid`), instead of the image's.
@@ -116,8 +112,11 @@ pub struct JobArgs {
     /// A job file (JSON): the image, the configuration (inline as `configuration` or as a
     /// `config_file` path relative to the job file) and the component's settings under the
     /// names of the flags (`component_id`, `config_id`, `row_id`, `memory`, `timeout`,
-    /// `network`, `cpus`, `configuration_format`, `default_bucket`, `image_parameters`,
-    /// `processors` as `{"component": "image"}`). Flags given as well win.
+    /// `network`, `cpus`, `configuration_format`, `default_bucket`, `data_type_support`,
+    /// `image_parameters`, `processors` as `{"component": "image"}`, `rows` as a list of row
+    /// ids, `variables`, `vault` and `shared_code` as paths relative to the job file, `vars`
+    /// as `{"name": "value"}`, `logging` as in a component's specification). Flags given as
+    /// well win.
     #[arg(
         long = "job",
         value_name = "FILE",
@@ -143,9 +142,34 @@ pub struct JobArgs {
     #[arg(long, requires = "job_source")]
     pub config_id: Option<String>,
 
-    /// Configuration row id.
+    /// Configuration row id (of a configuration without rows; for one in the Storage API's
+    /// form with rows it selects the row, as --row).
     #[arg(long, requires = "job_source")]
     pub row_id: Option<String>,
+
+    /// With a configuration in the Storage API's form (`{"id", "configuration", "rows"}`):
+    /// run only this row (repeatable; a disabled row runs when named). Default: every
+    /// enabled row, in order.
+    #[arg(long = "row", value_name = "ID", requires = "job_source")]
+    pub rows: Vec<String>,
+
+    /// Values of the configuration's variables (`{{ NAME }}`), in Keboola's form
+    /// (`{"values": [{"name": ..., "value": ...}]}`).
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub variables: Option<PathBuf>,
+
+    /// The value of one variable (repeatable; wins over --variables).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var, requires = "job_source")]
+    pub vars: Vec<(String, String)>,
+
+    /// Vault variables (`{{ vault.NAME }}`): the Vault API's list of `{"key", "value"}`.
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub vault: Option<PathBuf>,
+
+    /// The shared code configuration that `shared_code_id` names, as the Storage API returns
+    /// it (`{"id", "rows": [{"id", "configuration": {"code_content": [...]}}]}`).
+    #[arg(long, value_name = "FILE", requires = "job_source")]
+    pub shared_code: Option<PathBuf>,
 
     /// Run id (`KBC_RUNID`); default: generated.
     #[arg(long, requires = "job_source")]
@@ -159,6 +183,22 @@ pub struct JobArgs {
     #[arg(long, requires = "job_source")]
     pub branch_id: Option<String>,
 
+    /// The configuration's version (`KBC_CONFIGVERSION`); default: the `version` of a
+    /// configuration in the Storage API's form.
+    #[arg(long, requires = "job_source")]
+    pub config_version: Option<String>,
+
+    /// Keboola's debug mode: `KBC_COMPONENT_RUN_MODE=debug`; the data folder is stored in
+    /// Storage as `stage_<n>.zip` before each container and `stage_output.zip` after the last
+    /// (tagged `debug`, secrets of config and state redacted); no output mapping, no state.
+    #[arg(long, requires = "job_source")]
+    pub debug: bool,
+
+    /// The orchestration the job runs in: its `artifacts/out/shared` is stored for, and
+    /// `artifacts.shared` reads from, the other jobs of that orchestration.
+    #[arg(long, requires = "job_source")]
+    pub orchestration_id: Option<String>,
+
     /// The component's `configuration_format`: config, state and manifests as json or yaml.
     #[arg(long, value_enum, default_value_t = ConfigurationFormat::Json, requires = "job_source")]
     pub configuration_format: ConfigurationFormat,
@@ -168,6 +208,13 @@ pub struct JobArgs {
     #[arg(long, requires = "job_source")]
     pub default_bucket: Option<String>,
 
+    /// The component's data type support (its `dataTypesConfiguration.dataTypesSupport`):
+    /// `KBC_DATA_TYPE_SUPPORT`, typed input manifests (`schema` with `data_type`) for
+    /// `authoritative` and `hints`, and output mapping's rules unless the configuration sets
+    /// `storage.output.data_type_support` [default: none].
+    #[arg(long, value_enum, requires = "job_source")]
+    pub data_type_support: Option<DataTypeSupport>,
+
     /// The component's `image_parameters` (a JSON file; `#` values are secrets).
     #[arg(long, value_name = "FILE", requires = "job_source")]
     pub image_parameters: Option<PathBuf>,
@@ -176,6 +223,47 @@ pub struct JobArgs {
     /// the image its component id names.
     #[arg(long = "processor", value_name = "COMPONENT=IMAGE", value_parser = parse_processor, requires = "job_source")]
     pub processors: Vec<(String, String)>,
+
+    /// The component's logging (its specification's `logging.type`): `gelf` runs a GELF
+    /// server for the main container, named in `KBC_LOGGER_ADDR` and `KBC_LOGGER_PORT`;
+    /// its messages become log lines and the result's `events`. Default: standard.
+    #[arg(long, value_enum, requires = "job_source")]
+    pub logging: Option<LoggingArg>,
+
+    /// The GELF server's transport (`logging.gelf_server_type`; default tcp, as Keboola's).
+    #[arg(long, value_enum, requires = "job_source")]
+    pub gelf_server_type: Option<GelfServerArg>,
+
+    /// The component's `logging` section given by a job file (Keboola's form).
+    #[arg(skip)]
+    pub logging_inline: Option<serde_json::Value>,
+}
+
+/// `--logging` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoggingArg {
+    /// stdout and stderr only.
+    Standard,
+    /// A GELF server besides them.
+    Gelf,
+}
+
+/// `--gelf-server-type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GelfServerArg {
+    /// Null-byte delimited messages over TCP.
+    Tcp,
+    /// Datagrams (plain, zlib, gzip, chunked).
+    Udp,
+    /// POST requests, one message each.
+    Http,
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((n, v)) if !n.is_empty() => Ok((n.to_string(), v.to_string())),
+        _ => Err(format!("{text:?}: expected NAME=VALUE")),
+    }
 }
 
 fn parse_processor(text: &str) -> Result<(String, String), String> {
@@ -192,6 +280,28 @@ pub enum ConfigurationFormat {
     Json,
     /// config.yml
     Yaml,
+}
+
+/// `--data-type-support` values (Keboola's `dataTypesSupport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum DataTypeSupport {
+    /// Every output column carries its type; tables are created typed.
+    Authoritative,
+    /// Types are hints: kept as metadata, columns created as strings.
+    Hints,
+    /// The component says nothing about types (Keboola's default).
+    #[default]
+    None,
+}
+
+impl From<DataTypeSupport> for dockless_staging::DataTypeSupport {
+    fn from(value: DataTypeSupport) -> Self {
+        match value {
+            DataTypeSupport::Authoritative => dockless_staging::DataTypeSupport::Authoritative,
+            DataTypeSupport::Hints => dockless_staging::DataTypeSupport::Hints,
+            DataTypeSupport::None => dockless_staging::DataTypeSupport::None,
+        }
+    }
 }
 
 /// `--network` values.

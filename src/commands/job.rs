@@ -9,10 +9,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use dockless_staging::Format;
 
-use crate::cli::run::{ConfigurationFormat, RunArgs};
+use crate::cli::run::{ConfigurationFormat, GelfServerArg, JobArgs, LoggingArg, RunArgs};
 use crate::paths::Paths;
+use crate::pipeline::gelf::{Logging, LoggingType, ServerType};
 use crate::pipeline::{self, JobSettings, classify::Class, result::JobResult};
 use crate::units::limit_text;
+
+use super::job_config::{self, Runs};
 
 /// `dockless run IMAGE --config FILE`: flags into [`JobSettings`], the pipeline, the result.
 pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
@@ -58,10 +61,46 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
             return report(&result, args.json);
         }
     };
+    let user_error = |message: String| {
+        let mut result = JobResult::new(image, &component_id, &run_id, "run");
+        result.fail(Class::User, message);
+        report(&result, args.json)
+    };
+    // `-e` adds to a job's environment; the `KBC_*` names are the runner's, as in Keboola.
+    if let Some(bad) = args.env.iter().find(|e| match e.split_once('=') {
+        Some((key, _)) => key.is_empty() || key.starts_with("KBC_"),
+        None => true,
+    }) {
+        return user_error(format!(
+            "-e {bad:?}: expected KEY=VALUE with a name not starting with KBC_ (the runner \
+             sets those)"
+        ));
+    }
+    let (plan, sources) = match job_config::sources(job).and_then(|sources| {
+        job_config::plan(&configuration, &path, job, &sources).map(|plan| (plan, sources))
+    }) {
+        Ok(planned) => planned,
+        Err(message) => return user_error(message),
+    };
+    let (configuration, row_id, rows) = match plan.runs {
+        Runs::Single {
+            configuration,
+            row_id,
+        } => (configuration, row_id, None),
+        Runs::Rows(rows) => (serde_json::Value::Null, None, Some(rows)),
+    };
     let sync = configuration
         .get("action")
         .and_then(|a| a.as_str())
         .is_some_and(|a| !a.is_empty() && a != "run");
+    let logging = match logging(job) {
+        Ok(l) => l,
+        Err(e) => {
+            let mut result = JobResult::new(image, &component_id, &run_id, "run");
+            result.fail(Class::User, e);
+            return report(&result, args.json);
+        }
+    };
     let memory = args.memory.unwrap_or(256 << 20);
     let settings = JobSettings {
         image: image.to_string(),
@@ -69,18 +108,23 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         registry: args.registry.resolve()?,
         configuration,
         component_id,
-        config_id: job.config_id.clone(),
-        row_id: job.row_id.clone(),
+        config_id: plan.config_id,
+        row_id,
         run_id,
         project_id: job.project_id.clone(),
         stack_id: "local".to_string(),
         branch_id: job.branch_id.clone(),
+        orchestration_id: job.orchestration_id.clone(),
+        config_version: job.config_version.clone().or(plan.config_version.clone()),
+        debug: job.debug,
+        extra_env: args.env.clone(),
         image_parameters,
         format: match job.configuration_format {
             ConfigurationFormat::Json => Format::Json,
             ConfigurationFormat::Yaml => Format::Yaml,
         },
         default_bucket: job.default_bucket.clone(),
+        data_type_support: job.data_type_support.unwrap_or_default().into(),
         memory: (memory, limit_text(memory)),
         cpus: args.cpus,
         // Keboola gives a sync action 30 s.
@@ -93,7 +137,25 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         userns: crate::rootless::userns_range(args.userns)?,
         stdout_to_stdout: !args.json,
         processor_images: job.processors.clone(),
+        defer_state: false,
+        extra_secrets: serde_json::json!({ "#vault": sources.secrets }),
+        logging,
     };
+    if let Some(rows) = rows {
+        let result = pipeline::rows::run_rows(&settings, rows, paths);
+        if !args.json {
+            for row in &result.rows {
+                if let Some(answer) = row.result.as_ref().and_then(|r| r.action_result.as_ref()) {
+                    print_stdout(&serde_json::to_string_pretty(answer)?);
+                }
+            }
+        }
+        let _ = write!(std::io::stderr().lock(), "{}", result.summary());
+        if args.json {
+            print_stdout(&serde_json::to_string_pretty(&result)?);
+        }
+        return Ok(exit_code(result.class, result.cleanup_failed()));
+    }
     let result = pipeline::run(&settings, paths);
     if !args.json
         && let Some(answer) = &result.action_result
@@ -101,6 +163,29 @@ pub fn run(image: &str, args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode
         print_stdout(&serde_json::to_string_pretty(answer)?);
     }
     report(&result, args.json)
+}
+
+/// The component's `logging`: the job file's section (Keboola's defaults for what it leaves
+/// out), then `--logging` and `--gelf-server-type`.
+fn logging(job: &JobArgs) -> Result<Logging, String> {
+    let mut logging = match &job.logging_inline {
+        Some(section) => Logging::from_spec(section)?,
+        None => Logging::default(),
+    };
+    if let Some(kind) = job.logging {
+        logging.kind = match kind {
+            LoggingArg::Standard => LoggingType::Standard,
+            LoggingArg::Gelf => LoggingType::Gelf,
+        };
+    }
+    if let Some(server) = job.gelf_server_type {
+        logging.gelf_server_type = match server {
+            GelfServerArg::Tcp => ServerType::Tcp,
+            GelfServerArg::Udp => ServerType::Udp,
+            GelfServerArg::Http => ServerType::Http,
+        };
+    }
+    Ok(logging)
 }
 
 /// Prints the summary (stderr) and, with `json`, the result (stdout); the exit status is the
@@ -112,15 +197,21 @@ fn report(result: &JobResult, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         print_stdout(&serde_json::to_string_pretty(result)?);
     }
-    if result.cleanup_error.is_some() {
-        return Ok(ExitCode::from(125));
+    Ok(exit_code(result.class, result.cleanup_error.is_some()))
+}
+
+/// The class's exit status (128 + the signal for a terminated job), or 125 when a job's
+/// directory could not be removed.
+fn exit_code(class: Class, cleanup_failed: bool) -> ExitCode {
+    if cleanup_failed {
+        return ExitCode::from(125);
     }
-    if result.class == Class::Terminated
+    if class == Class::Terminated
         && let Some(signal) = crate::signals::received()
     {
-        return Ok(ExitCode::from(signal.exit_status()));
+        return ExitCode::from(signal.exit_status());
     }
-    Ok(ExitCode::from(result.class.exit_status()))
+    ExitCode::from(class.exit_status())
 }
 
 /// The last path segment of an image reference without tag or digest
@@ -132,7 +223,7 @@ pub fn repository_name(image: &str) -> String {
 }
 
 /// A numeric run id as Keboola's: milliseconds since the epoch and three digits of our pid.
-fn new_run_id() -> String {
+pub fn new_run_id() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())

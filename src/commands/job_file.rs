@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::build::BuildOptions;
-use crate::cli::run::{ConfigurationFormat, Network, RunArgs};
+use crate::cli::run::{ConfigurationFormat, DataTypeSupport, Network, RunArgs};
 use crate::paths::Paths;
 use crate::units::{parse_cpus, parse_duration, parse_size};
 
@@ -30,8 +30,10 @@ struct JobFile {
     row_id: Option<String>,
     project_id: Option<String>,
     branch_id: Option<String>,
+    orchestration_id: Option<String>,
     configuration_format: Option<String>,
     default_bucket: Option<String>,
+    data_type_support: Option<String>,
     image_parameters: Option<serde_json::Value>,
     memory: Option<String>,
     timeout: Option<serde_json::Value>,
@@ -39,6 +41,20 @@ struct JobFile {
     cpus: Option<f64>,
     #[serde(default)]
     processors: std::collections::BTreeMap<String, String>,
+    /// Rows to run (`--row`) of a configuration in the Storage API's form.
+    #[serde(default)]
+    rows: Vec<String>,
+    /// `--variables`, relative to the job file.
+    variables: Option<PathBuf>,
+    /// `--var NAME=VALUE` as an object of names and values.
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, String>,
+    /// `--vault`, relative to the job file.
+    vault: Option<PathBuf>,
+    /// `--shared-code`, relative to the job file.
+    shared_code: Option<PathBuf>,
+    /// The component's `logging` section, in its specification's form.
+    logging: Option<serde_json::Value>,
 }
 
 /// Reads `path` and fills every setting of `args` the command line left unset; a `build` is
@@ -76,10 +92,21 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
             ));
         }
     }
+    let beside = |f: PathBuf| path.parent().unwrap_or(Path::new(".")).join(f);
+    if job.rows.is_empty() {
+        job.rows = file.rows;
+    }
+    job.variables = job.variables.take().or(file.variables.map(beside));
+    job.vault = job.vault.take().or(file.vault.map(beside));
+    job.shared_code = job.shared_code.take().or(file.shared_code.map(beside));
+    // Flags come last: they win over the file's values of the same name.
+    let flags = std::mem::take(&mut job.vars);
+    job.vars = file.vars.into_iter().chain(flags).collect();
     job.component_id = job.component_id.take().or(file.component_id);
     job.config_id = job.config_id.take().or(file.config_id);
     job.row_id = job.row_id.take().or(file.row_id);
     job.branch_id = job.branch_id.take().or(file.branch_id);
+    job.orchestration_id = job.orchestration_id.take().or(file.orchestration_id);
     job.default_bucket = job.default_bucket.take().or(file.default_bucket);
     if let Some(project) = file.project_id.filter(|_| job.project_id == "0") {
         job.project_id = project;
@@ -99,9 +126,25 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
             }
         };
     }
+    if job.data_type_support.is_none()
+        && let Some(support) = file.data_type_support
+    {
+        job.data_type_support = Some(match support.as_str() {
+            "authoritative" => DataTypeSupport::Authoritative,
+            "hints" => DataTypeSupport::Hints,
+            "none" => DataTypeSupport::None,
+            other => {
+                return Err(bad(
+                    "data_type_support",
+                    format!("{other:?} is not authoritative, hints or none"),
+                ));
+            }
+        });
+    }
     if job.image_parameters.is_none() {
         job.image_parameters_inline = file.image_parameters;
     }
+    job.logging_inline = file.logging;
     for (component, image) in file.processors {
         if !job.processors.iter().any(|(c, _)| *c == component) {
             job.processors.push((component, image));
@@ -164,6 +207,9 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
             timeout: args.timeout.unwrap_or(DEFAULT_BUILD_TIMEOUT),
             pids: args.pids_limit,
             quiet: false,
+            // As `dockless build` by default: the host's proxy variables, no CA bundle.
+            http_proxy: true,
+            ca_file: None,
         };
         let built = crate::build::build(&spec, &options, paths)
             .with_context(|| format!("job file {}: build", path.display()))?;

@@ -5,10 +5,13 @@ pub mod build;
 pub mod gc;
 pub mod images;
 pub mod job;
+pub mod job_config;
 pub mod job_file;
+pub mod login;
 pub mod pull;
 pub mod run;
 pub mod storage;
+pub mod test;
 
 use std::process::ExitCode;
 
@@ -32,7 +35,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Abandoned rootless containers are only reachable from outside any session (see
     // `kill_abandoned_inits`); as root, gc's own removal of each run kills them.
     if !is_root()
-        && matches!(cli.command, Command::Gc | Command::Run(_))
+        && matches!(
+            cli.command,
+            Command::Gc | Command::Run(_) | Command::Test(_)
+        )
         && let Err(e) = dockless_runtime::container::kill_abandoned_inits(&paths.containers())
     {
         tracing::warn!(error = format!("{e:#}"), "cannot end abandoned containers");
@@ -46,6 +52,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Run(_)
             | Command::Gc
             | Command::Build(_)
+            | Command::Test(_)
             | Command::Unshare(_)
     ) {
         crate::rootless::enter_session(&paths)?;
@@ -58,7 +65,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rmi(args) => images::remove(args, &paths),
         Command::Load(args) => images::load(args, &paths),
         Command::Run(args) => run::run(*args, &paths),
+        Command::Test(args) => test::run(*args, &paths),
         Command::Gc => gc::run(&paths),
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
         Command::Unshare(args) => crate::rootless::exec(args.command),
         Command::DelegateCgroups(args) => crate::rootless::delegate(&args.user, args.undo),
         Command::RuntimeHelper => unreachable!("main runs the helper before anything else"),

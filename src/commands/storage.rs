@@ -123,6 +123,9 @@ pub fn run(cmd: StorageCommand, paths: &Paths) -> anyhow::Result<ExitCode> {
             for m in &t.metadata {
                 println!("metadata:    {} = {} ({})", m.key, m.value, m.provider);
             }
+            for (column, column_type) in &t.column_types {
+                println!("type:        {column} {}", type_text(column_type));
+            }
         }
         StorageCommand::Files { tag } => {
             let query = FileQuery {
@@ -264,4 +267,27 @@ fn with_progress<T>(count: &Arc<AtomicU64>, total: u64, verb: &str, work: impl F
     done.store(true, Ordering::Relaxed);
     let _ = reporter.join();
     result
+}
+
+/// A column type on one line: base type with length, nullability, default, then each
+/// backend's native type (`INTEGER(11) NOT NULL DEFAULT "0" [snowflake: NUMBER(38,0)]`).
+fn type_text(t: &dockless_staging::ColumnType) -> String {
+    let sized = |name: &str, length: &Option<String>| match length {
+        Some(l) => format!("{name}({l})"),
+        None => name.to_string(),
+    };
+    let mut text = sized(t.base.as_str(), &t.length);
+    if !t.nullable {
+        text.push_str(" NOT NULL");
+    }
+    if let Some(d) = &t.default {
+        text.push_str(&format!(" DEFAULT {d:?}"));
+    }
+    for (backend, native) in &t.backends {
+        text.push_str(&format!(
+            " [{backend}: {}]",
+            sized(&native.type_name, &native.length)
+        ));
+    }
+    text
 }

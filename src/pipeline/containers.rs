@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use super::classify::{self, Class, ContainerEnd};
 use super::environment::{self, Identity};
+use super::gelf::LoggingType;
+use super::gelf::logserver::LogServer;
 use super::output::{self, Tee};
 use super::processors::Processor;
 use super::result::{ContainerRun, ms};
@@ -64,8 +66,12 @@ impl Pipeline<'_> {
                         move_file(&held_in_state, &in_state)?;
                     }
                     job.write_config(dir).map_err(Failure::staging)?;
-                    let ran =
+                    let mut ran =
                         self.run_image("main", image, &self.settings.component_id, priority, dir);
+                    // Its usage metrics, before an after-processor could move them away.
+                    if ran.is_ok() && self.result.class == Class::Success {
+                        ran = self.read_usage(dir);
+                    }
                     // The main image's state survives the after-processors (Keboola reads it
                     // right after the main image; processors never write state).
                     if priority + 1 < steps.len() {
@@ -99,6 +105,23 @@ impl Pipeline<'_> {
         outcome
     }
 
+    /// The main image's `out/usage.json` into the result (a malformed one fails the job as
+    /// an application error, Keboola's class), and its `out/result.json` (a malformed one is
+    /// a warning).
+    fn read_usage(&mut self, dir: &DataDir) -> Result<(), Failure> {
+        dir.check_dirs().map_err(Failure::staging)?;
+        self.result.usage =
+            dockless_staging::usage::read(dir, self.settings.format).map_err(Failure::staging)?;
+        match dockless_staging::usage::read_result(dir) {
+            Ok(document) => self.result.component_result = document,
+            Err(e) => self.result.warnings.push(format!(
+                "out/result.json ignored: {}",
+                super::error_chain(&e)
+            )),
+        }
+        Ok(())
+    }
+
     fn run_image(
         &mut self,
         role: &'static str,
@@ -107,6 +130,10 @@ impl Pipeline<'_> {
         priority: usize,
         dir: &DataDir,
     ) -> Result<(), Failure> {
+        if self.settings.debug {
+            // Keboola's debug mode: the data folder each container starts with.
+            self.store_debug_stage(dir, &format!("stage_{priority}"))?;
+        }
         let s = self.settings;
         let main = role == "main";
         let who = Identity {
@@ -116,9 +143,19 @@ impl Pipeline<'_> {
             config_id: s.config_id.as_deref(),
             row_id: s.row_id.as_deref(),
             branch_id: s.branch_id.as_deref(),
+            config_version: s.config_version.as_deref(),
+            run_mode: if s.debug { "debug" } else { "run" },
+            // Processors too get the main component's value, as in Keboola.
+            data_type_support: s.data_type_support,
         };
         let mut spec = RunSpec::new(image.config.clone());
-        spec.env = environment::variables(&who, component_id, &s.configuration["parameters"]);
+        spec.env = s.extra_env.clone();
+        // The runner's own variables last: they win (and `-e` may not name one anyway).
+        spec.env.extend(environment::variables(
+            &who,
+            component_id,
+            &s.configuration["parameters"],
+        ));
         spec.data_dir = Some(dir.data());
         spec.tmp = TmpMount::HostDir(dir.tmp());
         spec.limits = Limits {
@@ -146,14 +183,29 @@ impl Pipeline<'_> {
             (false, false) => Some(Stream::Stderr),
         };
         let secrets = self.secrets.clone();
+        let mut log = if main && s.logging.kind == LoggingType::Gelf {
+            Some(LogServer::prepare(
+                &s.logging, s.network, &mut spec, &secrets, stdout_to,
+            )?)
+        } else {
+            None
+        };
         let mut tee = Tee::new(&secrets, stdout_to, Some(Stream::Stderr));
-        let ran = crate::stages::container::run_container_with(
+        let listen = log.as_ref().map_or(Vec::new(), |l| l.listen.clone());
+        let ran = crate::stages::container::run_container_listening(
             self.paths,
             &image.record,
             &spec,
+            &listen,
+            &mut |fds| {
+                if let Some(l) = log.as_mut() {
+                    l.serve(fds);
+                }
+            },
             &mut |w, b| tee.chunk(w, b),
         );
         tee.finish();
+        let last_error = log.and_then(|l| l.finish(self.result));
         if main {
             self.result.stdout_tail = tee.kept_stdout.last_chars(TAIL_CHARS);
             self.result.stderr_tail = tee.kept_stderr.last_chars(TAIL_CHARS);
@@ -187,6 +239,14 @@ impl Pipeline<'_> {
         }
         let stdout = tee.kept_stdout.text();
         let stderr = tee.kept_stderr.text();
+        // Keboola's last resort for a failure's message, after stderr and stdout: the last
+        // GELF message of level warning or worse.
+        let last_error = last_error.unwrap_or_default();
+        let output_or_log = if stdout.trim().is_empty() && stderr.trim().is_empty() {
+            &last_error
+        } else {
+            &stdout
+        };
         let (class, message) = classify::classify(&ContainerEnd {
             image: &image.name,
             name: &name,
@@ -197,8 +257,13 @@ impl Pipeline<'_> {
             timeout,
             memory: &s.memory.1,
             stderr: &stderr,
-            stdout: &stdout,
+            stdout: output_or_log,
         });
+        // `no_application_errors`: the component's failures are all the user's.
+        let class = match class {
+            Class::Application if main && s.logging.no_application_errors => Class::User,
+            other => other,
+        };
         if let Some(message) = message {
             return Err(Failure { class, message });
         }

@@ -2,6 +2,7 @@
 //! token and no URL are ever forwarded: nothing secret enters the container beyond its
 //! decrypted config.json.
 
+use dockless_staging::DataTypeSupport;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -18,9 +19,23 @@ pub struct Identity<'a> {
     pub config_id: Option<&'a str>,
     /// The row id, when it runs a row.
     pub row_id: Option<&'a str>,
-    /// The branch id, when known.
+    /// The branch id, when known ([`DEFAULT_BRANCH`] otherwise).
     pub branch_id: Option<&'a str>,
+    /// The configuration's version (`KBC_CONFIGVERSION`), when the job runs a stored one.
+    pub config_version: Option<&'a str>,
+    /// Keboola's run mode: `run`, or `debug` for a debug job.
+    pub run_mode: &'a str,
+    /// The component's data type support (`KBC_DATA_TYPE_SUPPORT`). Keboola sets the variable
+    /// in projects with native types, from the component alone (a configuration's
+    /// `storage.output.data_type_support` is not reflected); the embedded Storage keeps
+    /// types, so it is always set.
+    pub data_type_support: DataTypeSupport,
 }
+
+/// `KBC_BRANCHID` of a job that names no branch: Keboola always sets the variable (a job
+/// runs in a branch, the default one at least); its numeric id is not known locally, so the
+/// name Keboola's libraries use for the default branch stands in.
+pub const DEFAULT_BRANCH: &str = "default";
 
 /// Feature gates every component sees: Keboola's Python library keeps `write_always` in the
 /// manifests it writes only with `queuev2` among them (contract §19).
@@ -39,18 +54,23 @@ pub fn variables(who: &Identity<'_>, component_id: &str, parameters: &Value) -> 
         format!("KBC_PROJECTID={}", who.project_id),
         format!("KBC_STACKID={}", who.stack_id),
         format!("KBC_CONFIGID={config_id}"),
-        "KBC_CONFIGVERSION=".to_string(),
+        format!(
+            "KBC_CONFIGVERSION={}",
+            who.config_version.unwrap_or_default()
+        ),
         format!("KBC_COMPONENTID={component_id}"),
         "KBC_STAGING_FILE_PROVIDER=local".to_string(),
         format!("KBC_PROJECT_FEATURE_GATES={FEATURE_GATES}"),
-        "KBC_COMPONENT_RUN_MODE=run".to_string(),
+        format!("KBC_COMPONENT_RUN_MODE={}", who.run_mode),
+        format!("KBC_DATA_TYPE_SUPPORT={}", who.data_type_support),
     ];
     if let Some(row) = who.row_id {
         env.push(format!("KBC_CONFIGROWID={row}"));
     }
-    if let Some(branch) = who.branch_id {
-        env.push(format!("KBC_BRANCHID={branch}"));
-    }
+    env.push(format!(
+        "KBC_BRANCHID={}",
+        who.branch_id.unwrap_or(DEFAULT_BRANCH)
+    ));
     env
 }
 
@@ -75,8 +95,12 @@ mod tests {
             config_id: Some("cfg"),
             row_id: None,
             branch_id: None,
+            config_version: None,
+            run_mode: "run",
+            data_type_support: DataTypeSupport::default(),
         };
         let env = variables(&who, "demo", &json!({}));
+        assert!(env.contains(&"KBC_DATA_TYPE_SUPPORT=none".to_string()));
         assert!(env.contains(&"KBC_DATADIR=/data/".to_string()));
         assert!(env.contains(&"KBC_CONFIGID=cfg".to_string()));
         assert!(env.contains(&"KBC_COMPONENTID=demo".to_string()));
@@ -85,9 +109,11 @@ mod tests {
         let unnamed = Identity {
             config_id: None,
             row_id: Some("r1"),
+            data_type_support: DataTypeSupport::Authoritative,
             ..who
         };
         let env = variables(&unnamed, "demo", &json!({"a": 1}));
+        assert!(env.contains(&"KBC_DATA_TYPE_SUPPORT=authoritative".to_string()));
         let id = env.iter().find(|e| e.starts_with("KBC_CONFIGID=")).unwrap();
         assert_eq!(id.len(), "KBC_CONFIGID=".len() + 40);
         assert!(env.contains(&"KBC_CONFIGROWID=r1".to_string()));

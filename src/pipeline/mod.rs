@@ -8,13 +8,16 @@
 //! (success only) -> remove the working dir. Every failure on the way is classified as
 //! Keboola does ([`Class`]) and every text that leaves the pipeline is redacted.
 
+mod artifacts;
 pub mod classify;
 mod containers;
 pub mod environment;
+pub mod gelf;
 pub mod output;
 pub mod processors;
 pub mod redact;
 pub mod result;
+pub mod rows;
 pub mod workdir;
 
 use std::time::{Duration, Instant};
@@ -62,12 +65,24 @@ pub struct JobSettings {
     pub stack_id: String,
     /// `KBC_BRANCHID`, when given.
     pub branch_id: Option<String>,
+    /// The orchestration the job runs in (shared artifacts).
+    pub orchestration_id: Option<String>,
+    /// The stored configuration's version (`KBC_CONFIGVERSION`).
+    pub config_version: Option<String>,
+    /// Keboola's debug mode: `KBC_COMPONENT_RUN_MODE=debug`, the data folder stored as a zip
+    /// before each container and after the last, no output mapping, no state.
+    pub debug: bool,
+    /// `KEY=VALUE` for every container of the job (`-e`); never a `KBC_*` name.
+    pub extra_env: Vec<String>,
     /// The component's `image_parameters`.
     pub image_parameters: Value,
     /// `configuration_format`.
     pub format: Format,
     /// The component's default bucket.
     pub default_bucket: Option<String>,
+    /// The component's data type support (`KBC_DATA_TYPE_SUPPORT`, typed input manifests,
+    /// output mapping's rules unless the configuration sets its own).
+    pub data_type_support: dockless_staging::DataTypeSupport,
     /// Memory limit in bytes and as written (`256m`, for the OOM message).
     pub memory: (i64, String),
     /// CPU quota.
@@ -87,6 +102,15 @@ pub struct JobSettings {
     pub stdout_to_stdout: bool,
     /// Processor images by component id (`--processor COMPONENT=IMAGE`).
     pub processor_images: Vec<(String, String)>,
+    /// Hand the new state back in the result instead of storing it (a row of a
+    /// configuration: see [`rows`]).
+    pub defer_state: bool,
+    /// More secrets to hide, as a document of `#` values (the vault's encrypted variables,
+    /// which may have been rendered under keys without `#`).
+    pub extra_secrets: Value,
+    /// The main component's `logging` (GELF server, verbosity); processors log as
+    /// `standard` components.
+    pub logging: gelf::Logging,
 }
 
 /// Keboola's cap on a configuration's own `runtime.process_timeout`.
@@ -122,6 +146,25 @@ impl JobSettings {
             );
         }
         process_timeout(&self.configuration).map(drop)
+    }
+
+    /// The job as the owner of artifacts (Keboola's tags: branch, component, config, job).
+    fn artifacts_owner(&self) -> dockless_staging::artifacts::Owner {
+        dockless_staging::artifacts::Owner {
+            branch_id: self
+                .branch_id
+                .clone()
+                .unwrap_or_else(|| dockless_staging::artifacts::DEFAULT_BRANCH.to_string()),
+            component_id: self.component_id.clone(),
+            config_id: self.config_id.clone(),
+            job_id: self.run_id.clone(),
+            orchestration_id: self.orchestration_id.clone(),
+            // `DOCKLESS_MAX_ARTIFACT_BYTES` lowers (or raises) Keboola's 1 GiB cap.
+            max_archive_bytes: std::env::var("DOCKLESS_MAX_ARTIFACT_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(dockless_staging::artifacts::MAX_ARCHIVE_BYTES),
+        }
     }
 
     fn action(&self) -> String {
@@ -172,8 +215,11 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
     result.network = settings.network.name();
     // Secrets of the configuration and image parameters are known before anything runs;
     // those of the state are added once it is read.
-    let mut secrets = match Secrets::collect([&settings.configuration, &settings.image_parameters])
-    {
+    let mut secrets = match Secrets::collect([
+        &settings.configuration,
+        &settings.image_parameters,
+        &settings.extra_secrets,
+    ]) {
         Ok(secrets) => secrets,
         Err(e) => {
             // Nothing could be redacted: the job does not start.
@@ -288,6 +334,8 @@ impl Pipeline<'_> {
             action: self.action.to_string(),
             format: s.format,
             default_bucket: s.default_bucket.clone(),
+            data_type_support: s.data_type_support,
+            defer_state: s.defer_state,
         })
         .map_err(Failure::staging)?;
 
@@ -301,6 +349,25 @@ impl Pipeline<'_> {
             return Err(Failure::user(
                 "a secret value of the configuration equals a secret image parameter of the component",
             ));
+        }
+
+        // The artifacts the configuration asks for: its `artifacts` section is checked here,
+        // before anything runs.
+        let owner = s.artifacts_owner();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let wanted = if self.action == "run" {
+            dockless_staging::artifacts::wanted(&s.configuration, &owner, now)
+                .map_err(Failure::staging)?
+        } else {
+            None
+        };
+        if !s.configuration["artifacts"].is_null() && s.config_id.is_none() {
+            // Keboola's words: artifacts belong to a configuration.
+            self.result
+                .warnings
+                .push("Ignoring artifacts, configuration Id is not set".to_string());
         }
 
         // Sync actions run no processors (Keboola: no input loader, no processors).
@@ -335,7 +402,7 @@ impl Pipeline<'_> {
         workdir::collect_stale(&jobs);
         let work = WorkDir::create(&jobs, &job_dir_name(s), s.userns.map(|shift| shift.base))
             .map_err(|e| Failure::application(&e))?;
-        let outcome = self.with_workdir(&mut job, &steps, &work, input_started);
+        let outcome = self.with_workdir(&mut job, &steps, &work, input_started, wanted.as_ref());
         let cleanup_started = Instant::now();
         if let Err(e) = work.remove() {
             self.result.cleanup_error = Some(self.secrets.redact(&format!("{e:#}")));
@@ -430,11 +497,22 @@ impl Pipeline<'_> {
         steps: &[Step<'_>],
         work: &WorkDir,
         input_started: Instant,
+        artifacts_wanted: Option<&dockless_staging::artifacts::Wanted>,
     ) -> Result<(), Failure> {
         let s = self.settings;
         let dir = DataDir::create(work.path()).map_err(Failure::staging)?;
         let mut storage = crate::stages::storage::open(self.paths).map_err(Failure::staging)?;
         job.stage(&storage, &dir).map_err(Failure::staging)?;
+        if let Some(wanted) = artifacts_wanted {
+            let (downloads, warnings) = dockless_staging::artifacts::downloads(&storage, wanted)
+                .map_err(Failure::staging)?;
+            self.result.warnings.extend(warnings);
+            for download in &downloads {
+                artifacts::unpack(&storage, download, &dir.data())
+                    .map_err(|e| Failure::application(&e))?;
+                self.result.artifacts.downloaded.push(download.file_id);
+            }
+        }
         // The state's `#` values are secrets too.
         let state_path = dir
             .data()
@@ -443,13 +521,16 @@ impl Pipeline<'_> {
             .ok()
             .and_then(|b| dockless_staging::config::parse_document(&b, s.format, "in/state").ok())
             .unwrap_or(Value::Null);
-        *self.secrets =
-            Secrets::collect([&s.configuration, &s.image_parameters, &state]).map_err(|e| {
-                Failure {
-                    class: e.class(),
-                    message: error_chain(&e),
-                }
-            })?;
+        *self.secrets = Secrets::collect([
+            &s.configuration,
+            &s.image_parameters,
+            &s.extra_secrets,
+            &state,
+        ])
+        .map_err(|e| Failure {
+            class: e.class(),
+            message: error_chain(&e),
+        })?;
         self.result.timings.input_ms = ms(input_started.elapsed());
         self.check_signal("after input mapping, before any container")?;
 
@@ -463,14 +544,36 @@ impl Pipeline<'_> {
         if let Err(f) = ran {
             self.result.fail(f.class, f.message);
         }
+        if succeeded && self.action == "run" && s.config_id.is_none() {
+            let state = format!("out/state.{}", s.format.extension());
+            if std::fs::symlink_metadata(dir.data().join(&state)).is_ok() {
+                self.result.warnings.push(format!(
+                    "the component left {state} but its state was not stored: Keboola keeps \
+                     state per configuration and this run has no configuration id (give \
+                     --config-id ID, or config_id in a job file, to keep it)"
+                ));
+            }
+        }
         if self.result.class == Class::Terminated {
             // Keboola's terminated job: no output mapping (not even write_always tables) and
             // no state.
             return Ok(());
         }
+        if s.debug && self.action == "run" {
+            // Keboola's debug job: the data folder as the containers left it instead of any
+            // output mapping (not even write_always tables) or state.
+            if succeeded && let Err(f) = self.store_debug_stage(&dir, "stage_output") {
+                self.result.fail(f.class, f.message);
+            }
+            self.result
+                .warnings
+                .push("debug mode: no output mapping, no state stored".to_string());
+            return Ok(());
+        }
 
         let output_started = Instant::now();
-        let finished = job.finish(&mut storage, &dir, succeeded);
+        let owner = s.artifacts_owner();
+        let finished = job.finish(&mut storage, &dir, succeeded, Some(&owner));
         self.result.timings.output_ms = ms(output_started.elapsed());
         match finished {
             Ok(report) => {
@@ -498,6 +601,8 @@ impl Pipeline<'_> {
                     .collect();
                 self.result.warnings.extend(report.output.warnings);
                 self.result.state_stored = report.state_stored;
+                self.result.deferred_state = report.deferred_state;
+                self.result.artifacts.stored = report.artifacts;
                 Ok(())
             }
             // A failed job keeps its own error; the write_always load's is only a warning.
@@ -516,6 +621,32 @@ impl Pipeline<'_> {
                 })
             }
         }
+    }
+}
+
+impl Pipeline<'_> {
+    /// Debug mode: `/data` as it is now, zipped (secrets of config and state redacted) and
+    /// stored as `<name>.zip` with Keboola's debug tags.
+    fn store_debug_stage(&mut self, dir: &DataDir, name: &str) -> Result<(), Failure> {
+        use dockless_staging::debug_archive;
+        let s = self.settings;
+        dir.check_dirs().map_err(Failure::staging)?;
+        let archive = dir.root().join(format!("{name}.zip"));
+        let secrets = &*self.secrets;
+        let redact = |b: &[u8]| secrets.redact(&String::from_utf8_lossy(b)).into_bytes();
+        let stored = debug_archive::pack(&dir.data(), &archive, &redact).and_then(|()| {
+            let mut storage = crate::stages::storage::open(self.paths)?;
+            debug_archive::store(
+                &mut storage,
+                &archive,
+                name,
+                debug_archive::tags(&s.component_id, &s.run_id, s.row_id.as_deref()),
+            )
+        });
+        let _ = std::fs::remove_file(&archive);
+        let id = stored.map_err(Failure::staging)?;
+        self.result.debug_files.push(id);
+        Ok(())
     }
 }
 

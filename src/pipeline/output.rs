@@ -20,7 +20,8 @@ pub struct Kept {
 }
 
 impl Kept {
-    fn push(&mut self, bytes: &[u8]) {
+    /// Appends one chunk: the first [`KEEP_BYTES`] stay, then a rolling tail of as many.
+    pub fn push(&mut self, bytes: &[u8]) {
         self.total += bytes.len() as u64;
         let room = KEEP_BYTES.saturating_sub(self.head.len());
         let (to_head, rest) = bytes.split_at(room.min(bytes.len()));

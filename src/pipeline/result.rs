@@ -119,6 +119,13 @@ pub struct JobResult {
     pub state_stored: bool,
     /// Non-fatal notes of output mapping (and a failed write_always load of a failed job).
     pub warnings: Vec<String>,
+    /// The main container's GELF messages (Keboola's container events), in arrival order:
+    /// level, message, timestamp; bounded (see `logging`).
+    pub events: Vec<super::gelf::events::Event>,
+    /// The main container's log server, when its logging is `gelf`: what it received,
+    /// showed, hid, dropped and could not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<super::gelf::Summary>,
     /// A sync action's answer (its stdout, parsed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action_result: Option<Value>,
@@ -126,9 +133,34 @@ pub struct JobResult {
     pub stdout_tail: String,
     /// The last characters of the main container's stderr.
     pub stderr_tail: String,
+    /// Artifacts unpacked before the run and stored after it (Storage file ids).
+    pub artifacts: ArtifactFiles,
+    /// The main image's usage metrics (`out/usage.json`), when it wrote any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Vec<dockless_staging::usage::Metric>>,
+    /// Debug mode's archives of the data folder (Storage file ids: each stage, then the
+    /// output).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub debug_files: Vec<i64>,
+    /// The main image's `out/result.json`, when it wrote one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component_result: Option<Value>,
     /// Removing the working dir failed (dockless exits 125 then).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
+    /// The new state, held back to be stored with the other rows' (never printed: it may
+    /// hold secrets).
+    #[serde(skip)]
+    pub deferred_state: Option<(dockless_staging::StateKey, Value)>,
+}
+
+/// The artifacts of a job, as Storage file ids.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArtifactFiles {
+    /// Unpacked into `/data/artifacts/in/...` before the run.
+    pub downloaded: Vec<i64>,
+    /// Stored from `/data/artifacts/out/...` (on success).
+    pub stored: Vec<i64>,
 }
 
 impl JobResult {
@@ -154,11 +186,18 @@ impl JobResult {
             tables: Vec::new(),
             files: Vec::new(),
             state_stored: false,
+            artifacts: ArtifactFiles::default(),
+            usage: None,
+            component_result: None,
+            debug_files: Vec::new(),
             warnings: Vec::new(),
+            events: Vec::new(),
+            logging: None,
             action_result: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             cleanup_error: None,
+            deferred_state: None,
         }
     }
 
@@ -219,8 +258,39 @@ impl JobResult {
                 f.tags.join(", ")
             );
         }
+        if !self.artifacts.downloaded.is_empty() {
+            let _ = writeln!(
+                s,
+                "dockless:   artifacts unpacked: files {:?}",
+                self.artifacts.downloaded
+            );
+        }
+        for id in &self.artifacts.stored {
+            let _ = writeln!(s, "dockless:   artifact stored: file {id}");
+        }
+        for m in self.usage.iter().flatten() {
+            let _ = writeln!(s, "dockless:   usage: {} = {}", m.metric, m.value);
+        }
         for w in &self.warnings {
             let _ = writeln!(s, "dockless:   warning: {w}");
+        }
+        if let Some(l) = &self.logging {
+            let c = &l.counts;
+            let _ = writeln!(
+                s,
+                "dockless:   GELF ({} {}:{}): {} messages, {} shown, {} hidden, {} camouflaged, \
+                 {} not kept, {} invalid, {} incomplete",
+                l.server_type.name(),
+                l.address,
+                l.port,
+                c.received,
+                c.shown,
+                c.hidden,
+                c.camouflaged,
+                c.events_dropped,
+                c.malformed,
+                c.incomplete_chunked
+            );
         }
         if self.state_stored {
             let _ = writeln!(s, "dockless:   state stored");

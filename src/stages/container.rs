@@ -4,11 +4,12 @@
 //! the build commands' runner.
 
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use anyhow::Context as _;
 use dockless_runtime::bundle::{NetworkMode, RunSpec};
-use dockless_runtime::container::{RunResult, Runner, Stream};
+use dockless_runtime::container::{ListenSocket, RunResult, Runner, Stream};
 use dockless_runtime::rootfs::{MountMode, RootfsKind, SnapshotStore};
 
 use super::pull::{chains, snapshots, unpack_shifted};
@@ -42,6 +43,19 @@ pub fn run_container_with(
     paths: &Paths,
     record: &dockless_registry::ImageRecord,
     spec: &RunSpec,
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+) -> anyhow::Result<RunResult> {
+    run_container_listening(paths, record, spec, &[], &mut |_| {}, on_output)
+}
+
+/// [`run_container_with`] with `listen` sockets made in the container's network namespace
+/// before it starts and handed to `on_listening` (see [`Runner::run_listening`]).
+pub fn run_container_listening(
+    paths: &Paths,
+    record: &dockless_registry::ImageRecord,
+    spec: &RunSpec,
+    listen: &[ListenSocket],
+    on_listening: &mut dyn FnMut(Vec<OwnedFd>),
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> anyhow::Result<RunResult> {
     let chains = chains(record)?;
@@ -83,9 +97,11 @@ pub fn run_container_with(
             "dockless: overlay unavailable ({reason}); running on a flattened copy of the image"
         );
     }
-    let result = runner(paths)?.run(
+    let result = runner(paths)?.run_listening(
         rootfs.path(),
         &crate::rootless::enforceable(spec),
+        listen,
+        on_listening,
         on_output,
     );
     let released = rootfs.release();

@@ -204,6 +204,15 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The component's `out/usage.json` is not what Keboola takes: an application error, as
+    /// in Keboola (the component broke its contract).
+    #[error("invalid usage file {what}: {reason}")]
+    Usage {
+        /// The file, relative to `/data` (`out/usage.json`).
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The Storage file was written by a newer dockless.
     #[error("storage {path} has schema version {found}, this dockless supports {supported}")]
     SchemaVersion {
@@ -258,6 +267,7 @@ impl Error {
                 | Error::Db { .. }
                 | Error::Serialize { .. }
                 | Error::SchemaVersion { .. }
+                | Error::Usage { .. }
                 | Error::StateKeyFile { .. }
                 | Error::StateDecrypt { .. }
         )

@@ -75,7 +75,17 @@ fn previous_import(state: &Value, source: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn table_manifest(info: &TableInfo, columns: &[String]) -> Value {
+/// How input table manifests are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ManifestForm {
+    /// JSON or YAML (the component's `configuration_format`).
+    pub format: Format,
+    /// Add the typed form's `schema` (the component supports data types: `authoritative` or
+    /// `hints`); without it the manifest has the legacy keys only.
+    pub typed: bool,
+}
+
+fn table_manifest(info: &TableInfo, columns: &[String], typed: bool) -> Value {
     let meta = |m: &crate::storage::Metadata, i: usize| json!({"id": i.to_string(), "key": m.key, "value": m.value, "provider": m.provider, "timestamp": m.timestamp});
     let mut column_metadata = Map::new();
     let mut n = info.metadata.len();
@@ -95,7 +105,7 @@ fn table_manifest(info: &TableInfo, columns: &[String]) -> Value {
             .unwrap_or_default();
         column_metadata.insert(c.clone(), Value::Array(entries));
     }
-    json!({
+    let mut manifest = json!({
         "id": info.id.to_string(),
         "name": info.id.name(),
         "primary_key": info.primary_key,
@@ -106,17 +116,53 @@ fn table_manifest(info: &TableInfo, columns: &[String]) -> Value {
         "columns": columns,
         "metadata": info.metadata.iter().enumerate().map(|(i, m)| meta(m, i + 1)).collect::<Vec<_>>(),
         "column_metadata": column_metadata,
-    })
+    });
+    if typed && let Some(map) = manifest.as_object_mut() {
+        map.insert("schema".into(), table_schema(info, columns));
+    }
+    manifest
+}
+
+/// The typed form's `schema`, as Keboola's input mapping builds it from a table definition:
+/// one entry per exported column, in export order, with `name`, `data_type` and `nullable`
+/// (typed columns only), `primary_key`, and `description` when the column has a
+/// `KBC.description`.
+fn table_schema(info: &TableInfo, columns: &[String]) -> Value {
+    let description = |column: &str| {
+        info.column_metadata
+            .iter()
+            .find(|(name, _)| name == column)
+            .and_then(|(_, list)| list.iter().rev().find(|m| m.key == "KBC.description"))
+            .map(|m| m.value.clone())
+            .filter(|d| !d.is_empty())
+    };
+    let entries: Vec<Value> = columns
+        .iter()
+        .map(|c| {
+            let mut entry = Map::new();
+            entry.insert("name".into(), json!(c));
+            if let Some(t) = info.column_type(c) {
+                entry.insert("data_type".into(), t.data_type());
+                entry.insert("nullable".into(), json!(t.nullable));
+            }
+            entry.insert("primary_key".into(), json!(info.primary_key.contains(c)));
+            if let Some(d) = description(c) {
+                entry.insert("description".into(), json!(d));
+            }
+            Value::Object(entry)
+        })
+        .collect();
+    Value::Array(entries)
 }
 
 /// Exports every `storage.input.tables` entry of a normalized configuration into
-/// `in/tables/<destination>` plus its manifest. `previous` is the stored `storage.input` state
+/// `in/tables/<destination>` plus its manifest (`form`: JSON or YAML, legacy or typed). `previous` is the stored `storage.input` state
 /// (for `changed_since: adaptive`); `now` anchors relative time expressions.
 pub fn stage_tables(
     storage: &dyn Storage,
     mappings: &[Value],
     dir: &DataDir,
-    format: Format,
+    form: ManifestForm,
     previous: &Value,
     now: i64,
     report: &mut InputReport,
@@ -190,8 +236,8 @@ pub fn stage_tables(
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let exported = storage.export_table(&source, &options, &mut out)?;
         out.flush().map_err(Error::io(&path))?;
-        let manifest = table_manifest(&info, &exported.columns);
-        write_doc(&manifest_path(&path), &manifest, format)?;
+        let manifest = table_manifest(&info, &exported.columns, form.typed);
+        write_doc(&manifest_path(&path), &manifest, form.format)?;
         state.push(
             json!({"source": source_text, "lastImportDate": format_precise(info.last_import)}),
         );

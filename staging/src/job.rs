@@ -13,6 +13,7 @@ use crate::out_dir;
 use crate::output::{self, OutputReport, OutputSettings};
 use crate::storage::{StateKey, Storage, Transaction};
 use crate::time::now_micros;
+use crate::types::DataTypeSupport;
 
 /// Everything the runner knows about a job before it runs.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +38,14 @@ pub struct JobSpec {
     /// The component's computed default bucket (component setting `default_bucket`), used when
     /// the configuration has no `storage.output.default_bucket`.
     pub default_bucket: Option<String>,
+    /// The component's `dataTypesConfiguration.dataTypesSupport` (`KBC_DATA_TYPE_SUPPORT`):
+    /// input manifests are typed when it is `authoritative` or `hints`; output mapping uses
+    /// it unless the configuration sets `storage.output.data_type_support`.
+    pub data_type_support: DataTypeSupport,
+    /// Keep the new state out of the output transaction: [`JobReport::deferred_state`]
+    /// carries it, for [`store_states`] once every row of the configuration succeeded
+    /// (Keboola's runner persists the rows' states only then).
+    pub defer_state: bool,
 }
 
 /// A job being staged: its normalized configuration and, after [`Job::stage`], what input
@@ -46,6 +55,7 @@ pub struct Job {
     spec: JobSpec,
     normalized: Value,
     input: InputReport,
+    output_types: DataTypeSupport,
 }
 
 /// What [`Job::finish`] wrote.
@@ -55,17 +65,31 @@ pub struct JobReport {
     pub output: OutputReport,
     /// The component state was stored.
     pub state_stored: bool,
+    /// The new state, not stored yet ([`JobSpec::defer_state`]).
+    pub deferred_state: Option<(StateKey, Value)>,
+    /// Storage files of the artifacts stored (`current`, then `shared`).
+    pub artifacts: Vec<i64>,
 }
 
 impl Job {
     /// Normalizes the configuration; a bad one is a user error ([`Error::is_user_error`]).
     pub fn new(spec: JobSpec) -> Result<Job> {
         let normalized = config::normalize(&spec.configuration)?;
+        config::refuse_cloud_only_at(&spec.image_parameters, "image_parameters")?;
+        let output_types = output_data_type_support(&normalized)?.unwrap_or(spec.data_type_support);
         Ok(Job {
             spec,
             normalized,
             input: InputReport::default(),
+            output_types,
         })
+    }
+
+    /// The data type support output mapping applies: the configuration's
+    /// `storage.output.data_type_support`, else the component's (Keboola's rule; the
+    /// container's `KBC_DATA_TYPE_SUPPORT` stays the component's).
+    pub fn output_data_type_support(&self) -> DataTypeSupport {
+        self.output_types
     }
 
     /// The configuration after normalization (defaults filled, `runtime` and `processors` kept).
@@ -164,7 +188,10 @@ impl Job {
                 storage,
                 tables,
                 dir,
-                self.spec.format,
+                input::ManifestForm {
+                    format: self.spec.format,
+                    typed: self.spec.data_type_support.is_typed(),
+                },
                 previous,
                 now,
                 &mut report,
@@ -187,12 +214,15 @@ impl Job {
     /// Output mapping after the container ran, in one Storage transaction: all outputs (only
     /// `write_always` tables when `succeeded` is false), then, on success, processed tags and
     /// the new state (`out/state.json`; a missing file clears the state). On error Storage is
-    /// left exactly as it was.
+    /// left exactly as it was. With `artifacts` (the job's owner tags), a successful job's
+    /// `artifacts/out/current` (and in an orchestration `out/shared`) is stored in the same
+    /// transaction ([`crate::artifacts`]).
     pub fn finish(
         &self,
         storage: &mut dyn Storage,
         dir: &DataDir,
         succeeded: bool,
+        artifacts: Option<&crate::artifacts::Owner>,
     ) -> Result<JobReport> {
         if !self.is_run() {
             return Ok(JobReport::default());
@@ -213,25 +243,66 @@ impl Job {
             run_id: self.spec.run_id.clone(),
             default_bucket,
             format: self.spec.format,
+            data_type_support: self.output_types,
         };
-        let new_state = match (succeeded, self.state_key()) {
+        let mut new_state = match (succeeded, self.state_key()) {
             (true, Some(key)) => {
                 let previous = storage.state(&key)?.unwrap_or(Value::Null);
                 Some((key, self.next_state(dir, previous)?))
             }
             _ => None,
         };
+        let deferred_state = if self.spec.defer_state {
+            new_state.take()
+        } else {
+            None
+        };
         let processed = if succeeded {
             self.input.processed_tags.clone()
         } else {
             Vec::new()
         };
+        // Packed before the transaction opens (the archives sit beside /data, out of the
+        // container's reach); stored inside it.
+        let mut archives = Vec::new();
+        // As Keboola's runner: an artifact that cannot be stored (too big, a link planted in
+        // it) is a warning; the job's data and state are stored all the same.
+        let mut artifact_warnings = Vec::new();
+        if let Some(owner) = artifacts.filter(|o| succeeded && o.config_id.is_some()) {
+            let out = dir.data().join("artifacts/out");
+            let mut kinds = vec![("current", false)];
+            if owner.orchestration_id.is_some() {
+                kinds.push(("shared", true));
+            }
+            for (kind, shared) in kinds {
+                let archive = dir.root().join(format!("artifacts-{kind}.tar.gz"));
+                match crate::artifacts::pack(&out.join(kind), &archive, owner.max_archive_bytes) {
+                    Ok(true) => archives.push((archive, crate::artifacts::new_file(owner, shared))),
+                    Ok(false) => {}
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&archive);
+                        artifact_warnings
+                            .push(format!("Error uploading artifacts \"{}\"", error_chain(&e)));
+                    }
+                }
+            }
+        }
+        let mut stored_artifacts = Vec::new();
         let mut before_commit = |tx: &mut dyn Transaction| -> Result<()> {
             for (id, tags) in &processed {
                 tx.add_file_tags(*id, tags)?;
             }
             if let Some((key, state)) = &new_state {
                 tx.set_state(key, state)?;
+            }
+            for (archive, file) in &archives {
+                let reader = std::fs::File::open(archive).map_err(Error::io(archive))?;
+                let mut slice = std::iter::once(crate::storage::Slice {
+                    name: file.name.clone(),
+                    reader: Box::new(reader),
+                    origin: archive.clone(),
+                });
+                stored_artifacts.push(tx.add_file(file, &mut slice)?);
             }
             Ok(())
         };
@@ -243,9 +314,16 @@ impl Job {
             succeeded,
             &mut before_commit,
         )?;
+        for (archive, _) in &archives {
+            let _ = std::fs::remove_file(archive);
+        }
+        let mut output = output;
+        output.warnings.extend(artifact_warnings);
         Ok(JobReport {
             output,
             state_stored: new_state.is_some(),
+            deferred_state,
+            artifacts: stored_artifacts,
         })
     }
 
@@ -272,6 +350,33 @@ impl Job {
         state.insert("storage".into(), json!({"input": self.input.state}));
         Ok(Value::Object(state))
     }
+}
+
+/// `storage.output.data_type_support` of a normalized configuration, if set; a value other
+/// than `authoritative`, `hints` or `none` is refused as Keboola's configuration tree does.
+fn output_data_type_support(normalized: &Value) -> Result<Option<DataTypeSupport>> {
+    const AT: &str = "storage.output.data_type_support";
+    match &normalized["storage"]["output"]["data_type_support"] {
+        Value::Null => Ok(None),
+        Value::String(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|reason: String| Error::config(AT, reason)),
+        other => Err(Error::config(
+            AT,
+            format!("{other} is not one of \"authoritative\", \"hints\", \"none\""),
+        )),
+    }
+}
+
+/// Stores states held back by [`JobSpec::defer_state`], all in one transaction: all of them
+/// or, on error, none.
+pub fn store_states(storage: &mut dyn Storage, states: &[(StateKey, Value)]) -> Result<()> {
+    let mut tx = storage.begin()?;
+    for (key, state) in states {
+        tx.set_state(key, state)?;
+    }
+    tx.commit()
 }
 
 /// Writes a document the runner owns into the data folder, which a previous container (a
@@ -329,4 +434,16 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o777, 0o644);
         assert!(std::fs::read_to_string(&path).unwrap().contains("#secret"));
     }
+}
+
+/// An error and its sources, `: `-joined (for a message that names the cause).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -10,6 +10,8 @@
 //!     in/files/<id>_<name>(.manifest)
 //!     in/user/                 always empty
 //!     out/tables/  out/files/  written by the component
+//!     artifacts/in/<runs|custom|shared>/jobId-<id>/   earlier runs' artifacts (see artifacts)
+//!     artifacts/out/current/  artifacts/out/shared/    this run's, stored on success
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,9 @@ impl DataDir {
             dir.data().join("in/user"),
             dir.out_tables(),
             dir.out_files(),
+            dir.data().join("artifacts/in"),
+            dir.data().join("artifacts/out/current"),
+            dir.data().join("artifacts/out/shared"),
         ] {
             std::fs::create_dir_all(&path).map_err(Error::io(&path))?;
         }

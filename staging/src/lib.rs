@@ -8,7 +8,8 @@
 //!
 //! Main types:
 //! - [`Storage`] / [`Transaction`]: tables (`stage.c-bucket.table`, text columns, optional
-//!   primary key, hidden `_timestamp`, metadata) and files (tags, flags, content by hash).
+//!   primary key, hidden `_timestamp`, metadata, the column types of a typed table) and files
+//!   (tags, flags, content by hash).
 //!   [`SqliteStorage`] is the embedded backend: one SQLite file created on first use, WAL so
 //!   that concurrent jobs wait for each other instead of failing; its folders are 0700 and its
 //!   files 0600 whatever the umask. [`SealedStorage`] wraps any backend so that the `#` values
@@ -46,7 +47,7 @@
 //! job.stage(&storage, &dir)?;
 //! // ... run the container with dir.data() at /data and dir.tmp() at /tmp ...
 //! let succeeded = true;
-//! let report = job.finish(&mut storage, &dir, succeeded)?;
+//! let report = job.finish(&mut storage, &dir, succeeded, None)?;
 //! for table in &report.output.tables {
 //!     println!("{} <- {} ({} rows)", table.destination, table.source, table.rows);
 //! }
@@ -54,7 +55,9 @@
 //! # }
 //! ```
 
+pub mod artifacts;
 pub mod config;
+pub mod debug_archive;
 pub mod error;
 pub mod id;
 pub mod input;
@@ -67,11 +70,13 @@ mod private;
 pub mod sanitize;
 pub mod storage;
 pub mod time;
+pub mod types;
+pub mod usage;
 
 pub use config::Format;
 pub use error::{Error, Result};
 pub use id::{BucketId, Stage, TableId, default_bucket};
-pub use job::{Job, JobReport, JobSpec};
+pub use job::{Job, JobReport, JobSpec, store_states};
 pub use layout::DataDir;
 pub use output::{
     ImportOptions, LoadedTable, OutputReport, OutputSettings, StoredFile, import_file,
@@ -81,3 +86,4 @@ pub use storage::sqlite::{MAX_COLUMNS, Options as SqliteOptions, SqliteStorage};
 pub use storage::{
     ExportOptions, FileInfo, FileQuery, NewFile, StateKey, Storage, TableInfo, Transaction,
 };
+pub use types::{BaseType, ColumnType, DataTypeSupport};

@@ -131,7 +131,7 @@ fn run_job(storage: &mut dyn Storage, out_state: &Value) -> dockless_staging::Re
         serde_json::to_vec(out_state).unwrap(),
     )
     .unwrap();
-    job.finish(storage, &dir, true)?;
+    job.finish(storage, &dir, true, None)?;
     Ok(staged)
 }
 

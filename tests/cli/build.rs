@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use dockless_testkit::test_env;
 use serde_json::{Value, json};
 
-use crate::support::{self, text};
+use crate::support::{self, git, text};
 
 const ORDERS: &str = "id,customer,amount\n1,alice,10.00\n2,bob,5.50\n3,alice,20.00\n4,carol,7.25\n";
 
@@ -21,21 +21,6 @@ const TOOL_COMMAND: &str = "mkdir -p /opt/tools && echo tool > /opt/tools/marker
 
 fn base_image() -> String {
     format!("{}/busybox:latest", test_env().registry)
-}
-
-/// Runs git in `dir` with a fixed identity and time (commit ids are then reproducible).
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
-        .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
-        .output()
-        .expect("git must be installed for dockless build");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
 }
 
 /// A repository with the demo component as `main.sh`, tagged `v1`; `v2` adds a line that
@@ -855,6 +840,173 @@ fn concurrent_builds_of_one_definition_build_once() {
     assert!(
         cached.contains(&true) && cached.contains(&false),
         "one built, the other waited and hit the cache: {cached:?}"
+    );
+    root.assert_clean();
+}
+
+/// A forward HTTP proxy on loopback (python3's http.server): answers every request with
+/// `via-proxy <the request target>` and logs the request lines to `log`. Returns its port.
+fn start_proxy(log: &Path) -> (support::Spawned, u16) {
+    let script = r#"
+import http.server, sys
+log = open(sys.argv[1], "a", buffering=1)
+class Proxy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        log.write(self.requestline + "\n")
+        body = ("via-proxy " + self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Proxy)
+print(server.server_port, flush=True)
+server.serve_forever()
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(log)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line.trim().parse().expect("the proxy's port");
+    (support::Spawned::new(child), port)
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn build_commands_behind_a_proxy_get_its_variables_and_ca_but_the_image_keeps_neither() {
+    let root = Root::new();
+    let repo = root.path().join("repo");
+    component_repo(&repo);
+    let log = root.path().join("proxy.log");
+    let (_proxy, port) = start_proxy(&log);
+    let proxy = format!("http://127.0.0.1:{port}");
+    let ca = root.path().join("proxy-ca.pem");
+    let pem = "-----BEGIN CERTIFICATE-----\nTUlJQnRlc3Q=\n-----END CERTIFICATE-----\n";
+    std::fs::write(&ca, pem).unwrap();
+    let env = [
+        ("http_proxy", proxy.as_str()),
+        ("HTTPS_PROXY", "http://proxy.invalid:3128"),
+        // The registry on loopback is reached directly (dockless itself honours the variables).
+        ("NO_PROXY", "localhost,127.0.0.1"),
+    ];
+    // busybox wget goes through $http_proxy: the proxy answers for a host that does not exist.
+    let fetch = "wget -q -O /home/fetched http://deps.example.invalid/pkg.tar \
+                 && env | grep -i -e _proxy= -e _FILE= -e _BUNDLE= -e PIP_CERT= | sort > /home/env.txt \
+                 && cat \"$SSL_CERT_FILE\" > /home/ca-seen.pem";
+    let out = root.try_build(
+        &repo,
+        "v1",
+        &[
+            "--entrypoint",
+            "/bin/sh -c",
+            "--network",
+            "host",
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--command",
+            fetch,
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let image = built["name"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "GET http://deps.example.invalid/pkg.tar HTTP/1.1\n"
+    );
+    let cat = |path: &str| {
+        let out = root.dockless(&["run", image, "--", &format!("cat {path}")]);
+        assert_eq!(out.status.code(), Some(0), "{path}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_eq!(
+        cat("/home/fetched"),
+        "via-proxy http://deps.example.invalid/pkg.tar"
+    );
+    assert_eq!(
+        cat("/home/env.txt"),
+        format!(
+            "HTTPS_PROXY=http://proxy.invalid:3128\nNO_PROXY=localhost,127.0.0.1\n\
+             PIP_CERT=/tmp/.dockless-build-ca.pem\nREQUESTS_CA_BUNDLE=/tmp/.dockless-build-ca.pem\n\
+             SSL_CERT_FILE=/tmp/.dockless-build-ca.pem\nhttp_proxy={proxy}\n"
+        )
+    );
+    assert_eq!(cat("/home/ca-seen.pem"), pem);
+    // Neither the variables nor the bundle are in the image: not in its config, not in a layer.
+    let out = root.dockless(&["run", image, "--", "env"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let env_of_image = text(&out.stdout);
+    assert!(
+        !env_of_image.to_lowercase().contains("proxy") && !env_of_image.contains("SSL_CERT_FILE"),
+        "{env_of_image}"
+    );
+    for layer in layers(&built) {
+        let entries = root.layer_entries(&layer);
+        assert!(
+            !entries
+                .iter()
+                .any(|e| e.contains("dockless-build-ca") || e.starts_with("tmp/")),
+            "{layer}: {entries:?}"
+        );
+    }
+    // --http-proxy=false keeps the variables out; a command without a network never gets
+    // them; the CA bundle is there either way.
+    let show = "env | grep -i -c _proxy= > /home/n || true; test -s \"$SSL_CERT_FILE\"";
+    for (network, flag) in [("host", "false"), ("none", "true")] {
+        let out = root.try_build(
+            &repo,
+            "v1",
+            &[
+                "--entrypoint",
+                "/bin/sh -c",
+                "--network",
+                network,
+                "--http-proxy",
+                flag,
+                "--ca-file",
+                ca.to_str().unwrap(),
+                "--command",
+                show,
+            ],
+            &env,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{network}: {}",
+            text(&out.stderr)
+        );
+        let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = root.dockless(&["run", built["name"].as_str().unwrap(), "--", "cat /home/n"]);
+        assert_eq!(
+            text(&out.stdout),
+            "0\n",
+            "{network} --http-proxy {flag}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A CA file that is not there: refused before anything runs.
+    let out = root.try_build(
+        &repo,
+        "v1",
+        &["--entrypoint", "sh", "--ca-file", "/nonexistent/ca.pem"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("--ca-file /nonexistent/ca.pem"),
+        "{}",
+        text(&out.stderr)
     );
     root.assert_clean();
 }

@@ -15,7 +15,7 @@ use crate::support::{self, text};
 const SECRET: &str = "tok-S3cret-42";
 
 /// The demo component's reference in the test registry, built and pushed on first use.
-fn demo_image() -> &'static str {
+pub(crate) fn demo_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| build_image("demo-component", &[], None))
 }
@@ -27,7 +27,7 @@ fn demo_image_as_1000() -> &'static str {
 }
 
 /// The demo processor (examples/demo-component/processor.sh), built and pushed on first use.
-fn processor_image() -> &'static str {
+pub(super) fn processor_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE.get_or_init(|| build_image("demo-processor", &["processor.sh"], None))
 }
@@ -54,7 +54,7 @@ fn build_image(name: &str, args: &[&str], user: Option<&str>) -> String {
 
 /// One test's dockless root (its own image store, Storage and job dirs), with the job tests'
 /// helpers.
-struct Root(support::Root);
+pub(super) struct Root(support::Root);
 
 impl std::ops::Deref for Root {
     type Target = support::Root;
@@ -65,15 +65,15 @@ impl std::ops::Deref for Root {
 }
 
 impl Root {
-    fn new() -> Root {
+    pub(super) fn new() -> Root {
         Root(support::Root::new("dockless run needs root here"))
     }
 
-    fn dockless(&self, args: &[&str], stdin: Option<&str>) -> Output {
+    pub(super) fn dockless(&self, args: &[&str], stdin: Option<&str>) -> Output {
         self.dockless_with(args, &[], stdin.unwrap_or(""))
     }
 
-    fn import(&self, csv: &str, table: &str, incremental: bool) {
+    pub(super) fn import(&self, csv: &str, table: &str, incremental: bool) {
         let file = self.path().join("import.csv");
         std::fs::write(&file, csv).unwrap();
         let mut args = vec![
@@ -92,7 +92,7 @@ impl Root {
     }
 
     /// Runs a job with `--json`; the configuration goes through standard input.
-    fn job(&self, image: &str, config: &Value, flags: &[&str]) -> Job {
+    pub(super) fn job(&self, image: &str, config: &Value, flags: &[&str]) -> Job {
         let mut args = vec!["run", image, "--config", "-", "--json"];
         args.extend_from_slice(flags);
         let out = self.dockless(&args, Some(&config.to_string()));
@@ -115,7 +115,7 @@ impl Root {
     }
 
     /// The Storage as dockless reads it: state `#` values decrypted with the root's key.
-    fn storage(&self) -> SealedStorage<SqliteStorage> {
+    pub(super) fn storage(&self) -> SealedStorage<SqliteStorage> {
         SealedStorage::new(
             SqliteStorage::open(&self.path().join("storage.db")).unwrap(),
             StateCipher::open_or_create(&self.path().join("storage.key")).unwrap(),
@@ -123,7 +123,7 @@ impl Root {
     }
 
     /// Rows of a table as exported (header first), sorted after the header.
-    fn rows(&self, table: &str) -> Vec<String> {
+    pub(super) fn rows(&self, table: &str) -> Vec<String> {
         let out = self.dockless(&["storage", "export", table], None);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let mut lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
@@ -131,7 +131,7 @@ impl Root {
         lines
     }
 
-    fn table_exists(&self, table: &str) -> bool {
+    pub(super) fn table_exists(&self, table: &str) -> bool {
         self.storage()
             .tables()
             .unwrap()
@@ -139,7 +139,7 @@ impl Root {
             .any(|t| t.id.to_string() == table)
     }
 
-    fn state(&self, config: &str) -> Option<Value> {
+    pub(super) fn state(&self, config: &str) -> Option<Value> {
         self.storage()
             .state(&StateKey {
                 component: "demo".into(),
@@ -149,12 +149,12 @@ impl Root {
             .unwrap()
     }
 
-    fn file_count(&self) -> usize {
+    pub(super) fn file_count(&self) -> usize {
         self.storage().files(&Default::default()).unwrap().len()
     }
 
     /// No mount, container state, rootfs or job dir left below the root.
-    fn assert_clean(&self) {
+    pub(super) fn assert_clean(&self) {
         dockless_testkit::assert_clean(
             self.path(),
             &[
@@ -191,30 +191,30 @@ fn assert_no_cgroup(id: &str) {
     walk(Path::new("/sys/fs/cgroup"), id, 0);
 }
 
-struct Job {
-    code: Option<i32>,
-    result: Value,
-    stderr: String,
+pub(super) struct Job {
+    pub(super) code: Option<i32>,
+    pub(super) result: Value,
+    pub(super) stderr: String,
 }
 
 impl Job {
-    fn message(&self) -> &str {
+    pub(super) fn message(&self) -> &str {
         self.result["message"].as_str().unwrap_or("")
     }
 }
 
-const ORDERS_1: &str =
+pub(super) const ORDERS_1: &str =
     "id,customer,amount\n1,alice,10.00\n2,bob,5.50\n3,alice,20.00\n4,carol,7.25\n";
-const ORDERS_2: &str = "id,customer,amount\n5,bob,4.50\n6,dave,12.00\n";
+pub(super) const ORDERS_2: &str = "id,customer,amount\n5,bob,4.50\n6,dave,12.00\n";
 
-fn demo_config(parameters: Value) -> Value {
+pub(super) fn demo_config(parameters: Value) -> Value {
     json!({
         "storage": {"input": {"tables": [{"source": "in.c-demo.orders", "destination": "orders.csv"}]}},
         "parameters": parameters,
     })
 }
 
-const JOB_FLAGS: &[&str] = &["--component-id", "demo", "--config-id", "cfg-1"];
+pub(super) const JOB_FLAGS: &[&str] = &["--component-id", "demo", "--config-id", "cfg-1"];
 
 #[test]
 #[ignore = "needs root and scripts/test-env"]
@@ -777,8 +777,8 @@ fn a_sync_action_answers_with_json_and_maps_nothing() {
     // Contract §7's variables, no token or Storage URL (there is none to forward).
     assert_eq!(
         answer["kbc"],
-        "KBC_COMPONENTID KBC_COMPONENT_RUN_MODE KBC_CONFIGID KBC_CONFIGVERSION KBC_DATADIR \
-         KBC_PROJECTID KBC_PROJECT_FEATURE_GATES KBC_RUNID KBC_STACKID KBC_STAGING_FILE_PROVIDER"
+        "KBC_BRANCHID KBC_COMPONENTID KBC_COMPONENT_RUN_MODE KBC_CONFIGID KBC_CONFIGVERSION KBC_DATADIR \
+         KBC_DATA_TYPE_SUPPORT KBC_PROJECTID KBC_PROJECT_FEATURE_GATES KBC_RUNID KBC_STACKID KBC_STAGING_FILE_PROVIDER"
     );
     let job = root.job(image, &config, &["--component-id", "demo"]);
     assert_eq!(job.result["action_result"]["status"], "success");

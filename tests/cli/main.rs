@@ -8,10 +8,18 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod artifacts;
 mod build;
+mod functional;
+mod gelf;
 mod job;
+mod job_env;
+mod kbc_config;
+mod login;
 mod pull;
 mod run;
 mod state_dir;
 mod storage;
+mod test_python;
+mod types;
 mod userns;

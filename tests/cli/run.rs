@@ -450,3 +450,104 @@ fn bad_cpus_and_working_directories_are_named() {
     assert_eq!(text(&out.stdout), "/made/for/me\n");
     assert_clean(root.path());
 }
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn the_built_in_seccomp_profile_needs_no_file_of_another_package() {
+    require_root();
+    let root = tempfile::tempdir().unwrap();
+    let image = format!("{}/busybox:latest", test_env().registry);
+    // A host without podman's profile: /usr/share/containers hidden in a private mount
+    // namespace (as on a fresh Debian without golang-github-containers-common).
+    let script = "set -e; mount -t tmpfs none /usr/share/containers; \
+                  test ! -e /usr/share/containers/seccomp.json; exec \"$@\"";
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(env!("CARGO_BIN_EXE_dockless"))
+        .args([
+            "run",
+            &image,
+            "--",
+            "sh",
+            "-c",
+            // The filter is on (mode 2), an allowed call works, a refused one fails.
+            "grep '^Seccomp:' /proc/self/status; echo fine > /tmp/x && cat /tmp/x; \
+             if unshare -U true 2>/dev/null; then echo unshare-allowed; else echo unshare-refused; fi",
+        ])
+        .env("DOCKLESS_ROOT", root.path())
+        .env("DOCKLESS_RUN_ROOT", root.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "Seccomp:\t2\nfine\nunshare-refused\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_clean(root.path());
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn an_image_of_sixty_layers_runs_through_the_legacy_overlay_mount() {
+    require_root();
+    // A long state directory: sixty layer paths under it far exceed the one page of options
+    // mount(2) takes (the path of kernels before 6.8, forced here).
+    let top = tempfile::tempdir().unwrap();
+    let root = top
+        .path()
+        .join("a-state-directory-with-a-rather-long-name-as-some-hosts-have-them")
+        .join("and-one-more-level-of-it-to-make-every-layer-path-longer");
+    std::fs::create_dir_all(&root).unwrap();
+    let repo = top.path().join("repo");
+    support::commit_repo(&repo, &[("main.sh", "cat /layers/*\n")]);
+    let base = format!("{}/busybox:latest", test_env().registry);
+    let commands: Vec<String> = (1..=58)
+        .map(|i| format!("mkdir -p /layers && echo {i} > /layers/{i:02}"))
+        .collect();
+    let mut args = vec![
+        "build",
+        "--base",
+        &base,
+        "--repo",
+        repo.to_str().unwrap(),
+        "--ref",
+        "HEAD",
+        "--entrypoint",
+        "/bin/sh /home/main.sh",
+        "--tag",
+        "localhost/sixty:1",
+        "--json",
+        "-q",
+    ];
+    for c in &commands {
+        args.extend(["--command", c.as_str()]);
+    }
+    let out = dockless(&root, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let built: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The layers the build made: the code and one per command (60 with the base's).
+    assert_eq!(built["layers"].as_array().unwrap().len(), 59);
+    let expected: String = (1..=58).map(|i| format!("{i}\n")).collect();
+    for api in ["legacy", "new"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dockless"))
+            .env("DOCKLESS_ROOT", &root)
+            .env("DOCKLESS_RUN_ROOT", root.join("run"))
+            .env("DOCKLESS_OVERLAY_API", api)
+            .env("DOCKLESS_LOG", "dockless_runtime=debug")
+            .args(["run", "localhost/sixty:1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{api}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), expected, "{api}");
+        let stderr = text(&out.stderr);
+        let named = if api == "legacy" {
+            "layers named by descriptor"
+        } else {
+            "with the new mount API"
+        };
+        assert!(stderr.contains(named), "{api}: {stderr}");
+    }
+    assert_clean(&root);
+}

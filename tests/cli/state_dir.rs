@@ -12,7 +12,7 @@ use dockless_staging::{SealedStorage, SqliteStorage, StateCipher, StateKey, Stor
 use dockless_testkit::test_env;
 use serde_json::json;
 
-use crate::support::{self, text};
+use crate::support::{self, git, text};
 
 const TOKEN: &str = "tok-PLAIN-4711";
 
@@ -36,17 +36,6 @@ fn dockless(root: &Path, run: &Path, args: &[&str]) -> Output {
         text(&out.stderr)
     );
     out
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
 }
 
 /// Every entry below `dir` with its mode; the contents of snapshots (the image's own modes,

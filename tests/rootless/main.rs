@@ -973,3 +973,142 @@ fn sigterm_to_a_rootless_run_stops_the_container_and_leaves_nothing() {
     assert!(took < std::time::Duration::from_secs(15), "{took:?}");
     s.assert_clean();
 }
+
+/// Copies a folder tree, giving every entry to `user`.
+fn copy_tree_to(from: &Path, to: &Path, user: &User) {
+    std::fs::create_dir_all(to).unwrap();
+    std::os::unix::fs::chown(to, Some(user.uid), Some(user.gid)).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree_to(&entry.path(), &target, user);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+            std::os::unix::fs::chown(&target, Some(user.uid), Some(user.gid)).unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn functional_tests_run_rootless_with_an_image_user_of_its_own() {
+    let image = demo_image_as_1000();
+    let s = Session::new(&rootless_user());
+    let cases = s.dir.path().join("cases");
+    let demo =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/tests/functional");
+    copy_tree_to(&demo, &cases, &s.user);
+    // One case that fails: an expected line the component does not write.
+    copy_tree_to(&demo.join("next-run"), &cases.join("wrong"), &s.user);
+    let state = cases.join("wrong/expected/data/out/state.json");
+    std::fs::write(&state, r#"{"last_id": 7, "runs": 2, "totals": "x"}"#).unwrap();
+    let out = s.dockless(
+        &[
+            "test",
+            image,
+            cases.to_str().unwrap(),
+            "--json",
+            "--keep",
+            "--jobs",
+            "2",
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&result["passed"], &result["failed"]),
+        (&Value::from(3), &Value::from(1)),
+        "{result:#}"
+    );
+    let wrong = result["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "wrong")
+        .unwrap();
+    assert_eq!(
+        wrong["message"], "out/state.json at \"/last_id\": expected 7, got 6",
+        "{result:#}"
+    );
+    // Kept under the user's own root, owned (in the namespace) by the image's user.
+    let kept = PathBuf::from(wrong["kept"].as_str().unwrap());
+    assert!(kept.starts_with(s.root().join("tests-kept")), "{kept:?}");
+    let owner = std::fs::metadata(kept.join("out/state.json"))
+        .unwrap()
+        .uid();
+    assert_eq!(
+        Some(owner),
+        s.user.subuid.map(|sub| sub + 999),
+        "image uid 1000 is subordinate id 999"
+    );
+    s.ok(&["unshare", "rm", "-rf", kept.to_str().unwrap()]);
+    s.assert_clean();
+}
+
+/// A busybox component that logs two GELF messages over TCP (busybox `nc` waits for the
+/// server to hang up, which a GELF server never does: it is stopped once the data is out).
+const GELF_TCP_SENDER: &str = r#"#!/bin/sh
+printf '{"host":"c","short_message":"rootless warning","level":4,"timestamp":1700000000}\0{"host":"c","short_message":"rootless info","level":6,"timestamp":1700000001}\0' \
+	| nc "$KBC_LOGGER_ADDR" "$KBC_LOGGER_PORT" &
+sleep 1
+kill $! 2>/dev/null
+echo sent
+"#;
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn gelf_logging_works_rootless_with_no_network() {
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), GELF_TCP_SENDER).unwrap();
+    let reference = format!("{}/gelf-tcp-sender:rootless-test", test_env().registry);
+    let out = Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-component/build-image"),
+    )
+    .arg(&reference)
+    .arg(script.path())
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let s = Session::new(&rootless_user());
+    let config = s.dir.path().join("config.json");
+    std::fs::write(&config, r#"{"parameters": {}}"#).unwrap();
+    std::os::unix::fs::chown(&config, Some(s.user.uid), Some(s.user.gid)).unwrap();
+    let out = s.dockless(
+        &[
+            "run",
+            &reference,
+            "--config",
+            config.to_str().unwrap(),
+            "--logging",
+            "gelf",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events: Vec<(&str, &str)> = result["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["level"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        events,
+        [("warning", "rootless warning"), ("info", "rootless info")],
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("WARNING: rootless warning"));
+    assert_eq!(result["logging"]["server_type"], "tcp");
+    s.assert_clean();
+}

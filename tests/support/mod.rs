@@ -110,3 +110,43 @@ impl Drop for Spawned {
         let _ = child.wait();
     }
 }
+
+/// Runs git in `dir` with a fixed identity and time (commit ids are then reproducible) and
+/// returns its stdout; a failure fails the test with git's message.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
+        .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
+        .output()
+        .expect("git must be installed for dockless build");
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// A git repository at `dir` (created) with `files` (path, content) committed on `main`: a
+/// component's source for `dockless build`.
+pub fn commit_repo(dir: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "component"]);
+}
+
+/// A command's stdout as JSON; when it is not, the test fails showing both streams.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    })
+}

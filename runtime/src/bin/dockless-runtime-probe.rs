@@ -99,7 +99,7 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
                 }
             }
             "--read-only" => spec.read_only_rootfs = true,
-            "--seccomp-profile" => spec.seccomp_profile = PathBuf::from(value()?),
+            "--seccomp-profile" => spec.seccomp_profile = Some(PathBuf::from(value()?)),
             "--seccomp-compat-arches" => spec.seccomp_compat_arches = true,
             other => return Err(format!("unknown option {other}")),
         }

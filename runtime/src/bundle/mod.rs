@@ -11,6 +11,7 @@ mod hardening;
 mod image_config;
 mod run_spec;
 mod seccomp;
+mod seccomp_builtin;
 mod spec;
 mod user;
 mod workdir;
@@ -20,8 +21,10 @@ use std::path::{Path, PathBuf};
 pub use handover::{chown_tree, hand_over};
 pub use hardening::DEFAULT_CAPABILITIES;
 pub use image_config::ImageConfig;
-pub use run_spec::{DEFAULT_NOFILE, DEFAULT_PIDS_LIMIT, Limits, NetworkMode, RunSpec, TmpMount};
-pub use seccomp::DEFAULT_PROFILE_PATH as DEFAULT_SECCOMP_PROFILE;
+pub use run_spec::{
+    DEFAULT_NOFILE, DEFAULT_PIDS_LIMIT, Limits, NetworkMode, ReadOnlyFile, RunSpec, TmpMount,
+};
+pub use seccomp::PODMAN_PROFILE_PATH;
 pub(crate) use spec::CPU_PERIOD_US;
 pub use spec::{DEFAULT_PATH, build_spec};
 pub use user::{ResolvedUser, resolve_user};

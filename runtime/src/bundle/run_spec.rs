@@ -40,8 +40,9 @@ pub struct RunSpec {
     pub read_only_rootfs: bool,
     /// Hostname inside the container's UTS namespace.
     pub hostname: String,
-    /// Seccomp profile in moby/podman format, evaluated for the granted capabilities.
-    pub seccomp_profile: PathBuf,
+    /// A seccomp profile file in moby/podman format, evaluated for the granted capabilities;
+    /// `None`: dockless' built-in profile.
+    pub seccomp_profile: Option<PathBuf>,
     /// Let the seccomp filter admit 32-bit ABIs (x86, x32 on x86_64). Off by default: data
     /// components are 64-bit, the compat ABIs are extra attack surface, and each one adds
     /// ~8 ms to every start (libseccomp builds the filter per architecture). When off, a
@@ -57,6 +58,18 @@ pub struct RunSpec {
     /// it starts, so a component whose image runs as a non-root user can write its outputs
     /// (Keboola's runner makes the data folder the container user's in the same way).
     pub hand_over_data: bool,
+    /// Host files bound read-only into the container (a build's CA bundle): never part of
+    /// the rootfs, so never part of a layer made from it.
+    pub read_only_files: Vec<ReadOnlyFile>,
+}
+
+/// One host file bound read-only at `destination` (absolute, inside the container).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadOnlyFile {
+    /// The host file (absolute).
+    pub source: PathBuf,
+    /// Where the container sees it.
+    pub destination: String,
 }
 
 impl RunSpec {
@@ -77,10 +90,11 @@ impl RunSpec {
             network: NetworkMode::None,
             read_only_rootfs: false,
             hostname: "dockless".to_owned(),
-            seccomp_profile: PathBuf::from(super::seccomp::DEFAULT_PROFILE_PATH),
+            seccomp_profile: None,
             seccomp_compat_arches: false,
             userns: None,
             hand_over_data: false,
+            read_only_files: Vec::new(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Turns a moby/podman-format seccomp profile into a plain OCI `linux.seccomp`.
 //!
-//! The profile (podman ships it as `/usr/share/containers/seccomp.json`) is a superset of the
-//! OCI format: rules carry `includes`/`excludes` on capabilities, architectures and kernel
+//! The profile is dockless' own ([`super::seccomp_builtin`], in the binary) unless a run names
+//! a file (podman's `/usr/share/containers/seccomp.json`, say). The format is a superset of
+//! the OCI one: rules carry `includes`/`excludes` on capabilities, architectures and kernel
 //! versions, and an `archMap`. libcontainer only understands plain OCI, so the conditions are
 //! evaluated here for the capabilities actually granted and the host's architecture.
 
@@ -16,63 +17,64 @@ use serde::Deserialize;
 
 use super::BundleError;
 
-/// Where podman's maintained profile lives on Debian (`golang-github-containers-common`).
-pub const DEFAULT_PROFILE_PATH: &str = "/usr/share/containers/seccomp.json";
+/// Where podman's maintained profile lives on Debian (`golang-github-containers-common`):
+/// one a run may name instead of the built-in one.
+pub const PODMAN_PROFILE_PATH: &str = "/usr/share/containers/seccomp.json";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Profile {
-    default_action: LinuxSeccompAction,
+pub(super) struct Profile {
+    pub(super) default_action: LinuxSeccompAction,
     #[serde(default)]
-    default_errno_ret: Option<u32>,
+    pub(super) default_errno_ret: Option<u32>,
     #[serde(default)]
-    arch_map: Vec<ArchMapEntry>,
+    pub(super) arch_map: Vec<ArchMapEntry>,
     #[serde(default)]
-    syscalls: Vec<Rule>,
+    pub(super) syscalls: Vec<Rule>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ArchMapEntry {
-    architecture: Arch,
+pub(super) struct ArchMapEntry {
+    pub(super) architecture: Arch,
     #[serde(default)]
-    sub_architectures: Vec<Arch>,
+    pub(super) sub_architectures: Vec<Arch>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Rule {
-    names: Vec<String>,
-    action: LinuxSeccompAction,
+pub(super) struct Rule {
+    pub(super) names: Vec<String>,
+    pub(super) action: LinuxSeccompAction,
     #[serde(default)]
-    errno_ret: Option<u32>,
+    pub(super) errno_ret: Option<u32>,
     #[serde(default)]
-    args: Option<Vec<RuleArg>>,
+    pub(super) args: Option<Vec<RuleArg>>,
     #[serde(default)]
-    includes: Filter,
+    pub(super) includes: Filter,
     #[serde(default)]
-    excludes: Filter,
+    pub(super) excludes: Filter,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RuleArg {
-    index: usize,
-    value: u64,
+pub(super) struct RuleArg {
+    pub(super) index: usize,
+    pub(super) value: u64,
     #[serde(default)]
-    value_two: u64,
-    op: LinuxSeccompOperator,
+    pub(super) value_two: u64,
+    pub(super) op: LinuxSeccompOperator,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct Filter {
+pub(super) struct Filter {
     #[serde(default)]
-    caps: Vec<String>,
+    pub(super) caps: Vec<String>,
     #[serde(default)]
-    arches: Vec<String>,
+    pub(super) arches: Vec<String>,
     #[serde(default)]
-    min_kernel: Option<String>,
+    pub(super) min_kernel: Option<String>,
 }
 
 /// The host facts a profile's conditions are evaluated against.
@@ -121,22 +123,26 @@ fn parse_kernel(release: &str) -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-/// Reads the profile at `path` and evaluates it for `granted_caps` (names like `CAP_CHOWN`,
-/// the bounding set, as Docker does) and `target`.
+/// Reads the profile at `path` (the built-in one when `None`) and evaluates it for
+/// `granted_caps` (names like `CAP_CHOWN`, the bounding set, as Docker does) and `target`.
 pub fn load_profile(
-    path: &Path,
+    path: Option<&Path>,
     granted_caps: &HashSet<String>,
     target: &Target,
 ) -> Result<LinuxSeccomp, BundleError> {
-    let bytes = std::fs::read(path).map_err(|source| BundleError::SeccompRead {
-        path: path.to_owned(),
-        source,
-    })?;
-    let profile: Profile =
-        serde_json::from_slice(&bytes).map_err(|source| BundleError::SeccompParse {
-            path: path.to_owned(),
-            source,
-        })?;
+    let profile = match path {
+        None => super::seccomp_builtin::profile(),
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|source| BundleError::SeccompRead {
+                path: path.to_owned(),
+                source,
+            })?;
+            serde_json::from_slice(&bytes).map_err(|source| BundleError::SeccompParse {
+                path: path.to_owned(),
+                source,
+            })?
+        }
+    };
     evaluate(profile, granted_caps, target).map_err(|source| BundleError::Spec {
         what: "seccomp",
         source,
@@ -376,31 +382,79 @@ mod tests {
         assert!(s.syscalls().as_ref().unwrap()[0].args().is_none());
     }
 
-    #[test]
-    fn the_installed_profile_evaluates() {
-        let path = Path::new(DEFAULT_PROFILE_PATH);
-        assert!(
-            path.exists(),
-            "{DEFAULT_PROFILE_PATH} missing: apt-get install golang-github-containers-common"
-        );
-        let s = load_profile(path, &HashSet::new(), &Target::host()).unwrap();
-        let all: Vec<&String> = s
-            .syscalls()
+    /// What a profile allows without conditions after evaluation for `caps`.
+    fn allowed_names(s: &LinuxSeccomp) -> HashSet<String> {
+        s.syscalls()
             .as_ref()
             .unwrap()
             .iter()
-            .flat_map(|r| r.names())
-            .collect();
-        assert!(all.iter().any(|n| *n == "read"));
-        assert!(s.syscalls().as_ref().unwrap().len() > 10);
-        // Without CAP_SYS_ADMIN nothing may allow unshare or an unconditional clone.
+            .filter(|r| r.action() == LinuxSeccompAction::ScmpActAllow && r.args().is_none())
+            .flat_map(|r| r.names().iter().cloned())
+            .collect()
+    }
+
+    #[test]
+    fn the_built_in_profile_is_an_allow_list_without_admin_calls() {
+        let caps: HashSet<String> = ["CAP_CHOWN", "CAP_SYS_CHROOT", "CAP_SETUID"]
+            .map(str::to_owned)
+            .into();
+        let s = load_profile(None, &caps, &target()).unwrap();
+        assert_eq!(s.default_action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(s.default_errno_ret(), Some(38));
+        let allowed = allowed_names(&s);
+        for needed in [
+            "read",
+            "execve",
+            "openat",
+            "socket",
+            "futex",
+            "arch_prctl",
+            "chroot",
+        ] {
+            assert!(allowed.contains(needed), "{needed}");
+        }
+        for refused in [
+            "mount",
+            "unshare",
+            "setns",
+            "keyctl",
+            "ptrace",
+            "bpf",
+            "perf_event_open",
+            "kexec_load",
+            "init_module",
+            "userfaultfd",
+            "io_uring_setup",
+            "clock_settime",
+            "reboot",
+            "swapon",
+            "clone",
+        ] {
+            assert!(!allowed.contains(refused), "{refused}");
+        }
+        // Not on this architecture; chroot only with its capability.
+        assert!(!allowed.contains("set_tls"));
+        let without = load_profile(None, &HashSet::new(), &target()).unwrap();
+        assert!(!allowed_names(&without).contains("chroot"));
+        // clone only without namespace flags.
         for rule in s.syscalls().as_ref().unwrap() {
-            if rule.action() == LinuxSeccompAction::ScmpActAllow {
-                assert!(!rule.names().iter().any(|n| n == "unshare" || n == "keyctl"));
-                if rule.names().iter().any(|n| n == "clone") {
-                    assert!(rule.args().is_some(), "clone must be conditional");
-                }
+            if rule.names().iter().any(|n| n == "clone") {
+                assert!(rule.args().is_some(), "clone must be conditional");
             }
         }
+    }
+
+    #[test]
+    fn a_profile_file_goes_through_the_same_evaluation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("profile.json");
+        std::fs::write(&path, PROFILE).unwrap();
+        let s = load_profile(Some(&path), &HashSet::new(), &target()).unwrap();
+        assert!(allowed_names(&s).contains("read"));
+        let missing = dir.path().join("absent.json");
+        assert!(matches!(
+            load_profile(Some(&missing), &HashSet::new(), &target()),
+            Err(BundleError::SeccompRead { .. })
+        ));
     }
 }

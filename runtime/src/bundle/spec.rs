@@ -122,7 +122,7 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         .map_err(spec_err("process"))?;
 
     let seccomp = load_profile(
-        &run.seccomp_profile,
+        run.seccomp_profile.as_deref(),
         &hardening::capability_names(&bounding),
         &Target {
             compat_arches: run.seccomp_compat_arches,
@@ -346,6 +346,10 @@ fn mounts(rootfs: &Path, run: &RunSpec) -> Result<Vec<Mount>, BundleError> {
             }
         }
         NetworkMode::None => {}
+    }
+    // Last: a destination under /tmp lands on the tmpfs mounted above, not in the rootfs.
+    for file in &run.read_only_files {
+        mounts.push(bind(&file.source, &file.destination, &["ro"])?);
     }
     Ok(mounts)
 }

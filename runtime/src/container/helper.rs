@@ -22,8 +22,8 @@ use super::cgroup_stats::read_memory_stats;
 use super::gc::cgroup_dirs;
 use super::loopback::{bring_up_loopback, bring_up_loopback_in};
 use super::protocol::{
-    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest, NETNS_FD,
-    STOP_BYTE,
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest,
+    LISTEN_FD, NETNS_FD, STOP_BYTE,
 };
 use crate::network::block::block_in;
 use crate::network::pasta::{Pasta, Starting};
@@ -176,6 +176,8 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
     } else {
         None
     };
+    // Dropped on every way out of `run`: the runner then stops waiting for sockets.
+    let listen_chan = adopt_listen_channel(req)?;
     let devnull =
         std::fs::File::open("/dev/null").map_err(|e| chain("cannot open /dev/null", &e))?;
     let container_dir = req.container_root.join(&req.id);
@@ -208,10 +210,10 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
         }
     };
 
-    // The network stack of a bridged run: started by `supervise`, ended (killed and reaped)
-    // once the container is gone, on every path.
+    // The network stack of a bridged run: started before or by `supervise`, ended (killed
+    // and reaped) once the container is gone, on every path.
     let mut pasta = None;
-    let result = supervise(req, &mut container, starting, &mut pasta);
+    let result = supervise(req, &mut container, listen_chan, starting, &mut pasta);
     if result.is_err() {
         // The init may still be alive (e.g. waiting for start): it holds the output pipes,
         // and a rootless delete cannot reach it through the cgroup. Kill it by pid and reap,
@@ -250,6 +252,7 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
 fn supervise(
     req: &HelperRequest,
     container: &mut Container,
+    listen_chan: Option<OwnedFd>,
     starting: Option<Starting>,
     pasta: &mut Option<Pasta>,
 ) -> Result<HelperOutcome, Vec<String>> {
@@ -280,6 +283,12 @@ fn supervise(
         super::init_record::record_as(&req.run_dir, super::init_record::PASTA_FILE, started.pid())
             .map_err(|e| chain("cannot record the network stack", &e))?;
         *pasta = Some(started);
+    }
+    if let Some(chan) = listen_chan {
+        let sockets = super::listen::listen_in_netns(pid, &req.listen)
+            .map_err(|e| chain("cannot open the requested sockets in the container", &e))?;
+        super::listen::send_fds(chan.as_fd(), &sockets)
+            .map_err(|e| chain("cannot hand the container's sockets to the runner", &e))?;
     }
     container
         .start()
@@ -383,6 +392,26 @@ fn supervise(
         aborted,
         stopped,
     })
+}
+
+/// The channel for the requested sockets (fd [`LISTEN_FD`]), when the request asks for any;
+/// close-on-exec at once, so the container's init (a clone of this process) loses it at its
+/// exec.
+fn adopt_listen_channel(req: &HelperRequest) -> Result<Option<OwnedFd>, Vec<String>> {
+    if req.listen.is_empty() {
+        return Ok(None);
+    }
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{LISTEN_FD}")).is_err() {
+        return Err(vec![format!(
+            "fd {LISTEN_FD} is not open: the helper must be started by a Runner"
+        )]);
+    }
+    // SAFETY (must stay, as for the output pipes): the parent placed this socket on fd 6 for
+    // us alone (checked open above), and nothing else in this process refers to it.
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| chain("cannot set close-on-exec on the socket channel", &e))?;
+    Ok(Some(fd))
 }
 
 /// SIGKILL to every process of the container's cgroup (freeze, kill, thaw).

@@ -42,6 +42,7 @@ mod cgroup_stats;
 mod gc;
 mod helper;
 mod init_record;
+mod listen;
 mod loopback;
 mod protocol;
 mod pump;
@@ -53,6 +54,7 @@ use std::path::PathBuf;
 pub use capture::{BoundedCapture, Captured, Stream};
 pub use gc::{GcReport, gc, kill_abandoned_inits};
 pub use helper::helper_main;
+pub use listen::{ListenKind, ListenSocket, MAX_LISTEN_SOCKETS};
 pub use runner::{
     DEFAULT_CAPTURE_LIMIT, DEFAULT_HELPER_GRACE, DEFAULT_STOP_GRACE, RunResult, Runner,
 };

@@ -8,9 +8,12 @@ pub const CONTAINER_STDOUT_FD: i32 = 3;
 pub const CONTAINER_STDERR_FD: i32 = 4;
 /// fd (in the helper) of the run directory, flocked for as long as the run may be alive.
 pub const RUN_LOCK_FD: i32 = 5;
+/// fd (in the helper) of the unix socket the sockets of [`HelperRequest::listen`] are sent
+/// back on; open only when that list is not empty.
+pub const LISTEN_FD: i32 = 6;
 /// fd (in the helper, and inherited by the container's init, which joins it through
-/// `/proc/self/fd/6`) of a bridged run's network namespace made by the runner beforehand.
-pub const NETNS_FD: i32 = 6;
+/// `/proc/self/fd/7`) of a bridged run's network namespace made by the runner beforehand.
+pub const NETNS_FD: i32 = 7;
 
 /// The parent's instructions, written to the helper's stdin as one line. The stdin pipe then
 /// stays open: its closing tells the helper that the parent is gone, and a [`STOP_BYTE`] on it
@@ -43,6 +46,10 @@ pub struct HelperRequest {
     /// After a stop request, how long the init has between SIGTERM and SIGKILL.
     #[serde(default)]
     pub stop_grace_ms: u64,
+    /// Sockets to create in the container's network namespace after it is created and
+    /// before it starts, sent back on [`LISTEN_FD`].
+    #[serde(default)]
+    pub listen: Vec<super::listen::ListenSocket>,
 }
 
 /// Written by the parent on the helper's stdin after the request: stop the container as

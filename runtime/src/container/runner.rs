@@ -18,9 +18,10 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use super::RunError;
 use super::capture::{Captured, Stream};
 use super::gc::{CONTAINERS_DIR, RUNS_DIR, lock_run, remove_leftover};
+use super::listen::{ListenSocket, MAX_LISTEN_SOCKETS, recv_fds};
 use super::protocol::{
-    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, NETNS_FD, RUN_LOCK_FD,
-    STOP_BYTE,
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, LISTEN_FD, NETNS_FD,
+    RUN_LOCK_FD, STOP_BYTE,
 };
 use super::pump::{Source, pump};
 use crate::bundle::{NetworkMode, RunSpec, build_spec, write_bundle};
@@ -164,6 +165,29 @@ impl Runner {
         spec: &RunSpec,
         on_output: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunResult, RunError> {
+        self.run_listening(rootfs, spec, &[], &mut |_| {}, on_output)
+    }
+
+    /// [`Runner::run`] with `listen` sockets (at most [`MAX_LISTEN_SOCKETS`]) bound to
+    /// 127.0.0.1 in the container's own network namespace once it is created and before it
+    /// starts: the container reaches them on its loopback, and `on_listening` gets them (in
+    /// the order asked, non-blocking) on the calling thread before any output arrives, to
+    /// serve from the host side while the container runs. Not called when the run fails
+    /// before they exist.
+    pub fn run_listening(
+        &self,
+        rootfs: &Path,
+        spec: &RunSpec,
+        listen: &[ListenSocket],
+        on_listening: &mut dyn FnMut(Vec<OwnedFd>),
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<RunResult, RunError> {
+        if listen.len() > MAX_LISTEN_SOCKETS {
+            return Err(RunError::Os {
+                what: "too many sockets requested for one run",
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
         let id = new_run_id();
         let (run_dir, lock) = self.create_run_dir(&id)?;
         let lock_fd = lock.as_raw_fd();
@@ -248,10 +272,27 @@ impl Runner {
         if let Some(netns) = &netns {
             passed.push((netns.as_raw_fd(), NETNS_FD));
         }
-        let mut child = self.spawn_helper(passed)?;
+        let listen_chan = if listen.is_empty() {
+            None
+        } else {
+            let (ours, theirs) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::SEQPACKET,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .map_err(|e| RunError::Os {
+                what: "cannot create the socket channel",
+                source: e.into(),
+            })?;
+            passed.push((theirs.as_raw_fd(), LISTEN_FD));
+            Some((ours, theirs))
+        };
+        let mut child = self.spawn_helper(&passed)?;
         // The helper (and through it the container and pasta) holds the namespace now.
         let netns_on_fd = netns.take().is_some();
         drop((out_w, err_w));
+        let listen_chan = listen_chan.map(|(ours, _theirs)| ours);
         let helper_out = child.stdout.take();
         let helper_err = child.stderr.take();
         session.stdin = child.stdin.take();
@@ -273,6 +314,7 @@ impl Runner {
             stop_grace_ms: self.stop.as_ref().map_or(0, |(_, grace)| {
                 grace.as_millis().min(u64::MAX as u128) as u64
             }),
+            listen: listen.to_vec(),
         };
         let mut line = serde_json::to_vec(&request).map_err(|source| RunError::Protocol {
             id: id.clone(),
@@ -296,6 +338,27 @@ impl Runner {
             sources.push((h.as_fd(), Source::Diagnostics));
         }
         let watchdog = spec.timeout.map(|t| Instant::now() + t + self.helper_grace);
+        if let Some(chan) = listen_chan {
+            // Before start, so nothing is lost: the helper sends the sockets between the
+            // container's creation and its start, or closes the channel failing (its
+            // report then says why).
+            let mut late = false;
+            match recv_fds(chan.as_fd(), watchdog, &mut late) {
+                Ok(Some(fds)) => on_listening(fds),
+                Ok(None) if late => {
+                    if let Some(child) = session.child.as_mut() {
+                        let _ = child.kill();
+                    }
+                    session.cleanup()?;
+                    return Err(RunError::HelperUnresponsive {
+                        id,
+                        grace: self.helper_grace,
+                    });
+                }
+                // The helper failed or died: its report (or its absence) says the rest.
+                Ok(None) | Err(_) => {}
+            }
+        }
         let stop_fd = self.stop.as_ref().map(|(fd, _)| fd.as_fd());
         let mut ask_stop = || {
             if let Some(stdin) = session.stdin.as_mut() {
@@ -417,7 +480,7 @@ impl Runner {
     /// Starts `program args...` with piped stdio and `passed` fds moved to fixed numbers.
     /// The program is executed from a view no container can write through (see
     /// [`super::sealed`]), under its own name as `argv[0]`.
-    fn spawn_helper(&self, passed: Vec<(RawFd, RawFd)>) -> Result<Child, RunError> {
+    fn spawn_helper(&self, passed: &[(RawFd, RawFd)]) -> Result<Child, RunError> {
         let exe = super::sealed::helper_exe(&self.program, &self.state_root)?;
         let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
         cmd.arg0(&self.program)
@@ -429,10 +492,20 @@ impl Runner {
             // the helper too, which would leave the container (in its own session) running.
             // The runner's death closes the helper's stdin; the helper then ends the run.
             .process_group(0);
+        let mut fixed = [(0, 0); 5];
+        if passed.len() > fixed.len() {
+            return Err(RunError::Spawn {
+                program: self.program.clone(),
+                source: std::io::Error::other("more descriptors to pass than places for them"),
+            });
+        }
+        fixed[..passed.len()].copy_from_slice(passed);
+        let count = passed.len();
         // SAFETY (must stay: std offers no stable way to place fds in the child): the closure
-        // only calls fcntl and dup2, which are async-signal-safe.
+        // only calls fcntl and dup2, which are async-signal-safe (the fds are in an array,
+        // nothing is allocated after the fork).
         unsafe {
-            cmd.pre_exec(move || place_fds(&passed));
+            cmd.pre_exec(move || place_fds(&fixed[..count]));
         }
         // `exe` (the shared copy) stays open across the spawn: the child execs it by number.
         cmd.spawn().map_err(|source| RunError::Spawn {
@@ -519,10 +592,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
 fn place_fds(passed: &[(RawFd, RawFd)]) -> std::io::Result<()> {
     // nix rather than rustix: rustix's dup2 wants an owned target, and these are raw numbers
     // in a forked child. Both calls are plain syscalls (no allocation, async-signal-safe).
-    let mut temps = [0; 4];
-    if passed.len() > temps.len() {
-        return Err(std::io::Error::other("too many descriptors to pass"));
-    }
+    let mut temps = [0; 5];
     for (temp, (src, _)) in temps.iter_mut().zip(passed) {
         *temp = fcntl(*src, FcntlArg::F_DUPFD_CLOEXEC(super::sealed::MIN_FD))?;
     }

@@ -20,6 +20,9 @@ pub struct DigestParseError {
 pub struct Sha256([u8; 32]);
 
 impl Sha256 {
+    /// All zeros: a placeholder where nothing is promised (an archive unpacked unverified).
+    pub(crate) const ZERO: Sha256 = Sha256([0; 32]);
+
     /// Lowercase hex of the 32 bytes, as used in snapshot directory names.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

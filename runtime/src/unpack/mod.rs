@@ -54,6 +54,12 @@ pub struct Limits {
     /// Owners written shifted into a host id range (the snapshots of `--userns` runs), device
     /// nodes skipped; `None` writes the image's owners as they are.
     pub id_shift: Option<IdShift>,
+    /// Skip device nodes (counted) whatever the owners: archives that are not image layers.
+    pub no_devices: bool,
+    /// Refuse, instead of confining, what only an attack puts in an archive that is not an
+    /// image layer: names that are absolute or climb out with `..`, whiteouts, symbolic links
+    /// whose targets leave the archive's folder, hard links to names outside it.
+    pub refuse_escapes: bool,
 }
 
 /// Image owners shifted into the host ids `base..base+count`: for containers whose root is
@@ -80,6 +86,8 @@ impl Default for Limits {
             max_xattr_value: 64 << 10,
             max_xattrs_per_entry: 64,
             id_shift: None,
+            no_devices: false,
+            refuse_escapes: false,
         }
     }
 }
@@ -156,8 +164,49 @@ pub(crate) fn unpack_layer_cancellable(
     cancel: &AtomicBool,
 ) -> Result<LayerReport, UnpackError> {
     let label = layer.label.clone();
-    run(layer, target, format, limits, image, cancel)
+    run(layer, target, format, limits, image, cancel, true)
         .map_err(|kind| UnpackError { layer: label, kind })
+}
+
+/// A tar archive (gzip, zstd or plain) that no digest vouches for, written into `target` (an
+/// existing, empty directory) under the same rules as a layer: every path resolved inside
+/// `target`, no link followed out of it, the size and entry limits of `limits`. Stricter than
+/// a layer: device nodes are never made, and an entry that tries to leave `target` (an
+/// absolute or climbing name, a link pointing out, a whiteout) is refused, not confined. For archives a component left for later runs (Keboola's artifacts):
+/// whoever wrote them may be hostile, and there is nothing to verify them against.
+pub fn unpack_archive(
+    label: &str,
+    blob: Box<dyn Read + Send + '_>,
+    compression: Compression,
+    target: &Path,
+    limits: &Limits,
+) -> Result<LayerReport, UnpackError> {
+    let layer = LayerBlob {
+        label: label.to_string(),
+        blob,
+        compression,
+        // Not compared (see `verify` below): the report carries the archive's real digest.
+        diff_id: DiffId(Sha256::ZERO),
+    };
+    let limits = Limits {
+        no_devices: true,
+        refuse_escapes: true,
+        ..limits.clone()
+    };
+    let image = ImageBytes::new(limits.max_image_bytes);
+    run(
+        layer,
+        target,
+        LayerFormat::Flattened,
+        &limits,
+        &image,
+        &AtomicBool::new(false),
+        false,
+    )
+    .map_err(|kind| UnpackError {
+        layer: label.to_string(),
+        kind,
+    })
 }
 
 struct Parsed {
@@ -174,6 +223,7 @@ fn run(
     limits: &Limits,
     image: &ImageBytes,
     cancel: &AtomicBool,
+    verify: bool,
 ) -> Result<LayerReport, LayerError> {
     let mut applier = Applier::new(target, format).map_err(|source| LayerError::OpenTarget {
         path: target.to_path_buf(),
@@ -182,7 +232,7 @@ fn run(
     // A store whose owners are shifted into an unprivileged host range is reachable by that
     // range through its runs' directories: a device node there would be a host device it
     // could open. Containers get their devices bound from the host instead.
-    applier.skip_devices = limits.id_shift.is_some();
+    applier.skip_devices = limits.id_shift.is_some() || limits.no_devices;
     let expected = layer.diff_id;
     let compression = layer.compression;
     let blob = layer.blob;
@@ -209,7 +259,7 @@ fn run(
     // A writer error is the cause when the parser only saw the channel close.
     written?;
     let parsed = parsed?;
-    if parsed.diff_id != expected {
+    if verify && parsed.diff_id != expected {
         return Err(LayerError::DiffIdMismatch {
             expected,
             actual: parsed.diff_id,

@@ -62,6 +62,11 @@ pub(crate) fn spec_of<R: Read>(
         }
     }
 
+    if limits.refuse_escapes && climbs(&raw, 0) {
+        return Err(EntryError::Invalid(format!(
+            "the name {raw_name:?} leaves the archive's folder"
+        )));
+    }
     let Some(path) = clean(&raw)? else {
         *root_entry = true;
         return Ok(None);
@@ -69,6 +74,11 @@ pub(crate) fn spec_of<R: Read>(
 
     let header = entry.header();
     let special = classify(&path)?;
+    if limits.refuse_escapes && special != Special::None {
+        return Err(EntryError::Invalid(format!(
+            "{raw_name:?} is a whiteout: only image layers may carry one"
+        )));
+    }
     let (path, kind) = match special {
         Special::Opaque(dir) => (dir, Kind::Opaque),
         Special::Whiteout(victim) => (victim, Kind::Whiteout),
@@ -106,12 +116,26 @@ pub(crate) fn spec_of<R: Read>(
                     {
                         return Err(EntryError::Invalid("invalid symlink target".into()));
                     }
+                    // The link's own folder is where a relative target starts.
+                    let depth = path.iter().filter(|&&b| b == b'/').count();
+                    if limits.refuse_escapes && climbs(&target, depth) {
+                        return Err(EntryError::Invalid(format!(
+                            "the symbolic link {raw_name:?} -> {:?} points out of the archive's \
+                             folder",
+                            String::from_utf8_lossy(&target)
+                        )));
+                    }
                     Kind::Symlink(target)
                 }
                 EntryType::Link => {
                     let target = entry
                         .link_name_bytes()
                         .ok_or_else(|| EntryError::Invalid("hardlink without a target".into()))?;
+                    if limits.refuse_escapes && climbs(&target, 0) {
+                        return Err(EntryError::Invalid(format!(
+                            "the hard link {raw_name:?} names a file out of the archive's folder"
+                        )));
+                    }
                     match clean(&target)? {
                         Some(t) => Kind::Hardlink(t),
                         None => {
@@ -191,6 +215,28 @@ pub(crate) fn spec_of<R: Read>(
 }
 
 /// Owner ids must fit Linux's 32-bit ids; `u32::MAX` is "unchanged" for chown, so it is refused.
+/// Whether `path`, read from a folder `depth` levels below the root, is absolute or climbs
+/// above the root with `..` (lexically, as a link would be followed).
+fn climbs(path: &[u8], depth: usize) -> bool {
+    if path.starts_with(b"/") {
+        return true;
+    }
+    let mut depth = depth as isize;
+    for comp in path.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 fn id(raw: u64, what: &str) -> Result<u32, EntryError> {
     match u32::try_from(raw) {
         Ok(v) if v != u32::MAX => Ok(v),
@@ -240,5 +286,26 @@ mod tests {
         assert_eq!(id(4294967294, "uid").unwrap(), 4294967294);
         assert!(id(4294967295, "uid").is_err());
         assert!(id(1 << 40, "uid").is_err());
+    }
+
+    #[test]
+    fn climbing_names_and_link_targets_are_recognised() {
+        for (path, depth, out) in [
+            (&b"a/b"[..], 0, false),
+            (b"a/../b", 0, false),
+            (b"../b", 0, true),
+            (b"a/../../b", 0, true),
+            (b"/etc", 0, true),
+            (b"../sibling", 1, false),
+            (b"../../x", 1, true),
+            (b"./././x", 0, false),
+        ] {
+            assert_eq!(
+                climbs(path, depth),
+                out,
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
     }
 }

@@ -96,21 +96,39 @@ pub fn enter(map: &IdMap) -> Result<(), UsernsError> {
 /// `/sys/fs/cgroup`, so that libcontainer sees a unified host and uses its rootless-tolerant
 /// v2 manager instead of the v1 one, which an ordinary user cannot drive. Containers then run
 /// in the caller's cgroup, without limits of their own.
+///
+/// On a cgroup v2 host `/sys/fs/cgroup` already is a cgroup2 mount, and the kernel refuses
+/// the same hierarchy again on the same mount point (EBUSY): the session then first covers it
+/// with a tmpfs of its own (its mount namespace is private) and mounts cgroup2 on that.
 pub fn mount_private_cgroup2() -> Result<(), UsernsError> {
     // A cgroup namespace of our own: only then may the user namespace mount cgroup2.
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
         .map_err(sys("cannot create the session's cgroup namespace"))?;
-    mount(
-        "cgroup2",
-        Path::new("/sys/fs/cgroup"),
-        "cgroup2",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        c"",
-    )
-    .map_err(|e| UsernsError::Sys {
+    let target = Path::new("/sys/fs/cgroup");
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let failed = |e: rustix::io::Errno| UsernsError::Sys {
         what: "cannot mount a private cgroup2 hierarchy on /sys/fs/cgroup",
         source: e.into(),
-    })
+    };
+    match mount("cgroup2", target, "cgroup2", flags, c"") {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::BUSY) => {
+            mount("tmpfs", target, "tmpfs", flags, c"mode=0755").map_err(|e| UsernsError::Sys {
+                what: "cannot cover the host's cgroup2 mount on /sys/fs/cgroup with a tmpfs",
+                source: e.into(),
+            })?;
+            mount("cgroup2", target, "cgroup2", flags, c"").map_err(failed)
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// Whether an AppArmor policy keeps unprivileged programs from using user namespaces
+/// (Ubuntu 24.04's `kernel.apparmor_restrict_unprivileged_userns = 1`): a rootless session then
+/// fails unless a profile allows `userns` for the binary.
+pub fn apparmor_restricts_userns() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+        .is_ok_and(|v| v.trim() == "1")
 }
 
 /// The forked child: waits until the parent has unshared, runs `newuidmap` and `newgidmap`

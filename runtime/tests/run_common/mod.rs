@@ -23,10 +23,6 @@ pub fn require_prerequisites() {
         Path::new("/bin/busybox").is_file(),
         "/bin/busybox missing: apt-get install busybox-static"
     );
-    assert!(
-        Path::new(dockless_runtime::bundle::DEFAULT_SECCOMP_PROFILE).is_file(),
-        "seccomp profile missing: apt-get install golang-github-containers-common"
-    );
 }
 
 /// One test's world: a rootfs, a state root and a cgroup parent nobody else uses.

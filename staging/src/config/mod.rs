@@ -19,18 +19,30 @@
 //!
 //! The parts, each depending only on those listed before it:
 //! - `tree`: Symfony-style checks (strict keys, defaults, PHP's `empty()`);
+//! - `cloud_only`: values only Keboola's stack can resolve (ciphertexts, OAuth Broker
+//!   references), refused with what to supply instead;
 //! - `input`, `output`: the `storage.input` and `storage.output` sections;
 //! - `normalize`: the root of the tree ([`normalize`], [`parse`]);
+//! - `stored`: a configuration as the Storage API returns it and its runs (rows);
+//! - `variables`: shared code, vault and configuration variables ([`resolve`]);
 //! - `render`: [`Format`], [`container_config`], [`processor_config`], [`render`],
 //!   [`parse_document`].
 
+mod cloud_only;
 mod input;
 mod normalize;
 mod output;
 mod render;
+mod stored;
 mod tree;
+mod variables;
 
+pub use cloud_only::{cipher_prefix, refuse_at as refuse_cloud_only_at};
 pub use normalize::{normalize, parse};
 pub(crate) use output::{OUTPUT_FILE_KEYS, OUTPUT_TABLE_KEYS};
 pub use render::{Format, container_config, parse_document, processor_config, render};
+pub use stored::{Planned, Row, Stored, is_stored_form, parse_stored, plan, replace_recursive};
 pub(crate) use tree::strings;
+pub use variables::{
+    SharedCode, Sources, parse_shared_code, parse_values, parse_vault, resolve, vault_secrets,
+};

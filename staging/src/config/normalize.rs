@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::tree::{check_keys, defaults, is_empty_php, object};
-use super::{input, output};
+use super::{cloud_only, input, output};
 use crate::error::{Error, Result};
 
 /// Root keys Keboola's `Container` configuration tree accepts.
@@ -27,9 +27,11 @@ const ROOT_KEYS: &[&str] = &[
 /// Keboola's job configuration normalization: the `Container` configuration tree (strict
 /// keys, defaults) followed by the job definition's own fix-ups (`storage`, `processors` and
 /// `parameters` present, `[]` when empty). Unknown keys are a user error naming the path.
-/// Old artefacts are tolerated: `image_parameters: []`, output `escaped_by`.
+/// Old artefacts are tolerated: `image_parameters: []`, output `escaped_by`. A value only
+/// Keboola's stack could resolve (a ciphertext, an OAuth Broker reference) is refused too.
 pub fn normalize(config: &Value) -> Result<Value> {
     let mut config = parse(config)?;
+    cloud_only::refuse(&config)?;
     if let Value::Object(root) = &mut config {
         for key in ["storage", "processors", "parameters"] {
             if root.get(key).is_none_or(is_empty_php) {

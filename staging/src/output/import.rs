@@ -71,6 +71,8 @@ pub fn import_file(
         deletes: Vec::new(),
         metadata: Vec::new(),
         column_metadata: Vec::new(),
+        column_types: Vec::new(),
+        types_from_schema: false,
         write_always: false,
         progress: options.progress.clone(),
     };

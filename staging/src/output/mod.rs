@@ -41,6 +41,9 @@ pub struct OutputSettings {
     pub default_bucket: Option<BucketId>,
     /// Manifest format.
     pub format: Format,
+    /// The job's data type support for its outputs: the configuration's
+    /// `storage.output.data_type_support`, else the component's.
+    pub data_type_support: crate::types::DataTypeSupport,
 }
 
 /// One table load done by output mapping.

@@ -16,6 +16,7 @@ use crate::out_dir::{self, Entry};
 use crate::sanitize;
 use crate::storage::{ColumnFilter, DeleteFilter, Operator, Transaction};
 use crate::time::{now_micros, parse_time_expr};
+use crate::types::{self, BaseType, ColumnType, DataTypeSupport};
 
 /// A fully resolved table load; nothing left to validate but the CSV itself.
 #[derive(Debug)]
@@ -32,6 +33,10 @@ pub(super) struct TablePlan {
     pub(super) deletes: Vec<DeleteFilter>,
     pub(super) metadata: Vec<(String, String)>,
     pub(super) column_metadata: Vec<(String, Vec<(String, String)>)>,
+    pub(super) column_types: Vec<(String, ColumnType)>,
+    /// The types come from a `schema` (they update a typed table's columns), not from legacy
+    /// `KBC.datatype.*` metadata (which only types columns that have no type yet).
+    pub(super) types_from_schema: bool,
     pub(super) write_always: bool,
     pub(super) progress: Option<Arc<AtomicU64>>,
 }
@@ -433,19 +438,29 @@ pub(super) fn plan_table(
         {
             entries.push(("KBC.description".into(), d.to_string()));
         }
+        // The type as `KBC.datatype.*` metadata, as Keboola's `hints` mode keeps it (and as
+        // its Storage describes a typed column): legacy readers of the table see it there.
         if let Some(base) = column.get("data_type").and_then(|d| d.get("base")) {
             for (key, field) in [
                 ("KBC.datatype.basetype", "type"),
                 ("KBC.datatype.length", "length"),
                 ("KBC.datatype.default", "default"),
             ] {
-                if let Some(v) = base.get(field) {
-                    entries.push((key.into(), as_text(v)));
+                if let Some(v) = base.get(field).and_then(types::scalar_text) {
+                    let v = match field {
+                        "type" => types::BaseType::parse(&v)
+                            .map(|t| t.as_str().to_string())
+                            .unwrap_or(v),
+                        _ => v,
+                    };
+                    entries.push((key.into(), v));
                 }
             }
-            if let Some(n) = column.get("nullable") {
-                entries.push(("KBC.datatype.nullable".into(), as_text(n)));
-            }
+            let nullable = !matches!(column.get("nullable"), Some(Value::Bool(false)));
+            entries.push((
+                "KBC.datatype.nullable".into(),
+                if nullable { "1" } else { "0" }.into(),
+            ));
         }
         if !entries.is_empty() {
             column_metadata.push((name, entries));
@@ -463,10 +478,26 @@ pub(super) fn plan_table(
     }
     let delimiter = single_byte(merged.get("delimiter"), b',', &what, "delimiter")?.unwrap_or(b',');
     let enclosure = single_byte(merged.get("enclosure"), b'"', &what, "enclosure")?;
+    let destination = resolve_destination(mapping, &manifest, source, settings, warnings)?;
+    let mut column_types = column_types(
+        &schema,
+        &merged,
+        &column_metadata,
+        settings.data_type_support,
+        &what,
+        &destination.to_string(),
+    )?;
+    // A key column holds no NULL (Keboola's hints rule; libraries leave `nullable` out of a
+    // key column's schema entry, which would default it to nullable).
+    for (column, column_type) in &mut column_types {
+        if primary_key.contains(column) {
+            column_type.nullable = false;
+        }
+    }
     Ok(TablePlan {
         source: source.to_string(),
         entry: entry.clone(),
-        destination: resolve_destination(mapping, &manifest, source, settings, warnings)?,
+        destination,
         skip_header: has_header && declared.is_some(),
         declared,
         primary_key,
@@ -476,9 +507,81 @@ pub(super) fn plan_table(
         deletes: parse_deletes(&merged, &what)?,
         metadata,
         column_metadata,
+        column_types,
+        types_from_schema: !schema.is_empty(),
         write_always: bool_key(&merged, "write_always", &what)?,
         progress: None,
     })
+}
+
+/// The column types a resolved table configuration declares, after Keboola's checks for the
+/// job's data type support: with `authoritative` or `hints` the configuration must have a
+/// `schema` ("Configuration schema is missing."), with `authoritative` every schema column a
+/// `data_type.base` ("Missing data type for columns: ..."); with `hints` the columns are
+/// created as `STRING` (the declared types stay as `KBC.datatype.*` metadata) and a key column
+/// is not nullable. Without a schema the legacy `KBC.datatype.*` column metadata gives the
+/// types. Every base type is checked, whatever the support.
+fn column_types(
+    schema: &[Map<String, Value>],
+    merged: &Map<String, Value>,
+    column_metadata: &[(String, Vec<(String, String)>)],
+    support: DataTypeSupport,
+    what: &str,
+    table: &str,
+) -> Result<Vec<(String, ColumnType)>> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for column in schema {
+        let raw = column
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = sanitize::column_name(raw);
+        match types::from_schema_column(column, what, table)? {
+            Some(mut column_type) => {
+                if support == DataTypeSupport::Hints {
+                    column_type = ColumnType::of(BaseType::String);
+                    column_type.nullable = !column.get("primary_key").is_some_and(is_truthy);
+                }
+                out.push((name, column_type));
+            }
+            // Keboola names the columns after sanitizing them, as here.
+            None => missing.push(name),
+        }
+    }
+    if support.is_typed() && schema.is_empty() {
+        return Err(Error::mapping(what, "Configuration schema is missing."));
+    }
+    if support == DataTypeSupport::Authoritative && !missing.is_empty() {
+        return Err(Error::mapping(
+            what,
+            format!("Missing data type for columns: {}", missing.join(", ")),
+        ));
+    }
+    if schema.is_empty() {
+        let backend = key_values(merged.get("metadata"))
+            .into_iter()
+            .chain(
+                merged
+                    .get("table_metadata")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            )
+            .filter(|(k, _)| k == "KBC.datatype.backend")
+            .map(|(_, v)| as_text(&v))
+            .next_back();
+        for (column, entries) in column_metadata {
+            if let Some(column_type) =
+                types::from_column_metadata(entries, backend.as_deref(), what, table, column)?
+            {
+                out.retain(|(c, _)| c != column);
+                out.push((column.clone(), column_type));
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn load_table(
@@ -502,9 +605,49 @@ pub(super) fn load_table(
             format!("primary key column {k:?} is not among the columns"),
         ));
     }
-    let existed = tx.table(&plan.destination)?.is_some();
+    let before = tx.table(&plan.destination)?;
+    let existed = before.is_some();
+    // Types are part of a table's definition: a new table takes them, a typed one keeps the
+    // base type of each typed column (Keboola's check and wording) and takes the rest from a
+    // schema (length, default, nullable, new columns; legacy metadata only types new
+    // columns); an untyped table stays untyped (the types remain as metadata), as in Keboola.
+    let mut types = plan.column_types.clone();
+    let store_types = match &before {
+        None => !types.is_empty(),
+        Some(table) if table.is_typed() => {
+            for (column, wanted) in &plan.column_types {
+                if let Some(stored) = table.column_type(column)
+                    && stored.base != wanted.base
+                {
+                    return Err(Error::mapping(
+                        &what,
+                        format!(
+                            "Table \"{}\" column \"{column}\" has different type than the schema. Table type: \"{}\", schema type: \"{}\".",
+                            plan.destination, stored.base, wanted.base
+                        ),
+                    ));
+                }
+            }
+            if !plan.types_from_schema {
+                types.retain(|(column, _)| table.column_type(column).is_none());
+            }
+            !types.is_empty()
+        }
+        Some(_) => {
+            if !plan.column_types.is_empty() {
+                warnings.push(format!(
+                    "{what}: table {} is not typed; the column types are kept as metadata only",
+                    plan.destination
+                ));
+            }
+            false
+        }
+    };
     let prepared = tx.prepare_table(&plan.destination, &columns, &plan.primary_key)?;
     warnings.extend(prepared.warnings);
+    if store_types {
+        tx.set_column_types(&plan.destination, &types)?;
+    }
     if existed {
         for delete in &plan.deletes {
             tx.delete_rows(&plan.destination, delete)?;

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::id::TableId;
+use crate::types::ColumnType;
 
 /// One `{key, value}` metadata entry as Keboola keeps it on tables and columns.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -50,6 +51,24 @@ pub struct TableInfo {
     pub metadata: Vec<Metadata>,
     /// Column metadata, by column name.
     pub column_metadata: Vec<(String, Vec<Metadata>)>,
+    /// Types of the typed columns, in table column order (empty for an untyped table): part
+    /// of the table's definition, as in Keboola's typed tables.
+    pub column_types: Vec<(String, ColumnType)>,
+}
+
+impl TableInfo {
+    /// The stored type of `column`, if it has one.
+    pub fn column_type(&self, column: &str) -> Option<&ColumnType> {
+        self.column_types
+            .iter()
+            .find(|(c, _)| c == column)
+            .map(|(_, t)| t)
+    }
+
+    /// A table is typed when any of its columns has a type.
+    pub fn is_typed(&self) -> bool {
+        !self.column_types.is_empty()
+    }
 }
 
 /// `eq` keeps the listed values, `ne` drops them (SQL `NOT IN`).
@@ -237,8 +256,9 @@ pub trait Transaction {
     fn delete_rows(&mut self, id: &TableId, filter: &DeleteFilter) -> Result<u64>;
     /// Loads rows whose fields follow `columns`, in any order; every column of the table must
     /// be among them (call [`Transaction::prepare_table`] first to add new ones). Full load
-    /// replaces the rows; incremental upserts by the table's primary key (unchanged rows keep
-    /// `_timestamp`) or appends without one. Returns the number of records read.
+    /// replaces the rows; incremental upserts by the table's primary key (an unchanged row of
+    /// an untyped table keeps its `_timestamp`; a typed table replaces every duplicate key, as
+    /// Keboola's typed tables do) or appends without one. Returns the number of records read.
     fn load_rows(
         &mut self,
         id: &TableId,
@@ -261,6 +281,8 @@ pub trait Transaction {
         provider: &str,
         entries: &[(String, String)],
     ) -> Result<()>;
+    /// Sets (replaces) the types of these columns of a table; every column must exist.
+    fn set_column_types(&mut self, id: &TableId, types: &[(String, ColumnType)]) -> Result<()>;
     /// Removes a table.
     fn drop_table(&mut self, id: &TableId) -> Result<()>;
     /// Stores a new file; `slices` holds one reader for a plain file, several (with names) for

@@ -452,6 +452,14 @@ impl Transaction for SealedTransaction<'_> {
             .set_column_metadata(id, column, provider, entries)
     }
 
+    fn set_column_types(
+        &mut self,
+        id: &TableId,
+        types: &[(String, crate::types::ColumnType)],
+    ) -> Result<()> {
+        self.inner.set_column_types(id, types)
+    }
+
     fn drop_table(&mut self, id: &TableId) -> Result<()> {
         self.inner.drop_table(id)
     }

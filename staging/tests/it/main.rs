@@ -8,6 +8,7 @@ mod input_mapping;
 mod load_modes;
 mod output_mapping;
 mod state;
+mod types;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

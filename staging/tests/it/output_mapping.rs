@@ -29,7 +29,7 @@ pub fn run_job(
     .unwrap();
     job.stage(storage, &dir).unwrap();
     write(&dir.data().join("out"));
-    let result = job.finish(storage, &dir, succeeded);
+    let result = job.finish(storage, &dir, succeeded, None);
     (work, result)
 }
 
@@ -388,23 +388,45 @@ fn failed_job_loads_only_write_always_tables() {
 
 #[test]
 fn native_types_manifest_sets_key_and_column_metadata() {
-    let (_d, mut s) = storage();
-    let manifest = std::fs::read_to_string(
+    let (d, mut s) = storage();
+    let db = d.path().join("storage.db");
+    let example = std::fs::read_to_string(
         crate::examples().join("04-php-component-manifests/expectedNewDataTypesManifest.manifest"),
     )
     .unwrap();
-    let (_w, result) = run_job(
-        &mut s,
-        json!({"storage": {"output": {"default_bucket": "out.c-typed"}}}),
-        true,
-        |out| {
+    let config = json!({"storage": {"output": {"default_bucket": "out.c-typed"}}});
+    let write = |manifest: &str| {
+        let manifest = manifest.to_string();
+        move |out: &Path| {
             put(
                 out,
                 "tables/my-table.csv",
                 "id,number,other_column\n1,2,3\n",
             );
             put(out, "tables/my-table.csv.manifest", &manifest);
-        },
+        }
+    };
+    // The example (php-component's test fixture) declares base type VARCHAR, which is not one
+    // of Keboola's base types: refused, naming the table, the column and the value.
+    let before = dump(&db);
+    let (_w, result) = run_job(&mut s, config.clone(), true, write(&example));
+    let err = result.unwrap_err();
+    assert!(err.is_user_error());
+    let text = err.to_string();
+    assert!(
+        text.contains("out.c-typed.my-table")
+            && text.contains("\"number\"")
+            && text.contains("\"VARCHAR\""),
+        "{text}"
+    );
+    drop(s);
+    assert_eq!(dump(&db), before);
+    let mut s = dockless_staging::SqliteStorage::open(&db).unwrap();
+    let (_w, result) = run_job(
+        &mut s,
+        config,
+        true,
+        write(&example.replace("VARCHAR", "STRING")),
     );
     result.unwrap();
     let info = s.table(&id("out.c-typed.my-table")).unwrap().unwrap();
@@ -425,6 +447,16 @@ fn native_types_manifest_sets_key_and_column_metadata() {
         id_meta
             .iter()
             .any(|m| m.key == "KBC.datatype.basetype" && m.value == "INTEGER")
+    );
+    let id_type = info.column_type("id").unwrap();
+    assert_eq!(id_type.base, dockless_staging::BaseType::Integer);
+    assert_eq!(
+        (
+            id_type.length.as_deref(),
+            id_type.default.as_deref(),
+            id_type.nullable
+        ),
+        (Some("11"), Some("123"), false)
     );
     assert_eq!(
         export(&s, "out.c-typed.my-table"),
@@ -481,7 +513,7 @@ fn yaml_components_write_yaml_manifests() {
         "destination: out.c-y.t\nprimary_key:\n  - a\n",
     );
     put(&dir.data().join("out"), "state.yml", "cursor: 3\n");
-    let report = job.finish(&mut s, &dir, true).unwrap();
+    let report = job.finish(&mut s, &dir, true, None).unwrap();
     assert!(report.state_stored);
     assert_eq!(
         s.table(&id("out.c-y.t")).unwrap().unwrap().primary_key,

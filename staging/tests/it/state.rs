@@ -72,3 +72,31 @@ fn an_invalid_state_file_fails_the_job_as_a_user_error_and_stores_nothing() {
     );
     assert!(s.state(&key()).unwrap().is_none());
 }
+
+#[test]
+fn a_deferred_state_is_handed_back_and_stored_later_with_the_others() {
+    let (_d, mut s) = storage();
+    let work = tempfile::tempdir().unwrap();
+    let dir = DataDir::create(work.path()).unwrap();
+    let mut job = Job::new(JobSpec {
+        component_id: "keboola.test".into(),
+        config_id: Some("cfg1".into()),
+        action: "run".into(),
+        defer_state: true,
+        ..JobSpec::default()
+    })
+    .unwrap();
+    job.stage(&s, &dir).unwrap();
+    std::fs::write(dir.data().join("out/state.json"), r#"{"cursor": 3}"#).unwrap();
+    let report = job.finish(&mut s, &dir, true, None).unwrap();
+    assert!(!report.state_stored);
+    assert!(
+        s.state(&key()).unwrap().is_none(),
+        "not stored with the outputs"
+    );
+    let (k, state) = report.deferred_state.unwrap();
+    assert_eq!(k, key());
+    assert_eq!(state["component"]["cursor"], 3);
+    dockless_staging::store_states(&mut s, &[(k, state)]).unwrap();
+    assert_eq!(s.state(&key()).unwrap().unwrap()["component"]["cursor"], 3);
+}

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::id::TableId;
 use crate::storage::{ColumnFilter, FileInfo, Metadata, Operator, TableInfo};
 use crate::time::format_iso;
+use crate::types::ColumnType;
 
 /// One blob of a file's content, as kept in the catalog.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -110,9 +111,11 @@ pub(super) fn table_info(conn: &Connection, id: &TableId) -> Result<Option<Table
         return Ok(None);
     };
     let (metadata, column_metadata) = read_metadata(conn, &id.to_string())?;
+    let columns = json_list(&columns);
+    let column_types = read_column_types(conn, id, &columns)?;
     Ok(Some(TableInfo {
         id: id.clone(),
-        columns: json_list(&columns),
+        columns,
         primary_key: json_list(&pk),
         created,
         last_change,
@@ -120,7 +123,39 @@ pub(super) fn table_info(conn: &Connection, id: &TableId) -> Result<Option<Table
         rows: rows.max(0) as u64,
         metadata,
         column_metadata,
+        column_types,
     }))
+}
+
+/// The stored types of a table's typed columns, in `columns` order.
+pub(super) fn read_column_types(
+    conn: &Connection,
+    id: &TableId,
+    columns: &[String],
+) -> Result<Vec<(String, ColumnType)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT column_name, definition FROM column_types WHERE table_id = ?1")
+        .map_err(Error::db("reading column types"))?;
+    let rows = stmt
+        .query_map([id.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(Error::db(format!("reading column types of {id}")))?;
+    let mut types = Vec::with_capacity(rows.len());
+    for (column, definition) in rows {
+        let parsed: ColumnType = serde_json::from_str(&definition).map_err(|e| Error::Db {
+            during: format!("reading the type of column {column} of {id}"),
+            source: rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            ),
+        })?;
+        types.push((column, parsed));
+    }
+    types.sort_by_key(|(c, _)| columns.iter().position(|n| n == c).unwrap_or(usize::MAX));
+    Ok(types)
 }
 
 pub(super) fn column_index(table: &TableId, columns: &[String], name: &str) -> Result<usize> {

@@ -1,7 +1,8 @@
 //! The embedded Storage: one SQLite file plus a folder of file contents beside it.
 //!
 //! ```text
-//! storage.db                 catalog (buckets, tables, metadata, files, states) + table data
+//! storage.db                 catalog (buckets, tables, metadata, column types, files, states)
+//!                            + table data
 //! storage.db-wal, -shm       SQLite write-ahead log (concurrent readers, one writer)
 //! storage.db.files/          (0700, like every folder the Storage creates; files are 0600)
 //!   sha256/<hex>             file contents by hash (a sliced file has one blob per slice)
@@ -37,7 +38,9 @@ mod write;
 use catalog::{file_blobs, file_info, table_info};
 use write::SqliteTransaction;
 
-const SCHEMA_VERSION: i64 = 1;
+/// Version of the catalog's layout (`PRAGMA user_version`); each step of [`MIGRATIONS`] moves
+/// a file one version up, so a Storage created by an older dockless keeps working.
+const SCHEMA_VERSION: i64 = 2;
 
 /// Most columns a table can have: SQLite's compiled-in `SQLITE_MAX_COLUMN` (2000, kept: a
 /// higher one needs a build-time variable outside `Cargo.toml` and makes wide tables slow)
@@ -93,6 +96,20 @@ CREATE TABLE states (
     PRIMARY KEY (component, config, row_id)
 );
 ";
+
+/// Version 2: the column types of typed tables (one JSON [`crate::types::ColumnType`] per
+/// typed column).
+const COLUMN_TYPES: &str = "
+CREATE TABLE column_types (
+    table_id TEXT NOT NULL,
+    column_name TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    PRIMARY KEY (table_id, column_name)
+);
+";
+
+/// The steps from version N-1 to N, in order; index 0 creates version 1 from nothing.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [SCHEMA, COLUMN_TYPES];
 
 /// Tuning of the embedded backend.
 #[derive(Debug, Clone)]
@@ -191,31 +208,33 @@ impl SqliteStorage {
     }
 
     fn migrate(&self) -> Result<()> {
-        // Readers must not queue behind a long write: look first, lock only to create.
-        match self.schema_version()? {
-            SCHEMA_VERSION => return Ok(()),
-            0 => {}
-            found => {
-                return Err(Error::SchemaVersion {
-                    path: self.path.clone(),
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
+        // Readers must not queue behind a long write: look first, lock only to migrate.
+        let found = self.schema_version()?;
+        if found == SCHEMA_VERSION {
+            return Ok(());
         }
-        // IMMEDIATE: two first openers of a new file must not both create the schema.
+        if !(0..SCHEMA_VERSION).contains(&found) {
+            return Err(Error::SchemaVersion {
+                path: self.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        // IMMEDIATE: two first openers must not both migrate; the second sees the new version.
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(Error::db("starting the schema migration"))?;
         let result = (|| {
-            if self.schema_version()? == 0 {
-                self.conn
-                    .execute_batch(SCHEMA)
-                    .map_err(Error::db("creating the schema"))?;
-                self.conn
-                    .execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
-                    .map_err(Error::db("setting the schema version"))?;
+            let current = self.schema_version()?;
+            for (i, step) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+                self.conn.execute_batch(step).map_err(Error::db(format!(
+                    "migrating the schema to version {}",
+                    i + 1
+                )))?;
             }
+            self.conn
+                .execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
+                .map_err(Error::db("setting the schema version"))?;
             Ok(())
         })();
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };

@@ -16,6 +16,7 @@ use crate::id::TableId;
 use crate::storage::{
     DeleteFilter, NewFile, Prepared, RowSource, Slice, StateKey, TableInfo, Transaction,
 };
+use crate::types::ColumnType;
 
 /// The write transaction of the embedded backend (`BEGIN IMMEDIATE`: one writer at a time).
 pub(super) struct SqliteTransaction<'c> {
@@ -86,6 +87,7 @@ impl SqliteTransaction<'_> {
         positions: &[usize],
         rows: &mut dyn RowSource,
         upsert: Option<(&[String], &[String])>,
+        touch_identical: bool,
     ) -> Result<(u64, u64)> {
         let cols: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
         let marks: Vec<String> = (1..=positions.len()).map(|i| format!("?{i}")).collect();
@@ -102,11 +104,15 @@ impl SqliteTransaction<'_> {
                 .map(|c| format!("t{seq}.{c} IS NOT excluded.{c}"))
                 .collect();
             sql.push_str(&format!(
-                " ON CONFLICT ({}) DO UPDATE SET {}, _timestamp = excluded._timestamp WHERE {}",
+                " ON CONFLICT ({}) DO UPDATE SET {}, _timestamp = excluded._timestamp",
                 pk_cols.join(","),
-                sets.join(","),
-                differs.join(" OR ")
+                sets.join(",")
             ));
+            // Keboola leaves an identical row of an untyped table untouched (its `_timestamp`
+            // kept); a typed table's upsert replaces every duplicate key.
+            if !touch_identical {
+                sql.push_str(&format!(" WHERE {}", differs.join(" OR ")));
+            }
         }
         let mut stmt = self
             .tx
@@ -410,7 +416,7 @@ impl Transaction for SqliteTransaction<'_> {
                     "DROP INDEX IF EXISTS t{seq}_pk; DELETE FROM t{seq};"
                 ))
                 .map_err(Error::db(format!("emptying {id}")))?;
-            let counts = self.load_plain(seq, &positions, rows, None)?;
+            let counts = self.load_plain(seq, &positions, rows, None, false)?;
             if !self.create_pk_index(seq, &table.columns, &table.primary_key, id)? {
                 self.tx
                     .execute_batch(&format!(
@@ -422,9 +428,23 @@ impl Transaction for SqliteTransaction<'_> {
             }
             (counts.0, 1)
         } else if pk_cols.is_empty() {
-            self.load_plain(seq, &positions, rows, None)?
+            self.load_plain(seq, &positions, rows, None, false)?
         } else {
-            self.load_plain(seq, &positions, rows, Some((&pk_cols, &table.primary_key)))?
+            let typed: bool = self
+                .tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM column_types WHERE table_id = ?1)",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(Error::db(format!("reading column types of {id}")))?;
+            self.load_plain(
+                seq,
+                &positions,
+                rows,
+                Some((&pk_cols, &table.primary_key)),
+                typed,
+            )?
         };
         self.touch(id, changed > 0)?;
         Ok(read)
@@ -452,6 +472,29 @@ impl Transaction for SqliteTransaction<'_> {
         self.put_metadata(id, column, provider, entries)
     }
 
+    fn set_column_types(&mut self, id: &TableId, types: &[(String, ColumnType)]) -> Result<()> {
+        let table = self.require(id)?;
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO column_types (table_id, column_name, definition) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (table_id, column_name) DO UPDATE SET definition = excluded.definition",
+            )
+            .map_err(Error::db("writing column types"))?;
+        for (column, column_type) in types {
+            column_index(id, &table.columns, column)?;
+            let definition = serde_json::to_string(column_type).map_err(|e| Error::Db {
+                during: format!("encoding the type of column {column} of {id}"),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+            stmt.execute(params![id.to_string(), column, definition])
+                .map_err(Error::db(format!(
+                    "writing the type of column {column} of {id}"
+                )))?;
+        }
+        Ok(())
+    }
+
     fn drop_table(&mut self, id: &TableId) -> Result<()> {
         let table = self.require(id)?;
         self.tx
@@ -462,6 +505,12 @@ impl Transaction for SqliteTransaction<'_> {
             .and_then(|_| {
                 self.tx
                     .execute("DELETE FROM metadata WHERE table_id = ?1", [id.to_string()])
+            })
+            .and_then(|_| {
+                self.tx.execute(
+                    "DELETE FROM column_types WHERE table_id = ?1",
+                    [id.to_string()],
+                )
             })
             .map_err(Error::db(format!("dropping {id}")))?;
         Ok(())
