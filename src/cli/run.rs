@@ -48,7 +48,9 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub stop_timeout: Option<Duration>,
 
-    /// `none` (default: an empty network namespace with lo up) or `host`.
+    /// `none` (default: an empty network namespace with lo up), `bridge` (its own namespace
+    /// with outbound access through pasta, without the host's loopback or own address) or
+    /// `host` (root only).
     #[arg(long, value_enum, default_value_t = Network::None)]
     pub network: Network,
 
@@ -309,6 +311,8 @@ pub enum Network {
     None,
     /// The host's network.
     Host,
+    /// Outbound access through a user-mode network stack (pasta).
+    Bridge,
 }
 
 impl From<Network> for dockless_runtime::bundle::NetworkMode {
@@ -316,6 +320,7 @@ impl From<Network> for dockless_runtime::bundle::NetworkMode {
         match network {
             Network::None => Self::None,
             Network::Host => Self::Host,
+            Network::Bridge => Self::Bridge,
         }
     }
 }
