@@ -14,7 +14,9 @@ bench_package() {
         /usr/bin/time) echo time ;;
         zcat) echo gzip ;;
         awk) echo gawk ;;
-        runuser) echo util-linux ;;
+        runuser | nsenter | unshare) echo util-linux ;;
+        pasta) echo passt ;;
+        ip) echo iproute2 ;;
         /bin/busybox) echo busybox-static ;;
         *) return 1 ;;
     esac

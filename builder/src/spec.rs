@@ -35,7 +35,7 @@ pub struct BuildSpec {
     /// The image's working directory (Keboola's `/data/`).
     #[serde(default = "default_workdir")]
     pub workdir: String,
-    /// The network of the build commands: `none` (default) or `host`.
+    /// The network of the build commands: `none` (default), `bridge` or `host`.
     #[serde(default)]
     pub network: BuildNetwork,
 }
@@ -49,6 +49,9 @@ pub enum BuildNetwork {
     None,
     /// The host's network (package installs).
     Host,
+    /// Outbound access through a user-mode network stack (package installs without the
+    /// host's network).
+    Bridge,
 }
 
 /// A credential that never shows in `Debug`, `Display` or serialised output.

@@ -4,7 +4,7 @@
 //! (`/run/containers/<uid>/auth.json` without `XDG_RUNTIME_DIR`, as podman), then
 //! `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`. In each file, as docker reads it: a
 //! `credHelpers` entry for the registry, else `credsStore`, names a credential helper to ask
-//! (see [`crate::cred_helper`]); when there is none, or it has no credentials, the `auths` map
+//! (see the `cred_helper` module); when there is none, or it has no credentials, the `auths` map
 //! is used, keyed by host, sometimes with a scheme and path (`https://index.docker.io/v1/`);
 //! entries carry `auth` (base64 `user:password`) or `username` + `password`.
 //!

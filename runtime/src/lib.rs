@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod container;
+pub mod network;
 mod overlay;
 pub mod rootfs;
 pub mod unpack;

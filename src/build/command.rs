@@ -85,10 +85,7 @@ pub(super) fn run_command(
         ..Limits::default()
     };
     spec.timeout = Some(options.timeout);
-    spec.network = match step.network {
-        BuildNetwork::None => NetworkMode::None,
-        BuildNetwork::Host => NetworkMode::Host,
-    };
+    spec.network = network_mode(step.network);
     super::proxy::apply(&mut spec, options.http_proxy, options.ca_file.as_deref());
     let spec = crate::rootless::enforceable(&spec);
     let result = runner.run(rootfs.path(), &spec, &mut |_: Stream, bytes: &[u8]| {
@@ -154,4 +151,13 @@ fn release(
         .context("cannot remove the build command's root filesystem")?;
     slot.release();
     Ok(())
+}
+
+/// The runtime's network mode for a build's `network`.
+pub(super) fn network_mode(network: BuildNetwork) -> NetworkMode {
+    match network {
+        BuildNetwork::None => NetworkMode::None,
+        BuildNetwork::Host => NetworkMode::Host,
+        BuildNetwork::Bridge => NetworkMode::Bridge,
+    }
 }

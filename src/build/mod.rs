@@ -67,6 +67,8 @@ pub struct Built {
     pub commit: String,
     /// Whether the cache had it (nothing was built).
     pub cached: bool,
+    /// The build commands' network: `none`, `bridge` or `host`.
+    pub network: &'static str,
     /// The layers dockless made (code first), as stored.
     pub layers: Vec<Digest>,
     /// Seconds per step, in order.
@@ -119,6 +121,7 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
             digest: record.digest,
             commit,
             cached: true,
+            network: command::network_mode(spec.network).name(),
             layers,
             steps: steps.list,
         });
@@ -194,6 +197,7 @@ pub fn build(spec: &BuildSpec, options: &BuildOptions, paths: &Paths) -> anyhow:
         digest: record.digest,
         commit,
         cached: false,
+        network: command::network_mode(spec.network).name(),
         layers,
         steps: steps.list,
     })

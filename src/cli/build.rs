@@ -123,6 +123,9 @@ pub struct BuildSource {
 pub enum NetworkArg {
     /// An empty network namespace.
     None,
-    /// The host's network (package installs).
+    /// The host's network (package installs; root only).
     Host,
+    /// Outbound access through a user-mode network stack (pasta): package installs without
+    /// the host's network.
+    Bridge,
 }

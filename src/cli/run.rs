@@ -50,7 +50,9 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub stop_timeout: Option<Duration>,
 
-    /// `none` (default: an empty network namespace with lo up) or `host`.
+    /// `none` (default: an empty network namespace with lo up), `bridge` (its own namespace
+    /// with outbound access through pasta, without the host's loopback or own address) or
+    /// `host` (root only). With `--config`, default: the component's specification's.
     #[arg(long, value_enum)]
     pub network: Option<Network>,
 
@@ -336,6 +338,8 @@ pub enum Network {
     None,
     /// The host's network.
     Host,
+    /// Outbound access through a user-mode network stack (pasta).
+    Bridge,
 }
 
 impl From<Network> for dockless_runtime::bundle::NetworkMode {
@@ -343,6 +347,7 @@ impl From<Network> for dockless_runtime::bundle::NetworkMode {
         match network {
             Network::None => Self::None,
             Network::Host => Self::Host,
+            Network::Bridge => Self::Bridge,
         }
     }
 }

@@ -66,7 +66,7 @@ pub struct TestArgs {
     #[arg(long, value_parser = parse_duration)]
     pub stop_timeout: Option<Duration>,
 
-    /// The cases' network: `none` (default) or `host`.
+    /// The cases' network: `none` (default), `bridge` or `host`.
     #[arg(long, value_enum, default_value_t = Network::None)]
     pub network: Network,
 
@@ -86,7 +86,7 @@ pub struct TestArgs {
     #[command(flatten)]
     pub source: Option<BuildSource>,
 
-    /// The network of the build commands (`host` for package installs).
+    /// The network of the build commands (`bridge` or `host` for package installs).
     #[arg(long, value_enum, default_value_t = NetworkArg::None, requires = "build")]
     pub build_network: NetworkArg,
 

@@ -74,6 +74,7 @@ pub fn spec(
         network: match network {
             NetworkArg::None => BuildNetwork::None,
             NetworkArg::Host => BuildNetwork::Host,
+            NetworkArg::Bridge => BuildNetwork::Bridge,
         },
     };
     Ok((spec, source.tag))

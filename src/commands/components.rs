@@ -99,21 +99,12 @@ pub fn memory(spec: &ComponentSpec, loaded: &Loaded) -> Result<i64, String> {
     })
 }
 
-/// The container network for a specification's: `none` and `no-internet` have no network;
-/// Keboola's `bridge` (its default: the internet) is not given without being asked for (the
-/// security model: no network unless a flag says so), so it runs without network too and
-/// the second value says how to give it one.
-pub fn network(spec: &ComponentSpec) -> (Network, Option<String>) {
+/// The container network for a specification's: Keboola's `bridge` (its default: the
+/// internet, not the host) is dockless' `bridge`; `none` and `no-internet` have no network.
+pub fn network(spec: &ComponentSpec) -> Network {
     match spec.network {
-        SpecNetwork::None | SpecNetwork::NoInternet => (Network::None, None),
-        SpecNetwork::Bridge => (
-            Network::None,
-            Some(format!(
-                "component {:?}: its specification's network is `bridge` (the internet); it \
-                 runs without network here unless --network says otherwise",
-                spec.id
-            )),
-        ),
+        SpecNetwork::None | SpecNetwork::NoInternet => Network::None,
+        SpecNetwork::Bridge => Network::Bridge,
     }
 }
 
@@ -130,7 +121,7 @@ pub fn processor_specs(loaded: &Loaded) -> Result<Vec<(String, ProcessorSpec)>, 
                     image: s.definition.reference(),
                     memory: (bytes, limit_text(bytes)),
                     timeout: Duration::from_secs(s.process_timeout),
-                    network: network(s).0.into(),
+                    network: network(s).into(),
                     image_parameters: s.image_parameters.clone(),
                 },
             ))
@@ -180,7 +171,7 @@ mod tests {
         );
         let s = l.find("kbc.x").unwrap();
         assert_eq!(memory(s, &l), Ok(64 << 20));
-        assert_eq!(network(s), (Network::None, None));
+        assert_eq!(network(s), Network::None);
         let p = processor_specs(&l).unwrap();
         assert_eq!(p[0].1.image, "r/x:2");
         assert_eq!(p[0].1.timeout, Duration::from_secs(90));
@@ -197,13 +188,11 @@ mod tests {
     }
 
     #[test]
-    fn bridge_is_not_given_unasked_and_bad_memory_is_named() {
+    fn keboolas_default_network_is_bridge_and_bad_memory_is_named() {
         let l =
             loaded(json!({"definition": {"type": "dockerhub", "uri": "r/x"}, "memory": "lots"}));
         let s = l.find("kbc.x").unwrap();
-        let (net, warning) = network(s);
-        assert_eq!(net, Network::None);
-        assert!(warning.unwrap().contains("--network"));
+        assert_eq!(network(s), Network::Bridge);
         let err = memory(s, &l).unwrap_err();
         assert!(
             err.contains("/tmp/c.json") && err.contains("data.memory"),

@@ -175,13 +175,7 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     };
     let network = match (args.network, &spec) {
         (Some(n), _) => n,
-        (None, Some(s)) => {
-            let (network, warning) = components::network(s);
-            if let Some(w) = warning {
-                let _ = writeln!(std::io::stderr().lock(), "dockless: {w}");
-            }
-            network
-        }
+        (None, Some(s)) => components::network(s),
         (None, None) => Network::None,
     };
     let default_bucket = match (&job.default_bucket, &spec) {

@@ -182,7 +182,13 @@ pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<(
         args.network = Some(match net.as_str() {
             "none" => Network::None,
             "host" => Network::Host,
-            other => return Err(bad("network", format!("{other:?} is not none or host"))),
+            "bridge" => Network::Bridge,
+            other => {
+                return Err(bad(
+                    "network",
+                    format!("{other:?} is not none, bridge or host"),
+                ));
+            }
         });
     }
     if let Some(mut spec) = build {

@@ -60,6 +60,7 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     // A signal during the pull: no container is started.
     crate::signals::check()?;
     let result = run_container(paths, &record, &spec, !args.json)?;
+    let network = spec.network.name();
     if result.stopped {
         // Stopped by a signal: the container and its rootfs are gone; exit 128 + signal.
         crate::signals::check()?;
@@ -67,7 +68,7 @@ pub fn run(mut args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&summary(&record.name, &result))?
+            serde_json::to_string_pretty(&summary(&record.name, network, &result))?
         );
     } else {
         if result.timed_out {
@@ -124,9 +125,10 @@ fn run_spec(args: &RunArgs, image: ImageConfig) -> anyhow::Result<RunSpec> {
     Ok(spec)
 }
 
-fn summary(image: &str, r: &RunResult) -> serde_json::Value {
+fn summary(image: &str, network: &str, r: &RunResult) -> serde_json::Value {
     serde_json::json!({
         "image": image,
+        "network": network,
         "exit_code": r.exit_code,
         "oom_killed": r.oom_killed,
         "timed_out": r.timed_out,

@@ -214,6 +214,7 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
     );
     result.config_id = settings.config_id.clone();
     result.row_id = settings.row_id.clone();
+    result.network = settings.network.name();
     // Secrets of the configuration and image parameters are known before anything runs;
     // those of the state are added once it is read.
     let mut secrets = match Secrets::collect([

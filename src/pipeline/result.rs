@@ -91,6 +91,8 @@ pub struct JobResult {
     pub image: String,
     /// Its manifest digest, once resolved.
     pub digest: Option<String>,
+    /// The containers' network: `none`, `bridge` or `host`.
+    pub network: &'static str,
     /// Component id (`KBC_COMPONENTID`).
     pub component_id: String,
     /// Configuration id, if any.
@@ -171,6 +173,7 @@ impl JobResult {
             exit_code: None,
             image: image.to_string(),
             digest: None,
+            network: "none",
             component_id: component_id.to_string(),
             config_id: None,
             row_id: None,
@@ -227,9 +230,10 @@ impl JobResult {
         };
         let _ = writeln!(
             s,
-            "dockless: {} ({}): {code}: {outcome}",
+            "dockless: {} ({}, network {}): {code}: {outcome}",
             self.image,
-            self.digest.as_deref().unwrap_or("digest unknown")
+            self.digest.as_deref().unwrap_or("digest unknown"),
+            self.network
         );
         if let Some(message) = &self.message {
             let _ = writeln!(s, "dockless:   {message}");

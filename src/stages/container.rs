@@ -119,7 +119,9 @@ pub fn run_container_listening(
 /// spec with [`crate::rootless::enforceable`].
 pub fn runner(paths: &Paths) -> anyhow::Result<Runner> {
     let exe = std::env::current_exe().context("cannot find the dockless executable")?;
-    let mut runner = Runner::new(exe, [HELPER_COMMAND], paths.containers());
+    // `DOCKLESS_PASTA` names the pasta of `--network bridge` runs (default: found on PATH).
+    let mut runner = Runner::new(exe, [HELPER_COMMAND], paths.containers())
+        .with_pasta(std::env::var_os("DOCKLESS_PASTA").map(std::path::PathBuf::from));
     if let Some((fd, grace)) = crate::signals::stop() {
         // `dockless run` handles SIGTERM, SIGINT and SIGHUP: the container is stopped.
         runner = runner.with_stop(fd, grace);

@@ -406,6 +406,18 @@ fn write(path: &std::path::Path, doc: &Value, format: Format) -> Result<()> {
     file.write_all(&bytes).map_err(Error::io(path))
 }
 
+/// An error and its sources, `: `-joined (for a message that names the cause).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -434,16 +446,4 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o777, 0o644);
         assert!(std::fs::read_to_string(&path).unwrap().contains("#secret"));
     }
-}
-
-/// An error and its sources, `: `-joined (for a message that names the cause).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

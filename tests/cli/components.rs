@@ -35,6 +35,8 @@ fn index() -> Value {
             {"id": "demo.lenient", "type": "application",
              "data": {"definition": definition(demo_image()), "network": "none",
                       "logging": {"type": "standard", "no_application_errors": true}}},
+            {"id": "demo.bridged", "type": "processor",
+             "data": {"definition": definition(processor_image())}},
             {"id": "demo.upper", "type": "processor",
              "data": {"definition": definition(processor_image()), "network": "none",
                       "memory": "48m"}}
@@ -133,6 +135,23 @@ fn a_specification_gives_image_memory_network_default_bucket_and_flags_win() {
     let line = interfaces_line(&job.stderr);
     assert_ne!(line, "demo processor: interfaces: lo ; data types: none");
     assert!(line.ends_with("; data types: none"), "{line}");
+
+    // Keboola's default network, `bridge`: the container has an interface besides lo (pasta's).
+    let bridged = [
+        "--components",
+        components,
+        "--component-id",
+        "demo.bridged",
+        "--config-id",
+        "cfg-1",
+        "--default-bucket",
+        "out.c-bridged",
+    ];
+    let job = run(&root, &bare, &bridged);
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+    let line = interfaces_line(&job.stderr);
+    assert!(line.starts_with("demo processor: interfaces: "), "{line}");
+    assert_ne!(line, "demo processor: interfaces: lo ; data types: none");
 
     // Memory from the specification: the demo component's OOM names the spec's limit.
     root.import(ORDERS_1, "in.c-demo.orders", false);

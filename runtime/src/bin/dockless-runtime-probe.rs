@@ -94,6 +94,7 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
                 spec.network = match value()?.as_str() {
                     "none" => NetworkMode::None,
                     "host" => NetworkMode::Host,
+                    "bridge" => NetworkMode::Bridge,
                     other => return Err(format!("unknown network mode {other}")),
                 }
             }

@@ -57,11 +57,12 @@ pub enum BundleError {
         workdir: String,
     },
     /// A rootless run cannot join the host's network namespace: it belongs to the host's
-    /// user namespace, so the container could not mount its own /sys there, and there is no
-    /// user-mode network stack (slirp4netns, pasta) to give it a safe one instead.
+    /// user namespace, so the container could not mount its own /sys there; `bridge` gives
+    /// it outbound access through a user-mode network stack instead.
     #[error(
         "host networking is not available rootless: the host's network namespace belongs to \
-         the host's user namespace; run as root or with the default --network none"
+         the host's user namespace; use --network bridge (outbound access through pasta), the \
+         default --network none, or run as root"
     )]
     RootlessHostNetwork,
     /// `/data` or `/tmp` could not be given to the container's user.

@@ -115,6 +115,29 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace (only when the caller asks for it).
     Host,
+    /// A new network namespace with outbound access through a user-mode network stack
+    /// (`pasta`, Debian's `passt` package) started by the runtime on that namespace: an
+    /// interface, a default route and the host's resolvers, with no gateway mapping and no
+    /// port forwarding, so neither the host's loopback services nor the host's own address
+    /// are reachable; no bridge, veth, firewall rule or sysctl of the host is touched. For
+    /// root, rootless and `--userns` runs alike.
+    Bridge,
+}
+
+impl NetworkMode {
+    /// The mode's name as the CLI spells it (`none`, `host`, `bridge`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+            NetworkMode::Bridge => "bridge",
+        }
+    }
+
+    /// Whether the container gets a network namespace of its own.
+    pub fn own_namespace(self) -> bool {
+        self != NetworkMode::Host
+    }
 }
 
 /// cgroup limits; `None` leaves a resource unlimited.

@@ -139,7 +139,11 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         LinuxNamespaceType::Cgroup,
     ]
     .into_iter()
-    .chain((run.network == NetworkMode::None).then_some(LinuxNamespaceType::Network))
+    .chain(
+        run.network
+            .own_namespace()
+            .then_some(LinuxNamespaceType::Network),
+    )
     .chain(run.userns.is_some().then_some(LinuxNamespaceType::User))
     {
         namespaces.push(
@@ -229,7 +233,7 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
                 .build()
                 .map_err(spec_err("root"))?,
         )
-        .mounts(mounts(run)?)
+        .mounts(mounts(rootfs, run)?)
         .process(process)
         .linux(linux)
         .build()
@@ -315,7 +319,7 @@ fn process_env(run: &RunSpec, home: Option<&str>) -> Result<Vec<String>, BundleE
     Ok(env)
 }
 
-fn mounts(run: &RunSpec) -> Result<Vec<Mount>, BundleError> {
+fn mounts(rootfs: &Path, run: &RunSpec) -> Result<Vec<Mount>, BundleError> {
     let mut mounts = hardening::kernel_mounts()?;
     mounts.push(match &run.tmp {
         TmpMount::Tmpfs => {
@@ -326,12 +330,22 @@ fn mounts(run: &RunSpec) -> Result<Vec<Mount>, BundleError> {
     if let Some(data) = &run.data_dir {
         mounts.push(bind(data, "/data", &["rw"])?);
     }
-    if run.network == NetworkMode::Host {
-        for file in ["/etc/resolv.conf", "/etc/hosts"] {
-            if Path::new(file).is_file() {
-                mounts.push(bind(Path::new(file), file, &["ro"])?);
+    match run.network {
+        NetworkMode::Host => {
+            for file in ["/etc/resolv.conf", "/etc/hosts"] {
+                if Path::new(file).is_file() {
+                    mounts.push(bind(Path::new(file), file, &["ro"])?);
+                }
             }
         }
+        NetworkMode::Bridge => {
+            // Written by the runner before the container is created.
+            let dir = crate::network::files_dir(rootfs);
+            for name in ["resolv.conf", "hosts"] {
+                mounts.push(bind(&dir.join(name), &format!("/etc/{name}"), &["ro"])?);
+            }
+        }
+        NetworkMode::None => {}
     }
     // Last: a destination under /tmp lands on the tmpfs mounted above, not in the rootfs.
     for file in &run.read_only_files {

@@ -20,11 +20,16 @@ use nix::unistd::Pid;
 
 use super::cgroup_stats::read_memory_stats;
 use super::gc::cgroup_dirs;
-use super::loopback::bring_up_loopback;
+use super::loopback::{bring_up_loopback, bring_up_loopback_in};
 use super::protocol::{
     CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperOutcome, HelperReport, HelperRequest,
-    LISTEN_FD, STOP_BYTE,
+    LISTEN_FD, NETNS_FD, STOP_BYTE,
 };
+use crate::network::block::block_in;
+use crate::network::pasta::{Pasta, Starting};
+
+/// The first message of a bridged run whose pasta failed.
+const NETWORK_FAILED: &str = "cannot start the container's network (--network bridge)";
 
 /// How long the init may take to die after SIGKILL before the helper gives up waiting.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -145,6 +150,32 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
             OwnedFd::from_raw_fd(CONTAINER_STDERR_FD),
         )
     };
+    // A bridged run's namespace, made by the runner: `lo` up and pasta started on it now, so
+    // that pasta configures it while libcontainer creates the container.
+    let mut starting = None;
+    let _netns = if req.netns_on_fd {
+        if std::fs::symlink_metadata(format!("/proc/self/fd/{NETNS_FD}")).is_err() {
+            return Err(vec![format!(
+                "fd {NETNS_FD} is not open: the helper must be started by a Runner"
+            )]);
+        }
+        // SAFETY (must stay, as for fds 3 and 4): the parent placed the namespace on this fd
+        // for us alone (checked open); the container's init inherits its own copy.
+        let netns = unsafe { OwnedFd::from_raw_fd(NETNS_FD) };
+        bring_up_loopback_in(netns.as_fd())
+            .map_err(|e| chain("cannot bring up lo in the container", &e))?;
+        block_in(netns.as_fd(), &req.unreachable)
+            .map_err(|e| chain("cannot keep the host's addresses out of reach", &e))?;
+        if let Some(program) = &req.pasta {
+            starting = Some(
+                Pasta::spawn(program, netns.as_fd(), &req.run_dir.join("pasta.log"))
+                    .map_err(|e| vec![NETWORK_FAILED.to_owned(), e])?,
+            );
+        }
+        Some(netns)
+    } else {
+        None
+    };
     // Dropped on every way out of `run`: the runner then stops waiting for sockets.
     let listen_chan = adopt_listen_channel(req)?;
     let devnull =
@@ -179,7 +210,10 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
         }
     };
 
-    let result = supervise(req, &mut container, listen_chan);
+    // The network stack of a bridged run: started before or by `supervise`, ended (killed
+    // and reaped) once the container is gone, on every path.
+    let mut pasta = None;
+    let result = supervise(req, &mut container, listen_chan, starting, &mut pasta);
     if result.is_err() {
         // The init may still be alive (e.g. waiting for start): it holds the output pipes,
         // and a rootless delete cannot reach it through the cgroup. Kill it by pid and reap,
@@ -195,6 +229,7 @@ fn run(req: &HelperRequest) -> Result<HelperOutcome, Vec<String>> {
             }
         }
     }
+    drop(pasta);
     let stats = read_memory_stats(&req.cgroups_path);
     let deleted = if result.is_ok() && remove_reaped(&container_dir, &req.cgroups_path) {
         Ok(())
@@ -218,6 +253,8 @@ fn supervise(
     req: &HelperRequest,
     container: &mut Container,
     listen_chan: Option<OwnedFd>,
+    starting: Option<Starting>,
+    pasta: &mut Option<Pasta>,
 ) -> Result<HelperOutcome, Vec<String>> {
     let pid = container
         .pid()
@@ -229,6 +266,23 @@ fn supervise(
         .map_err(|e| chain("cannot record the init", &e))?;
     if req.loopback_up {
         bring_up_loopback(pid).map_err(|e| chain("cannot bring up lo in the container", &e))?;
+    }
+    let started = match (starting, &req.pasta) {
+        (Some(starting), _) => Some(starting.ready()),
+        (None, Some(program)) => {
+            std::fs::File::open(format!("/proc/{pid}/ns/net"))
+                .and_then(|ns| block_in(ns.as_fd(), &req.unreachable))
+                .map_err(|e| chain("cannot keep the host's addresses out of reach", &e))?;
+            Some(Pasta::start(program, pid, &req.run_dir.join("pasta.log")))
+        }
+        (None, None) => None,
+    };
+    if let Some(started) = started {
+        let started = started.map_err(|e| vec![NETWORK_FAILED.to_owned(), e])?;
+        // Recorded before anything else can fail: gc ends it should this helper die.
+        super::init_record::record_as(&req.run_dir, super::init_record::PASTA_FILE, started.pid())
+            .map_err(|e| chain("cannot record the network stack", &e))?;
+        *pasta = Some(started);
     }
     if let Some(chan) = listen_chan {
         let sockets = super::listen::listen_in_netns(pid, &req.listen)

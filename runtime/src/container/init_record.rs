@@ -1,10 +1,13 @@
-//! The container's init, recorded by pid and start time in its run directory, so that a run
-//! whose runner and helper both died can still be ended when it has no cgroup to kill through
-//! (rootless without delegation): killing a pid namespace's init takes every process in it.
+//! The container's init (and a bridged run's pasta), recorded by pid and start time in its
+//! run directory, so that a run whose runner and helper both died can still be ended when it
+//! has no cgroup to kill through (rootless without delegation): killing a pid namespace's init
+//! takes every process in it, and pasta lives outside the container's cgroup and namespaces.
 
 use std::path::Path;
 
 const FILE: &str = "init";
+/// The record of a bridged run's network stack.
+pub(crate) const PASTA_FILE: &str = "pasta";
 
 /// The kernel's start time of `pid` (field 22 of `/proc/<pid>/stat`), which tells a process
 /// from a later one that reused its pid; `None` once it is gone or a zombie (dead, waiting to
@@ -21,12 +24,17 @@ fn start_time(pid: i32) -> Option<u64> {
 
 /// Writes `<run_dir>/init`; called by the helper once the init exists.
 pub(crate) fn record(run_dir: &Path, pid: i32) -> std::io::Result<()> {
+    record_as(run_dir, FILE, pid)
+}
+
+/// Writes `<run_dir>/<name>` for process `pid` (the init, or [`PASTA_FILE`]).
+pub(crate) fn record_as(run_dir: &Path, name: &str, pid: i32) -> std::io::Result<()> {
     let Some(start) = start_time(pid) else {
         return Err(std::io::Error::other(format!(
-            "no /proc entry for the init {pid}"
+            "no /proc entry for the {name} process {pid}"
         )));
     };
-    std::fs::write(run_dir.join(FILE), format!("{pid} {start}\n"))
+    std::fs::write(run_dir.join(name), format!("{pid} {start}\n"))
 }
 
 /// What became of a recorded init.
@@ -40,10 +48,21 @@ pub(crate) enum InitFate {
     StillAlive(i32),
 }
 
-/// SIGKILLs the recorded init of `run_dir` if that very process still lives, and waits (up to
-/// five seconds) until it is gone.
+/// SIGKILLs the recorded pasta and init of `run_dir` if those very processes still live, and
+/// waits (up to five seconds each) until they are gone. The init's fate is returned unless
+/// pasta is the one still alive.
 pub(crate) fn kill_recorded(run_dir: &Path) -> InitFate {
-    let Ok(text) = std::fs::read_to_string(run_dir.join(FILE)) else {
+    let pasta = kill_recorded_as(run_dir, PASTA_FILE);
+    match (kill_recorded_as(run_dir, FILE), pasta) {
+        (InitFate::StillAlive(pid), _) | (_, InitFate::StillAlive(pid)) => {
+            InitFate::StillAlive(pid)
+        }
+        (init, _) => init,
+    }
+}
+
+fn kill_recorded_as(run_dir: &Path, name: &str) -> InitFate {
+    let Ok(text) = std::fs::read_to_string(run_dir.join(name)) else {
         return InitFate::NotAlive;
     };
     let mut fields = text.split_whitespace();
@@ -96,6 +115,23 @@ mod tests {
         record(dir.path(), child.id() as i32).unwrap();
         assert_eq!(kill_recorded(dir.path()), InitFate::Killed);
         let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+    }
+
+    #[test]
+    fn a_recorded_network_stack_is_killed_with_the_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stack = std::process::Command::new("sleep")
+            .arg("101")
+            .spawn()
+            .unwrap();
+        record_as(dir.path(), PASTA_FILE, stack.id() as i32).unwrap();
+        // No init recorded (it died first): the stack must still go.
+        assert_eq!(kill_recorded(dir.path()), InitFate::NotAlive);
+        let status = stack.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(9)

@@ -18,12 +18,34 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
 /// single-threaded again when libcontainer goes on).
 pub fn bring_up_loopback(pid: Pid) -> std::io::Result<()> {
     let target = File::open(format!("/proc/{pid}/ns/net"))?;
+    bring_up_loopback_in(target.as_fd())
+}
+
+/// A new network namespace (only `lo`, down), held by the returned descriptor: created by a
+/// short-lived thread, so the caller stays in its own. A bridged run gets its namespace this
+/// way before its container exists, so that pasta configures it while libcontainer creates
+/// the container (the init joins it through the inherited descriptor).
+pub fn new_netns() -> std::io::Result<OwnedFd> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("netns-new".into())
+            .spawn_scoped(s, || -> std::io::Result<OwnedFd> {
+                nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+                Ok(File::open("/proc/thread-self/ns/net")?.into())
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+    })
+}
+
+/// [`bring_up_loopback`] for the namespace `target` (an open `/proc/.../ns/net`).
+pub fn bring_up_loopback_in(target: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
     let sock = std::thread::scope(|s| {
         // A thread may not be available (rootless, RLIMIT_NPROC): an error, not a panic.
         std::thread::Builder::new()
             .name("netns-lo".into())
             .spawn_scoped(s, || -> std::io::Result<OwnedFd> {
-                setns(target.as_fd(), CloneFlags::CLONE_NEWNET)?;
+                setns(target, CloneFlags::CLONE_NEWNET)?;
                 Ok(socket_with(
                     AddressFamily::INET,
                     SocketType::DGRAM,

@@ -80,6 +80,9 @@ pub enum RunError {
     /// The bundle could not be built or written.
     #[error("cannot prepare the bundle")]
     Bundle(#[from] BundleError),
+    /// `--network bridge` cannot be set up on this host (no pasta, or its files).
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// A filesystem operation on the runner's state failed.
     #[error("{what} {path:?}")]
     Io {

@@ -11,6 +11,9 @@ pub const RUN_LOCK_FD: i32 = 5;
 /// fd (in the helper) of the unix socket the sockets of [`HelperRequest::listen`] are sent
 /// back on; open only when that list is not empty.
 pub const LISTEN_FD: i32 = 6;
+/// fd (in the helper, and inherited by the container's init, which joins it through
+/// `/proc/self/fd/7`) of a bridged run's network namespace made by the runner beforehand.
+pub const NETNS_FD: i32 = 7;
 
 /// The parent's instructions, written to the helper's stdin as one line. The stdin pipe then
 /// stays open: its closing tells the helper that the parent is gone, and a [`STOP_BYTE`] on it
@@ -27,6 +30,17 @@ pub struct HelperRequest {
     pub timeout_ms: Option<u64>,
     /// Bring `lo` up in the container's new network namespace.
     pub loopback_up: bool,
+    /// `--network bridge`: the pasta executable to start on the container's namespace
+    /// before the container starts.
+    #[serde(default)]
+    pub pasta: Option<PathBuf>,
+    /// The container's network namespace is already on [`NETNS_FD`] (the bundle joins it):
+    /// pasta starts on it before the container is created, in parallel with libcontainer.
+    #[serde(default)]
+    pub netns_on_fd: bool,
+    /// Addresses made unreachable in the container's namespace (the host's own).
+    #[serde(default)]
+    pub unreachable: Vec<std::net::IpAddr>,
     /// The container's cgroup path (for OOM and peak memory).
     pub cgroups_path: String,
     /// After a stop request, how long the init has between SIGTERM and SIGKILL.

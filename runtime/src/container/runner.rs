@@ -20,11 +20,12 @@ use super::capture::{Captured, Stream};
 use super::gc::{CONTAINERS_DIR, RUNS_DIR, lock_run, remove_leftover};
 use super::listen::{ListenSocket, MAX_LISTEN_SOCKETS, recv_fds};
 use super::protocol::{
-    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, LISTEN_FD, RUN_LOCK_FD,
-    STOP_BYTE,
+    CONTAINER_STDERR_FD, CONTAINER_STDOUT_FD, HelperReport, HelperRequest, LISTEN_FD, NETNS_FD,
+    RUN_LOCK_FD, STOP_BYTE,
 };
 use super::pump::{Source, pump};
 use crate::bundle::{NetworkMode, RunSpec, build_spec, write_bundle};
+use crate::network::find_pasta;
 
 /// Bytes kept at each end of each output stream unless configured otherwise.
 pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
@@ -74,6 +75,7 @@ pub struct Runner {
     helper_grace: Duration,
     own_v1_limits: bool,
     stop: Option<(Arc<OwnedFd>, Duration)>,
+    pasta: Option<PathBuf>,
 }
 
 impl Runner {
@@ -93,7 +95,15 @@ impl Runner {
             helper_grace: DEFAULT_HELPER_GRACE,
             own_v1_limits: false,
             stop: None,
+            pasta: None,
         }
+    }
+
+    /// The pasta executable for `--network bridge` runs, instead of the first `pasta` on
+    /// `PATH` (or in `/usr/bin`, `/usr/sbin`, `/bin`, `/sbin`); it must exist.
+    pub fn with_pasta(mut self, program: Option<PathBuf>) -> Self {
+        self.pasta = program;
+        self
     }
 
     /// Stops runs on request: when `fd` becomes readable (e.g. the read end of a signal
@@ -145,7 +155,8 @@ impl Runner {
     }
 
     /// Runs `spec` with `rootfs` (a private per-run directory the caller owns) as root
-    /// filesystem. Output chunks go to `on_output` as they arrive (from the calling thread)
+    /// filesystem. A `bridge` run also writes its resolv.conf and hosts into
+    /// `<rootfs>.network` beside it (see [`crate::network::files_dir`]) and removes them. Output chunks go to `on_output` as they arrive (from the calling thread)
     /// and are kept, bounded, in the result. Returns once the container is gone and its
     /// state, cgroups and run directory are removed.
     pub fn run(
@@ -188,8 +199,46 @@ impl Runner {
             stdin: None,
             lock: Some(lock),
             own_cgroup: None,
+            network_files: None,
         };
 
+        // Everything `bridge` needs from the host, checked before any container exists: a
+        // missing pasta is an error, never a fallback to another network.
+        let mut unreachable = Vec::new();
+        let pasta = match spec.network {
+            NetworkMode::Bridge => {
+                let pasta = find_pasta(self.pasta.as_deref())?;
+                let dir = crate::network::write_files(rootfs, &spec.hostname)?;
+                session.network_files = Some(dir.clone());
+                // The host's own addresses, but for resolvers the container is told to use.
+                let resolvers = crate::network::nameservers(
+                    &std::fs::read_to_string(dir.join("resolv.conf")).unwrap_or_default(),
+                );
+                unreachable = crate::network::host_addresses()
+                    .map_err(crate::network::NetworkError::HostAddresses)?;
+                unreachable.retain(|a| !resolvers.contains(a));
+                Some(pasta)
+            }
+            NetworkMode::None | NetworkMode::Host => None,
+        };
+        // Unless the container gets a user namespace of its own (which must own its network
+        // namespace), a bridged run's namespace is made here and handed to the helper, so that
+        // pasta configures it while libcontainer creates the container.
+        let mut netns = match (&pasta, spec.userns) {
+            (Some(_), None) => {
+                Some(super::loopback::new_netns().map_err(|source| RunError::Os {
+                    what: "cannot create the container's network namespace",
+                    source,
+                })?)
+            }
+            _ => None,
+        };
+        let joined = |mut bundle: libcontainer::oci_spec::runtime::Spec| {
+            if netns.is_some() {
+                join_netns_fd(&mut bundle);
+            }
+            bundle
+        };
         crate::bundle::hand_over(rootfs, spec)?;
         let cgroups_path = format!("/{}/{}", self.cgroup_parent, id);
         if self.own_v1_limits {
@@ -198,7 +247,10 @@ impl Runner {
             bundle_spec.limits.memory_bytes = None;
             bundle_spec.limits.cpus = None;
             bundle_spec.limits.pids = None;
-            write_bundle(&run_dir, &build_spec(rootfs, &bundle_spec, &cgroups_path)?)?;
+            write_bundle(
+                &run_dir,
+                &joined(build_spec(rootfs, &bundle_spec, &cgroups_path)?),
+            )?;
             session.own_cgroup = Some(cgroups_path.clone());
             crate::userns::write_limits(&cgroups_path, &spec.limits).map_err(|source| {
                 RunError::Limits {
@@ -207,7 +259,7 @@ impl Runner {
                 }
             })?;
         } else {
-            write_bundle(&run_dir, &build_spec(rootfs, spec, &cgroups_path)?)?;
+            write_bundle(&run_dir, &joined(build_spec(rootfs, spec, &cgroups_path)?))?;
         }
 
         let (out_r, out_w) = pipe()?;
@@ -217,6 +269,9 @@ impl Runner {
             (err_w.as_raw_fd(), CONTAINER_STDERR_FD),
             (lock_fd, RUN_LOCK_FD),
         ];
+        if let Some(netns) = &netns {
+            passed.push((netns.as_raw_fd(), NETNS_FD));
+        }
         let listen_chan = if listen.is_empty() {
             None
         } else {
@@ -234,6 +289,8 @@ impl Runner {
             Some((ours, theirs))
         };
         let mut child = self.spawn_helper(&passed)?;
+        // The helper (and through it the container and pasta) holds the namespace now.
+        let netns_on_fd = netns.take().is_some();
         drop((out_w, err_w));
         let listen_chan = listen_chan.map(|(ours, _theirs)| ours);
         let helper_out = child.stdout.take();
@@ -248,7 +305,11 @@ impl Runner {
             timeout_ms: spec
                 .timeout
                 .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
-            loopback_up: spec.network == NetworkMode::None,
+            // A namespace made here had `lo` brought up by the helper before the container.
+            loopback_up: spec.network.own_namespace() && !netns_on_fd,
+            pasta,
+            netns_on_fd,
+            unreachable,
             cgroups_path,
             stop_grace_ms: self.stop.as_ref().map_or(0, |(_, grace)| {
                 grace.as_millis().min(u64::MAX as u128) as u64
@@ -431,8 +492,13 @@ impl Runner {
             // the helper too, which would leave the container (in its own session) running.
             // The runner's death closes the helper's stdin; the helper then ends the run.
             .process_group(0);
-        let mut fixed = [(0, 0); 4];
-        let passed = &passed[..passed.len().min(fixed.len())];
+        let mut fixed = [(0, 0); 5];
+        if passed.len() > fixed.len() {
+            return Err(RunError::Spawn {
+                program: self.program.clone(),
+                source: std::io::Error::other("more descriptors to pass than places for them"),
+            });
+        }
         fixed[..passed.len()].copy_from_slice(passed);
         let count = passed.len();
         // SAFETY (must stay: std offers no stable way to place fds in the child): the closure
@@ -462,6 +528,8 @@ struct Session {
     lock: Option<File>,
     /// The run's cgroup path when the runner created it (delegated rootless limits).
     own_cgroup: Option<String>,
+    /// A bridged run's resolv.conf and hosts beside the rootfs.
+    network_files: Option<PathBuf>,
 }
 
 impl Session {
@@ -482,6 +550,9 @@ impl Session {
                 let _ = std::fs::remove_dir(&dir);
             }
         }
+        if let Some(dir) = self.network_files.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         self.lock = None;
         removed.map(drop)
     }
@@ -490,6 +561,22 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.cleanup();
+    }
+}
+
+/// Makes the bundle's network namespace the one the helper holds on [`NETNS_FD`]: the init,
+/// a clone of the helper, joins it through its own copy of that descriptor.
+fn join_netns_fd(bundle: &mut libcontainer::oci_spec::runtime::Spec) {
+    use libcontainer::oci_spec::runtime::LinuxNamespaceType;
+    let Some(linux) = bundle.linux_mut() else {
+        return;
+    };
+    if let Some(namespaces) = linux.namespaces_mut() {
+        for ns in namespaces.iter_mut() {
+            if ns.typ() == LinuxNamespaceType::Network {
+                ns.set_path(Some(PathBuf::from(format!("/proc/self/fd/{NETNS_FD}"))));
+            }
+        }
     }
 }
 
@@ -505,7 +592,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {
 fn place_fds(passed: &[(RawFd, RawFd)]) -> std::io::Result<()> {
     // nix rather than rustix: rustix's dup2 wants an owned target, and these are raw numbers
     // in a forked child. Both calls are plain syscalls (no allocation, async-signal-safe).
-    let mut temps = [0; 4];
+    let mut temps = [0; 5];
     for (temp, (src, _)) in temps.iter_mut().zip(passed) {
         *temp = fcntl(*src, FcntlArg::F_DUPFD_CLOEXEC(super::sealed::MIN_FD))?;
     }

@@ -53,7 +53,7 @@ pub(super) fn refuse(config: &Value) -> Result<()> {
     walk(config, "")
 }
 
-/// [`refuse`]'s ciphertext check for another document of the job (`image_parameters`), its
+/// `refuse`'s ciphertext check for another document of the job (`image_parameters`), its
 /// keys named below `root`.
 pub fn refuse_at(value: &Value, root: &str) -> Result<()> {
     walk(value, root)
