@@ -2,12 +2,12 @@
 //! user-mode network stack, `pasta` (Debian's `passt` package), instead of a bridge, veth
 //! pair or firewall rule on the host. Nothing here changes the host's network.
 //!
-//! - [`files`]: the container's `/etc/resolv.conf` (the host's resolvers, with a local stub
+//! - `files`: the container's `/etc/resolv.conf` (the host's resolvers, with a local stub
 //!   such as systemd-resolved's replaced by its upstreams) and `/etc/hosts`, written beside
 //!   the run's rootfs and bound read-only.
-//! - [`block`]: the host's other addresses made unreachable in the container's namespace
+//! - `block`: the host's other addresses made unreachable in the container's namespace
 //!   (pasta would otherwise connect to them like to any outside address).
-//! - [`pasta`]: finding the binary (a missing one names the package), and starting it on the
+//! - `pasta`: finding the binary (a missing one names the package), and starting it on the
 //!   container's namespace from the runtime helper, between create and start, as the helper's
 //!   child: no gateway mapping and no port forwarding, so the host's loopback services and the
 //!   host's own address stay out of reach.
