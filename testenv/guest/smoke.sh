@@ -10,10 +10,11 @@
 #
 # Usage (in the guest): smoke.sh [root|rootless WHO]   (rootless WHO is how the root part
 # re-enters this script as the test user)
+# shellcheck disable=SC2016 # the containers' shell commands are in single quotes on purpose
 set -u
 readonly REG=10.0.2.2:5000
 readonly IMAGE=$REG/busybox:latest
-readonly SHARE=${GUEST_SHARE:-/run/dockless-guest/in}
+readonly SHARE=${GUEST_SHARE:-/run/test-guest/in}
 readonly RESULTS=${SMOKE_RESULTS:-/tmp/smoke-results}
 readonly DOCKLESS=/usr/local/bin/dockless
 readonly TEST_USER=tester
@@ -25,9 +26,12 @@ WHO=root
 OUT=$(mktemp /tmp/smoke-out.XXXXXX)
 chmod 0644 "$OUT"
 
+STARTED=$SECONDS
 record() { # STATUS CHECK MESSAGE
-	printf '%-4s  %-16s  %-28s  %s\n' "$1" "$WHO" "$2" "$3" >>"$RESULTS"
-	printf '==> %s: %s %s\n\n' "$2" "$1" "$3"
+	local took=$((SECONDS - STARTED))
+	printf '%-4s  %-21s  %-26s %4ss  %s\n' "$1" "$WHO" "$2" "$took" "$3" >>"$RESULTS"
+	printf '==> %s: %s (%ss) %s\n\n' "$2" "$1" "$took" "$3"
+	STARTED=$SECONDS
 }
 
 # The line of OUT that says why a command failed: dockless's own error line, else the last line.
@@ -87,10 +91,17 @@ common_checks() {
 		record FAIL "run echo" "exit $RC: $(why)"
 	fi
 
+	# Issue 12: every fallback (mount API, cgroup manager) named in DOCKLESS_LOG=debug.
 	run "debug log" env DOCKLESS_LOG=debug "$DOCKLESS" run "$IMAGE" -- true
 	local notes
-	notes=$(grep -i -E 'overlay|mount api|fsconfig|legacy|cgroup manager|cgroup' "$OUT" | head -n 8 | cut -c1-200 | tr '\n' '|')
-	if ((RC == 0)); then record PASS "debug log" "${notes:0:400}"; else record FAIL "debug log" "exit $RC: $(why)"; fi
+	notes=$(grep -i -E 'overlay|mount|fsconfig|legacy|cgroup' "$OUT" | head -n 8 | cut -c1-200 | tr '\n' '|')
+	if ((RC != 0)); then
+		record FAIL "debug names fallbacks" "exit $RC: $(why)"
+	elif [[ -z $notes ]]; then
+		record FAIL "debug names fallbacks" "no debug line names the mount API or the cgroup manager ($(wc -l <"$OUT") lines)"
+	else
+		record PASS "debug names fallbacks" "${notes:0:400}"
+	fi
 
 	# ~200 MB in a shell variable against a 32 MiB limit.
 	run "memory 32m OOM" "$DOCKLESS" run --json --memory 32m "$IMAGE" -- \
@@ -113,11 +124,33 @@ common_checks() {
 		record FAIL "pids-limit 8" "exit $RC, no fork refused: $(why)"
 	fi
 
-	run "cpus 0.5" "$DOCKLESS" run --cpus 0.5 "$IMAGE" -- sh -c 'cat /sys/fs/cgroup/cpu.max 2>/dev/null || true'
-	if ((RC == 0)) && grep -q '^50000 100000$' "$OUT"; then
-		record PASS "cpus 0.5" "cpu.max 50000 100000"
+	# The quota as the container's cgroup (or a parent below the root) has it, read from outside.
+	printf -- '--- cpus 0.5: %s run --cpus 0.5 %s -- sleep 9 &\n' "$DOCKLESS" "$IMAGE"
+	"$DOCKLESS" run --cpus 0.5 "$IMAGE" -- sleep 9 >"$OUT" 2>&1 &
+	local runner=$! pid="" i cg quota=""
+	for ((i = 0; i < 120; i++)); do
+		pid=$(pgrep -n -x -f 'sleep 9') && break
+		sleep 0.5
+	done
+	if [[ -n $pid ]]; then
+		cg=$(sed -n 's/^0:://p' "/proc/$pid/cgroup")
+		echo "    container cgroup: $cg"
+		while [[ -n $cg && $cg != / ]]; do
+			quota=$(cat "/sys/fs/cgroup$cg/cpu.max" 2>/dev/null || true)
+			[[ -n $quota && $quota != "max "* ]] && break
+			quota=""
+			cg=${cg%/*}
+		done
+	fi
+	wait "$runner"
+	RC=$?
+	sed 's/^/    /' "$OUT"
+	if [[ $quota == "50000 100000" ]]; then
+		record PASS "cpus 0.5" "cpu.max $quota in $cg"
+	elif [[ -z $pid ]]; then
+		record FAIL "cpus 0.5" "exit $RC, the container never started: $(why)"
 	else
-		record FAIL "cpus 0.5" "exit $RC: $(why)"
+		record FAIL "cpus 0.5" "exit $RC, no cpu.max quota on the container's cgroup path: $(why)"
 	fi
 
 	local t0=$SECONDS
@@ -158,22 +191,36 @@ common_checks() {
 	leftovers
 }
 
+# What a finished run may not leave: mounts, processes, container cgroups, state entries. And,
+# reported apart (issue 12), a cgroup tree of dockless's own beside systemd's.
 leftovers() {
-	local mounts procs cgroups
-	mounts=$(grep -c dockless /proc/mounts)
-	procs=$(pgrep -a -x -f 'sleep (2|120|300)' | tr '\n' ' ')
-	# Container cgroups left anywhere (a dockless-named directory with a process or a child).
-	cgroups=$(find /sys/fs/cgroup -mindepth 1 -type d -path '*dockless*' 2>/dev/null | head -n 5 | tr '\n' ' ')
-	printf -- '--- leftovers: mounts %s, processes [%s], cgroup dirs [%s]\n' "$mounts" "$procs" "$cgroups"
-	if ((mounts == 0)) && [[ -z $procs ]]; then
-		record PASS "no leftover mounts/procs" ""
-	else
-		record FAIL "no leftover mounts/procs" "mounts with dockless: $mounts; processes: $procs"
+	local mounts procs containers top state="" d
+	mounts=$(grep dockless /proc/mounts | cut -d' ' -f2 | tr '\n' ' ')
+	procs=$(pgrep -a -x -f 'sleep (2|9|120|300)' | tr '\n' ' ')
+	containers=$(find /sys/fs/cgroup -mindepth 2 -type d -path '*dockless*' 2>/dev/null | head -n 5 | tr '\n' ' ')
+	top=$(find /sys/fs/cgroup -mindepth 1 -maxdepth 1 -type d -name '*dockless*' | tr '\n' ' ')
+	local root=/var/lib/dockless run_state=/run/dockless
+	if ((EUID != 0)); then
+		root=${XDG_DATA_HOME:-$HOME/.local/share}/dockless
+		run_state=${XDG_RUNTIME_DIR:-/nonexistent}/dockless
 	fi
-	if [[ -z $cgroups ]]; then
-		record PASS "no dockless cgroups" ""
+	for d in "$run_state/containers-v1" "$root/jobs-v1" "$root/rootfs-v1"; do
+		[[ -d $d ]] || continue
+		if [[ -n $(find "$d" -mindepth 1 -maxdepth 1) ]]; then
+			state+="$d: $(find "$d" -mindepth 1 -maxdepth 1 -printf '%f ' | cut -c1-200)"
+		fi
+	done
+	printf -- '--- leftovers: mounts [%s], processes [%s], cgroups [%s], top-level [%s], state [%s]\n' \
+		"$mounts" "$procs" "$containers" "$top" "$state"
+	if [[ -z $mounts$procs$containers$state ]]; then
+		record PASS "no leftovers" ""
 	else
-		record FAIL "no dockless cgroups" "$cgroups"
+		record FAIL "no leftovers" "mounts [$mounts] processes [$procs] cgroups [$containers] state [$state]"
+	fi
+	if [[ -z $top ]]; then
+		record PASS "no cgroup beside systemd" ""
+	else
+		record FAIL "no cgroup beside systemd" "$top (left after the runs, beside systemd's slices)"
 	fi
 	echo
 }
@@ -211,7 +258,9 @@ root_part() {
 		record FAIL "run --userns" "exit $RC: $(why)"
 	fi
 	leftovers
-	dmesg | grep -i -E 'overlay|oom' | tail -n 5 | sed 's/^/kernel: /'
+	echo "kernel messages of the runs (counted):"
+	dmesg | grep -i -E 'overlay|oom-kill|clone' | sed -E 's/^\[[ 0-9.]+\] //; s#/var/lib/dockless/[^" ]*#<store path>#g' |
+		sort | uniq -c | sort -rn | head -n 8
 	echo
 
 	# The test user, as a login would make it (a session-N.scope of logind, not delegated).

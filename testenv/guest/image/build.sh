@@ -15,6 +15,7 @@ set -Eeuo pipefail
 shopt -s inherit_errexit
 umask 022
 export LC_ALL=C.UTF-8
+# shellcheck disable=SC2154 # rc is assigned in the trap itself
 trap 'rc=$?; printf "guest-image: error: \"%s\" failed (exit %s, line %s)\n" "$BASH_COMMAND" "$rc" "$LINENO" >&2' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,7 +45,8 @@ manifest="$OUT/manifest.txt"
 
 # ---- kernels --------------------------------------------------------------------------------
 fetch_kernel() {
-	local suite=$1 apt="$WORK/apt-$suite" dir="$WORK/kernel-$suite"
+	local suite=$1
+	local apt="$WORK/apt-$suite" dir="$WORK/kernel-$suite"
 	mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$dir"
 	# The suite's point release (not -security: a mirror given as DOCKLESS_TEST_DEBIAN_MIRROR
 	# need not carry it).
@@ -132,10 +134,11 @@ for suite in "${SUITES[@]}"; do
 done
 
 # ---- the disk -------------------------------------------------------------------------------
+# shellcheck disable=SC2016 # dpkg-query's format fields
 chroot "$rootfs" dpkg-query -W -f '${Package} ${Version}\n' >"$OUT/packages.txt"
 log "ext4 image ($DISK_SIZE, sparse) from the root filesystem"
 truncate -s "$DISK_SIZE" "$OUT/rootfs.img"
-mkfs.ext4 -q -F -L dockless-guest -d "$rootfs" "$OUT/rootfs.img" ||
+mkfs.ext4 -q -F -L test-guest -d "$rootfs" "$OUT/rootfs.img" ||
 	die "mkfs.ext4 -d failed"
 echo "rootfs bookworm $(du -sh --apparent-size "$rootfs" | cut -f1), disk $DISK_SIZE sparse" >>"$manifest"
 log "done: $(tr '\n' ';' <"$manifest")"

@@ -4,8 +4,8 @@
 set -euo pipefail
 export LC_ALL=C
 
-echo dockless-guest >/etc/hostname
-printf '127.0.0.1\tlocalhost\n127.0.1.1\tdockless-guest\n::1\tlocalhost ip6-localhost ip6-loopback\n' >/etc/hosts
+echo test-guest >/etc/hostname
+printf '127.0.0.1\tlocalhost\n127.0.1.1\ttest-guest\n::1\tlocalhost ip6-localhost ip6-loopback\n' >/etc/hosts
 printf '/dev/vda\t/\text4\trw,errors=remount-ro\t0\t1\n' >/etc/fstab
 printf 'nameserver 10.0.2.3\n' >/etc/resolv.conf
 # A fixed machine id: every guest boots from the same image and is thrown away after the run.
@@ -27,7 +27,7 @@ printf 'dockless:1000000:65536\n' >>/etc/subgid
 mkdir -p /var/lib/systemd/linger
 touch /var/lib/systemd/linger/tester
 
-systemctl enable systemd-networkd.service dockless-guest.service
+systemctl enable systemd-networkd.service test-guest.service
 # Timers that would start work in the middle of a test run.
 systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer
 apt-get clean
