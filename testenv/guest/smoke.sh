@@ -130,6 +130,7 @@ common_checks() {
 	local runner=$! pid="" i cg quota=""
 	for ((i = 0; i < 120; i++)); do
 		pid=$(pgrep -n -x -f 'sleep 9') && break
+		kill -0 "$runner" 2>/dev/null || break
 		sleep 0.5
 	done
 	if [[ -n $pid ]]; then
@@ -169,6 +170,7 @@ common_checks() {
 	local runner=$! i
 	for ((i = 0; i < 120; i++)); do
 		pgrep -x -f 'sleep 300' >/dev/null && break
+		kill -0 "$runner" 2>/dev/null || break
 		sleep 0.5
 	done
 	if ! pgrep -x -f 'sleep 300' >/dev/null; then
@@ -204,7 +206,8 @@ leftovers() {
 		root=${XDG_DATA_HOME:-$HOME/.local/share}/dockless
 		run_state=${XDG_RUNTIME_DIR:-/nonexistent}/dockless
 	fi
-	for d in "$run_state/containers-v1" "$root/jobs-v1" "$root/rootfs-v1"; do
+	for d in "$run_state/containers-v1/containers" "$run_state/containers-v1/runs" "$root/jobs-v1" \
+		"$root/rootfs-v1"; do
 		[[ -d $d ]] || continue
 		if [[ -n $(find "$d" -mindepth 1 -maxdepth 1) ]]; then
 			state+="$d: $(find "$d" -mindepth 1 -maxdepth 1 -printf '%f ' | cut -c1-200)"
