@@ -284,6 +284,7 @@ root_part() {
 
 	echo "### summary ($(uname -r))"
 	cat "$RESULTS"
+	[[ -z ${GUEST_OUT:-} ]] || cp "$RESULTS" "$GUEST_OUT/results.txt"
 	! grep -q '^FAIL' "$RESULTS"
 }
 
