@@ -8,7 +8,6 @@ use std::process::Command;
 
 use dockless_staging::storage::FileQuery;
 use dockless_staging::{SqliteStorage, Storage};
-use dockless_testkit::test_env;
 use serde_json::{Value, json};
 
 use crate::support::{self, text};
@@ -47,28 +46,7 @@ impl Root {
 
     /// The component built from a fresh repository in this root.
     fn component(&self) -> String {
-        let repo = self.path().join("repo");
-        support::commit_repo(&repo, &[("main.sh", COMPONENT)]);
-        let base = format!("{}/busybox:latest", test_env().registry);
-        let out = self.dockless_with(
-            &[
-                "build",
-                "--base",
-                &base,
-                "--repo",
-                repo.to_str().unwrap(),
-                "--ref",
-                "HEAD",
-                "--entrypoint",
-                "/bin/sh /home/main.sh",
-                "--tag",
-                "localhost/artifacts-demo:1",
-            ],
-            &[],
-            "",
-        );
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        "localhost/artifacts-demo:1".to_string()
+        support::busybox_component(self, COMPONENT, "localhost/artifacts-demo:1")
     }
 
     /// A job of `image` as run `run_id`, configuration `cfg`; the exit code and the result.

@@ -7,7 +7,6 @@ use std::process::Command;
 
 use dockless_staging::storage::FileQuery;
 use dockless_staging::{SqliteStorage, Storage};
-use dockless_testkit::test_env;
 use serde_json::{Value, json};
 
 use crate::support::{self, json_of, text};
@@ -21,28 +20,7 @@ const COMPONENT: &str = "env | grep -e '^KBC_' -e '^MY_' | sort\n\
 const SECRET: &str = "hush-77";
 
 fn component(root: &support::Root) -> String {
-    let repo = root.path().join("repo");
-    support::commit_repo(&repo, &[("main.sh", COMPONENT)]);
-    let base = format!("{}/busybox:latest", test_env().registry);
-    let out = root.dockless_with(
-        &[
-            "build",
-            "--base",
-            &base,
-            "--repo",
-            repo.to_str().unwrap(),
-            "--ref",
-            "HEAD",
-            "--entrypoint",
-            "/bin/sh /home/main.sh",
-            "--tag",
-            "localhost/env-dump:1",
-        ],
-        &[],
-        "",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    "localhost/env-dump:1".to_string()
+    support::busybox_component(root, COMPONENT, "localhost/env-dump:1")
 }
 
 /// A configuration in the Storage API's form, version 4.

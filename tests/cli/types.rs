@@ -238,23 +238,8 @@ fn an_unknown_base_type_is_a_user_error_and_nothing_is_stored() {
 fn python_component_repo(dir: &Path) {
     let main =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kbc-python-component/main.py");
-    std::fs::copy(main, dir.join("main.py")).unwrap();
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "main.py"],
-        &["commit", "-qm", "the component"],
-    ] {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
-            .args(args)
-            .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
-            .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
-            .output()
-            .expect("git must be installed for dockless build");
-        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    }
+    let main = std::fs::read_to_string(main).unwrap();
+    support::commit_repo(dir, &[("main.py", &main)]);
 }
 
 #[test]

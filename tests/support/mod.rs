@@ -150,3 +150,31 @@ pub fn json_of(out: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// Builds a component image with `dockless build` on this root: `main.sh` (`script`)
+/// committed in a fresh repository under the root, the test registry's busybox as the base,
+/// `/bin/sh /home/main.sh` as the entry point; returns `tag`.
+pub fn busybox_component(root: &Root, script: &str, tag: &str) -> String {
+    let repo = root.path().join("repo");
+    commit_repo(&repo, &[("main.sh", script)]);
+    let base = format!("{}/busybox:latest", dockless_testkit::test_env().registry);
+    let out = root.dockless_with(
+        &[
+            "build",
+            "--base",
+            &base,
+            "--repo",
+            repo.to_str().unwrap(),
+            "--ref",
+            "HEAD",
+            "--entrypoint",
+            "/bin/sh /home/main.sh",
+            "--tag",
+            tag,
+        ],
+        &[],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    tag.to_string()
+}
