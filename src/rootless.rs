@@ -32,6 +32,8 @@ pub fn enter_session(paths: &Paths) -> anyhow::Result<()> {
         userns::mount_private_cgroup2()
             .context("cannot set up the rootless session")
             .map_err(apparmor_hint)?;
+        let _ = DELEGATED_V2.set(userns::claim_delegated_v2());
+        tracing::debug!(controllers = ?DELEGATED_V2.get(), "cgroup v2 delegation of the session");
     }
     let _ = DELEGATED.set(delegated);
     Ok(())
@@ -55,6 +57,11 @@ fn apparmor_hint(err: anyhow::Error) -> anyhow::Error {
 /// The cgroup parent root delegated to this user (`dockless delegate-cgroups`), if any.
 static DELEGATED: OnceLock<Option<String>> = OnceLock::new();
 
+/// On a cgroup v2 host whose systemd delegated this session's cgroup to the user, the
+/// controllers enabled for the containers (see `userns::claim_delegated_v2`): their limits
+/// are enforced by libcontainer's v2 manager.
+static DELEGATED_V2: OnceLock<Vec<String>> = OnceLock::new();
+
 /// Where a rootless run's cgroups go when root delegated a subtree; `None` when not
 /// rootless or when nothing was delegated.
 pub fn delegated_cgroup_parent() -> Option<&'static str> {
@@ -73,14 +80,22 @@ pub fn enforceable(spec: &RunSpec) -> RunSpec {
     if !active() || delegated_cgroup_parent().is_some() {
         return spec;
     }
+    let v2 = DELEGATED_V2.get().map(Vec::as_slice).unwrap_or_default();
+    let enforced = |controller: &str| v2.iter().any(|c| c == controller);
     let mut dropped = Vec::new();
-    if let Some(bytes) = spec.limits.memory_bytes.take() {
+    if !enforced("memory")
+        && let Some(bytes) = spec.limits.memory_bytes.take()
+    {
         dropped.push(format!("memory limit {}", crate::units::limit_text(bytes)));
     }
-    if let Some(cpus) = spec.limits.cpus.take() {
+    if !enforced("cpu")
+        && let Some(cpus) = spec.limits.cpus.take()
+    {
         dropped.push(format!("cpu limit {cpus}"));
     }
-    if let Some(pids) = spec.limits.pids.take() {
+    if !enforced("pids")
+        && let Some(pids) = spec.limits.pids.take()
+    {
         dropped.push(format!("pids limit {pids}"));
     }
     static WARNED: AtomicBool = AtomicBool::new(false);
@@ -90,7 +105,8 @@ pub fn enforceable(spec: &RunSpec) -> RunSpec {
              enforced: {}; the timeout still applies{}",
             dropped.join(", "),
             if userns::v1_hierarchies().is_empty() {
-                " (cgroup v2 delegation is not supported yet)"
+                " (run dockless in a systemd user service or scope with Delegate=yes, e.g. \
+                 `systemd-run --user --scope -p Delegate=yes dockless ...`, to have them)"
             } else {
                 " (as root, `dockless delegate-cgroups USER` delegates one)"
             }

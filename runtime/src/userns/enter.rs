@@ -123,6 +123,38 @@ pub fn mount_private_cgroup2() -> Result<(), UsernsError> {
     }
 }
 
+/// On a cgroup v2 host whose systemd delegated the caller's cgroup to the user (a user
+/// service or scope with `Delegate=yes`, as rootless podman gets one): the session's private
+/// cgroup2 view (see [`mount_private_cgroup2`]) is then the user's to write. The process moves
+/// into a leaf of its own (`dockless-session`: v2 allows controllers only below a cgroup
+/// without processes) and enables those of the memory, pids and cpu controllers that systemd
+/// delegated, for its siblings, where the containers' cgroups go. Returns the controllers
+/// enabled (the limits that can be enforced); anywhere else (a login session's scope is
+/// root's) nothing is changed and the list is empty. Call before any thread exists.
+pub fn claim_delegated_v2() -> Vec<String> {
+    let root = Path::new("/sys/fs/cgroup");
+    let writable = |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok();
+    if !writable(&root.join("cgroup.procs")) || !writable(&root.join("cgroup.subtree_control")) {
+        return Vec::new();
+    }
+    let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let leaf = root.join("dockless-session");
+    match std::fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => return Vec::new(),
+    }
+    if std::fs::write(leaf.join("cgroup.procs"), "0").is_err() {
+        return Vec::new();
+    }
+    ["memory", "pids", "cpu"]
+        .into_iter()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .filter(|c| std::fs::write(root.join("cgroup.subtree_control"), format!("+{c}")).is_ok())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Whether an AppArmor policy keeps unprivileged programs from using user namespaces
 /// (Ubuntu 24.04's `kernel.apparmor_restrict_unprivileged_userns = 1`): a rootless session then
 /// fails unless a profile allows `userns` for the binary.
