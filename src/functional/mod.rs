@@ -323,7 +323,7 @@ fn run_component(
 }
 
 /// The `KBC_*` variables of a job (the configuration's parameters stand in for its id), then
-/// `-e` on top: a key given again replaces the job's.
+/// `-e` on top: the runtime keeps the last of a key given twice, so `-e` replaces the job's.
 fn environment_of(settings: &Settings, run_id: &str, data: &Path) -> Vec<String> {
     let parameters = std::fs::read(data.join("config.json"))
         .ok()
@@ -342,11 +342,7 @@ fn environment_of(settings: &Settings, run_id: &str, data: &Path) -> Vec<String>
         data_type_support: Default::default(),
     };
     let mut env = environment::variables(&who, &settings.component_id, &parameters);
-    for extra in &settings.env {
-        let key = extra.split('=').next().unwrap_or(extra);
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(extra.clone());
-    }
+    env.extend(settings.env.iter().cloned());
     env
 }
 

@@ -43,7 +43,11 @@ pub fn unpack(storage: &dyn Storage, download: &Download, data: &Path) -> anyhow
         .open_file(download.file_id)
         .map_err(anyhow::Error::from)
         .and_then(|slices| {
-            let blob: Box<dyn Read + Send> = Box::new(Slices(slices.into_iter().collect()));
+            // A file's slices, read one after the other.
+            let blob = slices.into_iter().fold(
+                Box::new(std::io::empty()) as Box<dyn Read + Send>,
+                |all, slice| Box::new(all.chain(slice)),
+            );
             unpack_archive(
                 &format!("artifact file {}", download.file_id),
                 blob,
@@ -62,20 +66,4 @@ pub fn unpack(storage: &dyn Storage, download: &Download, data: &Path) -> anyhow
         )));
     }
     Ok(())
-}
-
-/// A file's slices read one after the other.
-struct Slices(std::collections::VecDeque<Box<dyn Read + Send>>);
-
-impl Read for Slices {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while let Some(front) = self.0.front_mut() {
-            let n = front.read(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            self.0.pop_front();
-        }
-        Ok(0)
-    }
 }

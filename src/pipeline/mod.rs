@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use dockless_registry::Store;
 use dockless_runtime::bundle::NetworkMode;
+use dockless_staging::error::chain as error_chain;
 use dockless_staging::{DataDir, Format, Job, JobSpec};
 use serde_json::Value;
 
@@ -293,17 +294,6 @@ impl Failure {
             message: error_chain(&err),
         }
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 struct Pipeline<'a> {

@@ -310,3 +310,16 @@ impl Error {
         }
     }
 }
+
+/// An error and its sources, `: `-joined: a message that names the cause (job results,
+/// warnings), for this crate's errors and the caller's alike.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

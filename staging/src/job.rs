@@ -281,8 +281,10 @@ impl Job {
                     Ok(false) => {}
                     Err(e) => {
                         let _ = std::fs::remove_file(&archive);
-                        artifact_warnings
-                            .push(format!("Error uploading artifacts \"{}\"", error_chain(&e)));
+                        artifact_warnings.push(format!(
+                            "Error uploading artifacts \"{}\"",
+                            crate::error::chain(&e)
+                        ));
                     }
                 }
             }
@@ -404,18 +406,6 @@ fn write(path: &std::path::Path, doc: &Value, format: Format) -> Result<()> {
         .open(path)
         .map_err(Error::io(path))?;
     file.write_all(&bytes).map_err(Error::io(path))
-}
-
-/// An error and its sources, `: `-joined (for a message that names the cause).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
