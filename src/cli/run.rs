@@ -147,6 +147,11 @@ pub struct JobArgs {
     #[arg(skip)]
     pub config_label: Option<PathBuf>,
 
+    /// The shared code configuration in the Storage API's form, given by a project directory
+    /// (`--shared-code` wins).
+    #[arg(skip)]
+    pub shared_code_inline: Option<serde_json::Value>,
+
     /// The image parameters given inline by a job file.
     #[arg(skip)]
     pub image_parameters_inline: Option<serde_json::Value>,

@@ -56,6 +56,11 @@ pub fn sources(job: &JobArgs) -> Result<Sources, String> {
             config::parse_shared_code(&read_json(path, "--shared-code")?)
                 .map_err(|e| format!("--shared-code {}: {e}", path.display()))?,
         );
+    } else if let Some(document) = &job.shared_code_inline {
+        sources.shared_code = Some(
+            config::parse_shared_code(document)
+                .map_err(|e| format!("the project's shared code: {e}"))?,
+        );
     }
     Ok(sources)
 }

@@ -7,15 +7,27 @@
 //! "componentId", "configId"}]`) sits in its `variables/` folder, its values rows in
 //! `variables/values/<name>/`, the one marked `variablesValuesFor` being the default values.
 //!
+//! A transformation's code sits in its `blocks/` folder ([`blocks`]) and may link shared code
+//! by `shared_code_path` ([`shared_code`]); `kbc` turns both back into `parameters.blocks`,
+//! `shared_code_id` and `shared_code_row_ids` when it pushes, and so does this module.
+//!
 //! PATH selects a configuration; it becomes a configuration in the Storage API's form (with
 //! its rows) for the job pipeline, the component, configuration and branch ids from the
-//! manifest, the default variable values as `--variables`. Without PATH the runnable
-//! configurations are listed.
+//! manifest, the default variable values as `--variables`, the shared code it uses as
+//! `--shared-code`. Without PATH the runnable configurations are listed. Every file is read
+//! from inside the project ([`files`]).
+
+mod blocks;
+mod files;
+mod scripts;
+mod shared_code;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use self::files::Tree;
+use self::shared_code::SharedCode;
 use crate::cli::run::RunArgs;
 
 /// Components that are not run as jobs of their own (their configurations belong to others).
@@ -36,6 +48,8 @@ pub struct Entry {
     pub id: String,
     /// Branch id.
     pub branch_id: String,
+    /// Its branch's folder (`main`).
+    pub branch_path: String,
     /// Rows: id and folder path relative to the configuration's folder.
     pub rows: Vec<(String, String)>,
     /// The manifest entry (for relations).
@@ -54,7 +68,8 @@ pub enum Outcome {
 /// positional argument), or lists the configurations when there is none. Every error is the
 /// user's, naming the file and the field.
 pub fn apply(dir: &Path, args: &mut RunArgs) -> Result<Outcome, String> {
-    let entries = read(dir)?;
+    let tree = Tree::open(dir)?;
+    let entries = read(&tree, dir)?;
     let Some(wanted) = args.image.take() else {
         let mut out = String::new();
         for e in entries
@@ -91,40 +106,36 @@ pub fn apply(dir: &Path, args: &mut RunArgs) -> Result<Outcome, String> {
         ));
     }
     let folder = dir.join(&entry.path);
-    let mut configuration = read_json(&folder.join("config.json"))?;
-    if !configuration.is_object() {
-        return Err(format!(
-            "{}: expected an object",
-            folder.join("config.json").display()
-        ));
-    }
-    if configuration.get("shared_code_path").is_some() {
-        return Err(format!(
-            "{}: shared_code_path: shared code of a kbc project is not supported yet; give \
-             the shared code configuration with --shared-code and its id as shared_code_id",
-            folder.join("config.json").display()
-        ));
-    }
-    if folder.join("blocks").is_dir() {
-        return Err(format!(
-            "{}: a transformation's code blocks (its blocks/ folder) are not assembled from a \
-             kbc project yet; give the configuration as the Storage API returns it with --config",
-            folder.join("blocks").display()
-        ));
-    }
-    if meta_disabled(&folder)? {
+    let config_file = folder.join("config.json");
+    let mut configuration = tree.json(&config_file)?;
+    let Some(content) = configuration.as_object_mut() else {
+        return Err(format!("{}: expected an object", config_file.display()));
+    };
+    let code_path = content.remove("shared_code_path");
+    if meta_disabled(&tree, &folder)? {
         return Err(format!(
             "{}: isDisabled: the configuration is disabled (as Keboola, it is not run)",
             folder.join("meta.json").display()
         ));
+    }
+    let shared = code_blocks(&tree, dir, &entries, entry, &mut configuration, code_path)?;
+    let shared = match shared {
+        Some(code) => Some(code),
+        None if args.job.shared_code.is_none() => {
+            shared_code_by_id(&tree, dir, &entries, entry, &configuration, &config_file)?
+        }
+        None => None,
+    };
+    if args.job.shared_code.is_none() {
+        args.job.shared_code_inline = shared.map(|code| code.storage_form());
     }
     let mut rows = Vec::new();
     for (id, path) in &entry.rows {
         let row = folder.join(path);
         rows.push(json!({
             "id": id,
-            "isDisabled": meta_disabled(&row)?,
-            "configuration": read_json(&row.join("config.json"))?,
+            "isDisabled": meta_disabled(&tree, &row)?,
+            "configuration": tree.json(&row.join("config.json"))?,
         }));
     }
     // The variables configuration related to this one, its default values.
@@ -153,6 +164,7 @@ pub fn apply(dir: &Path, args: &mut RunArgs) -> Result<Outcome, String> {
                 .join(row["path"].as_str().unwrap_or_default())
                 .join("config.json");
             if args.job.variables.is_none() {
+                tree.resolve(&values)?;
                 args.job.variables = Some(values);
             }
         }
@@ -163,12 +175,103 @@ pub fn apply(dir: &Path, args: &mut RunArgs) -> Result<Outcome, String> {
         "configuration": configuration,
         "rows": rows,
     }));
-    job.config_label = Some(folder.join("config.json"));
+    job.config_label = Some(config_file);
     job.component_id
         .get_or_insert_with(|| entry.component_id.clone());
     job.config_id.get_or_insert_with(|| entry.id.clone());
     job.branch_id.get_or_insert_with(|| entry.branch_id.clone());
     Ok(Outcome::Run)
+}
+
+/// A transformation's `blocks/` folder into `parameters.blocks` and its `shared_code_path`
+/// (taken out of `configuration`, as `kbc` takes it out) into `shared_code_id`,
+/// `shared_code_row_ids` and the linked scripts; the shared code read, when linked.
+fn code_blocks(
+    tree: &Tree,
+    dir: &Path,
+    entries: &[Entry],
+    entry: &Entry,
+    configuration: &mut Value,
+    code_path: Option<Value>,
+) -> Result<Option<SharedCode>, String> {
+    let folder = dir.join(&entry.path);
+    let config_file = folder.join("config.json");
+    let blocks_dir = folder.join("blocks");
+    if blocks_dir.symlink_metadata().is_err() {
+        return match code_path {
+            None => Ok(None),
+            Some(_) => Err(format!(
+                "{}: shared_code_path: shared code is linked by a transformation's code \
+                 blocks, but {} has none",
+                config_file.display(),
+                blocks_dir.display()
+            )),
+        };
+    }
+    let mut blocks = blocks::read(tree, &folder, &entry.component_id)?;
+    let shared = match code_path {
+        Some(value) => {
+            let at = shared_code::by_path(entries, entry, &value, &config_file)?;
+            let code = shared_code::load(tree, dir, at)?;
+            code.check_target(&entry.component_id)?;
+            let ids = code.link(&mut blocks, &entry.component_id)?;
+            configuration["shared_code_id"] = json!(code.id);
+            configuration["shared_code_row_ids"] = json!(ids);
+            Some(code)
+        }
+        None => None,
+    };
+    if !configuration["parameters"].is_object() {
+        configuration["parameters"] = json!({});
+    }
+    configuration["parameters"]["blocks"] = blocks::to_json(&blocks);
+    Ok(shared)
+}
+
+/// The shared code a configuration names by `shared_code_id` (as `kbc` keeps it for
+/// components other than transformations with code blocks), from the project: the
+/// configuration of that id in the same branch. None when the configuration uses none; an
+/// error when it uses one the project does not have.
+fn shared_code_by_id(
+    tree: &Tree,
+    dir: &Path,
+    entries: &[Entry],
+    entry: &Entry,
+    configuration: &Value,
+    config_file: &Path,
+) -> Result<Option<SharedCode>, String> {
+    let Some(id) = configuration.get("shared_code_id").filter(|v| !empty(v)) else {
+        return Ok(None);
+    };
+    let id = id_text(id).ok_or_else(|| {
+        format!(
+            "{}: shared_code_id: expected a configuration id, not {id}",
+            config_file.display()
+        )
+    })?;
+    match shared_code::by_id(entries, entry, &id) {
+        Some(at) => shared_code::load(tree, dir, at).map(Some),
+        None if configuration.get("shared_code_row_ids").is_none_or(empty) => Ok(None),
+        None => Err(format!(
+            "{}: shared_code_id: the shared code configuration {id} is not in the project's \
+             branch {} (.keboola/manifest.json); pull it with kbc or give it with \
+             --shared-code FILE",
+            config_file.display(),
+            entry.branch_id
+        )),
+    }
+}
+
+/// Empty as PHP's `empty()` sees a JSON value (how Keboola tests these keys).
+fn empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::String(s) => s.is_empty() || s == "0",
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
 }
 
 /// PATH as the manifest writes it: relative to the project, without `./` or a trailing `/`.
@@ -188,9 +291,9 @@ fn relative(dir: &Path, wanted: &str) -> String {
 }
 
 /// The manifest's configurations with their folders from the project directory.
-pub fn read(dir: &Path) -> Result<Vec<Entry>, String> {
+pub fn read(tree: &Tree, dir: &Path) -> Result<Vec<Entry>, String> {
     let file = dir.join(".keboola/manifest.json");
-    let manifest = read_json(&file)?;
+    let manifest = tree.json(&file)?;
     let at = |field: &str, why: &str| format!("{}: {field}: {why}", file.display());
     let mut branches = Vec::new();
     for (i, b) in manifest["branches"]
@@ -258,6 +361,7 @@ pub fn read(dir: &Path) -> Result<Vec<Entry>, String> {
         }
         entries.push(Entry {
             path: format!("{branch_path}/{path}"),
+            branch_path,
             component_id: component_id.to_string(),
             id,
             branch_id,
@@ -265,6 +369,8 @@ pub fn read(dir: &Path) -> Result<Vec<Entry>, String> {
             raw: c.clone(),
         });
     }
+    // A variables configuration sits in the folder of what it belongs to: a configuration
+    // (`variablesFor`) or a shared code's row (`sharedCodeVariablesFor`).
     let parents: Vec<(String, String, String, String)> = entries
         .iter()
         .map(|e| {
@@ -276,22 +382,45 @@ pub fn read(dir: &Path) -> Result<Vec<Entry>, String> {
             )
         })
         .collect();
+    let rows: Vec<(String, String, String, String)> = entries
+        .iter()
+        .filter(|e| e.component_id == shared_code::COMPONENT)
+        .flat_map(|e| {
+            e.rows.iter().map(|(id, path)| {
+                (
+                    e.branch_id.clone(),
+                    e.id.clone(),
+                    id.clone(),
+                    format!("{}/{path}", e.path),
+                )
+            })
+        })
+        .collect();
     for e in entries
         .iter_mut()
         .filter(|e| e.component_id == "keboola.variables")
     {
-        let parent = e.raw["relations"].as_array().and_then(|rel| {
-            rel.iter()
-                .find(|r| r["type"] == "variablesFor")
-                .and_then(|r| {
-                    parents.iter().find(|(b, c, id, _)| {
-                        *b == e.branch_id
-                            && r["componentId"] == c.as_str()
-                            && id_text(&r["configId"]).as_deref() == Some(id.as_str())
-                    })
+        let relations = e.raw["relations"].as_array().cloned().unwrap_or_default();
+        let parent = relations.iter().find_map(|r| match r["type"].as_str() {
+            Some("variablesFor") => parents
+                .iter()
+                .find(|(b, c, id, _)| {
+                    *b == e.branch_id
+                        && r["componentId"] == c.as_str()
+                        && id_text(&r["configId"]).as_deref() == Some(id.as_str())
                 })
+                .map(|p| p.3.clone()),
+            Some("sharedCodeVariablesFor") => rows
+                .iter()
+                .find(|(b, config, row, _)| {
+                    *b == e.branch_id
+                        && id_text(&r["configId"]).as_deref() == Some(config.as_str())
+                        && id_text(&r["rowId"]).as_deref() == Some(row.as_str())
+                })
+                .map(|p| p.3.clone()),
+            _ => None,
         });
-        if let Some((_, _, _, parent_path)) = parent {
+        if let Some(parent_path) = parent {
             let own = e.raw["path"].as_str().unwrap_or_default();
             e.path = format!("{parent_path}/{own}");
         }
@@ -308,18 +437,13 @@ fn id_text(value: &Value) -> Option<String> {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: not valid JSON: {e}", path.display()))
-}
-
 /// `meta.json`'s `isDisabled` (false when the file is absent).
-fn meta_disabled(folder: &Path) -> Result<bool, String> {
+fn meta_disabled(tree: &Tree, folder: &Path) -> Result<bool, String> {
     let file = folder.join("meta.json");
     if !file.exists() {
         return Ok(false);
     }
-    match read_json(&file)?.get("isDisabled") {
+    match tree.json(&file)?.get("isDisabled") {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
         Some(v) => Err(format!(
@@ -357,7 +481,7 @@ mod tests {
                            "relations": [{"type": "variablesValuesFor"}]}]}
             ]}),
         );
-        let entries = read(dir.path()).unwrap();
+        let entries = read(&Tree::open(dir.path()).unwrap(), dir.path()).unwrap();
         assert_eq!(entries[0].path, "main/app/demo/a");
         assert_eq!(entries[0].branch_id, "10");
         assert_eq!(
@@ -376,7 +500,7 @@ mod tests {
             &json!({"branches": [{"id": 10, "path": "main"}],
                     "configurations": [{"branchId": 11, "componentId": "d", "id": "1", "path": "p"}]}),
         );
-        let err = read(dir.path()).unwrap_err();
+        let err = read(&Tree::open(dir.path()).unwrap(), dir.path()).unwrap_err();
         assert!(
             err.contains("manifest.json: configurations[0].branchId"),
             "{err}"
