@@ -212,8 +212,7 @@ fn code_blocks(
     let shared = match code_path {
         Some(value) => {
             let at = shared_code::by_path(entries, entry, &value, &config_file)?;
-            let code = shared_code::load(tree, dir, at)?;
-            code.check_target(&entry.component_id)?;
+            let code = shared_code::load(tree, dir, at, Some(&entry.component_id))?;
             let ids = code.link(&mut blocks, &entry.component_id)?;
             configuration["shared_code_id"] = json!(code.id);
             configuration["shared_code_row_ids"] = json!(ids);
@@ -250,7 +249,7 @@ fn shared_code_by_id(
         )
     })?;
     match shared_code::by_id(entries, entry, &id) {
-        Some(at) => shared_code::load(tree, dir, at).map(Some),
+        Some(at) => shared_code::load(tree, dir, at, None).map(Some),
         None if configuration.get("shared_code_row_ids").is_none_or(empty) => Ok(None),
         None => Err(format!(
             "{}: shared_code_id: the shared code configuration {id} is not in the project's \
@@ -505,5 +504,325 @@ mod tests {
             err.contains("manifest.json: configurations[0].branchId"),
             "{err}"
         );
+    }
+
+    fn put(dir: &Path, path: &str, text: &str) {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// `dockless run --project DIR PATH` parsed, then [`apply`]d.
+    fn applied(dir: &Path, path: &str) -> Result<RunArgs, String> {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let mut args = <Cmd as clap::Parser>::try_parse_from([
+            "run",
+            "--project",
+            dir.to_str().unwrap(),
+            path,
+        ])
+        .unwrap()
+        .run;
+        apply(dir, &mut args).map(|_| args)
+    }
+
+    const SF: &str = "keboola.snowflake-transformation";
+
+    /// A snowflake transformation with two blocks linking two codes of its shared code, and
+    /// an application naming the shared code by id.
+    fn transformation_project(dir: &Path) {
+        let manifest = json!({"version": 2,
+        "branches": [{"id": 7, "path": "main"}, {"id": 8, "path": "dev"}],
+        "configurations": [
+            {"branchId": 7, "componentId": "keboola.shared-code", "id": "sc",
+             "path": format!("_shared/{SF}"),
+             "rows": [{"id": "12", "path": "codes/twelve"}, {"id": "2", "path": "codes/two"},
+                      {"id": "30", "path": "codes/unused"}]},
+            {"branchId": 7, "componentId": "keboola.variables", "id": "scv", "path": "variables",
+             "relations": [{"type": "sharedCodeVariablesFor", "configId": "sc", "rowId": "2"}]},
+            {"branchId": 7, "componentId": SF, "id": "t1", "path": "transformation/t",
+             "rows": []},
+            {"branchId": 7, "componentId": "app", "id": "a1", "path": "application/a"},
+            {"branchId": 8, "componentId": SF, "id": "t2", "path": "transformation/t"}
+        ]});
+        put(dir, ".keboola/manifest.json", &manifest.to_string());
+        let shared = format!("main/_shared/{SF}");
+        put(
+            dir,
+            &format!("{shared}/config.json"),
+            &json!({"componentId": SF}).to_string(),
+        );
+        put(
+            dir,
+            &format!("{shared}/codes/twelve/code.sql"),
+            "SELECT 12;\nSELECT '12;';\n",
+        );
+        put(dir, &format!("{shared}/codes/twelve/config.json"), "{}");
+        put(
+            dir,
+            &format!("{shared}/codes/two/code.sql"),
+            "SELECT {{ n }};",
+        );
+        put(
+            dir,
+            &format!("{shared}/codes/unused/code.sql"),
+            "SELECT 30;",
+        );
+        let t = "main/transformation/t";
+        put(
+            dir,
+            &format!("{t}/config.json"),
+            &json!({
+            "parameters": {"keep": true, "blocks": "replaced"},
+            "shared_code_path": format!("_shared/{SF}"),
+            "shared_code_row_ids": ["30"]})
+            .to_string(),
+        );
+        put(
+            dir,
+            &format!("{t}/blocks/001-one/meta.json"),
+            r#"{"name": "One"}"#,
+        );
+        put(
+            dir,
+            &format!("{t}/blocks/001-one/001-a/meta.json"),
+            r#"{"name": "A"}"#,
+        );
+        put(
+            dir,
+            &format!("{t}/blocks/001-one/001-a/code.sql"),
+            "CREATE TABLE x (a int);\n\n-- {{:codes/two}}",
+        );
+        put(
+            dir,
+            &format!("{t}/blocks/001-one/002-b/meta.json"),
+            r#"{"name": "B"}"#,
+        );
+        put(
+            dir,
+            &format!("{t}/blocks/001-one/002-b/code.sql"),
+            "  --   {{:codes/twelve}}  \n",
+        );
+        put(
+            dir,
+            &format!("{t}/blocks/002-two/meta.json"),
+            r#"{"name": "Two"}"#,
+        );
+        put(
+            dir,
+            &format!("{t}/blocks/002-two/001-c/meta.json"),
+            r#"{"name": "C"}"#,
+        );
+        put(
+            dir,
+            &format!("{t}/blocks/002-two/001-c/code.sql"),
+            "SELECT 1;\n-- {{:./codes/../codes/two}}",
+        );
+        put(
+            dir,
+            "main/application/a/config.json",
+            &json!({
+            "shared_code_id": "sc", "shared_code_row_ids": ["2"],
+            "parameters": {"script": ["{{ 2 }}"]}})
+            .to_string(),
+        );
+        put(
+            dir,
+            "dev/transformation/t/config.json",
+            &json!({"shared_code_path": format!("../main/_shared/{SF}")}).to_string(),
+        );
+        put(dir, "dev/transformation/t/blocks/.gitkeep", "");
+    }
+
+    #[test]
+    fn a_transformations_blocks_and_shared_code_become_the_stored_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        transformation_project(d);
+        let args = applied(d, "main/transformation/t").unwrap();
+        let config = args.job.config_inline.unwrap();
+        assert_eq!(
+            config["configuration"],
+            json!({
+                "parameters": {"keep": true, "blocks": [
+                    {"name": "One", "codes": [
+                        {"name": "A", "script": ["CREATE TABLE x (a int);", "{{2}}"]},
+                        {"name": "B", "script": ["{{12}}"]}]},
+                    {"name": "Two", "codes": [
+                        {"name": "C", "script": ["SELECT 1;", "{{2}}"]}]}
+                ]},
+                "shared_code_id": "sc",
+                // kbc's order: by "<id>_config_row".
+                "shared_code_row_ids": ["12", "2"]
+            })
+        );
+        let shared = args.job.shared_code_inline.unwrap();
+        assert_eq!(shared["id"], "sc");
+        assert_eq!(
+            shared["rows"],
+            json!([
+                {"id": "12", "configuration": {"code_content": ["SELECT 12;", "SELECT '12;';"]}},
+                {"id": "2", "configuration": {"code_content": ["SELECT {{ n }};"]}},
+                {"id": "30", "configuration": {"code_content": ["SELECT 30;"]}}
+            ])
+        );
+        // It resolves as Keboola's resolver would.
+        let sources = dockless_staging::config::Sources {
+            shared_code: Some(dockless_staging::config::parse_shared_code(&shared).unwrap()),
+            variables: vec![("n".into(), "5".into())],
+            ..Default::default()
+        };
+        let resolved =
+            dockless_staging::config::resolve(&config["configuration"], &sources).unwrap();
+        assert_eq!(
+            resolved["parameters"]["blocks"][0]["codes"][0]["script"],
+            json!(["CREATE TABLE x (a int);", "SELECT 5;"])
+        );
+
+        // By id, for a configuration that is no transformation.
+        let args = applied(d, "main/application/a").unwrap();
+        assert_eq!(args.job.shared_code_inline.unwrap()["id"], "sc");
+        // The shared code's variables sit in its row's folder.
+        let entries = read(&Tree::open(d).unwrap(), d).unwrap();
+        let vars = entries.iter().find(|e| e.id == "scv").unwrap();
+        assert_eq!(vars.path, format!("main/_shared/{SF}/codes/two/variables"));
+
+        // Shared code of another branch is refused.
+        let err = applied(d, "dev/transformation/t").unwrap_err();
+        assert!(
+            err.contains("dev/transformation/t/config.json: shared_code_path"),
+            "{err}"
+        );
+        assert!(
+            err.contains("not of this configuration's branch 8"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_transformations_and_shared_code_are_refused_naming_the_file() {
+        let cases: &[(&str, &dyn Fn(&Path), &str)] = &[
+            (
+                "a missing code file",
+                &|d| {
+                    std::fs::remove_file(
+                        d.join("main/transformation/t/blocks/002-two/001-c/code.sql"),
+                    )
+                    .unwrap()
+                },
+                "main/transformation/t/blocks/002-two/001-c: missing code file",
+            ),
+            (
+                "a missing shared code file",
+                &|d| {
+                    std::fs::remove_file(d.join(format!("main/_shared/{SF}/codes/unused/code.sql")))
+                        .unwrap()
+                },
+                "codes/unused/code.sql: cannot read",
+            ),
+            (
+                "a shared code path out of the project",
+                &|d| {
+                    put(
+                        d,
+                        "main/transformation/t/config.json",
+                        r#"{"shared_code_path": "../../../etc"}"#,
+                    )
+                },
+                "config.json: shared_code_path: \"../../../etc\" points outside the project",
+            ),
+            (
+                "a shared code path at nothing",
+                &|d| {
+                    put(
+                        d,
+                        "main/transformation/t/config.json",
+                        r#"{"shared_code_path": "_shared/nothing"}"#,
+                    )
+                },
+                "config.json: shared_code_path: no shared code at \"main/_shared/nothing\"",
+            ),
+            (
+                "a shared code path at another configuration",
+                &|d| {
+                    put(
+                        d,
+                        "main/transformation/t/config.json",
+                        r#"{"shared_code_path": "application/a"}"#,
+                    )
+                },
+                "application/a is a app configuration, not shared code",
+            ),
+            (
+                "a link to no code",
+                &|d| {
+                    put(
+                        d,
+                        "main/transformation/t/blocks/001-one/002-b/code.sql",
+                        "-- {{:codes/nope}}",
+                    )
+                },
+                "002-b/code.sql: {{:codes/nope}}: no code of the shared code",
+            ),
+            (
+                "a link out of the project",
+                &|d| {
+                    put(
+                        d,
+                        "main/transformation/t/blocks/001-one/002-b/code.sql",
+                        "-- {{:../../../../x}}",
+                    )
+                },
+                "002-b/code.sql: {{:../../../../x}}: points outside the project",
+            ),
+            (
+                "a symlink out of the project",
+                &|d| {
+                    let code = d.join("main/transformation/t/blocks/001-one/002-b/code.sql");
+                    std::fs::remove_file(&code).unwrap();
+                    std::os::unix::fs::symlink("/etc/hostname", &code).unwrap();
+                },
+                "002-b/code.sql: is a link out of the project",
+            ),
+            (
+                "shared code for another component",
+                &|d| {
+                    put(
+                        d,
+                        &format!("main/_shared/{SF}/config.json"),
+                        r#"{"componentId": "keboola.python-transformation-v2"}"#,
+                    )
+                },
+                "componentId: the shared code is for keboola.python-transformation-v2",
+            ),
+            (
+                "shared_code_path without blocks",
+                &|d| std::fs::remove_dir_all(d.join("main/transformation/t/blocks")).unwrap(),
+                "config.json: shared_code_path: shared code is linked by a transformation's code blocks",
+            ),
+        ];
+        for (what, change, words) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            transformation_project(dir.path());
+            change(dir.path());
+            let err = applied(dir.path(), "main/transformation/t")
+                .err()
+                .unwrap_or_else(|| panic!("{what}: accepted"));
+            assert!(err.contains(words), "{what}: {err}");
+        }
+        // An id the project does not have.
+        let dir = tempfile::tempdir().unwrap();
+        transformation_project(dir.path());
+        put(
+            dir.path(),
+            "main/application/a/config.json",
+            r#"{"shared_code_id": "other", "shared_code_row_ids": ["1"]}"#,
+        );
+        let err = applied(dir.path(), "main/application/a").unwrap_err();
+        assert!(err.contains("a/config.json: shared_code_id: the shared code configuration other is not in the project"), "{err}");
     }
 }

@@ -30,8 +30,6 @@ pub struct SharedCode {
     pub path: String,
     /// The component whose code it holds (`componentId` of its `config.json`).
     pub target: String,
-    /// Its `config.json`, for messages.
-    file: String,
     /// Rows: id, folder relative to the project, configuration with `code_content`.
     rows: Vec<(String, String, Value)>,
 }
@@ -77,8 +75,14 @@ pub fn by_id<'a>(entries: &'a [Entry], user: &Entry, id: &str) -> Option<&'a Ent
         .find(|e| e.component_id == COMPONENT && e.id == id && e.branch_id == user.branch_id)
 }
 
-/// Reads the shared code configuration of `entry` (every row's code file).
-pub fn load(tree: &Tree, dir: &Path, entry: &Entry) -> Result<SharedCode, String> {
+/// Reads the shared code configuration of `entry` (every row's code file); with `expected`,
+/// shared code of another component is refused, as `kbc` refuses it for a transformation.
+pub fn load(
+    tree: &Tree,
+    dir: &Path,
+    entry: &Entry,
+    expected: Option<&str>,
+) -> Result<SharedCode, String> {
     let folder = dir.join(&entry.path);
     let file = folder.join("config.json");
     let config = tree.json(&file)?;
@@ -91,6 +95,13 @@ pub fn load(tree: &Tree, dir: &Path, entry: &Entry) -> Result<SharedCode, String
             ));
         }
     };
+    if let Some(component_id) = expected.filter(|c| *c != target) {
+        return Err(format!(
+            "{}: componentId: the shared code is for {target}, the configuration linking it \
+             is of {component_id}",
+            file.display()
+        ));
+    }
     let mut rows = Vec::new();
     for (id, rel) in &entry.rows {
         let row = folder.join(rel);
@@ -111,24 +122,11 @@ pub fn load(tree: &Tree, dir: &Path, entry: &Entry) -> Result<SharedCode, String
         id: entry.id.clone(),
         path: entry.path.clone(),
         target,
-        file: file.display().to_string(),
         rows,
     })
 }
 
 impl SharedCode {
-    /// Refuses shared code of another component than the transformation's, as `kbc` does.
-    pub fn check_target(&self, component_id: &str) -> Result<(), String> {
-        if self.target == component_id {
-            return Ok(());
-        }
-        Err(format!(
-            "{}: componentId: the shared code is for {}, the configuration linking it is of \
-             {component_id}",
-            self.file, self.target
-        ))
-    }
-
     /// Replaces each link script in `blocks` by its row's `{{<row id>}}`; the linked row ids,
     /// each once, in the order `kbc` writes them.
     pub fn link(&self, blocks: &mut [Block], component_id: &str) -> Result<Vec<String>, String> {
