@@ -16,6 +16,7 @@ mod gelf;
 mod job;
 mod job_env;
 mod kbc_config;
+mod kbc_project;
 mod login;
 mod pull;
 mod run;

@@ -329,7 +329,8 @@ fn is_scalar(v: &Value) -> bool {
 
 /// Keboola's shared code: with `shared_code_id` and `shared_code_row_ids` set, every list of
 /// scalars in the configuration has each element holding `{{ rowId }}` replaced by that row's
-/// code (all of its snippets, spliced into the list); a placeholder of no row stays as it is.
+/// code (all of its snippets, spliced into the list); an element without a placeholder of a
+/// linked row stays as it is (its other placeholders are variables).
 fn resolve_shared_code(configuration: &Value, code: Option<&SharedCode>) -> Result<Value> {
     let id = configuration
         .get("shared_code_id")
@@ -400,8 +401,9 @@ fn walk_value(value: &mut Value, context: &[(String, Vec<Value>)]) {
     }
 }
 
-/// One list of scalars: an element without `{{ id }}` stays; one with is replaced, per
-/// placeholder, by the row's snippets (or the placeholder alone when no row has that id).
+/// One list of scalars, as Keboola's resolver splices it: an element naming no row of the
+/// context (no `{{ id }}` of a linked row) stays as it is; one that names rows is replaced by
+/// those rows' snippets, in the context's order, each row once (the rest of its text dropped).
 fn splice_shared_code(items: &[Value], context: &[(String, Vec<Value>)]) -> Vec<Value> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -409,23 +411,23 @@ fn splice_shared_code(items: &[Value], context: &[(String, Vec<Value>)]) -> Vec<
             out.push(item.clone());
             continue;
         };
-        let placeholders = shared_code_placeholders(text);
-        if placeholders.is_empty() {
-            out.push(item.clone());
-            continue;
-        }
-        for (whole, name) in placeholders {
-            match context.iter().find(|(id, _)| id == name.trim()) {
-                Some((_, snippets)) => out.extend(snippets.iter().cloned()),
-                None => out.push(Value::String(whole.to_string())),
+        let names = shared_code_placeholders(text);
+        let mut used: Vec<&str> = Vec::new();
+        for (id, snippets) in context {
+            if names.contains(&id.as_str()) && !used.contains(&id.as_str()) {
+                used.push(id);
+                out.extend(snippets.iter().cloned());
             }
+        }
+        if used.is_empty() {
+            out.push(item.clone());
         }
     }
     out
 }
 
-/// `{{NAME}}` with NAME of spaces, letters, digits, `_` and `-`: each whole tag and its name.
-fn shared_code_placeholders(text: &str) -> Vec<(&str, &str)> {
+/// `{{NAME}}` with NAME of spaces, letters, digits, `_` and `-`: each name, trimmed.
+fn shared_code_placeholders(text: &str) -> Vec<&str> {
     let mut found = Vec::new();
     let mut from = 0;
     while let Some(start) = text[from..].find("{{").map(|i| from + i) {
@@ -434,7 +436,7 @@ fn shared_code_placeholders(text: &str) -> Vec<(&str, &str)> {
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == ' ' || c == '_' || c == '-'))
             .unwrap_or(body.len());
         if len > 0 && body[len..].starts_with("}}") {
-            found.push((&text[start..start + 2 + len + 2], &body[..len]));
+            found.push(body[..len].trim());
             from = start + 2 + len + 2;
         } else {
             from = start + 1;
@@ -557,6 +559,16 @@ mod tests {
         assert_eq!(
             out["parameters"]["blocks"][0]["script"],
             json!(["start", "SELECT 1;", "SELECT 2;", "ONE", 7])
+        );
+        // As Keboola's resolver: an element naming a linked row becomes the rows' code in
+        // the order of shared_code_row_ids (its other text dropped); one naming none stays,
+        // its placeholders left to the variables.
+        config["parameters"]["blocks"][0]["script"] =
+            json!(["x {{ r2 }} y {{r1}} {{r2}}", "SELECT {{ v }};", "{{ v }}"]);
+        let out = resolve(&config, &sources).unwrap();
+        assert_eq!(
+            out["parameters"]["blocks"][0]["script"],
+            json!(["SELECT 1;", "SELECT 2;", "ONE", "SELECT 2;", "2"])
         );
         let err = resolve(
             &json!({"shared_code_id": "other", "shared_code_row_ids": ["r1"]}),
