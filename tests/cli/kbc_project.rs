@@ -287,7 +287,8 @@ fn a_transformations_code_blocks_and_shared_code_run_as_keboola_assembles_them()
 fn a_malformed_transformation_or_shared_code_is_refused_before_anything_runs() {
     let root = support::Root::new("jobs need root here");
     let t = TRANSFORMATION;
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, String)> = vec![
+    type Change = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Change, String)> = vec![
         (
             "a missing code file",
             Box::new(move |d| {

@@ -705,7 +705,8 @@ mod tests {
 
     #[test]
     fn malformed_transformations_and_shared_code_are_refused_naming_the_file() {
-        let cases: &[(&str, &dyn Fn(&Path), &str)] = &[
+        type Change = dyn Fn(&Path);
+        let cases: &[(&str, &Change, &str)] = &[
             (
                 "a missing code file",
                 &|d| {
