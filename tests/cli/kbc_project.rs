@@ -20,6 +20,8 @@ const SNOWFLAKE: &str = "keboola.snowflake-transformation";
 const TRANSFORMATION: &str = "main/transformation/keboola.snowflake-transformation/orders";
 const SHARED: &str = "main/_shared/keboola.snowflake-transformation";
 const APPLICATION: &str = "main/application/kbc.dump/uses-shared-code";
+const PYTHON: &str = "keboola.python-transformation-v2";
+const PYTHON_TRANSFORMATION: &str = "main/transformation/keboola.python-transformation-v2/clean";
 
 /// The Storage API index: the transformation's and the application's component both run the
 /// printing image.
@@ -29,6 +31,8 @@ fn index() -> Value {
         {"id": SNOWFLAKE, "type": "transformation", "flags": ["genericCodeBlocksUI"],
          "data": {"definition": definition, "network": "none"}},
         {"id": "kbc.dump", "type": "application",
+         "data": {"definition": definition, "network": "none"}},
+        {"id": PYTHON, "type": "transformation", "flags": ["genericCodeBlocksUI"],
          "data": {"definition": definition, "network": "none"}}
     ]})
 }
@@ -77,7 +81,12 @@ fn project(dir: &Path) {
                  "relations": [{"componentId": SNOWFLAKE, "configId": "tr-1",
                                 "type": "variablesFor"}],
                  "rows": [{"id": "values-1", "path": "values/default",
-                           "relations": [{"type": "variablesValuesFor"}]}]}
+                           "relations": [{"type": "variablesValuesFor"}]}]},
+                {"branchId": 321, "componentId": "keboola.shared-code", "id": "sc-py",
+                 "path": "_shared/keboola.python-transformation-v2",
+                 "rows": [{"id": "9101", "path": "codes/helper"}]},
+                {"branchId": 321, "componentId": PYTHON, "id": "py-1",
+                 "path": "transformation/keboola.python-transformation-v2/clean", "rows": []}
             ]
         }),
     );
@@ -177,6 +186,50 @@ fn project(dir: &Path) {
         &format!("{t}/variables/values/default/config.json"),
         &json!({"values": [{"name": "vat", "value": "0.21"}]}),
     );
+    // A Python transformation: each code file one script, a `#` link to its shared code.
+    let shared = "main/_shared/keboola.python-transformation-v2";
+    put_json(
+        dir,
+        &format!("{shared}/config.json"),
+        &json!({"componentId": PYTHON}),
+    );
+    put(
+        dir,
+        &format!("{shared}/codes/helper/code.py"),
+        "def double(x):\n    return x * 2\n",
+    );
+    put_json(
+        dir,
+        &format!("{shared}/codes/helper/meta.json"),
+        &json!({"name": "Helper"}),
+    );
+    let p = PYTHON_TRANSFORMATION;
+    put_json(
+        dir,
+        &format!("{p}/config.json"),
+        &json!({"parameters": {"packages": ["pandas"]},
+                "shared_code_path": "_shared/keboola.python-transformation-v2"}),
+    );
+    put_json(
+        dir,
+        &format!("{p}/blocks/001-main/meta.json"),
+        &json!({"name": "Main"}),
+    );
+    for (folder, name, code) in [
+        ("001-helper", "Helper", "# {{:codes/helper}}\n"),
+        (
+            "002-run",
+            "Run",
+            "import csv; print(double(2))\n\nprint('done')\n\n",
+        ),
+    ] {
+        put_json(
+            dir,
+            &format!("{p}/blocks/001-main/{folder}/meta.json"),
+            &json!({"name": name}),
+        );
+        put(dir, &format!("{p}/blocks/001-main/{folder}/code.py"), code);
+    }
     // An application that names the shared code by id (kbc keeps these keys as they are for
     // components other than transformations with code blocks).
     put_json(
@@ -230,7 +283,8 @@ fn a_transformations_code_blocks_and_shared_code_run_as_keboola_assembles_them()
         text(&out.stdout),
         format!(
             "{APPLICATION}\tkbc.dump\tapp-1\t0 rows\n\
-             {TRANSFORMATION}\t{SNOWFLAKE}\ttr-1\t0 rows\n"
+             {TRANSFORMATION}\t{SNOWFLAKE}\ttr-1\t0 rows\n\
+             {PYTHON_TRANSFORMATION}\t{PYTHON}\tpy-1\t0 rows\n"
         )
     );
 
@@ -267,6 +321,19 @@ fn a_transformations_code_blocks_and_shared_code_run_as_keboola_assembles_them()
         !config.to_string().contains("shared_code_path"),
         "{config:#}"
     );
+
+    // Python: the whole code one script, the link replaced by the shared code's.
+    let (code, result) = run(&root, &dir, PYTHON_TRANSFORMATION);
+    assert_eq!(code, Some(0), "{result:#}");
+    let config = seen(&result);
+    assert_eq!(
+        config["parameters"],
+        json!({"packages": ["pandas"], "blocks": [{"name": "Main", "codes": [
+            {"name": "Helper", "script": ["def double(x):\n    return x * 2"]},
+            {"name": "Run", "script": ["import csv; print(double(2))\n\nprint('done')"]}]}]}),
+        "{config:#}"
+    );
+    assert_eq!(config["shared_code_id"], "sc-py");
 
     // Shared code named by id and row ids: the `{{ 9001 }}` element becomes the row's code.
     let (code, result) = run(&root, &dir, APPLICATION);
@@ -323,13 +390,26 @@ fn a_malformed_transformation_or_shared_code_is_refused_before_anything_runs() {
                 put_json(
                     d,
                     &format!("{t}/config.json"),
-                    &json!({"shared_code_path": "_shared/keboola.python-transformation-v2"}),
+                    &json!({"shared_code_path": "_shared/keboola.r-transformation"}),
                 )
             }),
             format!(
                 "{t}/config.json: shared_code_path: no shared code at \
-                 \"main/_shared/keboola.python-transformation-v2\""
+                 \"main/_shared/keboola.r-transformation\""
             ),
+        ),
+        (
+            "shared code of another component",
+            Box::new(move |d| {
+                put_json(
+                    d,
+                    &format!("{t}/config.json"),
+                    &json!({"shared_code_path": "_shared/keboola.python-transformation-v2"}),
+                )
+            }),
+            "main/_shared/keboola.python-transformation-v2/config.json: componentId: the \
+             shared code is for keboola.python-transformation-v2"
+                .to_string(),
         ),
         (
             "a link to no shared code",
