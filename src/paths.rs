@@ -74,6 +74,11 @@ impl Paths {
         self.root.join("jobs-v1")
     }
 
+    /// The job files of the queued jobs this host's worker runs, one private directory each.
+    pub fn queued(&self) -> PathBuf {
+        self.root.join("queued")
+    }
+
     /// The content store (blobs, manifests, image index).
     pub fn store(&self) -> PathBuf {
         self.root.join("store")

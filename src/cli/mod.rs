@@ -5,6 +5,7 @@ pub mod build;
 pub mod images;
 pub mod login;
 pub mod pull;
+pub mod queue;
 pub mod registry;
 pub mod run;
 pub mod storage;
@@ -61,6 +62,21 @@ pub enum Command {
     /// Tables and files of the embedded Storage.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
+    /// Put a job (a job file as `run --job` takes it) into the queue of a PostgreSQL
+    /// Storage; prints its id.
+    Submit(queue::SubmitArgs),
+    /// Run the queued jobs of a PostgreSQL Storage on this host, until SIGTERM or SIGINT.
+    Worker(queue::WorkerArgs),
+    /// List the queued jobs of a PostgreSQL Storage.
+    Jobs(queue::JobsArgs),
+    /// Show one queued job and its result.
+    Job(queue::ShowJobArgs),
+    /// Print a queued job's stored output.
+    Logs(queue::LogsArgs),
+    /// Stop a queued job wherever it runs (or a local run).
+    Kill(queue::KillArgs),
+    /// List the runs and jobs running on this host.
+    Ps(queue::PsArgs),
     /// Run a command inside the rootless user namespace (as podman unshare): e.g. remove
     /// files a container left owned by a subordinate uid. Root runs it as is.
     Unshare(UnshareArgs),

@@ -246,6 +246,33 @@ pub enum Error {
         /// The key file used.
         key_file: PathBuf,
     },
+    /// A queued job's step was recorded on a Storage that keeps no job queue (SQLite).
+    #[error("job {job}: this Storage keeps no job queue (use a PostgreSQL Storage)")]
+    NoQueue {
+        /// The job.
+        job: i64,
+    },
+    /// A worker's claim on a job no longer holds: nothing of this attempt may be stored.
+    #[error("job {job} attempt {attempt}: {reason}")]
+    JobLost {
+        /// The job.
+        job: i64,
+        /// The attempt whose claim failed.
+        attempt: i32,
+        /// What happened to the job meanwhile.
+        reason: String,
+    },
+    /// A sealed document (a queued job) does not decrypt with this installation's key.
+    #[error(
+        "cannot decrypt {what} with the key in {key_file} (sealed with another host's key, or \
+         altered): every host sharing a Storage needs the same state key file"
+    )]
+    DocumentDecrypt {
+        /// What was sealed, e.g. `job 12`.
+        what: String,
+        /// The key file used.
+        key_file: PathBuf,
+    },
     /// Serializing config.json, a manifest or the state failed.
     #[error("failed to write {path}")]
     Serialize {
@@ -270,6 +297,9 @@ impl Error {
                 | Error::Usage { .. }
                 | Error::StateKeyFile { .. }
                 | Error::StateDecrypt { .. }
+                | Error::NoQueue { .. }
+                | Error::JobLost { .. }
+                | Error::DocumentDecrypt { .. }
         )
     }
 

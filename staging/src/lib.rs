@@ -68,6 +68,7 @@ mod out_dir;
 pub mod output;
 pub mod php_json;
 mod private;
+pub mod queue;
 pub mod sanitize;
 pub mod storage;
 pub mod time;

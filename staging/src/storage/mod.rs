@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::id::TableId;
+use crate::queue::{Claim, Step};
 use crate::types::ColumnType;
 
 /// One `{key, value}` metadata entry as Keboola keeps it on tables and columns.
@@ -294,6 +295,16 @@ pub trait Transaction {
     fn delete_file(&mut self, id: i64) -> Result<()>;
     /// Replaces the stored configuration state.
     fn set_state(&mut self, key: &StateKey, state: &Value) -> Result<()>;
+    /// Records `step` of the queued job `claim` holds inside this transaction, so that it
+    /// commits with the job's output and state or not at all. Fails when the claim no longer
+    /// holds the job (its lease went to another worker, or it was killed): the caller must
+    /// then drop the transaction. A backend without a job queue refuses.
+    fn queue_step(&mut self, claim: &Claim, step: Step<'_>) -> Result<()> {
+        let _ = step;
+        Err(crate::Error::NoQueue {
+            job: claim.job_id,
+        })
+    }
     /// Makes every write of this transaction visible at once.
     fn commit(self: Box<Self>) -> Result<()>;
 }
