@@ -204,6 +204,44 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// PostgreSQL Storage failure (a statement, a COPY, the transaction).
+    #[error("postgres storage error while {during}")]
+    Postgres {
+        /// What the backend was doing.
+        during: String,
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// A PostgreSQL Storage could not be reached or refused the login: names the server,
+    /// user and database (never the password) and what failed.
+    #[error("cannot open postgres storage {target}: {reason}")]
+    PgConnect {
+        /// `user@host:port/dbname`.
+        target: String,
+        /// What failed, in words (wrong password, no such database, connection refused ...).
+        reason: String,
+    },
+    /// A `--storage` value that is not a usable PostgreSQL URL (or its TLS material).
+    #[error("invalid postgres storage URL: {reason}")]
+    PgUrl {
+        /// What is wrong with it (the password is never quoted).
+        reason: String,
+    },
+    /// The PostgreSQL Storage's schema is not the version this dockless uses.
+    #[error(
+        "postgres storage {target} has schema version {found}, this dockless knows up to {supported}: {advice}"
+    )]
+    PgSchema {
+        /// `user@host:port/dbname`.
+        target: String,
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+        /// What to do: run `dockless storage migrate`, or use a newer dockless.
+        advice: &'static str,
+    },
     /// The component's `out/usage.json` is not what Keboola takes: an application error, as
     /// in Keboola (the component broke its contract).
     #[error("invalid usage file {what}: {reason}")]
@@ -292,6 +330,10 @@ impl Error {
             self,
             Error::Io { .. }
                 | Error::Db { .. }
+                | Error::Postgres { .. }
+                | Error::PgConnect { .. }
+                | Error::PgUrl { .. }
+                | Error::PgSchema { .. }
                 | Error::Serialize { .. }
                 | Error::SchemaVersion { .. }
                 | Error::Usage { .. }
@@ -312,6 +354,14 @@ impl Error {
     /// (hot loops pass a `&str` and pay nothing on success).
     pub(crate) fn db<D: Into<String>>(during: D) -> impl FnOnce(rusqlite::Error) -> Error {
         move |source| Error::Db {
+            during: during.into(),
+            source,
+        }
+    }
+
+    /// Error mapper for a PostgreSQL call, as [`Error::db`] for SQLite.
+    pub(crate) fn pg<D: Into<String>>(during: D) -> impl FnOnce(postgres::Error) -> Error {
+        move |source| Error::Postgres {
             during: during.into(),
             source,
         }

@@ -83,6 +83,8 @@ pub use layout::DataDir;
 pub use output::{
     ImportOptions, LoadedTable, OutputReport, OutputSettings, StoredFile, import_file,
 };
+pub use storage::any::{AnyStorage, Location as StorageLocation};
+pub use storage::postgres::PostgresStorage;
 pub use storage::sealed::{SealedStorage, StateCipher};
 pub use storage::sqlite::{MAX_COLUMNS, Options as SqliteOptions, SqliteStorage};
 pub use storage::{

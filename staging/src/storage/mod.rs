@@ -1,11 +1,13 @@
 //! The Storage interface: tables and files a job reads from and writes to.
 //!
 //! Reads go through [`Storage`]; every write goes through a [`Transaction`] so that one job's
-//! output lands all at once or not at all. The embedded backend is [`sqlite::SqliteStorage`];
-//! other backends (a shared PostgreSQL, Keboola's Storage API) implement the same two traits and
-//! keep their query language to themselves. [`sealed::SealedStorage`] wraps any of them so that
+//! output lands all at once or not at all. The embedded backend is [`sqlite::SqliteStorage`],
+//! the shared one [`postgres::PostgresStorage`]; each keeps its query language to itself, and
+//! [`any::AnyStorage`] is whichever of them a [`any::Location`] names. [`sealed::SealedStorage`] wraps any of them so that
 //! the `#` values of stored state are encrypted at rest.
 
+pub mod any;
+pub mod postgres;
 pub mod sealed;
 pub mod sqlite;
 
