@@ -76,6 +76,15 @@ impl Paths {
         self.root.join("jobs-v1")
     }
 
+    /// The `--storage` URL when the Storage is a PostgreSQL database (which also holds the
+    /// job queue).
+    pub fn postgres_url(&self) -> Option<&str> {
+        match &self.storage {
+            StorageLocation::Postgres(url) => Some(url),
+            _ => None,
+        }
+    }
+
     /// The job files of the queued jobs this host's worker runs, one private directory each.
     pub fn queued(&self) -> PathBuf {
         self.root.join("queued")

@@ -11,7 +11,9 @@ use dockless_staging::storage::postgres::{JobRecord, Killed, NewJob};
 use dockless_staging::time::format_rfc3339;
 use serde_json::{Value, json};
 
-use crate::cli::queue::{JobsArgs, KillArgs, LogsArgs, PsArgs, ShowJobArgs, SubmitArgs, WorkerArgs};
+use crate::cli::queue::{
+    JobsArgs, KillArgs, LogsArgs, PsArgs, ShowJobArgs, SubmitArgs, WorkerArgs,
+};
 use crate::paths::Paths;
 
 /// `dockless submit JOB.json`: checks the job file, takes the files it names into it,
@@ -130,10 +132,7 @@ pub fn logs(args: LogsArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let mut attempt_shown = 0;
     loop {
         // The status first: a log line stored before the job ended is then surely read.
-        let ended = queue
-            .jobs
-            .get(args.id)?
-            .is_none_or(|j| j.status.is_final());
+        let ended = queue.jobs.get(args.id)?.is_none_or(|j| j.status.is_final());
         loop {
             let chunk = queue.jobs.log_after(args.id, after)?;
             if chunk.is_empty() {
@@ -174,7 +173,10 @@ pub fn kill(args: KillArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     }
     let local = crate::pipeline::workdir::live(&paths.jobs());
     let Some(job) = local.iter().find(|j| {
-        j["run_id"].as_str() == Some(&args.id) || j["pid"].to_string() == args.id
+        j["run_id"].as_str() == Some(&args.id)
+            || j["pid"]
+                .as_u64()
+                .is_some_and(|pid| pid.to_string() == args.id)
     }) else {
         bail!(
             "no job {} runs on this host (`dockless ps` lists them{})",

@@ -51,8 +51,8 @@ pub fn pack(path: &Path, job: Value) -> anyhow::Result<Packed> {
             bail!("job file {}: {field}: not a file name", path.display());
         };
         let file = dir.join(name);
-        let text = read_limited(&file)
-            .with_context(|| format!("job file {}: {field}", path.display()))?;
+        let text =
+            read_limited(&file).with_context(|| format!("job file {}: {field}", path.display()))?;
         files.insert(field.to_string(), Value::String(text));
         job.insert(field.to_string(), Value::String(field.to_string()));
     }
@@ -173,7 +173,10 @@ mod tests {
         let local = json!({"build": {"repository": "./repo"}, "component_id": "c",
                            "configuration": {}});
         let err = pack(&path, local).unwrap_err();
-        assert!(format!("{err:#}").contains("a path on this host"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("a path on this host"),
+            "{err:#}"
+        );
         let missing = json!({"image": "x", "config_file": "nope.json"});
         let err = pack(&path, missing).unwrap_err();
         assert!(format!("{err:#}").contains("config_file"), "{err:#}");

@@ -148,8 +148,7 @@ pub fn run(options: &Options, paths: &Paths) -> anyhow::Result<()> {
                 }
             }
             while !shutting_down && running.len() < options.slots {
-                let Some(claimed) = queue.jobs.claim(&worker, &options.host, options.lease)?
-                else {
+                let Some(claimed) = queue.jobs.claim(&worker, &options.host, options.lease)? else {
                     break;
                 };
                 let job_id = claimed.claim.job_id;

@@ -345,6 +345,23 @@ impl Error {
         )
     }
 
+    /// The Storage could not be reached (its server went away, the connection broke or could
+    /// not be made): a queued job that failed this way is retried rather than ended.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::PgConnect { .. } => true,
+            Error::Postgres { source, .. } => {
+                source.is_closed()
+                    || source.as_db_error().is_none()
+                    || source.code().is_some_and(|c| {
+                        // Class 08 (connection exception) and 57P0x (the server shuts down).
+                        c.code().starts_with("08") || c.code().starts_with("57P0")
+                    })
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }

@@ -28,7 +28,7 @@ pub struct Database {
 
 impl Database {
     /// Creates a fresh database owned by the test role.
-    pub fn new() -> Database {
+    pub fn create() -> Database {
         let url = std::env::var("DOCKLESS_TEST_POSTGRES")
             .expect("DOCKLESS_TEST_POSTGRES: run the tests through scripts/test");
         let admin = std::env::var("DOCKLESS_TEST_POSTGRES_ADMIN")
@@ -67,7 +67,10 @@ impl Drop for Database {
     fn drop(&mut self) {
         let _ = Command::new("psql")
             .args(["-X", "-q", "-d", &self.admin, "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .output();
     }
 }
@@ -75,7 +78,18 @@ impl Drop for Database {
 /// Runs `sql` with psql against `url`; fails the test with psql's message.
 pub fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
         .output()
         .expect("psql (postgresql-client-15) must be installed");
     assert!(out.status.success(), "psql {sql}: {}", text(&out.stderr));
@@ -122,8 +136,8 @@ impl Host {
     /// (so that a test can kill the whole "host" at once).
     pub fn worker(&self, name: &str, extra: &[&str]) -> Spawned {
         use std::os::unix::process::CommandExt as _;
-        let log = std::fs::File::create(self.root.path().join(format!("worker-{name}.log")))
-            .unwrap();
+        let log =
+            std::fs::File::create(self.root.path().join(format!("worker-{name}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_dockless"))
             .env("DOCKLESS_ROOT", self.root.path())
             .env("DOCKLESS_RUN_ROOT", self.root.path().join("run"))

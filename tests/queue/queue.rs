@@ -71,7 +71,7 @@ fn hits(host: &Host) -> Vec<(u32, f64, f64)> {
 #[test]
 #[ignore = "needs root and scripts/test-env"]
 fn a_hundred_jobs_on_three_workers_each_end_exactly_once() {
-    let db = Database::new();
+    let db = Database::create();
     let a = Host::new(&db.url, None);
     // The first command creates the key; the other hosts get a copy, as an operator would.
     assert!(a.dockless(&["jobs"]).status.success());
@@ -118,7 +118,7 @@ fn a_hundred_jobs_on_three_workers_each_end_exactly_once() {
 #[test]
 #[ignore = "needs root and scripts/test-env"]
 fn one_job_of_a_configuration_at_a_time_across_two_workers() {
-    let db = Database::new();
+    let db = Database::create();
     let a = Host::new(&db.url, None);
     assert!(a.dockless(&["jobs"]).status.success());
     let b = Host::new(&db.url, Some(a.key()));
@@ -152,7 +152,7 @@ fn one_job_of_a_configuration_at_a_time_across_two_workers() {
 #[test]
 #[ignore = "needs root and scripts/test-env"]
 fn a_job_whose_host_dies_is_retried_elsewhere_and_stored_once() {
-    let db = Database::new();
+    let db = Database::create();
     let a = Host::new(&db.url, None);
     assert!(a.dockless(&["jobs"]).status.success());
     let b = Host::new(&db.url, Some(a.key()));
@@ -177,7 +177,10 @@ fn a_job_whose_host_dies_is_retried_elsewhere_and_stored_once() {
     // What the dead host left is collected by its next gc.
     let out = a.dockless(&["gc"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    dockless_testkit::assert_clean(a.root.path(), &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"]);
+    dockless_testkit::assert_clean(
+        a.root.path(),
+        &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
+    );
     let out = wb.wait_with_output();
     assert!(out.status.success(), "{}", b.worker_log("b"));
 }
@@ -185,7 +188,7 @@ fn a_job_whose_host_dies_is_retried_elsewhere_and_stored_once() {
 #[test]
 #[ignore = "needs root and scripts/test-env"]
 fn kill_stops_a_job_on_another_host_and_stores_nothing() {
-    let db = Database::new();
+    let db = Database::create();
     let a = Host::new(&db.url, None);
     assert!(a.dockless(&["jobs"]).status.success());
     let b = Host::new(&db.url, Some(a.key()));
@@ -197,24 +200,39 @@ fn kill_stops_a_job_on_another_host_and_stores_nothing() {
     // Host b asks; host a's worker stops it.
     let out = b.dockless(&["kill", &id.to_string()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("terminating"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("terminating"),
+        "{}",
+        text(&out.stdout)
+    );
     let job = a.wait_status(id, "terminated", Duration::from_secs(60));
     assert_eq!(job["status"], "terminated", "{job:#}");
     let out = a.dockless(&["storage", "tables"]);
-    assert!(!text(&out.stdout).contains("out.c-queue.hits"), "{}", text(&out.stdout));
+    assert!(
+        !text(&out.stdout).contains("out.c-queue.hits"),
+        "{}",
+        text(&out.stdout)
+    );
     // A kill of an ended job says so.
     let out = b.dockless(&["kill", &id.to_string()]);
-    assert!(text(&out.stdout).contains("already ended"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("already ended"),
+        "{}",
+        text(&out.stdout)
+    );
     signal_group(&wa, libc::SIGTERM);
     let out = wa.wait_with_output();
     assert!(out.status.success(), "{}", a.worker_log("a"));
-    dockless_testkit::assert_clean(a.root.path(), &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"]);
+    dockless_testkit::assert_clean(
+        a.root.path(),
+        &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
+    );
 }
 
 #[test]
 #[ignore = "needs root and scripts/test-env"]
 fn logs_and_the_job_show_what_a_job_did() {
-    let db = Database::new();
+    let db = Database::create();
     let a = Host::new(&db.url, None);
     component(&a);
     let files = tempfile::tempdir().unwrap();
@@ -223,7 +241,11 @@ fn logs_and_the_job_show_what_a_job_did() {
     // --follow returns once the job has ended, with all of its output.
     let out = a.dockless(&["logs", &id.to_string(), "--follow"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("job 42 done"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("job 42 done"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = a.dockless(&["job", &id.to_string(), "--json"]);
     let job = json_of(&out);
     assert_eq!(job["status"], "success", "{job:#}");
@@ -271,14 +293,22 @@ fn a_postgres_restart_under_running_workers_loses_and_doubles_nothing() {
     let distinct: BTreeSet<u32> = rows.iter().map(|r| r.0).collect();
     assert_eq!(rows.len(), 8, "{rows:?}");
     assert_eq!(distinct.len(), 8);
-    assert!(wa.wait_with_output().status.success(), "{}", a.worker_log("a"));
-    assert!(wb.wait_with_output().status.success(), "{}", b.worker_log("b"));
+    assert!(
+        wa.wait_with_output().status.success(),
+        "{}",
+        a.worker_log("a")
+    );
+    assert!(
+        wb.wait_with_output().status.success(),
+        "{}",
+        b.worker_log("b")
+    );
 }
 
 #[test]
 #[ignore = "needs root and scripts/test-env"]
 fn bad_input_gets_one_clear_message() {
-    let db = Database::new();
+    let db = Database::create();
     let a = Host::new(&db.url, None);
     // A job file naming a file that is not there: refused at submit, nothing queued.
     let files = tempfile::tempdir().unwrap();
@@ -287,10 +317,17 @@ fn bad_input_gets_one_clear_message() {
     let out = a.dockless(&["submit", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(125));
     let err = text(&out.stderr);
-    assert!(err.contains("config_file") && err.contains("missing.json"), "{err}");
+    assert!(
+        err.contains("config_file") && err.contains("missing.json"),
+        "{err}"
+    );
     std::fs::write(&path, r#"{"image": "x", "configuration": {}, "colour": 1}"#).unwrap();
     let out = a.dockless(&["submit", path.to_str().unwrap()]);
-    assert!(text(&out.stderr).contains("colour"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("colour"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(a.jobs().is_empty());
     // A host with another state key is refused before it reads or writes a job.
     let stranger = Host::new(&db.url, None);
@@ -317,7 +354,10 @@ fn bad_input_gets_one_clear_message() {
         .dockless_with(&["jobs"], &[("DOCKLESS_STORAGE", wrong.as_str())], "");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
-    assert!(err.contains("127.0.0.1") && !err.contains("wrong-"), "{err}");
+    assert!(
+        err.contains("127.0.0.1") && !err.contains("wrong-"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -372,5 +412,8 @@ fn ps_lists_a_local_job_and_kill_stops_it() {
     assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
     let out = a.root.dockless_with(&["ps", "--json"], &[], "");
     assert_eq!(json_of(&out), json!([]));
-    dockless_testkit::assert_clean(a.root.path(), &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"]);
+    dockless_testkit::assert_clean(
+        a.root.path(),
+        &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
+    );
 }

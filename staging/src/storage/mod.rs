@@ -303,9 +303,7 @@ pub trait Transaction {
     /// then drop the transaction. A backend without a job queue refuses.
     fn queue_step(&mut self, claim: &Claim, step: Step<'_>) -> Result<()> {
         let _ = step;
-        Err(crate::Error::NoQueue {
-            job: claim.job_id,
-        })
+        Err(crate::Error::NoQueue { job: claim.job_id })
     }
     /// Makes every write of this transaction visible at once.
     fn commit(self: Box<Self>) -> Result<()>;

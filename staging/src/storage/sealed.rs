@@ -196,9 +196,7 @@ impl StateCipher {
         }
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).ok()?;
-        self.aead
-            .decrypt(&nonce, Payload { msg: sealed, aad })
-            .ok()
+        self.aead.decrypt(&nonce, Payload { msg: sealed, aad }).ok()
     }
 
     /// Encrypts a whole document, bound to `context` (e.g. a queued job's component id): a
@@ -207,7 +205,7 @@ impl StateCipher {
     pub fn seal_document(&self, context: &str, doc: &Value) -> Result<String> {
         let plain = serde_json::to_vec(doc).map_err(|source| Error::Serialize {
             path: self.key_file.clone(),
-            source,
+            source: source.into(),
         })?;
         let text = self.encrypt(&plain, &document_aad(context))?;
         Ok(text[MARKER.len()..].to_string())

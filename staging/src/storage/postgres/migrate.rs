@@ -23,11 +23,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Adding one is adding an entry here (and its file).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "storage",
-    sql: include_str!("migrations/0001_storage.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "storage",
+        sql: include_str!("migrations/0001_storage.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "queue",
+        sql: include_str!("migrations/0002_queue.sql"),
+    },
+];
 
 /// The schema version this build writes.
 pub fn latest() -> i64 {

@@ -28,6 +28,7 @@ mod catalog;
 pub mod connect;
 mod copy;
 pub mod migrate;
+pub mod queue;
 mod write;
 
 use std::cell::RefCell;
@@ -46,6 +47,7 @@ use crate::time::now_micros;
 
 use catalog::{Params, column_index, file_info, file_slices, inline_filter, refs, table_info};
 pub use connect::ConnectTarget;
+pub use queue::{Claimed, JobQueue, JobRecord, Killed, NewJob, Renewal, Wakeup};
 pub use write::PgTransaction;
 
 /// Most columns a table can have: PostgreSQL's 1,600 per table less `_timestamp`.
@@ -116,6 +118,15 @@ impl PostgresStorage {
         write::drop_retired(&mut tx, now)?;
         Ok(PgTransaction::new(tx, now))
     }
+}
+
+/// A session on `url` whose schema is current (an empty database is set up), for the job
+/// queue's own connections.
+pub(crate) fn connect_current(url: &str) -> Result<Client> {
+    let target = ConnectTarget::resolve(url)?;
+    let mut client = open_session(&target)?;
+    migrate::check_on_open(&mut client, target.display())?;
+    Ok(client)
 }
 
 /// A connection with the session settings every statement here relies on.

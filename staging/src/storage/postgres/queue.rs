@@ -134,7 +134,9 @@ fn record(row: &postgres::Row, with_result: bool) -> Result<JobRecord> {
         max_attempts: row.get("max_attempts"),
         host: row.get("host"),
         worker: row.get("worker"),
-        submitted_at: row.get::<_, DateTime<Utc>>("submitted_at").timestamp_micros(),
+        submitted_at: row
+            .get::<_, DateTime<Utc>>("submitted_at")
+            .timestamp_micros(),
         started_at: micros(row.get("started_at")),
         finished_at: micros(row.get("finished_at")),
         message: row.get("message"),
@@ -558,10 +560,7 @@ fn get(client: &mut Client, id: i64) -> Result<Option<JobRecord>> {
 fn kill(client: &mut Client, id: i64) -> Result<Option<Killed>> {
     let mut tx = client.transaction().map_err(db("starting a kill"))?;
     let Some(row) = tx
-        .query_opt(
-            "SELECT status FROM jobs WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )
+        .query_opt("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", &[&id])
         .map_err(db("reading the job to kill"))?
     else {
         return Ok(None);
@@ -596,7 +595,9 @@ fn kill(client: &mut Client, id: i64) -> Result<Option<Killed>> {
 /// Subscribes this connection to submits and kills (see [`wait`]).
 fn listen(client: &mut Client) -> Result<()> {
     client
-        .batch_execute(&format!("LISTEN {SUBMITTED_CHANNEL}; LISTEN {KILL_CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {SUBMITTED_CHANNEL}; LISTEN {KILL_CHANNEL}"
+        ))
         .map_err(db("listening for submits and kills"))
 }
 
@@ -707,7 +708,12 @@ impl JobQueue {
     }
 
     /// Ends a job after its run (see [`end`]).
-    pub fn end(&mut self, claim: &Claim, status: JobStatus, message: Option<&str>) -> Result<JobStatus> {
+    pub fn end(
+        &mut self,
+        claim: &Claim,
+        status: JobStatus,
+        message: Option<&str>,
+    ) -> Result<JobStatus> {
         end(&mut self.client, claim, status, message)
     }
 

@@ -14,6 +14,7 @@ use super::catalog::{
 use super::{MAX_COLUMNS, RETIRED_GRACE_MICROS, copy};
 use crate::error::{Error, Result};
 use crate::id::TableId;
+use crate::queue::{Claim, Step};
 use crate::storage::{
     DeleteFilter, NewFile, Prepared, RowSource, Slice, StateKey, TableInfo, Transaction,
 };
@@ -86,10 +87,6 @@ impl<'c> PgTransaction<'c> {
 
     /// The underlying transaction, for sibling modules that write in it (the queue records a
     /// job's end in the job's own output transaction).
-    #[allow(
-        dead_code,
-        reason = "the queue's statements run in the job's transaction"
-    )]
     pub(crate) fn client(&self) -> RefMut<'_, postgres::Transaction<'c>> {
         self.tx.borrow_mut()
     }
@@ -740,6 +737,10 @@ impl Transaction for PgTransaction<'_> {
             )
             .map_err(Error::pg("storing the state"))?;
         Ok(())
+    }
+
+    fn queue_step(&mut self, claim: &Claim, step: Step<'_>) -> Result<()> {
+        super::queue::step(&mut self.client(), claim, step)
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
