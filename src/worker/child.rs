@@ -34,6 +34,30 @@ pub struct JobProcess {
     stderr: Option<JoinHandle<String>>,
     /// The job's files; removed when the process has ended.
     _dir: tempfile::TempDir,
+    /// An exclusive lock on that folder for as long as this worker lives: a folder whose lock
+    /// can be taken was left by a killed worker ([`collect_abandoned`]).
+    _lock: std::fs::File,
+}
+
+/// Removes the job folders that killed workers left under `parent` (their lock can be
+/// taken); returns how many.
+pub fn collect_abandoned(parent: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let free = std::fs::File::open(&path).is_ok_and(|f| f.try_lock().is_ok());
+        if free && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(path = %path.display(), error = %e,
+                    "cannot remove an abandoned queued job folder"),
+            }
+        }
+    }
+    removed
 }
 
 /// How a job process ended.
@@ -75,6 +99,9 @@ impl JobProcess {
             .prefix(&format!("job-{}-", claim.job_id))
             .tempdir_in(&parent)
             .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+        let lock = std::fs::File::open(dir.path())
+            .and_then(|f| f.lock().map(|()| f))
+            .with_context(|| format!("cannot lock {}", dir.path().display()))?;
         let job_file = super::document::unpack(&document, dir.path())?;
         let exe = std::env::current_exe().context("cannot find the dockless binary")?;
         let mut child = Command::new(exe)
@@ -129,6 +156,7 @@ impl JobProcess {
             stdout: Some(stdout),
             stderr: Some(stderr),
             _dir: dir,
+            _lock: lock,
         })
     }
 

@@ -72,6 +72,7 @@ pub fn run(options: &Options, paths: &Paths) -> anyhow::Result<()> {
     let url = crate::stages::queue::url(paths)?.to_string();
     let worker = worker_id(&options.host);
     let mut connection = Connection::open(paths)?;
+    collect_abandoned(paths);
     eprintln!(
         "dockless worker {worker}: {} slot(s), lease {} s",
         options.slots,
@@ -91,13 +92,6 @@ pub fn run(options: &Options, paths: &Paths) -> anyhow::Result<()> {
                 r.job.terminate();
             }
         }
-        // What the jobs printed.
-        while let Ok((claim, text)) = log_rx.try_recv() {
-            let entry = logs
-                .entry((claim.job_id, claim.attempt))
-                .or_insert_with(|| (claim, String::new()));
-            entry.1.push_str(&text);
-        }
         // Jobs whose process ended.
         let mut i = 0;
         while i < running.len() {
@@ -111,6 +105,14 @@ pub fn run(options: &Options, paths: &Paths) -> anyhow::Result<()> {
             } else {
                 i += 1;
             }
+        }
+        // What the jobs printed; after the ended ones were collected, so that an ended job's
+        // last lines are stored before its end.
+        while let Ok((claim, text)) = log_rx.try_recv() {
+            let entry = logs
+                .entry((claim.job_id, claim.attempt))
+                .or_insert_with(|| (claim, String::new()));
+            entry.1.push_str(&text);
         }
         if shutting_down && running.is_empty() && ended.is_empty() && logs.is_empty() {
             return Ok(());
@@ -328,6 +330,12 @@ fn worker_id(host: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{host}/{}/{:04x}", std::process::id(), nanos & 0xffff)
+}
+
+/// Removes what killed workers left of their jobs' files (`dockless gc`, and every worker as
+/// it starts); returns how many folders.
+pub fn collect_abandoned(paths: &Paths) -> usize {
+    child::collect_abandoned(&paths.queued())
 }
 
 /// This host's name (`uname -n`).

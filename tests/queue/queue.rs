@@ -243,8 +243,10 @@ fn logs_and_the_job_show_what_a_job_did() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("job 42 done"),
-        "{}",
-        text(&out.stdout)
+        "{}\njob: {}\nworker: {}",
+        text(&out.stdout),
+        text(&a.dockless(&["job", &id.to_string(), "--json"]).stdout),
+        a.worker_log("a")
     );
     let out = a.dockless(&["job", &id.to_string(), "--json"]);
     let job = json_of(&out);

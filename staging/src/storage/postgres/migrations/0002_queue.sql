@@ -22,7 +22,7 @@ CREATE TABLE jobs (
     -- Why the job ended as it did (the component's or the runner's message).
     message         text,
     -- The result object `dockless run --json` prints, once the worker has it.
-    result          jsonb,
+    result          json,
     -- The attempt whose own transaction stored the job's output and ended it.
     committed_attempt integer
 );
