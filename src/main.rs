@@ -18,6 +18,7 @@ mod rootless;
 mod signals;
 mod stages;
 mod units;
+mod worker;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -42,8 +43,10 @@ fn main() -> ExitCode {
         // The helper's stderr becomes the container's: nothing of ours may log there.
         return dockless_runtime::container::helper_main();
     }
-    if matches!(cli.command, cli::Command::Run(_) | cli::Command::Test(_))
-        && let Err(e) = signals::install()
+    if matches!(
+        cli.command,
+        cli::Command::Run(_) | cli::Command::Test(_) | cli::Command::Worker(_)
+    ) && let Err(e) = signals::install()
     {
         eprintln!("dockless: warning: cannot handle SIGTERM, SIGINT and SIGHUP: {e}");
     }

@@ -4,22 +4,24 @@
 
 use std::path::PathBuf;
 
+use dockless_staging::StorageLocation;
+
 /// Paths every command may need, resolved once from flags and environment.
 #[derive(Debug, Clone)]
 pub struct Paths {
     /// State directory: image store, snapshots, runtime state.
     pub root: PathBuf,
-    /// The embedded Storage database file.
-    pub storage: PathBuf,
+    /// The Storage: the embedded SQLite file, or a PostgreSQL URL.
+    pub storage: StorageLocation,
     /// Runtime state of containers in progress (bundles, libcontainer state, locks).
     pub run_state: PathBuf,
 }
 
 impl Paths {
     /// The roots for `--root` and `--storage` (each optional) and `DOCKLESS_RUN_ROOT`.
-    pub fn resolve(root: Option<PathBuf>, storage: Option<PathBuf>) -> Paths {
+    pub fn resolve(root: Option<PathBuf>, storage: Option<StorageLocation>) -> Paths {
         let root = root.unwrap_or_else(default_root);
-        let storage = storage.unwrap_or_else(|| root.join("storage.db"));
+        let storage = storage.unwrap_or_else(|| StorageLocation::Sqlite(root.join("storage.db")));
         let run_state = std::env::var_os("DOCKLESS_RUN_ROOT")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -72,6 +74,20 @@ impl Paths {
     /// The job working directories (`<run>-<pid>`, each with its `.lock`).
     pub fn jobs(&self) -> PathBuf {
         self.root.join("jobs-v1")
+    }
+
+    /// The `--storage` URL when the Storage is a PostgreSQL database (which also holds the
+    /// job queue).
+    pub fn postgres_url(&self) -> Option<&str> {
+        match &self.storage {
+            StorageLocation::Postgres(url) => Some(url),
+            _ => None,
+        }
+    }
+
+    /// The job files of the queued jobs this host's worker runs, one private directory each.
+    pub fn queued(&self) -> PathBuf {
+        self.root.join("queued")
     }
 
     /// The content store (blobs, manifests, image index).

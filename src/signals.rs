@@ -101,6 +101,23 @@ pub fn stop() -> Option<(Arc<OwnedFd>, Duration)> {
     Some((Arc::clone(&installed.pipe), grace))
 }
 
+/// For a job a queue worker started: once the worker is gone (this process was re-parented),
+/// act as if SIGTERM arrived, so that the job stops as a terminated one, removes its
+/// containers and stores nothing; another worker retries it once its lease runs out.
+pub fn stop_when_orphaned() {
+    let parent = rustix::process::getppid();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            if rustix::process::getppid() != parent {
+                let me = rustix::process::getpid();
+                let _ = rustix::process::kill_process(me, rustix::process::Signal::TERM);
+                return;
+            }
+        }
+    });
+}
+
 /// 128 + `signal`.
 fn exit_status(signal: i32) -> u8 {
     (128 + signal).clamp(0, 255) as u8

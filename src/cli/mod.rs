@@ -5,6 +5,7 @@ pub mod build;
 pub mod images;
 pub mod login;
 pub mod pull;
+pub mod queue;
 pub mod registry;
 pub mod run;
 pub mod storage;
@@ -13,6 +14,7 @@ pub mod test;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use dockless_staging::StorageLocation;
 
 /// Runs containerised data components without a Docker daemon.
 #[derive(Debug, Parser)]
@@ -23,9 +25,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "DOCKLESS_ROOT")]
     pub root: Option<PathBuf>,
 
-    /// The embedded Storage file (SQLite); default `storage.db` in the state directory.
-    #[arg(long, global = true, env = "DOCKLESS_STORAGE", value_parser = storage_path)]
-    pub storage: Option<PathBuf>,
+    /// The Storage: a SQLite file (default `storage.db` in the state directory) or a
+    /// PostgreSQL database (`postgres://user@host:port/db`, completed from the PG* variables
+    /// and ~/.pgpass as libpq does).
+    #[arg(long, global = true, env = "DOCKLESS_STORAGE", value_parser = StorageLocation::parse)]
+    pub storage: Option<StorageLocation>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -58,9 +62,24 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Remove a registry's credentials from podman's auth file.
     Logout(login::LogoutArgs),
-    /// Tables and files of the embedded Storage.
+    /// Tables and files of the Storage (SQLite or PostgreSQL).
     #[command(subcommand)]
     Storage(storage::StorageCommand),
+    /// Put a job (a job file as `run --job` takes it) into the queue of a PostgreSQL
+    /// Storage; prints its id.
+    Submit(queue::SubmitArgs),
+    /// Run the queued jobs of a PostgreSQL Storage on this host, until SIGTERM or SIGINT.
+    Worker(queue::WorkerArgs),
+    /// List the queued jobs of a PostgreSQL Storage.
+    Jobs(queue::JobsArgs),
+    /// Show one queued job and its result.
+    Job(queue::ShowJobArgs),
+    /// Print a queued job's stored output.
+    Logs(queue::LogsArgs),
+    /// Stop a queued job wherever it runs (or a local run).
+    Kill(queue::KillArgs),
+    /// List the runs and jobs running on this host.
+    Ps(queue::PsArgs),
     /// Run a command inside the rootless user namespace (as podman unshare): e.g. remove
     /// files a container left owned by a subordinate uid. Root runs it as is.
     Unshare(UnshareArgs),
@@ -85,22 +104,4 @@ pub struct UnshareArgs {
     /// The command and its arguments (default: $SHELL).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
-}
-
-/// A Storage location: a file path. A value that looks like a URL (`postgres://...`) is never
-/// taken as a file name (it would silently create a SQLite file named like the URL): refused
-/// until a backend exists for its scheme.
-fn storage_path(text: &str) -> Result<PathBuf, String> {
-    if let Some((scheme, _)) = text.split_once("://")
-        && !scheme.is_empty()
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    {
-        return Err(format!(
-            "{scheme}:// is not a Storage backend dockless has (only a SQLite file path is): \
-             the value is not taken as a file name"
-        ));
-    }
-    Ok(PathBuf::from(text))
 }

@@ -225,6 +225,11 @@ pub struct JobArgs {
     #[arg(long, requires = "job_source")]
     pub debug: bool,
 
+    /// The claim of the queue worker that started this job (`JOB:ATTEMPT:WORKER`; internal:
+    /// `dockless worker` runs each job it claims as `dockless run --job ... --queue-claim`).
+    #[arg(long, hide = true, requires = "job_source")]
+    pub queue_claim: Option<dockless_staging::queue::Claim>,
+
     /// The orchestration the job runs in: its `artifacts/out/shared` is stored for, and
     /// `artifacts.shared` reads from, the other jobs of that orchestration.
     #[arg(long, requires = "job_source")]

@@ -83,4 +83,8 @@ pub enum StorageCommand {
         /// `stage.c-bucket.table` or a file id.
         target: String,
     },
+    /// Bring the Storage's schema to this dockless' version (a PostgreSQL Storage is never
+    /// upgraded behind the back of the other hosts that share it; a SQLite file is upgraded
+    /// when opened). Safe to run from several hosts at once.
+    Migrate,
 }

@@ -32,6 +32,11 @@ pub fn run(paths: &Paths) -> anyhow::Result<ExitCode> {
     // Killed jobs' working dirs hold their decrypted configuration: gone once the job is.
     let jobs = crate::pipeline::workdir::collect_stale(&paths.jobs());
     println!("removed {jobs} abandoned job directory(ies)");
+    // A killed worker's queued jobs' files (the job, its configuration): gone with it.
+    let queued = crate::worker::collect_abandoned(paths);
+    if queued > 0 {
+        println!("removed {queued} abandoned queued job file folder(s)");
+    }
     // Snapshots of the format before `user.overlay` marks (snapshots-v1) are never read again;
     // a run of an older dockless could still stack on them, so only when none is alive.
     let old = paths.root.join("snapshots-v1");

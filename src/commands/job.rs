@@ -255,7 +255,20 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
             "processors": processor_secrets,
         }),
         logging,
+        claim: job.queue_claim.clone(),
+        rows_done: Vec::new(),
     };
+    let mut settings = settings;
+    if let Some(claim) = &settings.claim {
+        crate::signals::stop_when_orphaned();
+        // A retried job skips the rows an earlier attempt stored.
+        settings.rows_done = crate::stages::queue::rows_done(
+            paths,
+            claim,
+            &settings.component_id,
+            settings.config_id.as_deref(),
+        )?;
+    }
     if let Some(rows) = rows {
         let result = pipeline::rows::run_rows(&settings, rows, paths);
         if !args.json {

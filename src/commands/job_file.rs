@@ -59,6 +59,15 @@ struct JobFile {
     logging: Option<serde_json::Value>,
 }
 
+/// Checks that `value` is a job file this version reads (unknown fields refused, as
+/// [`apply`] refuses them), so that a queued job fails when it is submitted, not later on a
+/// worker.
+pub fn check(value: &serde_json::Value, path: &Path) -> anyhow::Result<()> {
+    JobFile::deserialize(value)
+        .map(|_| ())
+        .with_context(|| format!("job file {}: not a valid job", path.display()))
+}
+
 /// Reads `path` and fills every setting of `args` the command line left unset; a `build` is
 /// built here (its progress on stderr) and becomes the image.
 pub fn apply(path: &Path, args: &mut RunArgs, paths: &Paths) -> anyhow::Result<()> {

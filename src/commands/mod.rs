@@ -11,6 +11,7 @@ pub mod job_file;
 pub mod login;
 pub mod project;
 pub mod pull;
+pub mod queue;
 pub mod run;
 pub mod storage;
 pub mod test;
@@ -69,6 +70,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(*args, &paths),
         Command::Test(args) => test::run(*args, &paths),
         Command::Gc => gc::run(&paths),
+        Command::Submit(args) => queue::submit(args, &paths),
+        Command::Worker(args) => queue::worker(args, &paths),
+        Command::Jobs(args) => queue::jobs(args, &paths),
+        Command::Job(args) => queue::job(args, &paths),
+        Command::Logs(args) => queue::logs(args, &paths),
+        Command::Kill(args) => queue::kill(args, &paths),
+        Command::Ps(args) => queue::ps(args, &paths),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
         Command::Unshare(args) => crate::rootless::exec(args.command),

@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use dockless_staging::storage::{ColumnFilter, Operator, Slice};
 use dockless_staging::time::{format_iso, now_micros, parse_time_expr};
 use dockless_staging::{
-    ExportOptions, FileQuery, ImportOptions, NewFile, Storage, TableId, import_file,
+    ExportOptions, FileQuery, ImportOptions, NewFile, PostgresStorage, Storage, StorageLocation,
+    TableId, import_file,
 };
 
 use crate::cli::storage::StorageCommand;
@@ -19,8 +20,11 @@ use crate::paths::Paths;
 
 /// Runs one storage subcommand against `paths.storage`.
 pub fn run(cmd: StorageCommand, paths: &Paths) -> anyhow::Result<ExitCode> {
+    if let StorageCommand::Migrate = cmd {
+        return migrate(paths);
+    }
     let mut storage = crate::stages::storage::open(paths)
-        .with_context(|| format!("opening storage {}", paths.storage.display()))?;
+        .with_context(|| format!("opening storage {}", paths.storage))?;
     match cmd {
         StorageCommand::Import {
             file,
@@ -184,6 +188,7 @@ pub fn run(cmd: StorageCommand, paths: &Paths) -> anyhow::Result<ExitCode> {
             }
             out.flush().context("writing the file")?;
         }
+        StorageCommand::Migrate => unreachable!("handled before the Storage is opened"),
         StorageCommand::Rm { target } => {
             let mut tx = storage.begin()?;
             match target.parse::<i64>() {
@@ -191,6 +196,31 @@ pub fn run(cmd: StorageCommand, paths: &Paths) -> anyhow::Result<ExitCode> {
                 Err(_) => tx.drop_table(&target.parse()?)?,
             }
             tx.commit()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dockless storage migrate`.
+fn migrate(paths: &Paths) -> anyhow::Result<ExitCode> {
+    match &paths.storage {
+        StorageLocation::Postgres(url) => {
+            let (before, after) = PostgresStorage::migrate(url)
+                .with_context(|| format!("migrating storage {}", paths.storage))?;
+            if before == after {
+                eprintln!("schema of {} is at version {after}", paths.storage);
+            } else {
+                eprintln!(
+                    "migrated the schema of {} from version {before} to {after}",
+                    paths.storage
+                );
+            }
+        }
+        StorageLocation::Sqlite(_) => {
+            // Opening a SQLite Storage migrates it.
+            crate::stages::storage::open(paths)
+                .with_context(|| format!("opening storage {}", paths.storage))?;
+            eprintln!("schema of {} is up to date", paths.storage);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -279,29 +279,29 @@ impl Pipeline<'_> {
             other => other,
         };
         if let Some(message) = message {
-            return Err(Failure { class, message });
+            return Err(Failure::new(class, message));
         }
         if sync {
             if !tee.kept_stdout.complete() {
-                return Err(Failure {
-                    class: Class::Application,
-                    message: format!(
+                return Err(Failure::new(
+                    Class::Application,
+                    format!(
                         "sync action {:?}: its output is larger than {} bytes",
                         self.action,
                         2 * output::KEEP_BYTES
                     ),
-                });
+                ));
             }
             match serde_json::from_str::<Value>(&stdout) {
                 Ok(answer) => self.result.action_result = Some(answer),
                 Err(e) => {
-                    return Err(Failure {
-                        class: Class::Application,
-                        message: format!(
+                    return Err(Failure::new(
+                        Class::Application,
+                        format!(
                             "sync action {:?}: its output is not valid JSON: {e}",
                             self.action
                         ),
-                    });
+                    ));
                 }
             }
         }

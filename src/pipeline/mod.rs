@@ -114,6 +114,12 @@ pub struct JobSettings {
     /// The main component's `logging` (GELF server, verbosity); processors log as
     /// `standard` components.
     pub logging: gelf::Logging,
+    /// The claim of the queue worker running this job ([`dockless_staging::queue`]): the
+    /// job's output transaction also ends it (or marks its row done).
+    pub claim: Option<dockless_staging::queue::Claim>,
+    /// Rows an earlier attempt of this queued job already stored, with their held-back
+    /// states (unsealed): skipped, their states stored with the others' at the end.
+    pub rows_done: Vec<(String, Option<Value>)>,
 }
 
 /// Keboola's cap on a configuration's own `runtime.process_timeout`.
@@ -242,6 +248,7 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
     .run();
     if let Err(failure) = outcome {
         let message = secrets.redact(&failure.message);
+        result.retryable = failure.retryable;
         result.fail(failure.class, message);
     }
     if let Some(m) = result.message.take() {
@@ -256,42 +263,47 @@ pub fn run(settings: &JobSettings, paths: &Paths) -> JobResult {
 struct Failure {
     class: Class,
     message: String,
+    /// The Storage could not be reached ([`JobResult::retryable`]).
+    retryable: bool,
 }
 
 impl Failure {
-    fn user(message: impl Into<String>) -> Failure {
+    fn new(class: Class, message: String) -> Failure {
         Failure {
-            class: Class::User,
-            message: message.into(),
+            class,
+            message,
+            retryable: false,
         }
     }
 
+    fn user(message: impl Into<String>) -> Failure {
+        Failure::new(Class::User, message.into())
+    }
+
     fn application(err: &anyhow::Error) -> Failure {
-        Failure {
-            class: Class::Application,
-            message: format!("{err:#}"),
-        }
+        Failure::new(Class::Application, format!("{err:#}"))
     }
 
     /// Keboola's `terminated`: a signal ended the job `when`.
     fn terminated(signal: &crate::signals::Interrupted, when: &str) -> Failure {
-        Failure {
-            class: Class::Terminated,
-            message: format!(
+        Failure::new(
+            Class::Terminated,
+            format!(
                 "Job terminated by {} {when}: no output mapping, no state stored.",
                 crate::signals::name(signal.signal)
             ),
-        }
+        )
     }
 
     fn staging(err: dockless_staging::Error) -> Failure {
+        let class = if err.is_user_error() {
+            Class::User
+        } else {
+            Class::Application
+        };
         Failure {
-            class: if err.is_user_error() {
-                Class::User
-            } else {
-                Class::Application
-            },
-            message: error_chain(&err),
+            retryable: err.is_unavailable(),
+            ..Failure::new(class, error_chain(&err))
         }
     }
 }
@@ -328,6 +340,7 @@ impl Pipeline<'_> {
             default_bucket: s.default_bucket.clone(),
             data_type_support: s.data_type_support,
             defer_state: s.defer_state,
+            claim: s.claim.clone(),
         })
         .map_err(Failure::staging)?;
 
@@ -395,6 +408,19 @@ impl Pipeline<'_> {
         workdir::collect_stale(&jobs);
         let work = WorkDir::create(&jobs, &job_dir_name(s), s.userns.map(|shift| shift.base))
             .map_err(|e| Failure::application(&e))?;
+        work.describe(&serde_json::json!({
+            "pid": std::process::id(),
+            "run_id": s.run_id,
+            "component_id": s.component_id,
+            "config_id": s.config_id,
+            "row_id": s.row_id,
+            "image": s.image,
+            "queue_job": s.claim.as_ref().map(|c| c.job_id),
+            "started_at": dockless_staging::time::format_rfc3339(
+                dockless_staging::time::now_micros()
+            ),
+        }))
+        .map_err(|e| Failure::application(&e))?;
         let outcome = self.with_workdir(&mut job, &steps, &work, input_started, wanted.as_ref());
         let cleanup_started = Instant::now();
         if let Err(e) = work.remove() {
@@ -520,10 +546,7 @@ impl Pipeline<'_> {
             &s.extra_secrets,
             &state,
         ])
-        .map_err(|e| Failure {
-            class: e.class(),
-            message: error_chain(&e),
-        })?;
+        .map_err(|e| Failure::new(e.class(), error_chain(&e)))?;
         self.result.timings.input_ms = ms(input_started.elapsed());
         self.check_signal("after input mapping, before any container")?;
 
@@ -609,8 +632,8 @@ impl Pipeline<'_> {
             Err(e) => {
                 let f = Failure::staging(e);
                 Err(Failure {
-                    class: f.class,
                     message: format!("Failed to process output mapping: {}", f.message),
+                    ..f
                 })
             }
         }

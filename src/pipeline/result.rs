@@ -152,6 +152,10 @@ pub struct JobResult {
     /// hold secrets).
     #[serde(skip)]
     pub deferred_state: Option<(dockless_staging::StateKey, Value)>,
+    /// The job failed because its Storage could not be reached: a queued job is given back
+    /// to the queue for another attempt instead of ending.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retryable: bool,
 }
 
 /// The artifacts of a job, as Storage file ids.
@@ -198,6 +202,7 @@ impl JobResult {
             stderr_tail: String::new(),
             cleanup_error: None,
             deferred_state: None,
+            retryable: false,
         }
     }
 

@@ -67,6 +67,10 @@ pub struct RowsResult {
     pub rows: Vec<RowOutcome>,
     /// Notes on the configuration as a whole (states not stored after a failed row).
     pub warnings: Vec<String>,
+    /// A row, or the rows' states, could not be stored because the Storage was unreachable
+    /// (see [`JobResult::retryable`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retryable: bool,
 }
 
 impl RowsResult {
@@ -129,6 +133,7 @@ pub fn run_rows(base: &JobSettings, rows: Vec<RowPlan>, paths: &Paths) -> RowsRe
         run_id: base.run_id.clone(),
         rows: Vec::new(),
         warnings: Vec::new(),
+        retryable: false,
     };
     let mut failed: Option<String> = None;
     let mut states = Vec::new();
@@ -148,6 +153,24 @@ pub fn run_rows(base: &JobSettings, rows: Vec<RowPlan>, paths: &Paths) -> RowsRe
                 configuration,
             } => (row_id, configuration),
         };
+        if let Some((_, state)) = base.rows_done.iter().find(|(done, _)| *done == row_id) {
+            // Stored by an earlier attempt of this queued job: not run twice.
+            if let Some(state) = state {
+                let key = dockless_staging::StateKey {
+                    component: base.component_id.clone(),
+                    config: base.config_id.clone().unwrap_or_default(),
+                    row: Some(row_id.clone()),
+                };
+                states.push((result.rows.len(), (key, state.clone())));
+            }
+            result.rows.push(RowOutcome {
+                row_id,
+                status: "success",
+                reason: Some("stored by an earlier attempt of this queued job".into()),
+                result: None,
+            });
+            continue;
+        }
         if let Some(first) = &failed {
             result.rows.push(RowOutcome {
                 row_id,
@@ -167,6 +190,7 @@ pub fn run_rows(base: &JobSettings, rows: Vec<RowPlan>, paths: &Paths) -> RowsRe
         }
         if ran.class != Class::Success {
             failed = Some(row_id.clone());
+            result.retryable |= ran.retryable;
             if worse(ran.class, result.class) {
                 result.class = ran.class;
                 result.status = ran.status;
@@ -194,7 +218,7 @@ pub fn run_rows(base: &JobSettings, rows: Vec<RowPlan>, paths: &Paths) -> RowsRe
     }
     let stored = crate::stages::storage::open(paths).and_then(|mut storage| {
         let all: Vec<_> = states.iter().map(|(_, s)| s.clone()).collect();
-        dockless_staging::store_states(&mut storage, &all)
+        dockless_staging::job::store_states_ending(&mut storage, &all, base.claim.as_ref())
     });
     match stored {
         Ok(()) => {
@@ -205,6 +229,7 @@ pub fn run_rows(base: &JobSettings, rows: Vec<RowPlan>, paths: &Paths) -> RowsRe
             }
         }
         Err(e) => {
+            result.retryable = e.is_unavailable();
             result.class = Class::Application;
             result.status = "error";
             result.message = Some(format!("storing the rows' states failed: {e}"));

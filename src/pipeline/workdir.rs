@@ -91,6 +91,31 @@ pub fn collect_stale(parent: &Path) -> usize {
     removed
 }
 
+/// The jobs living under `parent` (their lock is held), as [`WorkDir::describe`] described
+/// them, oldest first.
+pub fn live(parent: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut jobs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_lock = path.extension().is_some_and(|e| e == "lock")
+            && !entry.file_name().to_string_lossy().starts_with('.');
+        if !is_lock || lock_is_free(&path) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if let Ok(info @ serde_json::Value::Object(_)) = serde_json::from_str(&text) {
+            jobs.push(info);
+        }
+    }
+    jobs.sort_by(|a, b| a["started_at"].as_str().cmp(&b["started_at"].as_str()));
+    jobs
+}
+
 /// Whether nobody holds the lock at `path` (a missing file counts as held: another collector
 /// took it).
 fn lock_is_free(path: &Path) -> bool {
@@ -152,6 +177,16 @@ impl WorkDir {
                 })?;
         }
         Ok(dir)
+    }
+
+    /// Writes what the job is (`dockless ps` shows it) into its lock file: the lock says
+    /// whether the job lives, the file what it is.
+    pub fn describe(&self, info: &serde_json::Value) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut file = &self._lock;
+        file.set_len(0)
+            .and_then(|()| file.write_all(info.to_string().as_bytes()))
+            .with_context(|| format!("cannot write {}", self.lock_path.display()))
     }
 
     /// Its path.

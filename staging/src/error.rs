@@ -204,6 +204,44 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// PostgreSQL Storage failure (a statement, a COPY, the transaction).
+    #[error("postgres storage error while {during}")]
+    Postgres {
+        /// What the backend was doing.
+        during: String,
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// A PostgreSQL Storage could not be reached or refused the login: names the server,
+    /// user and database (never the password) and what failed.
+    #[error("cannot open postgres storage {target}: {reason}")]
+    PgConnect {
+        /// `user@host:port/dbname`.
+        target: String,
+        /// What failed, in words (wrong password, no such database, connection refused ...).
+        reason: String,
+    },
+    /// A `--storage` value that is not a usable PostgreSQL URL (or its TLS material).
+    #[error("invalid postgres storage URL: {reason}")]
+    PgUrl {
+        /// What is wrong with it (the password is never quoted).
+        reason: String,
+    },
+    /// The PostgreSQL Storage's schema is not the version this dockless uses.
+    #[error(
+        "postgres storage {target} has schema version {found}, this dockless knows up to {supported}: {advice}"
+    )]
+    PgSchema {
+        /// `user@host:port/dbname`.
+        target: String,
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+        /// What to do: run `dockless storage migrate`, or use a newer dockless.
+        advice: &'static str,
+    },
     /// The component's `out/usage.json` is not what Keboola takes: an application error, as
     /// in Keboola (the component broke its contract).
     #[error("invalid usage file {what}: {reason}")]
@@ -246,6 +284,33 @@ pub enum Error {
         /// The key file used.
         key_file: PathBuf,
     },
+    /// A queued job's step was recorded on a Storage that keeps no job queue (SQLite).
+    #[error("job {job}: this Storage keeps no job queue (use a PostgreSQL Storage)")]
+    NoQueue {
+        /// The job.
+        job: i64,
+    },
+    /// A worker's claim on a job no longer holds: nothing of this attempt may be stored.
+    #[error("job {job} attempt {attempt}: {reason}")]
+    JobLost {
+        /// The job.
+        job: i64,
+        /// The attempt whose claim failed.
+        attempt: i32,
+        /// What happened to the job meanwhile.
+        reason: String,
+    },
+    /// A sealed document (a queued job) does not decrypt with this installation's key.
+    #[error(
+        "cannot decrypt {what} with the key in {key_file} (sealed with another host's key, or \
+         altered): every host sharing a Storage needs the same state key file"
+    )]
+    DocumentDecrypt {
+        /// What was sealed, e.g. `job 12`.
+        what: String,
+        /// The key file used.
+        key_file: PathBuf,
+    },
     /// Serializing config.json, a manifest or the state failed.
     #[error("failed to write {path}")]
     Serialize {
@@ -265,12 +330,36 @@ impl Error {
             self,
             Error::Io { .. }
                 | Error::Db { .. }
+                | Error::Postgres { .. }
+                | Error::PgConnect { .. }
+                | Error::PgUrl { .. }
+                | Error::PgSchema { .. }
                 | Error::Serialize { .. }
                 | Error::SchemaVersion { .. }
                 | Error::Usage { .. }
                 | Error::StateKeyFile { .. }
                 | Error::StateDecrypt { .. }
+                | Error::NoQueue { .. }
+                | Error::JobLost { .. }
+                | Error::DocumentDecrypt { .. }
         )
+    }
+
+    /// The Storage could not be reached (its server went away, the connection broke or could
+    /// not be made): a queued job that failed this way is retried rather than ended.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::PgConnect { .. } => true,
+            Error::Postgres { source, .. } => {
+                source.is_closed()
+                    || source.as_db_error().is_none()
+                    || source.code().is_some_and(|c| {
+                        // Class 08 (connection exception) and 57P0x (the server shuts down).
+                        c.code().starts_with("08") || c.code().starts_with("57P0")
+                    })
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
@@ -282,6 +371,14 @@ impl Error {
     /// (hot loops pass a `&str` and pay nothing on success).
     pub(crate) fn db<D: Into<String>>(during: D) -> impl FnOnce(rusqlite::Error) -> Error {
         move |source| Error::Db {
+            during: during.into(),
+            source,
+        }
+    }
+
+    /// Error mapper for a PostgreSQL call, as [`Error::db`] for SQLite.
+    pub(crate) fn pg<D: Into<String>>(during: D) -> impl FnOnce(postgres::Error) -> Error {
+        move |source| Error::Postgres {
             during: during.into(),
             source,
         }

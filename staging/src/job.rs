@@ -11,6 +11,7 @@ use crate::input::{self, InputReport};
 use crate::layout::DataDir;
 use crate::out_dir;
 use crate::output::{self, OutputReport, OutputSettings};
+use crate::queue::{Claim, JobStatus, Step};
 use crate::storage::{StateKey, Storage, Transaction};
 use crate::time::now_micros;
 use crate::types::DataTypeSupport;
@@ -46,6 +47,10 @@ pub struct JobSpec {
     /// carries it, for [`store_states`] once every row of the configuration succeeded
     /// (Keboola's runner persists the rows' states only then).
     pub defer_state: bool,
+    /// The queue claim of the worker running this job, when it came from a job queue: the
+    /// output transaction then also ends the job (or, for a row with a deferred state, marks
+    /// the row done), fenced by the claim ([`crate::queue`]).
+    pub claim: Option<Claim>,
 }
 
 /// A job being staged: its normalized configuration and, after [`Job::stage`], what input
@@ -290,7 +295,24 @@ impl Job {
             }
         }
         let mut stored_artifacts = Vec::new();
+        let claim = self.spec.claim.as_ref();
+        let row_done = match (&self.spec.row_id, self.spec.defer_state) {
+            // A row that failed ends the job: the rows after it do not run.
+            (Some(row), true) if succeeded => Some(row.as_str()),
+            _ => None,
+        };
         let mut before_commit = |tx: &mut dyn Transaction| -> Result<()> {
+            if let Some(claim) = claim {
+                let step = match row_done {
+                    Some(row_id) => Step::RowDone {
+                        row_id,
+                        state: deferred_state.as_ref().map(|(k, v)| (k, v)),
+                    },
+                    None if succeeded => Step::End(JobStatus::Success),
+                    None => Step::End(JobStatus::Error),
+                };
+                tx.queue_step(claim, step)?;
+            }
             for (id, tags) in &processed {
                 tx.add_file_tags(*id, tags)?;
             }
@@ -374,9 +396,22 @@ fn output_data_type_support(normalized: &Value) -> Result<Option<DataTypeSupport
 /// Stores states held back by [`JobSpec::defer_state`], all in one transaction: all of them
 /// or, on error, none.
 pub fn store_states(storage: &mut dyn Storage, states: &[(StateKey, Value)]) -> Result<()> {
+    store_states_ending(storage, states, None)
+}
+
+/// [`store_states`] that also ends the queued job `claim` holds with success, in the same
+/// transaction: the last write of a configuration whose rows all succeeded.
+pub fn store_states_ending(
+    storage: &mut dyn Storage,
+    states: &[(StateKey, Value)],
+    claim: Option<&Claim>,
+) -> Result<()> {
     let mut tx = storage.begin()?;
     for (key, state) in states {
         tx.set_state(key, state)?;
+    }
+    if let Some(claim) = claim {
+        tx.queue_step(claim, Step::End(JobStatus::Success))?;
     }
     tx.commit()
 }

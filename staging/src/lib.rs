@@ -68,6 +68,7 @@ mod out_dir;
 pub mod output;
 pub mod php_json;
 mod private;
+pub mod queue;
 pub mod sanitize;
 pub mod storage;
 pub mod time;
@@ -82,6 +83,8 @@ pub use layout::DataDir;
 pub use output::{
     ImportOptions, LoadedTable, OutputReport, OutputSettings, StoredFile, import_file,
 };
+pub use storage::any::{AnyStorage, Location as StorageLocation};
+pub use storage::postgres::PostgresStorage;
 pub use storage::sealed::{SealedStorage, StateCipher};
 pub use storage::sqlite::{MAX_COLUMNS, Options as SqliteOptions, SqliteStorage};
 pub use storage::{

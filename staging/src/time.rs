@@ -27,6 +27,15 @@ pub fn format_precise(micros: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
 
+/// Formats unix microseconds as RFC 3339 in UTC with milliseconds
+/// (`2026-12-07T04:35:00.123Z`), as `dockless jobs --json` and `dockless ps` print times.
+pub fn format_rfc3339(micros: i64) -> String {
+    Utc.timestamp_micros(micros)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Parses a time expression relative to `now` (unix microseconds): a relative offset
 /// (`-2 days`, `-1 hour`, `3 weeks ago`), a unix timestamp in seconds, or an ISO 8601 date or
 /// date-time (UTC when no offset is given). Mirrors the subset of PHP `strtotime` that

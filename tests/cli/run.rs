@@ -233,8 +233,9 @@ fn usage_errors_exit_125_not_a_job_class() {
     let out = dockless(root.path(), &["run", "--no-such-flag", "busybox"]);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     assert!(dockless(root.path(), &["--help"]).status.success());
-    // A Storage URL is never taken as a file name (issue 18): refused, and nothing created.
-    for storage in ["postgres://u@127.0.0.1/db", "sqlite://x.db"] {
+    // A URL of a backend dockless does not have is never taken as a file name (issue 18):
+    // refused, and nothing created (postgres:// is a backend, tested in tests/cli/postgres.rs).
+    for storage in ["mysql://u@127.0.0.1/db", "sqlite://x.db"] {
         let out = Command::new(env!("CARGO_BIN_EXE_dockless"))
             .current_dir(root.path())
             .env("DOCKLESS_ROOT", root.path())

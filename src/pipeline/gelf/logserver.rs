@@ -57,9 +57,8 @@ impl LogServer {
             failed: None,
         };
         if network == NetworkMode::Host {
-            let (fd, port) = bind_on_host(kind).map_err(|e| Failure {
-                class: Class::Application,
-                message: format!("Failed to start server {e}"),
+            let (fd, port) = bind_on_host(kind).map_err(|e| {
+                Failure::new(Class::Application, format!("Failed to start server {e}"))
             })?;
             log.port = port;
             log.serve(vec![fd]);

@@ -1,11 +1,13 @@
 //! The Storage interface: tables and files a job reads from and writes to.
 //!
 //! Reads go through [`Storage`]; every write goes through a [`Transaction`] so that one job's
-//! output lands all at once or not at all. The embedded backend is [`sqlite::SqliteStorage`];
-//! other backends (a shared PostgreSQL, Keboola's Storage API) implement the same two traits and
-//! keep their query language to themselves. [`sealed::SealedStorage`] wraps any of them so that
+//! output lands all at once or not at all. The embedded backend is [`sqlite::SqliteStorage`],
+//! the shared one [`postgres::PostgresStorage`]; each keeps its query language to itself, and
+//! [`any::AnyStorage`] is whichever of them a [`any::Location`] names. [`sealed::SealedStorage`] wraps any of them so that
 //! the `#` values of stored state are encrypted at rest.
 
+pub mod any;
+pub mod postgres;
 pub mod sealed;
 pub mod sqlite;
 
@@ -15,6 +17,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::id::TableId;
+use crate::queue::{Claim, Step};
 use crate::types::ColumnType;
 
 /// One `{key, value}` metadata entry as Keboola keeps it on tables and columns.
@@ -294,6 +297,14 @@ pub trait Transaction {
     fn delete_file(&mut self, id: i64) -> Result<()>;
     /// Replaces the stored configuration state.
     fn set_state(&mut self, key: &StateKey, state: &Value) -> Result<()>;
+    /// Records `step` of the queued job `claim` holds inside this transaction, so that it
+    /// commits with the job's output and state or not at all. Fails when the claim no longer
+    /// holds the job (its lease went to another worker, or it was killed): the caller must
+    /// then drop the transaction. A backend without a job queue refuses.
+    fn queue_step(&mut self, claim: &Claim, step: Step<'_>) -> Result<()> {
+        let _ = step;
+        Err(crate::Error::NoQueue { job: claim.job_id })
+    }
     /// Makes every write of this transaction visible at once.
     fn commit(self: Box<Self>) -> Result<()>;
 }

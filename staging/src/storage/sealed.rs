@@ -33,6 +33,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::id::TableId;
+use crate::queue::{Claim, Step};
 use crate::storage::{
     DeleteFilter, ExportOptions, Exported, FileInfo, FileQuery, NewFile, Prepared, RowSource,
     Slice, StateKey, Storage, TableInfo, Transaction,
@@ -181,20 +182,44 @@ impl StateCipher {
     /// The plain value, or `None` when the text is not a ciphertext of this key and
     /// component (wrong key, altered, truncated).
     fn decrypt(&self, text: &str, aad: &[u8]) -> Option<Value> {
+        let plain = self.decrypt_raw(text, aad)?;
+        match serde_json::from_slice(&plain).ok()? {
+            v @ (Value::String(_) | Value::Number(_)) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn decrypt_raw(&self, text: &str, aad: &[u8]) -> Option<Vec<u8>> {
         let raw = STANDARD.decode(text).ok()?;
         if raw.len() < NONCE_LEN {
             return None;
         }
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).ok()?;
-        let plain = self
-            .aead
-            .decrypt(&nonce, Payload { msg: sealed, aad })
-            .ok()?;
-        match serde_json::from_slice(&plain).ok()? {
-            v @ (Value::String(_) | Value::Number(_)) => Some(v),
-            _ => None,
-        }
+        self.aead.decrypt(&nonce, Payload { msg: sealed, aad }).ok()
+    }
+
+    /// Encrypts a whole document, bound to `context` (e.g. a queued job's component id): a
+    /// job waiting in a shared database carries its configuration, variables and vault values,
+    /// and the database must see none of them. Every host that reads it back needs this key.
+    pub fn seal_document(&self, context: &str, doc: &Value) -> Result<String> {
+        let plain = serde_json::to_vec(doc).map_err(|source| Error::Serialize {
+            path: self.key_file.clone(),
+            source: source.into(),
+        })?;
+        let text = self.encrypt(&plain, &document_aad(context))?;
+        Ok(text[MARKER.len()..].to_string())
+    }
+
+    /// Decrypts what [`StateCipher::seal_document`] sealed for the same `context`; `what`
+    /// names the document in the error.
+    pub fn unseal_document(&self, context: &str, text: &str, what: &str) -> Result<Value> {
+        self.decrypt_raw(text, &document_aad(context))
+            .and_then(|plain| serde_json::from_slice(&plain).ok())
+            .ok_or_else(|| Error::DocumentDecrypt {
+                what: what.to_string(),
+                key_file: self.key_file.clone(),
+            })
     }
 
     /// The key in `path`, `None` when there is no file; every check of
@@ -299,6 +324,14 @@ impl StateCipher {
         }
         Ok(())
     }
+}
+
+/// The associated data of a sealed document: its own tag (a document never decrypts as a
+/// state value, nor the reverse), then the context.
+fn document_aad(context: &str) -> Vec<u8> {
+    let mut aad = b"dockless document v1\0".to_vec();
+    aad.extend_from_slice(context.as_bytes());
+    aad
 }
 
 /// The associated data: whose state a value belongs to, each part length-prefixed so that no
@@ -480,6 +513,26 @@ impl Transaction for SealedTransaction<'_> {
         let mut sealed = state.clone();
         self.cipher.seal(key, &mut sealed)?;
         self.inner.set_state(key, &sealed)
+    }
+
+    fn queue_step(&mut self, claim: &Claim, step: Step<'_>) -> Result<()> {
+        // A row's held-back state waits in the queue as it would in the state table: sealed.
+        if let Step::RowDone {
+            row_id,
+            state: Some((key, state)),
+        } = step
+        {
+            let mut sealed = state.clone();
+            self.cipher.seal(key, &mut sealed)?;
+            return self.inner.queue_step(
+                claim,
+                Step::RowDone {
+                    row_id,
+                    state: Some((key, &sealed)),
+                },
+            );
+        }
+        self.inner.queue_step(claim, step)
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
