@@ -419,3 +419,71 @@ fn ps_lists_a_local_job_and_kill_stops_it() {
         &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
     );
 }
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn a_retried_job_with_rows_skips_the_rows_already_stored() {
+    let db = Database::create();
+    let a = Host::new(&db.url, None);
+    assert!(a.dockless(&["jobs"]).status.success());
+    let b = Host::new(&db.url, Some(a.key()));
+    component(&a);
+    component(&b);
+    let output = json!({"tables": [{
+        "source": "hits.csv",
+        "destination": "out.c-queue.hits",
+        "incremental": true
+    }]});
+    let job = json!({
+        "image": TAG,
+        "component_id": "queue-test",
+        "config_id": "rows",
+        "configuration": {
+            "id": "rows",
+            "configuration": {"storage": {"output": output}},
+            "rows": [
+                {"id": "r1", "configuration": {"parameters": {"n": 1}}},
+                {"id": "r2", "configuration": {"parameters": {"n": 2, "sleep": 5}}}
+            ]
+        }
+    });
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("rows.json");
+    std::fs::write(&path, job.to_string()).unwrap();
+    let id = a.submit(&path);
+    let wa = a.worker("a", &["--lease", "3s"]);
+    // Row r1 is stored; r2 runs: the host dies.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let tables = a.dockless(&["storage", "tables"]);
+        if text(&tables.stdout).contains("out.c-queue.hits") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "row r1 never stored");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    signal_group(&wa, libc::SIGKILL);
+    drop(wa);
+    let wb = b.worker("b", &["--lease", "3s"]);
+    let job = a.wait_status(id, "success", Duration::from_secs(120));
+    signal_group(&wb, libc::SIGTERM);
+    assert_eq!(job["job"]["attempt"], 2, "{job:#}");
+    let rows = &job["rows"];
+    assert_eq!(rows[0]["row_id"], "r1", "{job:#}");
+    assert!(
+        rows[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("earlier attempt")),
+        "{job:#}"
+    );
+    assert_eq!(rows[1]["status"], "success", "{job:#}");
+    let mut ns: Vec<u32> = hits(&a).iter().map(|r| r.0).collect();
+    ns.sort();
+    assert_eq!(ns, vec![1, 2], "each row's output once");
+    assert!(
+        wb.wait_with_output().status.success(),
+        "{}",
+        b.worker_log("b")
+    );
+}
