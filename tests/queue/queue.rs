@@ -266,14 +266,19 @@ fn a_postgres_restart_under_running_workers_loses_and_doubles_nothing() {
     let a = Host::new(&cluster.url, None);
     assert!(a.dockless(&["jobs"]).status.success(), "first contact");
     let b = Host::new(&cluster.url, Some(a.key()));
-    component(&a);
-    component(&b);
+    let c = Host::new(&cluster.url, Some(a.key()));
+    for host in [&a, &b, &c] {
+        component(host);
+    }
     let files = tempfile::tempdir().unwrap();
-    for n in 0..8 {
+    for n in 0..9 {
         a.submit(&job_file(files.path(), n, &format!("c{n}"), 1.5));
     }
-    let wa = a.worker("a", &["--lease", "5s"]);
-    let wb = b.worker("b", &["--lease", "5s"]);
+    let workers = [
+        (a.worker("a", &["--lease", "5s"]), &a, "a"),
+        (b.worker("b", &["--lease", "5s"]), &b, "b"),
+        (c.worker("c", &["--lease", "5s"]), &c, "c"),
+    ];
     // Restart once the first job has ended, while others run.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while !a.jobs().iter().any(|j| j["status"] == "success") {
@@ -281,29 +286,35 @@ fn a_postgres_restart_under_running_workers_loses_and_doubles_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
     cluster.restart();
-    let jobs = a.wait_all_ended(8, Duration::from_secs(300));
-    signal_group(&wa, libc::SIGTERM);
-    signal_group(&wb, libc::SIGTERM);
+    let jobs = a.wait_all_ended(9, Duration::from_secs(300));
+    for (w, _, _) in &workers {
+        signal_group(w, libc::SIGTERM);
+    }
+    let logs = || {
+        workers
+            .iter()
+            .map(|(_, h, name)| format!("worker {name}: {}", h.worker_log(name)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let failed: Vec<_> = jobs.iter().filter(|j| j["status"] != "success").collect();
-    assert!(
-        failed.is_empty(),
-        "{failed:#?}\nworker a: {}\nworker b: {}",
-        a.worker_log("a"),
-        b.worker_log("b")
-    );
+    assert!(failed.is_empty(), "{failed:#?}\n{}", logs());
     let rows = hits(&a);
     let distinct: BTreeSet<u32> = rows.iter().map(|r| r.0).collect();
-    assert_eq!(rows.len(), 8, "{rows:?}");
-    assert_eq!(distinct.len(), 8);
+    assert_eq!(rows.len(), 9, "{rows:?}");
+    assert_eq!(distinct.len(), 9);
+    let all_logs = logs();
+    // Every worker came back and stopped cleanly.
+    for (w, h, name) in workers {
+        assert!(
+            w.wait_with_output().status.success(),
+            "{}",
+            h.worker_log(name)
+        );
+    }
     assert!(
-        wa.wait_with_output().status.success(),
-        "{}",
-        a.worker_log("a")
-    );
-    assert!(
-        wb.wait_with_output().status.success(),
-        "{}",
-        b.worker_log("b")
+        all_logs.contains("connected to the queue again"),
+        "{all_logs}"
     );
 }
 
