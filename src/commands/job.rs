@@ -262,12 +262,14 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     if let Some(claim) = &settings.claim {
         crate::signals::stop_when_orphaned();
         // A retried job skips the rows an earlier attempt stored.
-        settings.rows_done = crate::stages::queue::rows_done(
-            paths,
-            claim,
-            &settings.component_id,
-            settings.config_id.as_deref(),
-        )?;
+        if claim.attempt > 1 && rows.is_some() {
+            settings.rows_done = crate::stages::queue::rows_done(
+                paths,
+                claim,
+                &settings.component_id,
+                settings.config_id.as_deref(),
+            )?;
+        }
     }
     if let Some(rows) = rows {
         let result = pipeline::rows::run_rows(&settings, rows, paths);

@@ -177,10 +177,12 @@ pub fn run(options: &Options, paths: &Paths) -> anyhow::Result<()> {
                     }
                 }
             }
+            // While jobs run, look at them often: a slot freed is claimed again at once.
+            // Waiting for notifications costs the database nothing.
             let wait = if running.is_empty() {
                 options.poll
             } else {
-                Duration::from_millis(100)
+                Duration::from_millis(20)
             };
             for wakeup in queue.jobs.wait(wait)? {
                 if let Wakeup::Kill(id) = wakeup
