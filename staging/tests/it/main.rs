@@ -10,6 +10,7 @@ mod hostile;
 mod input_mapping;
 mod load_modes;
 mod output_mapping;
+mod pg_only;
 mod state;
 mod types;
 
