@@ -17,6 +17,7 @@ mod job;
 mod job_env;
 mod kbc_config;
 mod login;
+mod postgres;
 mod pull;
 mod run;
 mod state_dir;
