@@ -265,3 +265,62 @@ fn count_chunks(fixture: &crate::Fixture, file: i64) -> i64 {
         .unwrap()
         .get(0)
 }
+
+#[test]
+#[ignore = "needs scripts/test-env (PostgreSQL)"]
+fn every_sslmode_connects_as_libpq_would_and_a_wrong_root_is_refused() {
+    use dockless_staging::storage::postgres::ConnectTarget;
+    let url = postgres_url();
+    let ca = std::env::var("DOCKLESS_TEST_POSTGRES_CA")
+        .expect("DOCKLESS_TEST_POSTGRES_CA is not set: eval \"$(scripts/test-env env)\"");
+    let encrypted = |query: &str| -> bool {
+        let target = ConnectTarget::resolve(&format!("{url}?{query}")).unwrap();
+        target
+            .connect()
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert!(!encrypted("sslmode=disable"));
+    assert!(encrypted("sslmode=prefer"));
+    assert!(encrypted("sslmode=require"));
+    assert!(encrypted(&format!("sslmode=verify-ca&sslrootcert={ca}")));
+    assert!(encrypted(&format!("sslmode=verify-full&sslrootcert={ca}")));
+    // The server's certificate is self-signed: the system's roots do not vouch for it.
+    let err = ConnectTarget::resolve(&format!("{url}?sslmode=verify-full&sslrootcert=system"))
+        .unwrap()
+        .connect()
+        .err()
+        .expect("a certificate no root vouches for was accepted");
+    let text = err.to_string();
+    assert!(
+        text.contains("127.0.0.1:5010") && text.to_lowercase().contains("certificate"),
+        "{text}"
+    );
+    // A certificate for another name: fine for verify-ca, refused by verify-full.
+    let elsewhere = url.replacen("@127.0.0.1:", "@db.elsewhere.test:", 1);
+    let named = |mode: &str| {
+        ConnectTarget::resolve(&format!(
+            "{elsewhere}?hostaddr=127.0.0.1&sslmode={mode}&sslrootcert={ca}"
+        ))
+        .unwrap()
+        .connect()
+    };
+    named("verify-ca").unwrap();
+    let err = named("verify-full")
+        .err()
+        .expect("verify-full ignored the name");
+    assert!(err.to_string().contains("db.elsewhere.test"), "{err}");
+    // The whole Storage over verify-full.
+    let db = TestDatabase::create();
+    let mut s = dockless_staging::AnyStorage::Postgres(Box::new(
+        PostgresStorage::connect(&format!("{}?sslmode=verify-full&sslrootcert={ca}", db.url))
+            .unwrap(),
+    ));
+    seed(&mut s, "in.c-tls.t", "a\n1\n", &[]);
+    assert_eq!(export(&s, "in.c-tls.t"), "\"a\"\n\"1\"\n");
+}
