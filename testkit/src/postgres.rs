@@ -64,7 +64,13 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+        // As the superuser when the environment names one: autovacuum, which only a
+        // superuser may end, may be working on a table the test loaded.
+        let admin = std::env::var("DOCKLESS_TEST_POSTGRES_ADMIN")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| self.admin.clone());
+        if let Ok(mut client) = postgres::Client::connect(&admin, postgres::NoTls) {
             let _ = client.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
