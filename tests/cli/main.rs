@@ -18,6 +18,7 @@ mod job_env;
 mod kbc_config;
 mod kbc_project;
 mod login;
+mod postgres;
 mod pull;
 mod run;
 mod state_dir;

@@ -116,6 +116,24 @@ pub enum AnyStorage {
     Postgres(Box<PostgresStorage>),
 }
 
+impl AnyStorage {
+    /// The PostgreSQL backend, when it is one (the queue lives in the same database).
+    pub fn postgres(&self) -> Option<&PostgresStorage> {
+        match self {
+            AnyStorage::Postgres(s) => Some(s),
+            AnyStorage::Sqlite(_) => None,
+        }
+    }
+
+    /// [`AnyStorage::postgres`], mutable (for [`PostgresStorage::begin_pg`]).
+    pub fn postgres_mut(&mut self) -> Option<&mut PostgresStorage> {
+        match self {
+            AnyStorage::Postgres(s) => Some(s),
+            AnyStorage::Sqlite(_) => None,
+        }
+    }
+}
+
 macro_rules! both {
     ($self:expr, $s:ident => $body:expr) => {
         match $self {

@@ -7,7 +7,7 @@ use dockless_staging::{DataDir, Format, Job, JobSpec, Storage, config};
 use serde_json::{Value, json};
 
 use crate::output_mapping::run_job;
-use crate::{examples, seed, storage};
+use crate::{Backend, examples, seed, storage};
 
 fn load(rel: &str) -> Value {
     let path = examples().join(rel);
@@ -102,9 +102,8 @@ fn config_json_matches_the_runner_byte_for_byte() {
     );
 }
 
-#[test]
-fn processors_and_runtime_never_reach_the_container_and_secrets_pass_through() {
-    let (_d, mut s) = storage();
+fn processors_and_runtime_never_reach_the_container_and_secrets_pass_through(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "in.c-main.test", "x\n1\n", &[]);
     seed(&mut s, "in.c-main.test2", "y\n2\n", &[]);
     let mut configuration =
@@ -161,11 +160,10 @@ fn unknown_keys_are_user_errors() {
     }
 }
 
-#[test]
-fn yaml_format_writes_config_and_state_as_yaml() {
+fn yaml_format_writes_config_and_state_as_yaml(backend: Backend) {
     let work = tempfile::tempdir().unwrap();
     let dir = DataDir::create(work.path()).unwrap();
-    let (_d, s) = storage();
+    let (_d, s) = storage(backend);
     let mut job = Job::new(JobSpec {
         configuration: json!({"parameters": {"a": 1}}),
         component_id: "c".into(),
@@ -186,9 +184,8 @@ fn put(out: &Path, rel: &str, content: &str) {
     std::fs::write(out.join(rel), content).unwrap();
 }
 
-#[test]
-fn every_example_output_manifest_loads() {
-    let (_d, mut s) = storage();
+fn every_example_output_manifest_loads(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let m = |rel: &str| std::fs::read_to_string(examples().join(rel)).unwrap();
     let config = json!({"storage": {"output": {"default_bucket": "out.c-ex", "tables": [
         {"source": "all-options.csv", "destination": "out.c-ex.all_options"},
@@ -281,9 +278,8 @@ fn every_example_output_manifest_loads() {
     assert!(pic.tags.contains(&"sometag".to_string()) && !pic.is_encrypted && !pic.is_permanent);
 }
 
-#[test]
-fn input_manifests_carry_the_keys_of_real_ones() {
-    let (_d, mut s) = storage();
+fn input_manifests_carry_the_keys_of_real_ones(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "in.c-main.test", "number,someText\n10,ab\n", &[]);
     let work = tempfile::tempdir().unwrap();
     let dir = DataDir::create(work.path()).unwrap();
@@ -409,3 +405,10 @@ fn processors_get_their_own_config_and_rotated_data() {
     assert!(dir.out_tables().is_dir() && dir.out_files().is_dir());
     assert!(!dir.data().join("out/state.json").exists());
 }
+
+crate::backends!(
+    processors_and_runtime_never_reach_the_container_and_secrets_pass_through,
+    yaml_format_writes_config_and_state_as_yaml,
+    every_example_output_manifest_loads,
+    input_manifests_carry_the_keys_of_real_ones,
+);

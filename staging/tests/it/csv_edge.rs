@@ -4,28 +4,25 @@ use std::io::Write;
 
 use dockless_staging::{Error, ImportOptions, Storage, import_file};
 
-use crate::{export, export_sorted, id, storage};
+use crate::{Backend, TestStorage, export, export_sorted, id, storage};
 
 fn import_bytes(
+    backend: Backend,
     bytes: &[u8],
     name: &str,
     options: &ImportOptions,
-) -> (
-    tempfile::TempDir,
-    dockless_staging::SqliteStorage,
-    Result<u64, Error>,
-) {
-    let (dir, mut storage) = storage();
+) -> (crate::Fixture, TestStorage, Result<u64, Error>) {
+    let (dir, mut storage) = storage(backend);
     let path = dir.path().join(name);
     std::fs::write(&path, bytes).unwrap();
     let result = import_file(&mut storage, &path, &id("in.c-t.t"), options, "test").map(|l| l.rows);
     (dir, storage, result)
 }
 
-#[test]
-fn quotes_newlines_delimiters_and_empty_values_round_trip() {
+fn quotes_newlines_delimiters_and_empty_values_round_trip(backend: Backend) {
     let csv = "id,text,empty\n1,\"say \"\"hi\"\"\",\n2,\"a,b\",\"\"\n3,\"line1\nline2\",x\n4,back\\slash,\n";
-    let (_d, storage, rows) = import_bytes(csv.as_bytes(), "a.csv", &ImportOptions::default());
+    let (_d, storage, rows) =
+        import_bytes(backend, csv.as_bytes(), "a.csv", &ImportOptions::default());
     assert_eq!(rows.unwrap(), 4);
     // Rows come back in load order for a table loaded once.
     assert_eq!(
@@ -34,10 +31,10 @@ fn quotes_newlines_delimiters_and_empty_values_round_trip() {
     );
 }
 
-#[test]
-fn export_is_keboola_input_csv_byte_for_byte() {
+fn export_is_keboola_input_csv_byte_for_byte(backend: Backend) {
     // Same content as the sample data folder's in/tables/source.csv.
     let (_d, storage, rows) = import_bytes(
+        backend,
         b"number,someText\n10,ab\n20,cd\n25,ed\n26,fg\n30,ij\n",
         "s.csv",
         &ImportOptions::default(),
@@ -50,9 +47,9 @@ fn export_is_keboola_input_csv_byte_for_byte() {
     assert_eq!(export(&storage, "in.c-t.t"), expected);
 }
 
-#[test]
-fn bom_crlf_and_gzip_are_read() {
+fn bom_crlf_and_gzip_are_read(backend: Backend) {
     let (_d, storage, rows) = import_bytes(
+        backend,
         b"\xEF\xBB\xBFa,b\r\n1,2\r\n3,\"x\r\ny\"\r\n",
         "bom.csv",
         &ImportOptions::default(),
@@ -67,8 +64,12 @@ fn bom_crlf_and_gzip_are_read() {
 
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(b"k,v\n1,one\n2,two\n").unwrap();
-    let (_d, storage, rows) =
-        import_bytes(&gz.finish().unwrap(), "t.csv.gz", &ImportOptions::default());
+    let (_d, storage, rows) = import_bytes(
+        backend,
+        &gz.finish().unwrap(),
+        "t.csv.gz",
+        &ImportOptions::default(),
+    );
     assert_eq!(rows.unwrap(), 2);
     assert_eq!(
         export_sorted(&storage, "in.c-t.t"),
@@ -76,9 +77,9 @@ fn bom_crlf_and_gzip_are_read() {
     );
 }
 
-#[test]
-fn zero_rows_and_wide_rows() {
-    let (_d, storage, rows) = import_bytes(b"a,b,c\n", "empty.csv", &ImportOptions::default());
+fn zero_rows_and_wide_rows(backend: Backend) {
+    let (_d, storage, rows) =
+        import_bytes(backend, b"a,b,c\n", "empty.csv", &ImportOptions::default());
     assert_eq!(rows.unwrap(), 0);
     assert_eq!(export(&storage, "in.c-t.t"), "\"a\",\"b\",\"c\"\n");
 
@@ -86,7 +87,12 @@ fn zero_rows_and_wide_rows() {
     let header: Vec<String> = (0..width).map(|i| format!("col{i}")).collect();
     let row: Vec<String> = (0..width).map(|i| format!("v{i}")).collect();
     let csv = format!("{}\n{}\n", header.join(","), row.join(","));
-    let (_d, storage, rows) = import_bytes(csv.as_bytes(), "wide.csv", &ImportOptions::default());
+    let (_d, storage, rows) = import_bytes(
+        backend,
+        csv.as_bytes(),
+        "wide.csv",
+        &ImportOptions::default(),
+    );
     assert_eq!(rows.unwrap(), 1);
     let out = export(&storage, "in.c-t.t");
     assert!(
@@ -96,22 +102,24 @@ fn zero_rows_and_wide_rows() {
     );
 }
 
-#[test]
-fn custom_delimiter_and_enclosure() {
+fn custom_delimiter_and_enclosure(backend: Backend) {
     let options = ImportOptions {
         delimiter: b'|',
         enclosure: Some(b'_'),
         ..ImportOptions::default()
     };
-    let (_d, storage, rows) = import_bytes(b"a|b\n_x|y_|2\n", "p.csv", &options);
+    let (_d, storage, rows) = import_bytes(backend, b"a|b\n_x|y_|2\n", "p.csv", &options);
     assert_eq!(rows.unwrap(), 1);
     assert_eq!(export(&storage, "in.c-t.t"), "\"a\",\"b\"\n\"x|y\",\"2\"\n");
 }
 
-#[test]
-fn malformed_rows_name_file_and_line() {
-    let (_d, storage, result) =
-        import_bytes(b"a,b\n1,2\n3,4,5\n", "bad.csv", &ImportOptions::default());
+fn malformed_rows_name_file_and_line(backend: Backend) {
+    let (_d, storage, result) = import_bytes(
+        backend,
+        b"a,b\n1,2\n3,4,5\n",
+        "bad.csv",
+        &ImportOptions::default(),
+    );
     let err = result.unwrap_err();
     assert!(err.is_user_error());
     let text = err.to_string();
@@ -124,16 +132,20 @@ fn malformed_rows_name_file_and_line() {
         "a failed import must not create the table"
     );
 
-    let (_d, _s, result) =
-        import_bytes(b"a,b\n1,\xff\xfe\n", "latin.csv", &ImportOptions::default());
+    let (_d, _s, result) = import_bytes(
+        backend,
+        b"a,b\n1,\xff\xfe\n",
+        "latin.csv",
+        &ImportOptions::default(),
+    );
     let err = result.unwrap_err();
     assert!(matches!(err, Error::Csv { line: 2, .. }), "{err:?}");
     assert!(err.to_string().contains("latin.csv"), "{err}");
 }
 
-#[test]
-fn header_names_are_sanitized_and_checked() {
+fn header_names_are_sanitized_and_checked(backend: Backend) {
     let (_d, storage, rows) = import_bytes(
+        backend,
         "user-id#123,jméno\n1,2\n".as_bytes(),
         "h.csv",
         &ImportOptions::default(),
@@ -144,44 +156,54 @@ fn header_names_are_sanitized_and_checked() {
         ["user_id_123", "jmeno"]
     );
 
-    let (_d, _s, result) =
-        import_bytes(b"a,_timestamp\n1,2\n", "ts.csv", &ImportOptions::default());
+    let (_d, _s, result) = import_bytes(
+        backend,
+        b"a,_timestamp\n1,2\n",
+        "ts.csv",
+        &ImportOptions::default(),
+    );
     assert!(result.unwrap_err().to_string().contains("_timestamp"));
-    let (_d, _s, result) = import_bytes(b"a,a\n1,2\n", "dup.csv", &ImportOptions::default());
+    let (_d, _s, result) =
+        import_bytes(backend, b"a,a\n1,2\n", "dup.csv", &ImportOptions::default());
     assert!(matches!(result.unwrap_err(), Error::Columns { .. }));
 }
 
-#[test]
-fn more_columns_than_storage_holds_is_a_user_error_naming_limit_and_table() {
+fn more_columns_than_storage_holds_is_a_user_error_naming_limit_and_table(backend: Backend) {
     // 10,000 columns: SQLite's raw "too many columns" used to come out as a database
     // (application) error after the table had been half created.
     let width = 10_000;
     let header: Vec<String> = (0..width).map(|i| format!("col{i}")).collect();
     let csv = format!("{}\n", header.join(","));
-    let (dir, storage, result) =
-        import_bytes(csv.as_bytes(), "huge.csv", &ImportOptions::default());
+    let limit = crate::max_columns(backend);
+    let (dir, storage, result) = import_bytes(
+        backend,
+        csv.as_bytes(),
+        "huge.csv",
+        &ImportOptions::default(),
+    );
     let err = result.unwrap_err();
     assert!(err.is_user_error(), "{err:?}");
     let text = err.to_string();
     assert!(
-        text.contains("in.c-t.t") && text.contains("1999") && text.contains("10000"),
+        text.contains("in.c-t.t") && text.contains(&limit.to_string()) && text.contains("10000"),
         "{text}"
     );
     assert!(storage.table(&id("in.c-t.t")).unwrap().is_none());
     drop(storage);
-    assert!(
-        !crate::dump(&dir.path().join("storage.db")).contains("in.c-t.t"),
-        "nothing may be written"
-    );
+    assert!(!dir.dump().contains("in.c-t.t"), "nothing may be written");
 
     // The limit itself is accepted; adding columns past it to an existing table is refused.
-    let header: Vec<String> = (0..1999).map(|i| format!("col{i}")).collect();
+    let header: Vec<String> = (0..limit).map(|i| format!("col{i}")).collect();
     let csv = format!("{}\n", header.join(","));
-    let (dir, mut storage, result) =
-        import_bytes(csv.as_bytes(), "max.csv", &ImportOptions::default());
+    let (dir, mut storage, result) = import_bytes(
+        backend,
+        csv.as_bytes(),
+        "max.csv",
+        &ImportOptions::default(),
+    );
     result.unwrap();
     let path = dir.path().join("more.csv");
-    let header: Vec<String> = (0..2001).map(|i| format!("col{i}")).collect();
+    let header: Vec<String> = (0..limit + 2).map(|i| format!("col{i}")).collect();
     std::fs::write(&path, format!("{}\n", header.join(","))).unwrap();
     let err = import_file(
         &mut storage,
@@ -192,7 +214,7 @@ fn more_columns_than_storage_holds_is_a_user_error_naming_limit_and_table() {
     )
     .unwrap_err();
     assert!(err.is_user_error(), "{err:?}");
-    assert!(err.to_string().contains("1999"), "{err}");
+    assert!(err.to_string().contains(&limit.to_string()), "{err}");
     assert_eq!(
         storage
             .table(&id("in.c-t.t"))
@@ -200,14 +222,14 @@ fn more_columns_than_storage_holds_is_a_user_error_naming_limit_and_table() {
             .unwrap()
             .columns
             .len(),
-        1999
+        limit
     );
 }
 
-#[test]
-fn a_component_writing_too_wide_a_table_fails_the_job_as_a_user_error() {
-    let (dir, mut storage) = storage();
-    let before = crate::dump(&dir.path().join("storage.db"));
+fn a_component_writing_too_wide_a_table_fails_the_job_as_a_user_error(backend: Backend) {
+    let (dir, mut storage) = storage(backend);
+    let limit = crate::max_columns(backend);
+    let before = dir.dump();
     let header: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
     let (_w, result) =
         crate::output_mapping::run_job(&mut storage, serde_json::json!({}), true, |out| {
@@ -224,9 +246,9 @@ fn a_component_writing_too_wide_a_table_fails_the_job_as_a_user_error() {
             err,
             Error::TooManyColumns {
                 count: 10_000,
-                limit: 1999,
+                limit: l,
                 ..
-            }
+            } if l == limit
         ),
         "{err:?}"
     );
@@ -235,5 +257,17 @@ fn a_component_writing_too_wide_a_table_fails_the_job_as_a_user_error() {
         "{err}"
     );
     drop(storage);
-    assert_eq!(crate::dump(&dir.path().join("storage.db")), before);
+    assert_eq!(dir.dump(), before);
 }
+
+crate::backends!(
+    quotes_newlines_delimiters_and_empty_values_round_trip,
+    export_is_keboola_input_csv_byte_for_byte,
+    bom_crlf_and_gzip_are_read,
+    zero_rows_and_wide_rows,
+    custom_delimiter_and_enclosure,
+    malformed_rows_name_file_and_line,
+    header_names_are_sanitized_and_checked,
+    more_columns_than_storage_holds_is_a_user_error_naming_limit_and_table,
+    a_component_writing_too_wide_a_table_fails_the_job_as_a_user_error,
+);

@@ -6,7 +6,7 @@ use dockless_staging::{Error, Storage};
 use serde_json::json;
 
 use crate::output_mapping::run_job;
-use crate::{dump, storage};
+use crate::{Backend, storage};
 
 fn secret() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -15,11 +15,10 @@ fn secret() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-#[test]
-fn a_symlink_in_out_tables_is_refused_and_nothing_is_stored() {
+fn a_symlink_in_out_tables_is_refused_and_nothing_is_stored(backend: Backend) {
     let (_s, target) = secret();
-    let (d, mut s) = storage();
-    let before = dump(&d.path().join("storage.db"));
+    let (d, mut s) = storage(backend);
+    let before = d.dump();
     let (_w, result) = run_job(
         &mut s,
         json!({"storage": {"output": {"default_bucket": "out.c-x"}}}),
@@ -43,11 +42,10 @@ fn a_symlink_in_out_tables_is_refused_and_nothing_is_stored() {
     assert!(err.is_user_error());
     assert!(s.tables().unwrap().is_empty());
     drop(s);
-    assert_eq!(dump(&d.path().join("storage.db")), before);
+    assert_eq!(d.dump(), before);
 }
 
-#[test]
-fn symlinked_slices_manifests_files_and_folders_are_refused() {
+fn symlinked_slices_manifests_files_and_folders_are_refused(backend: Backend) {
     let (_s, target) = secret();
     let cases: Vec<crate::WriteOut<'_>> = vec![
         Box::new(|out: &std::path::Path| {
@@ -71,7 +69,7 @@ fn symlinked_slices_manifests_files_and_folders_are_refused() {
         Box::new(|out: &std::path::Path| symlink(&target, out.join("state.json")).unwrap()),
     ];
     for (i, write) in cases.iter().enumerate() {
-        let (_d, mut s) = storage();
+        let (_d, mut s) = storage(backend);
         let (_w, result) = run_job(
             &mut s,
             json!({"storage": {"output": {"default_bucket": "out.c-x"}}}),
@@ -87,9 +85,8 @@ fn symlinked_slices_manifests_files_and_folders_are_refused() {
     }
 }
 
-#[test]
-fn fifos_and_sockets_are_refused_without_blocking() {
-    let (_d, mut s) = storage();
+fn fifos_and_sockets_are_refused_without_blocking(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let (_w, result) = run_job(
         &mut s,
         json!({"storage": {"output": {"default_bucket": "out.c-x"}}}),
@@ -109,7 +106,7 @@ fn fifos_and_sockets_are_refused_without_blocking() {
         result.unwrap_err(),
         Error::UnsafeEntry { kind: "fifo", .. }
     ));
-    let (_d, mut s) = storage();
+    let (_d, mut s) = storage(backend);
     let (_w, result) = run_job(&mut s, json!({}), true, |out| {
         let _l = std::os::unix::net::UnixListener::bind(out.join("files/sock")).unwrap();
     });
@@ -118,3 +115,9 @@ fn fifos_and_sockets_are_refused_without_blocking() {
         Error::UnsafeEntry { kind: "socket", .. }
     ));
 }
+
+crate::backends!(
+    a_symlink_in_out_tables_is_refused_and_nothing_is_stored,
+    symlinked_slices_manifests_files_and_folders_are_refused,
+    fifos_and_sockets_are_refused_without_blocking,
+);

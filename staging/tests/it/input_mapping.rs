@@ -1,14 +1,14 @@
 //! Input mapping: tables and files into /data/in with manifests.
 
 use dockless_staging::storage::Slice;
-use dockless_staging::{DataDir, Job, JobSpec, NewFile, SqliteStorage, Storage};
+use dockless_staging::{DataDir, Job, JobSpec, NewFile, Storage};
 use serde_json::{Value, json};
 
 use crate::output_mapping::run_job;
-use crate::{seed, storage};
+use crate::{Backend, TestStorage, seed, storage};
 
 fn stage(
-    s: &SqliteStorage,
+    s: &TestStorage,
     configuration: Value,
 ) -> (
     tempfile::TempDir,
@@ -32,7 +32,7 @@ fn read(dir: &DataDir, rel: &str) -> String {
     std::fs::read_to_string(dir.data().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn add_file(s: &mut SqliteStorage, name: &str, tags: &[&str], content: &str) -> i64 {
+fn add_file(s: &mut TestStorage, name: &str, tags: &[&str], content: &str) -> i64 {
     let mut tx = s.begin().unwrap();
     let file = NewFile {
         name: name.into(),
@@ -51,9 +51,8 @@ fn add_file(s: &mut SqliteStorage, name: &str, tags: &[&str], content: &str) -> 
     id
 }
 
-#[test]
-fn layout_and_table_with_columns_filter_and_limit() {
-    let (_d, mut s) = storage();
+fn layout_and_table_with_columns_filter_and_limit(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     seed(
         &mut s,
         "in.c-main.orders",
@@ -109,9 +108,8 @@ fn layout_and_table_with_columns_filter_and_limit() {
     assert!(read(&dir, "config.json").contains("\"where_operator\": \"eq\""));
 }
 
-#[test]
-fn changed_since_days_and_adaptive() {
-    let (_d, mut s) = storage();
+fn changed_since_days_and_adaptive(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "in.c-main.t", "id\n1\n", &["id"]);
     let (_w, dir, job) = stage(
         &s,
@@ -161,9 +159,8 @@ fn changed_since_days_and_adaptive() {
     assert_eq!(read(&dir, "in/tables/a.csv"), "\"id\"\n\"2\"\n");
 }
 
-#[test]
-fn files_by_tags_ids_and_processed_tags() {
-    let (_d, mut s) = storage();
+fn files_by_tags_ids_and_processed_tags(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let a = add_file(&mut s, "a.txt", &["dilbert"], "A");
     let b = add_file(&mut s, "b.txt", &["dilbert", "old"], "B");
     let c = add_file(&mut s, "c.txt", &["xkcd"], "C");
@@ -207,9 +204,8 @@ fn files_by_tags_ids_and_processed_tags() {
     );
 }
 
-#[test]
-fn a_missing_source_table_is_a_user_error() {
-    let (_d, s) = storage();
+fn a_missing_source_table_is_a_user_error(backend: Backend) {
+    let (_d, s) = storage(backend);
     let (_w, _dir, job) = stage(
         &s,
         json!({"storage": {"input": {"tables": [{"source": "in.c-main.nope"}]}}}),
@@ -221,9 +217,8 @@ fn a_missing_source_table_is_a_user_error() {
     );
 }
 
-#[test]
-fn sliced_files_become_folders_of_slices() {
-    let (_d, mut s) = storage();
+fn sliced_files_become_folders_of_slices(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let mut tx = s.begin().unwrap();
     let file = NewFile {
         name: "export.csv".into(),
@@ -264,9 +259,8 @@ fn sliced_files_become_folders_of_slices() {
     assert_eq!(manifest["is_sliced"], true);
 }
 
-#[test]
-fn adaptive_files_read_only_new_ones() {
-    let (_d, mut s) = storage();
+fn adaptive_files_read_only_new_ones(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let first = add_file(&mut s, "one.txt", &["feed"], "1");
     let config =
         json!({"storage": {"input": {"files": [{"tags": ["feed"], "changed_since": "adaptive"}]}}});
@@ -285,9 +279,8 @@ fn adaptive_files_read_only_new_ones() {
     assert!(!dir.in_files().join(format!("{first}_one.txt")).exists());
 }
 
-#[test]
-fn manifests_are_written_as_php_json() {
-    let (_d, mut s) = storage();
+fn manifests_are_written_as_php_json(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "in.c-main.t", "id\n1\n", &[]);
     let mut tx = s.begin().unwrap();
     let entries = [(
@@ -313,3 +306,13 @@ fn manifests_are_written_as_php_json() {
     );
     assert!(text.ends_with('}'), "no final newline, as PHP writes it");
 }
+
+crate::backends!(
+    layout_and_table_with_columns_filter_and_limit,
+    changed_since_days_and_adaptive,
+    files_by_tags_ids_and_processed_tags,
+    a_missing_source_table_is_a_user_error,
+    sliced_files_become_folders_of_slices,
+    adaptive_files_read_only_new_ones,
+    manifests_are_written_as_php_json,
+);

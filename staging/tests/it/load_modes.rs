@@ -2,10 +2,10 @@
 
 use dockless_staging::{Error, ExportOptions, ImportOptions, Storage, import_file};
 
-use crate::{export_sorted, id, seed, storage};
+use crate::{Backend, TestStorage, export_sorted, id, seed, storage};
 
 fn load(
-    storage: &mut dockless_staging::SqliteStorage,
+    storage: &mut TestStorage,
     csv: &str,
     pk: &[&str],
     incremental: bool,
@@ -33,9 +33,8 @@ fn changed_since(storage: &dyn Storage, since: i64) -> String {
     String::from_utf8(out).unwrap()
 }
 
-#[test]
-fn full_load_replaces_and_deduplicates_keys() {
-    let (_d, mut s) = storage();
+fn full_load_replaces_and_deduplicates_keys(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     load(&mut s, "id,v\n1,a\n2,b\n", &["id"], false).unwrap();
     load(&mut s, "id,v\n3,c\n3,c2\n", &["id"], false).unwrap();
     let out = export_sorted(&s, "out.c-m.t");
@@ -46,9 +45,8 @@ fn full_load_replaces_and_deduplicates_keys() {
     assert_eq!(s.table(&id("out.c-m.t")).unwrap().unwrap().rows, 1);
 }
 
-#[test]
-fn incremental_with_key_upserts_and_keeps_timestamps_of_identical_rows() {
-    let (_d, mut s) = storage();
+fn incremental_with_key_upserts_and_keeps_timestamps_of_identical_rows(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     load(&mut s, "id,v\n1,a\n2,b\n3,c\n", &["id"], false).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(5));
     let between = dockless_staging::time::now_micros();
@@ -68,9 +66,8 @@ fn incremental_with_key_upserts_and_keeps_timestamps_of_identical_rows() {
     assert_eq!(changed, ["\"2\",\"B\"", "\"4\",\"d\""]);
 }
 
-#[test]
-fn incremental_without_key_appends() {
-    let (_d, mut s) = storage();
+fn incremental_without_key_appends(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     load(&mut s, "id,v\n1,a\n", &[], false).unwrap();
     load(&mut s, "id,v\n1,a\n", &[], true).unwrap();
     assert_eq!(
@@ -79,9 +76,8 @@ fn incremental_without_key_appends() {
     );
 }
 
-#[test]
-fn new_columns_are_added_and_missing_ones_refused() {
-    let (_d, mut s) = storage();
+fn new_columns_are_added_and_missing_ones_refused(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     load(&mut s, "id,v\n1,a\n", &["id"], false).unwrap();
     load(&mut s, "v,id,extra\nb,2,x\n", &["id"], true).unwrap();
     let info = s.table(&id("out.c-m.t")).unwrap().unwrap();
@@ -98,9 +94,8 @@ fn new_columns_are_added_and_missing_ones_refused() {
     assert!(err.is_user_error());
 }
 
-#[test]
-fn primary_key_follows_the_load_unless_the_rows_have_duplicates() {
-    let (_d, mut s) = storage();
+fn primary_key_follows_the_load_unless_the_rows_have_duplicates(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     load(&mut s, "a,b\n1,x\n2,y\n", &["a"], false).unwrap();
     load(&mut s, "a,b\n3,z\n", &["b"], true).unwrap();
     assert_eq!(
@@ -117,7 +112,7 @@ fn primary_key_follows_the_load_unless_the_rows_have_duplicates() {
     );
 
     // Duplicates in the requested key: the old key stays (Keboola rolls the change back).
-    let (_d, mut s) = storage();
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "out.c-m.t", "a,b\n1,x\n2,x\n", &["a"]);
     load(&mut s, "a,b\n9,z\n", &["b"], true).unwrap();
     assert_eq!(
@@ -125,3 +120,11 @@ fn primary_key_follows_the_load_unless_the_rows_have_duplicates() {
         ["a"]
     );
 }
+
+crate::backends!(
+    full_load_replaces_and_deduplicates_keys,
+    incremental_with_key_upserts_and_keeps_timestamps_of_identical_rows,
+    incremental_without_key_appends,
+    new_columns_are_added_and_missing_ones_refused,
+    primary_key_follows_the_load_unless_the_rows_have_duplicates,
+);

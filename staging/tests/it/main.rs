@@ -1,4 +1,7 @@
-//! Integration tests of dockless-staging against a real SQLite file in a temp folder.
+//! Integration tests of dockless-staging, each against both backends: a real SQLite file in a
+//! temp folder, and a fresh database of its own on the test PostgreSQL (`scripts/test-env`).
+//! A test is a `fn name(backend: Backend)`; [`backends!`] makes `name::sqlite` and
+//! `name::postgres` of it.
 
 mod concurrency;
 mod config_examples;
@@ -7,26 +10,149 @@ mod hostile;
 mod input_mapping;
 mod load_modes;
 mod output_mapping;
+mod pg_only;
 mod state;
 mod types;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use dockless_staging::{ImportOptions, SqliteStorage, Storage, TableId, import_file};
+use dockless_staging::{AnyStorage, ImportOptions, Storage, StorageLocation, TableId, import_file};
+use dockless_testkit::TestDatabase;
 
 /// Fills a job's `out/` folder in a test case.
 pub type WriteOut<'a> = Box<dyn Fn(&Path) + 'a>;
 
-/// A fresh Storage in its own temp folder (kept alive by the returned guard).
-pub fn storage() -> (tempfile::TempDir, SqliteStorage) {
+/// The Storage every test runs against: either backend.
+pub type TestStorage = AnyStorage;
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temp folder.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL.
+    Postgres,
+}
+
+/// Makes `name::sqlite` and `name::postgres` tests of each `fn name(backend: Backend)`; the
+/// PostgreSQL one needs `scripts/test-env` (ignored otherwise, as the root tests are; CI runs
+/// `--include-ignored`).
+#[macro_export]
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name($crate::Backend::Sqlite)
+                }
+                #[test]
+                #[ignore = "needs scripts/test-env (PostgreSQL)"]
+                fn postgres() {
+                    super::$name($crate::Backend::Postgres)
+                }
+            }
+        )*
+    };
+}
+
+/// A test's Storage location and what keeps it alive: the temp folder (always: jobs need one
+/// too) and, for PostgreSQL, the test database (dropped with the fixture).
+pub struct Fixture {
+    dir: tempfile::TempDir,
+    db: Option<TestDatabase>,
+    /// Where the Storage is.
+    pub location: StorageLocation,
+}
+
+impl Fixture {
+    /// A temp folder of the test's own.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Another handle on the same Storage (another job, another host).
+    pub fn open(&self) -> TestStorage {
+        self.location.open().unwrap()
+    }
+
+    /// Every row of every table of the Storage, catalog included, in a stable order: two equal
+    /// dumps mean the Storage did not change.
+    pub fn dump(&self) -> String {
+        match (&self.location, &self.db) {
+            (StorageLocation::Sqlite(path), _) => dump(path),
+            (_, Some(db)) => dump_postgres(db),
+            _ => unreachable!("a PostgreSQL fixture has its database"),
+        }
+    }
+}
+
+/// A fresh Storage of `backend` (kept alive by the returned fixture).
+pub fn storage(backend: Backend) -> (Fixture, TestStorage) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(&dir.path().join("storage.db")).unwrap();
-    (dir, storage)
+    let (db, location) = match backend {
+        Backend::Sqlite => (None, StorageLocation::Sqlite(dir.path().join("storage.db"))),
+        Backend::Postgres => {
+            let db = TestDatabase::create();
+            let location = StorageLocation::Postgres(db.url.clone());
+            (Some(db), location)
+        }
+    };
+    let fixture = Fixture { dir, db, location };
+    let storage = fixture.open();
+    (fixture, storage)
+}
+
+/// [`Fixture::dump`] of a PostgreSQL Storage: the schema's tables, their columns and rows.
+fn dump_postgres(db: &TestDatabase) -> String {
+    let mut client = db.client();
+    let names: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'dockless'
+             ORDER BY table_name COLLATE \"C\"",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = String::new();
+    for name in names {
+        let columns: Vec<String> = client
+            .query(
+                "SELECT column_name || ' ' || data_type FROM information_schema.columns
+                 WHERE table_schema = 'dockless' AND table_name = $1 ORDER BY ordinal_position",
+                &[&name],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        writeln!(out, "== {name} ({})", columns.join(", ")).unwrap();
+        for row in client
+            .query(
+                &format!("SELECT to_jsonb(x)::text FROM dockless.\"{name}\" x ORDER BY 1"),
+                &[],
+            )
+            .unwrap()
+        {
+            writeln!(out, "{}", row.get::<_, String>(0)).unwrap();
+        }
+    }
+    out
+}
+
+/// Most columns a table of `backend` can have.
+pub fn max_columns(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => dockless_staging::MAX_COLUMNS,
+        Backend::Postgres => dockless_staging::storage::postgres::MAX_COLUMNS,
+    }
 }
 
 /// Imports CSV text into `table` (full load, optional key).
-pub fn seed(storage: &mut SqliteStorage, table: &str, csv: &str, pk: &[&str]) {
+pub fn seed(storage: &mut TestStorage, table: &str, csv: &str, pk: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seed.csv");
     std::fs::write(&path, csv).unwrap();

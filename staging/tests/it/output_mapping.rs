@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use dockless_staging::{DataDir, Error, Job, JobSpec, SqliteStorage, Storage};
+use dockless_staging::{DataDir, Error, Job, JobSpec, Storage};
 use serde_json::{Value, json};
 
-use crate::{dump, export, export_sorted, id, seed, storage};
+use crate::{Backend, TestStorage, export, export_sorted, id, seed, storage};
 
 /// A job with `configuration`, run against a fresh data dir whose out/ is filled by `write`.
 pub fn run_job(
-    storage: &mut SqliteStorage,
+    storage: &mut TestStorage,
     configuration: Value,
     succeeded: bool,
     write: impl FnOnce(&Path),
@@ -39,9 +39,8 @@ fn put(out: &Path, rel: &str, content: &str) {
     std::fs::write(path, content).unwrap();
 }
 
-#[test]
-fn mapping_loads_tables_with_manifest_metadata_and_files_with_system_tags() {
-    let (_d, mut s) = storage();
+fn mapping_loads_tables_with_manifest_metadata_and_files_with_system_tags(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let config = json!({"storage": {"output": {
         "tables": [{"source": "res.csv", "destination": "out.c-main.res", "primary_key": ["id"],
                     "metadata": [{"key": "k1", "value": "mapping"}]}],
@@ -105,9 +104,8 @@ fn mapping_loads_tables_with_manifest_metadata_and_files_with_system_tags() {
     assert_eq!(content, "hello");
 }
 
-#[test]
-fn mapping_incremental_false_does_not_override_manifest_true() {
-    let (_d, mut s) = storage();
+fn mapping_incremental_false_does_not_override_manifest_true(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "out.c-main.t", "id,v\n1,a\n", &[]);
     let config = json!({"storage": {"output": {"tables": [{"source": "t.csv", "destination": "out.c-main.t"}]}}});
     let (_w, result) = run_job(&mut s, config, true, |out| {
@@ -133,9 +131,8 @@ fn mapping_incremental_false_does_not_override_manifest_true() {
     );
 }
 
-#[test]
-fn destinations_resolve_from_manifest_file_name_and_default_bucket() {
-    let (_d, mut s) = storage();
+fn destinations_resolve_from_manifest_file_name_and_default_bucket(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let config = json!({"storage": {"output": {"default_bucket": "in.c-default"}}});
     let (_w, result) = run_job(&mut s, config, true, |out| {
         put(out, "tables/plain.csv", "a\n1\n");
@@ -181,8 +178,7 @@ fn destinations_resolve_from_manifest_file_name_and_default_bucket() {
     );
 }
 
-#[test]
-fn validation_errors_are_user_errors_naming_the_file() {
+fn validation_errors_are_user_errors_naming_the_file(backend: Backend) {
     let cases: Vec<(&str, Value, crate::WriteOut<'static>)> = vec![
         (
             "orphaned",
@@ -256,7 +252,7 @@ fn validation_errors_are_user_errors_naming_the_file() {
         ),
     ];
     for (needle, config, write) in cases {
-        let (_d, mut s) = storage();
+        let (_d, mut s) = storage(backend);
         let (_w, result) = run_job(&mut s, config, true, |o| write(o));
         let err = result.expect_err(needle);
         assert!(err.is_user_error(), "{needle}: {err:?}");
@@ -265,9 +261,8 @@ fn validation_errors_are_user_errors_naming_the_file() {
     }
 }
 
-#[test]
-fn sliced_gzipped_and_headless_tables() {
-    let (_d, mut s) = storage();
+fn sliced_gzipped_and_headless_tables(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let (_w, result) = run_job(&mut s, json!({}), true, |out| {
         let dir = out.join("tables/big.csv");
         std::fs::create_dir_all(&dir).unwrap();
@@ -303,9 +298,8 @@ fn sliced_gzipped_and_headless_tables() {
     assert_eq!(export(&s, "out.c-a.h"), "\"a\",\"b\"\n\"5\",\"q;r\"\n");
 }
 
-#[test]
-fn delete_where_runs_before_the_load() {
-    let (_d, mut s) = storage();
+fn delete_where_runs_before_the_load(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "out.c-a.t", "id,cat\n1,a\n2,b\n3,c\n", &["id"]);
     let config = json!({"storage": {"output": {"tables": [{"source": "t.csv", "destination": "out.c-a.t",
         "incremental": true, "primary_key": ["id"], "delete_where_column": "cat", "delete_where_values": ["a", "b"]}]}}});
@@ -330,12 +324,10 @@ fn delete_where_runs_before_the_load() {
     );
 }
 
-#[test]
-fn a_failing_output_mapping_leaves_storage_byte_identical() {
-    let (d, mut s) = storage();
+fn a_failing_output_mapping_leaves_storage_byte_identical(backend: Backend) {
+    let (d, mut s) = storage(backend);
     seed(&mut s, "out.c-a.keep", "id,v\n1,a\n", &["id"]);
-    let db = d.path().join("storage.db");
-    let before = dump(&db);
+    let before = d.dump();
     let config = json!({"storage": {"output": {"tables": [
         {"source": "good.csv", "destination": "out.c-a.keep", "incremental": true},
         {"source": "new.csv", "destination": "out.c-a.new"},
@@ -349,12 +341,11 @@ fn a_failing_output_mapping_leaves_storage_byte_identical() {
     });
     assert!(result.is_err());
     drop(s);
-    assert_eq!(dump(&db), before);
+    assert_eq!(d.dump(), before);
 }
 
-#[test]
-fn failed_job_loads_only_write_always_tables() {
-    let (_d, mut s) = storage();
+fn failed_job_loads_only_write_always_tables(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let manifest = std::fs::read_to_string(
         crate::examples()
             .join("05-docker-bundle-test-derived/out-tables-write-always.csv.manifest"),
@@ -386,10 +377,8 @@ fn failed_job_loads_only_write_always_tables() {
     assert!(s.files(&Default::default()).unwrap().is_empty());
 }
 
-#[test]
-fn native_types_manifest_sets_key_and_column_metadata() {
-    let (d, mut s) = storage();
-    let db = d.path().join("storage.db");
+fn native_types_manifest_sets_key_and_column_metadata(backend: Backend) {
+    let (d, mut s) = storage(backend);
     let example = std::fs::read_to_string(
         crate::examples().join("04-php-component-manifests/expectedNewDataTypesManifest.manifest"),
     )
@@ -408,7 +397,7 @@ fn native_types_manifest_sets_key_and_column_metadata() {
     };
     // The example (php-component's test fixture) declares base type VARCHAR, which is not one
     // of Keboola's base types: refused, naming the table, the column and the value.
-    let before = dump(&db);
+    let before = d.dump();
     let (_w, result) = run_job(&mut s, config.clone(), true, write(&example));
     let err = result.unwrap_err();
     assert!(err.is_user_error());
@@ -420,8 +409,8 @@ fn native_types_manifest_sets_key_and_column_metadata() {
         "{text}"
     );
     drop(s);
-    assert_eq!(dump(&db), before);
-    let mut s = dockless_staging::SqliteStorage::open(&db).unwrap();
+    assert_eq!(d.dump(), before);
+    let mut s = d.open();
     let (_w, result) = run_job(
         &mut s,
         config,
@@ -464,9 +453,10 @@ fn native_types_manifest_sets_key_and_column_metadata() {
     );
 }
 
-#[test]
-fn a_file_mapping_replaces_the_manifest_and_an_empty_sliced_folder_empties_a_table() {
-    let (_d, mut s) = storage();
+fn a_file_mapping_replaces_the_manifest_and_an_empty_sliced_folder_empties_a_table(
+    backend: Backend,
+) {
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "out.c-a.t", "c\n1\n2\n", &[]);
     let config =
         json!({"storage": {"output": {"files": [{"source": "f.txt", "tags": ["from-mapping"]}]}}});
@@ -492,9 +482,8 @@ fn a_file_mapping_replaces_the_manifest_and_an_empty_sliced_folder_empties_a_tab
     assert_eq!(export(&s, "out.c-a.t"), "\"c\"\n");
 }
 
-#[test]
-fn yaml_components_write_yaml_manifests() {
-    let (_d, mut s) = storage();
+fn yaml_components_write_yaml_manifests(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let work = tempfile::tempdir().unwrap();
     let dir = DataDir::create(work.path()).unwrap();
     let mut job = Job::new(JobSpec {
@@ -530,9 +519,8 @@ fn yaml_components_write_yaml_manifests() {
     );
 }
 
-#[test]
-fn delete_where_by_time_window() {
-    let (_d, mut s) = storage();
+fn delete_where_by_time_window(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "out.c-a.t", "id\n1\n", &["id"]);
     let config = json!({"storage": {"output": {"tables": [{"source": "t.csv", "destination": "out.c-a.t",
         "incremental": true, "primary_key": ["id"], "delete_where": [{"changed_since": "-1 hour"}]}]}}});
@@ -557,3 +545,18 @@ fn delete_where_by_time_window() {
         "nothing older than an hour to delete"
     );
 }
+
+crate::backends!(
+    mapping_loads_tables_with_manifest_metadata_and_files_with_system_tags,
+    mapping_incremental_false_does_not_override_manifest_true,
+    destinations_resolve_from_manifest_file_name_and_default_bucket,
+    validation_errors_are_user_errors_naming_the_file,
+    sliced_gzipped_and_headless_tables,
+    delete_where_runs_before_the_load,
+    a_failing_output_mapping_leaves_storage_byte_identical,
+    failed_job_loads_only_write_always_tables,
+    native_types_manifest_sets_key_and_column_metadata,
+    a_file_mapping_replaces_the_manifest_and_an_empty_sliced_folder_empties_a_table,
+    yaml_components_write_yaml_manifests,
+    delete_where_by_time_window,
+);

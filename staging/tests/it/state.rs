@@ -1,5 +1,6 @@
 //! in/state.json and the stored state.
 
+use crate::{Backend, TestStorage};
 use dockless_staging::{DataDir, Job, JobSpec, StateKey, Storage};
 use serde_json::json;
 
@@ -14,7 +15,7 @@ fn key() -> StateKey {
     }
 }
 
-fn staged_state(s: &dockless_staging::SqliteStorage) -> String {
+fn staged_state(s: &TestStorage) -> String {
     let work = tempfile::tempdir().unwrap();
     let dir = DataDir::create(work.path()).unwrap();
     let mut job = Job::new(JobSpec {
@@ -28,9 +29,8 @@ fn staged_state(s: &dockless_staging::SqliteStorage) -> String {
     std::fs::read_to_string(dir.data().join("in/state.json")).unwrap()
 }
 
-#[test]
-fn state_round_trips_only_on_success_and_a_missing_file_clears_it() {
-    let (_d, mut s) = storage();
+fn state_round_trips_only_on_success_and_a_missing_file_clears_it(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     assert_eq!(staged_state(&s), "{}", "no state yet: an empty object");
 
     let (_w, r) = run_job(&mut s, json!({}), true, |out| {
@@ -59,9 +59,8 @@ fn state_round_trips_only_on_success_and_a_missing_file_clears_it() {
     assert_eq!(staged_state(&s), "{}");
 }
 
-#[test]
-fn an_invalid_state_file_fails_the_job_as_a_user_error_and_stores_nothing() {
-    let (_d, mut s) = storage();
+fn an_invalid_state_file_fails_the_job_as_a_user_error_and_stores_nothing(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let (_w, r) = run_job(&mut s, json!({}), true, |out| {
         std::fs::write(out.join("state.json"), "{broken").unwrap()
     });
@@ -73,9 +72,8 @@ fn an_invalid_state_file_fails_the_job_as_a_user_error_and_stores_nothing() {
     assert!(s.state(&key()).unwrap().is_none());
 }
 
-#[test]
-fn a_deferred_state_is_handed_back_and_stored_later_with_the_others() {
-    let (_d, mut s) = storage();
+fn a_deferred_state_is_handed_back_and_stored_later_with_the_others(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let work = tempfile::tempdir().unwrap();
     let dir = DataDir::create(work.path()).unwrap();
     let mut job = Job::new(JobSpec {
@@ -100,3 +98,9 @@ fn a_deferred_state_is_handed_back_and_stored_later_with_the_others() {
     dockless_staging::store_states(&mut s, &[(k, state)]).unwrap();
     assert_eq!(s.state(&key()).unwrap().unwrap()["component"]["cursor"], 3);
 }
+
+crate::backends!(
+    state_round_trips_only_on_success_and_a_missing_file_clears_it,
+    an_invalid_state_file_fails_the_job_as_a_user_error_and_stores_nothing,
+    a_deferred_state_is_handed_back_and_stored_later_with_the_others,
+);

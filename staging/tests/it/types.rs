@@ -5,15 +5,15 @@
 use std::path::Path;
 
 use dockless_staging::{
-    BaseType, DataDir, DataTypeSupport, Error, Job, JobReport, JobSpec, SqliteStorage, Storage,
+    BaseType, DataDir, DataTypeSupport, Error, Job, JobReport, JobSpec, Storage,
 };
 use serde_json::{Value, json};
 
-use crate::{dump, id, seed, storage};
+use crate::{Backend, TestStorage, id, seed, storage};
 
 /// Runs a job of a component with `support`, its out/ filled by `write`.
 fn run(
-    s: &mut SqliteStorage,
+    s: &mut TestStorage,
     configuration: Value,
     support: DataTypeSupport,
     write: impl FnOnce(&Path),
@@ -34,7 +34,7 @@ fn run(
 }
 
 /// Stages `table` into `in/tables/t.csv` for a component with `support`; returns its manifest.
-fn input_manifest(s: &SqliteStorage, table: &str, support: DataTypeSupport) -> Value {
+fn input_manifest(s: &TestStorage, table: &str, support: DataTypeSupport) -> Value {
     let work = tempfile::tempdir().unwrap();
     let dir = DataDir::create(work.path()).unwrap();
     let mut job = Job::new(JobSpec {
@@ -80,9 +80,10 @@ fn write_typed(out: &Path) {
     );
 }
 
-#[test]
-fn schema_form_types_are_kept_with_the_table_and_typed_input_manifests_carry_them() {
-    let (_d, mut s) = storage();
+fn schema_form_types_are_kept_with_the_table_and_typed_input_manifests_carry_them(
+    backend: Backend,
+) {
+    let (_d, mut s) = storage(backend);
     run(
         &mut s,
         json!({}),
@@ -149,9 +150,8 @@ fn schema_form_types_are_kept_with_the_table_and_typed_input_manifests_carry_the
     assert!(has("KBC.datatype.nullable", "1"));
 }
 
-#[test]
-fn legacy_form_column_metadata_types_the_table() {
-    let (_d, mut s) = storage();
+fn legacy_form_column_metadata_types_the_table(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let manifest = json!({
         "destination": "out.c-t.legacy",
         "columns": ["id", "name"],
@@ -188,8 +188,7 @@ fn legacy_form_column_metadata_types_the_table() {
     );
 }
 
-#[test]
-fn an_unknown_base_type_stores_nothing_in_either_form() {
+fn an_unknown_base_type_stores_nothing_in_either_form(backend: Backend) {
     for (name, manifest) in [
         (
             "schema",
@@ -203,10 +202,9 @@ fn an_unknown_base_type_stores_nothing_in_either_form() {
                    "column_metadata": {"b": [{"key": "KBC.datatype.basetype", "value": "DECIMAL"}]}}),
         ),
     ] {
-        let (d, mut s) = storage();
+        let (d, mut s) = storage(backend);
         seed(&mut s, "out.c-t.other", "x\n1\n", &[]);
-        let db = d.path().join("storage.db");
-        let before = dump(&db);
+        let before = d.dump();
         let err = run(&mut s, json!({}), DataTypeSupport::None, |out| {
             // A good table first: it must not be stored either.
             put(out, "tables/good.csv", "x\n2\n");
@@ -225,13 +223,12 @@ fn an_unknown_base_type_stores_nothing_in_either_form() {
             assert!(text.contains(part), "{name}: {text} lacks {part}");
         }
         drop(s);
-        assert_eq!(dump(&db), before, "{name}");
+        assert_eq!(d.dump(), before, "{name}");
     }
 }
 
-#[test]
-fn authoritative_checks_with_keboola_wording() {
-    let (_d, mut s) = storage();
+fn authoritative_checks_with_keboola_wording(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     let missing_types = json!({"destination": "out.c-t.a", "schema": [
         {"name": "a", "data_type": {"base": {"type": "STRING"}}},
         {"name": "b"}, {"name": "c"}]});
@@ -298,9 +295,8 @@ fn authoritative_checks_with_keboola_wording() {
     );
 }
 
-#[test]
-fn hints_create_string_columns_and_keep_the_types_as_metadata() {
-    let (_d, mut s) = storage();
+fn hints_create_string_columns_and_keep_the_types_as_metadata(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     run(&mut s, json!({}), DataTypeSupport::Hints, write_typed).unwrap();
     let info = s.table(&id("out.c-t.orders")).unwrap().unwrap();
     assert!(
@@ -323,9 +319,8 @@ fn hints_create_string_columns_and_keep_the_types_as_metadata() {
     assert!(id_meta.contains(&("KBC.datatype.nullable", "0")));
 }
 
-#[test]
-fn a_typed_table_keeps_its_base_types_and_an_untyped_one_stays_untyped() {
-    let (_d, mut s) = storage();
+fn a_typed_table_keeps_its_base_types_and_an_untyped_one_stays_untyped(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     run(&mut s, json!({}), DataTypeSupport::None, write_typed).unwrap();
     let mut changed = typed_manifest();
     changed["schema"][2]["data_type"]["base"]["type"] = json!("STRING");
@@ -392,9 +387,11 @@ fn a_typed_table_keeps_its_base_types_and_an_untyped_one_stays_untyped() {
     assert!(!s.table(&id("out.c-t.plain")).unwrap().unwrap().is_typed());
 }
 
+/// SQLite only: the embedded file's own schema versions (PostgreSQL's are tested in
+/// postgres.rs).
 #[test]
 fn a_storage_file_from_before_types_is_migrated_and_keeps_its_tables() {
-    let (d, mut s) = storage();
+    let (d, mut s) = storage(Backend::Sqlite);
     seed(&mut s, "in.c-old.t", "id,v\n1,a\n", &["id"]);
     drop(s);
     let db = d.path().join("storage.db");
@@ -404,7 +401,7 @@ fn a_storage_file_from_before_types_is_migrated_and_keeps_its_tables() {
         conn.execute_batch("DROP TABLE column_types; PRAGMA user_version=1;")
             .unwrap();
     }
-    let mut s = SqliteStorage::open(&db).unwrap();
+    let mut s = d.open();
     let old = s.table(&id("in.c-old.t")).unwrap().unwrap();
     assert_eq!((old.rows, old.is_typed()), (1, false));
     run(&mut s, json!({}), DataTypeSupport::None, write_typed).unwrap();
@@ -429,7 +426,7 @@ fn a_storage_file_from_before_types_is_migrated_and_keeps_its_tables() {
         .unwrap()
         .execute_batch("PRAGMA user_version=3;")
         .unwrap();
-    match SqliteStorage::open(&db) {
+    match d.location.open() {
         Err(Error::SchemaVersion {
             found, supported, ..
         }) => assert_eq!((found, supported), (3, 2)),
@@ -438,15 +435,14 @@ fn a_storage_file_from_before_types_is_migrated_and_keeps_its_tables() {
     }
 }
 
-#[test]
-fn an_identical_row_bumps_the_change_time_of_a_typed_table_only() {
-    let (_d, mut s) = storage();
+fn an_identical_row_bumps_the_change_time_of_a_typed_table_only(backend: Backend) {
+    let (_d, mut s) = storage(backend);
     seed(&mut s, "out.c-t.plain", "id,v\n1,a\n", &["id"]);
     let typed = json!({"destination": "out.c-t.typed", "incremental": true, "schema": [
         {"name": "id", "primary_key": true, "data_type": {"base": {"type": "INTEGER"}}},
         {"name": "v", "data_type": {"base": {"type": "STRING"}}}]});
     let plain = json!({"destination": "out.c-t.plain", "incremental": true, "primary_key": ["id"]});
-    let load = |s: &mut SqliteStorage| {
+    let load = |s: &mut TestStorage| {
         run(s, json!({}), DataTypeSupport::None, |out| {
             put(out, "tables/typed.csv", "1,a\n");
             put(out, "tables/typed.csv.manifest", &typed.to_string());
@@ -456,10 +452,20 @@ fn an_identical_row_bumps_the_change_time_of_a_typed_table_only() {
         .unwrap();
     };
     load(&mut s);
-    let changed = |s: &SqliteStorage, t: &str| s.table(&id(t)).unwrap().unwrap().last_change;
+    let changed = |s: &TestStorage, t: &str| s.table(&id(t)).unwrap().unwrap().last_change;
     let (typed_before, plain_before) = (changed(&s, "out.c-t.typed"), changed(&s, "out.c-t.plain"));
     std::thread::sleep(std::time::Duration::from_millis(5));
     load(&mut s);
     assert!(changed(&s, "out.c-t.typed") > typed_before);
     assert_eq!(changed(&s, "out.c-t.plain"), plain_before);
 }
+
+crate::backends!(
+    schema_form_types_are_kept_with_the_table_and_typed_input_manifests_carry_them,
+    legacy_form_column_metadata_types_the_table,
+    an_unknown_base_type_stores_nothing_in_either_form,
+    authoritative_checks_with_keboola_wording,
+    hints_create_string_columns_and_keep_the_types_as_metadata,
+    a_typed_table_keeps_its_base_types_and_an_untyped_one_stays_untyped,
+    an_identical_row_bumps_the_change_time_of_a_typed_table_only,
+);

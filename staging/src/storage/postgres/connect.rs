@@ -395,21 +395,23 @@ fn tls_config(
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
             .with_no_client_auth(),
         Verify::Chain | Verify::Full => {
-            let roots = Arc::new(root_store(rootcert.as_deref(), mode)?);
-            let webpki =
-                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| Error::PgUrl {
-                        reason: format!("TLS setup: {e}"),
-                    })?;
-            if verify == Verify::Full {
-                builder.with_webpki_verifier(webpki).with_no_client_auth()
-            } else {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
-                    .with_no_client_auth()
-            }
+            let (roots, certs) = root_store(rootcert.as_deref(), mode)?;
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| Error::PgUrl {
+                reason: format!("TLS setup: {e}"),
+            })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(RootVerifier {
+                    webpki,
+                    pinned: certs,
+                    check_name: verify == Verify::Full,
+                }))
+                .with_no_client_auth()
         }
     };
     Ok(Some(Arc::new(config)))
@@ -422,8 +424,13 @@ enum Verify {
     Full,
 }
 
-fn root_store(rootcert: Option<&str>, mode: TlsMode) -> Result<RootCertStore> {
+/// The trust anchors of `sslrootcert`, and the certificates as they are in the file.
+fn root_store(
+    rootcert: Option<&str>,
+    mode: TlsMode,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>)> {
     let mut roots = RootCertStore::empty();
+    let mut pinned = Vec::new();
     match rootcert {
         Some("system") => {
             let found = rustls_native_certs::load_native_certs();
@@ -440,6 +447,7 @@ fn root_store(rootcert: Option<&str>, mode: TlsMode) -> Result<RootCertStore> {
                 let cert = cert.map_err(|e| Error::PgUrl {
                     reason: format!("cannot read sslrootcert {path}: {e}"),
                 })?;
+                pinned.push(cert.clone());
                 roots.add(cert).map_err(|e| Error::PgUrl {
                     reason: format!("sslrootcert {path}: {e}"),
                 })?;
@@ -468,7 +476,7 @@ fn root_store(rootcert: Option<&str>, mode: TlsMode) -> Result<RootCertStore> {
             ),
         });
     }
-    Ok(roots)
+    Ok((roots, pinned))
 }
 
 /// `prefer`/`require` without a root certificate: encrypted, the server not authenticated
@@ -521,12 +529,18 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name in the certificate is not
-/// compared with the host.
+/// `verify-ca` and `verify-full`: the chain must lead to a root of `sslrootcert`; with
+/// `verify-full` the certificate must also name the host. A server certificate that is itself
+/// in the root file is trusted as it is, as libpq (OpenSSL) trusts it: the common self-signed
+/// set-up, which webpki alone refuses (a CA certificate used as the server's).
 #[derive(Debug)]
-struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+struct RootVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+    check_name: bool,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for RootVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -535,14 +549,40 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        let name_only = |e: &rustls::Error| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. }
+                )
+            )
+        };
+        match verified {
+            Ok(v) => Ok(v),
+            Err(e) if name_only(&e) && !self.check_name => Ok(ServerCertVerified::assertion()),
+            Err(e) if name_only(&e) => Err(e),
+            Err(e) => {
+                if !self
+                    .pinned
+                    .iter()
+                    .any(|c| c.as_ref() == end_entity.as_ref())
+                {
+                    return Err(e);
+                }
+                if self.check_name {
+                    let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                    rustls::client::verify_server_name(&parsed, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
         }
     }
 
@@ -552,7 +592,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -561,11 +601,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 
