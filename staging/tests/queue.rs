@@ -4,7 +4,6 @@
 //!
 //! Needs `scripts/test-env up` (PostgreSQL): run by `scripts/test`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use dockless_staging::queue::{Claim, JobStatus, Step};
@@ -14,65 +13,18 @@ use dockless_staging::storage::postgres::{
 use dockless_staging::storage::{RowSource, Storage};
 use dockless_staging::{Error, TableId};
 
-/// A database of its own, dropped at the end.
-struct Database {
-    url: String,
-    name: String,
-    admin: String,
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .expect("psql (postgresql-client-15)");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// A fresh database with the schema set up (dropped at the end), and a queue connection.
+struct Database(dockless_testkit::TestDatabase);
 
 impl Database {
     fn new() -> Database {
-        let url = std::env::var("DOCKLESS_TEST_POSTGRES")
-            .expect("DOCKLESS_TEST_POSTGRES: run the tests through scripts/test");
-        let admin = std::env::var("DOCKLESS_TEST_POSTGRES_ADMIN")
-            .expect("DOCKLESS_TEST_POSTGRES_ADMIN: run the tests through scripts/test");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("queue_it_{}_{nanos}", std::process::id());
-        let (base, _) = url.rsplit_once('/').unwrap();
-        let user = url
-            .split("://")
-            .nth(1)
-            .unwrap()
-            .split([':', '@'])
-            .next()
-            .unwrap();
-        psql(&admin, &format!("CREATE DATABASE {name} OWNER {user}"));
-        let url = format!("{base}/{name}");
-        // Sets the schema up.
-        PostgresStorage::connect(&url).unwrap();
-        Database { url, name, admin }
+        let db = dockless_testkit::TestDatabase::create();
+        PostgresStorage::connect(&db.url).unwrap();
+        Database(db)
     }
 
     fn queue(&self) -> JobQueue {
-        JobQueue::connect(&self.url).unwrap()
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args(["-X", "-q", "-d", &self.admin, "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
+        JobQueue::connect(&self.0.url).unwrap()
     }
 }
 
@@ -126,7 +78,7 @@ fn rows(storage: &PostgresStorage) -> u64 {
 fn a_worker_that_lost_its_lease_commits_nothing_and_the_next_attempt_commits_once() {
     let db = Database::new();
     let mut q = db.queue();
-    let mut storage = PostgresStorage::connect(&db.url).unwrap();
+    let mut storage = PostgresStorage::connect(&db.0.url).unwrap();
     let id = q.submit(&job(Some("1"), 3)).unwrap();
     let first = q
         .claim("w1", "h1", Duration::from_secs(1))
@@ -224,7 +176,7 @@ fn workers_racing_for_the_last_job_run_it_once() {
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
         let threads: Vec<_> = (0..4)
             .map(|w| {
-                let url = db.url.clone();
+                let url = db.0.url.clone();
                 let barrier = barrier.clone();
                 std::thread::spawn(move || {
                     let mut q = JobQueue::connect(&url).unwrap();
@@ -248,7 +200,7 @@ fn workers_racing_for_the_last_job_run_it_once() {
 fn a_kill_ends_a_waiting_job_and_stops_a_running_one_from_committing() {
     let db = Database::new();
     let mut q = db.queue();
-    let mut storage = PostgresStorage::connect(&db.url).unwrap();
+    let mut storage = PostgresStorage::connect(&db.0.url).unwrap();
     let running = q.submit(&job(Some("2"), 3)).unwrap();
     let c = q.claim("w", "h", Duration::from_secs(30)).unwrap().unwrap();
     assert_eq!(c.claim.job_id, running);
@@ -280,7 +232,7 @@ fn a_kill_ends_a_waiting_job_and_stops_a_running_one_from_committing() {
 fn a_row_marked_done_is_kept_with_its_state_for_the_retry() {
     let db = Database::new();
     let mut q = db.queue();
-    let mut storage = PostgresStorage::connect(&db.url).unwrap();
+    let mut storage = PostgresStorage::connect(&db.0.url).unwrap();
     let id = q.submit(&job(Some("1"), 3)).unwrap();
     let c = q.claim("w", "h", Duration::from_secs(30)).unwrap().unwrap();
     let key = dockless_staging::StateKey {
