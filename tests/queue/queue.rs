@@ -498,3 +498,83 @@ fn a_retried_job_with_rows_skips_the_rows_already_stored() {
         b.worker_log("b")
     );
 }
+
+#[test]
+#[ignore = "needs root and scripts/test-env"]
+fn a_host_that_dies_while_storing_a_jobs_output_leaves_nothing_half_stored() {
+    let db = Database::create();
+    let a = Host::new(&db.url, None);
+    assert!(a.dockless(&["jobs"]).status.success());
+    let b = Host::new(&db.url, Some(a.key()));
+    // A big output: its COPY into PostgreSQL takes long enough to be caught in the act.
+    let script = "#!/bin/sh\nset -e\n\
+                  seq 1 1500000 | awk 'BEGIN { print \"\\\"n\\\",\\\"pad\\\"\" } \
+                  { printf \"\\\"%d\\\",\\\"%s\\\"\\n\", $1, \"padding-padding-padding-padding\" }' \
+                  > /data/out/tables/big.csv\n";
+    for host in [&a, &b] {
+        busybox_component(&host.root, script, "queue-big:1");
+    }
+    let job = json!({
+        "image": "queue-big:1",
+        "component_id": "queue-big",
+        "config_id": "big",
+        "configuration": {"storage": {"output": {"tables": [{
+            "source": "big.csv",
+            "destination": "out.c-queue.big",
+            "incremental": true
+        }]}}}
+    });
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("big.json");
+    std::fs::write(&path, job.to_string()).unwrap();
+    let id = a.submit(&path);
+    let wa = a.worker("a", &["--lease", "3s"]);
+    // Wait until the job's output transaction streams its rows in, then the host dies.
+    let client_sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' \
+         AND query ILIKE 'COPY%'",
+        db.name
+    );
+    let mut client = db.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let copying: i64 = client.query_one(client_sql.as_str(), &[]).unwrap().get(0);
+        if copying > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the output was never caught being stored: {}",
+            a.worker_log("a")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_group(&wa, libc::SIGKILL);
+    drop(wa);
+    // Nothing of the first attempt is visible.
+    let out = a.dockless(&["storage", "tables"]);
+    assert!(
+        !text(&out.stdout).contains("out.c-queue.big"),
+        "{}",
+        text(&out.stdout)
+    );
+    let wb = b.worker("b", &["--lease", "3s"]);
+    let job = a.wait_status(id, "success", Duration::from_secs(300));
+    signal_group(&wb, libc::SIGTERM);
+    assert_eq!(job["job"]["attempt"], 2, "{job:#}");
+    assert_eq!(job["job"]["committed_attempt"], 2, "{job:#}");
+    let out = a.dockless(&["storage", "table", "out.c-queue.big"]);
+    let table = text(&out.stdout);
+    assert!(table.contains("rows:        1500000\n"), "{table}");
+    assert!(
+        wb.wait_with_output().status.success(),
+        "{}",
+        b.worker_log("b")
+    );
+    let out = a.dockless(&["gc"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    dockless_testkit::assert_clean(
+        a.root.path(),
+        &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
+    );
+}
