@@ -211,6 +211,7 @@ impl Scope {
         });
         // No auxiliary units: a(sa(sv)) with nothing in it.
         body.array(8, |_| {});
+        let asked = Instant::now();
         bus.call(
             "org.freedesktop.systemd1",
             "/org/freedesktop/systemd1",
@@ -220,11 +221,18 @@ impl Scope {
             &body.buf,
         )?;
         // The method returns once the start job is queued; the move follows at once.
-        let until = Instant::now() + MOVE_TIMEOUT;
+        let answered = Instant::now();
+        let until = answered + MOVE_TIMEOUT;
         let suffix = format!("/{unit}");
         loop {
             let found = own_cgroup_of(pid).unwrap_or_default();
             if found.ends_with(&suffix) {
+                tracing::debug!(
+                    unit,
+                    call_ms = (answered - asked).as_secs_f64() * 1e3,
+                    move_ms = answered.elapsed().as_secs_f64() * 1e3,
+                    "systemd started the scope"
+                );
                 return Ok(Self {
                     unit: unit.to_owned(),
                     cgroup: found,
