@@ -78,7 +78,7 @@ const V2_DELEGATED_FILES: [&str; 3] = ["cgroup.procs", "cgroup.threads", "cgroup
 /// Root's one-time step: creates `dockless-u<uid>` in every v1 hierarchy, owned by the user
 /// (cpuset's cpus and mems copied from the root, which a new cpuset needs before use), or,
 /// on a pure cgroup v2 host, one `/sys/fs/cgroup/dockless-u<uid>` handed over as systemd's
-/// `Delegate=yes` does (see [`delegate_v2`]). Returns the directories. Idempotent; lost at
+/// `Delegate=yes` does (see `delegate_v2`). Returns the directories. Idempotent; lost at
 /// reboot like every cgroup.
 pub fn delegate(uid: u32, gid: u32) -> Result<Vec<PathBuf>, UsernsError> {
     let hierarchies = v1_hierarchies();
@@ -123,7 +123,7 @@ pub fn delegate(uid: u32, gid: u32) -> Result<Vec<PathBuf>, UsernsError> {
 /// dockless with limits: the runner moves itself into a leaf and enables the controllers
 /// below, as in a systemd scope with `Delegate=yes`. Only the runner may live in it then: the
 /// controllers cannot be enabled beside another process (`EBUSY`).
-pub fn delegate_v2(root: &Path, uid: u32, gid: u32) -> Result<PathBuf, UsernsError> {
+fn delegate_v2(root: &Path, uid: u32, gid: u32) -> Result<PathBuf, UsernsError> {
     let io = |what: &'static str, path: &Path| {
         let path = path.to_owned();
         move |source| UsernsError::Cgroup { what, path, source }
