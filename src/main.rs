@@ -8,6 +8,7 @@
 //! `progress`, `units` -> the crates.
 
 mod build;
+mod cgroups;
 mod cli;
 mod commands;
 mod functional;

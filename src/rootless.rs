@@ -16,8 +16,10 @@ use crate::paths::{Paths, euid};
 /// Enters the rootless session when the caller is not root. Must run before any thread is
 /// started. Without a delegated cgroup subtree, containers run in the caller's cgroup: this
 /// host's cgroup hierarchy cannot be written by an ordinary user, so a private cgroup2 view is
-/// mounted for libcontainer.
-pub fn enter_session(paths: &Paths) -> anyhow::Result<()> {
+/// mounted for libcontainer. Only a session that `runs_containers` claims a delegated v2
+/// cgroup (moving into a leaf of it): a pull or gc would leave that leaf behind in a cgroup
+/// that is not its own scope.
+pub fn enter_session(paths: &Paths, runs_containers: bool) -> anyhow::Result<()> {
     if euid() == 0 {
         return Ok(());
     }
@@ -32,8 +34,10 @@ pub fn enter_session(paths: &Paths) -> anyhow::Result<()> {
         userns::mount_private_cgroup2()
             .context("cannot set up the rootless session")
             .map_err(apparmor_hint)?;
-        let _ = DELEGATED_V2.set(userns::claim_delegated_v2());
-        tracing::debug!(controllers = ?DELEGATED_V2.get(), "cgroup v2 delegation of the session");
+        if runs_containers {
+            let _ = DELEGATED_V2.set(userns::claim_delegated_v2());
+            tracing::debug!(controllers = ?DELEGATED_V2.get(), "cgroup v2 delegation of the session");
+        }
     }
     let _ = DELEGATED.set(delegated);
     Ok(())
@@ -105,8 +109,9 @@ pub fn enforceable(spec: &RunSpec) -> RunSpec {
              enforced: {}; the timeout still applies{}",
             dropped.join(", "),
             if userns::v1_hierarchies().is_empty() {
-                " (run dockless in a systemd user service or scope with Delegate=yes, e.g. \
-                 `systemd-run --user --scope -p Delegate=yes dockless ...`, to have them)"
+                " (on a systemd host, the user's systemd must answer on its D-Bus: \
+                 `loginctl enable-linger USER` starts it; without systemd, as root, \
+                 `dockless delegate-cgroups USER` makes a cgroup for the user's runner)"
             } else {
                 " (as root, `dockless delegate-cgroups USER` delegates one)"
             }
@@ -116,7 +121,8 @@ pub fn enforceable(spec: &RunSpec) -> RunSpec {
 }
 
 /// `dockless delegate-cgroups USER [--undo]`: root's one-time step that gives USER a
-/// subtree of every cgroup v1 hierarchy, so that its rootless runs get limits.
+/// subtree of every cgroup v1 hierarchy, or on a cgroup v2 host without systemd one delegated
+/// cgroup, so that its rootless runs get limits.
 pub fn delegate(user: &str, undo: bool) -> anyhow::Result<std::process::ExitCode> {
     if euid() != 0 {
         bail!("delegate-cgroups changes the host's cgroup hierarchies: run it as root");
@@ -128,8 +134,21 @@ pub fn delegate(user: &str, undo: bool) -> anyhow::Result<std::process::ExitCode
         userns::delegate(uid, gid)
     }
     .with_context(|| format!("cannot change the cgroups delegated to {user}"))?;
-    for dir in dirs {
+    for dir in &dirs {
         println!("{}", dir.display());
+    }
+    if !undo && userns::v1_hierarchies().is_empty() {
+        let dir = dirs
+            .first()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        eprintln!(
+            "dockless: cgroup v2: {user}'s runner gets limits when it runs in {dir}: as root, \
+             put the process that starts it there (`echo PID > {dir}/cgroup.procs`, e.g. the \
+             first step of {user}'s service, then drop to {user} with `setpriv` or `exec`), \
+             alone (the controllers cannot be enabled beside another process). On a systemd \
+             host none of this is needed: the user's systemd gives each runner a delegated scope"
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -8,6 +8,9 @@ pub mod bundle;
 pub mod container;
 pub mod network;
 mod overlay;
+
+pub use overlay::MountApi;
 pub mod rootfs;
+pub mod systemd;
 pub mod unpack;
 pub mod userns;

@@ -100,7 +100,7 @@ pub(crate) fn mount_overlay(
     upper: &Path,
     work: &Path,
     target: &Path,
-) -> std::io::Result<()> {
+) -> std::io::Result<MountApi> {
     // `DOCKLESS_OVERLAY_API=legacy` takes the path of kernels before 6.5 (and of 6.5-6.7,
     // which lack `lowerdir+`) on any kernel: what tests and a doubtful user can force.
     let forced_legacy = std::env::var_os("DOCKLESS_OVERLAY_API").is_some_and(|v| v == "legacy");
@@ -109,17 +109,45 @@ pub(crate) fn mount_overlay(
     } else {
         mount_overlay_fsopen(lowers, upper, work, target)
     };
-    match new_api {
-        Ok(()) => tracing::debug!(
-            layers = lowers.len(),
-            "overlay mounted with the new mount API"
-        ),
+    let api = match new_api {
+        Ok(()) => {
+            tracing::debug!(
+                layers = lowers.len(),
+                api = MountApi::Fsconfig.name(),
+                "overlay mounted with the new mount API"
+            );
+            MountApi::Fsconfig
+        }
         Err(Errno::NOSYS | Errno::INVAL) => mount_overlay_legacy(lowers, upper, work, target)?,
         Err(e) => return Err(e.into()),
-    }
+    };
     // Never let mounts made below the rootfs propagate back to the host.
     mount_change(target, MountPropagationFlags::PRIVATE)?;
-    Ok(())
+    Ok(api)
+}
+
+/// Which way an overlay was mounted: kernels before 6.8 (Debian 12's 6.1) take the legacy
+/// `mount(2)` path, which a run's `--json` and debug log name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountApi {
+    /// `fsopen`/`fsconfig` with one `lowerdir+` per layer (Linux 6.8+).
+    Fsconfig,
+    /// `mount(2)` with the layers' paths in one option string.
+    Legacy,
+    /// `mount(2)` with the layers named by descriptor (`/proc/self/fd/N`): the paths would
+    /// have exceeded the one page of options.
+    LegacyByFd,
+}
+
+impl MountApi {
+    /// The name in `--json` (`"mount_api"`) and in the debug log.
+    pub fn name(self) -> &'static str {
+        match self {
+            MountApi::Fsconfig => "fsconfig",
+            MountApi::Legacy => "mount(2)",
+            MountApi::LegacyByFd => "mount(2), layers by fd",
+        }
+    }
 }
 
 fn mount_overlay_fsopen(
@@ -163,10 +191,11 @@ fn mount_overlay_legacy(
     upper: &Path,
     work: &Path,
     target: &Path,
-) -> std::io::Result<()> {
+) -> std::io::Result<MountApi> {
     let full: Vec<&[u8]> = lowers.iter().map(|l| l.as_os_str().as_bytes()).collect();
     let mut data = legacy_options(&full, upper, work);
     let _held;
+    let api;
     if data.len() + 1 > MOUNT_DATA_LIMIT {
         let fds = lowers
             .iter()
@@ -197,12 +226,19 @@ fn mount_overlay_legacy(
             )));
         }
         _held = fds;
+        api = MountApi::LegacyByFd;
         tracing::debug!(
             layers = lowers.len(),
+            api = api.name(),
             "overlay mounted with mount(2), layers named by descriptor (options over a page)"
         );
     } else {
-        tracing::debug!(layers = lowers.len(), "overlay mounted with mount(2)");
+        api = MountApi::Legacy;
+        tracing::debug!(
+            layers = lowers.len(),
+            api = api.name(),
+            "overlay mounted with mount(2)"
+        );
     }
     let data =
         CString::new(data).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
@@ -213,7 +249,7 @@ fn mount_overlay_legacy(
         MountFlags::NODEV | MountFlags::NOSUID,
         data.as_c_str(),
     )?;
-    Ok(())
+    Ok(api)
 }
 
 fn legacy_options(lowers: &[&[u8]], upper: &Path, work: &Path) -> Vec<u8> {

@@ -31,8 +31,23 @@ pub struct Cli {
     #[arg(long, global = true, env = "DOCKLESS_STORAGE", value_parser = StorageLocation::parse)]
     pub storage: Option<StorageLocation>,
 
+    /// Who manages the runs' cgroups: `systemd` (a transient scope per run; rootless, one
+    /// delegated scope of the user's systemd) or `cgroupfs` (written directly); default:
+    /// systemd when PID 1 is systemd on a cgroup v2 host and its D-Bus answers.
+    #[arg(long, global = true, env = "DOCKLESS_CGROUP_MANAGER", value_enum)]
+    pub cgroup_manager: Option<CgroupManager>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--cgroup-manager`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CgroupManager {
+    /// Transient scopes of systemd, with `Delegate=yes`.
+    Systemd,
+    /// Cgroups written by dockless itself.
+    Cgroupfs,
 }
 
 /// One verb per subcommand; each lives in its own file under `commands/`.
@@ -83,8 +98,9 @@ pub enum Command {
     /// Run a command inside the rootless user namespace (as podman unshare): e.g. remove
     /// files a container left owned by a subordinate uid. Root runs it as is.
     Unshare(UnshareArgs),
-    /// As root, once per boot: give USER a subtree of every cgroup v1 hierarchy, so that its
-    /// rootless runs get memory, CPU and pids limits (`--undo` takes it back).
+    /// As root, once per boot: give USER a subtree of every cgroup v1 hierarchy (or, on a
+    /// cgroup v2 host without systemd, one delegated cgroup), so that its rootless runs get
+    /// memory, CPU and pids limits (`--undo` takes it back).
     DelegateCgroups(DelegateArgs),
 }
 

@@ -46,7 +46,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     {
         tracing::warn!(error = format!("{e:#}"), "cannot end abandoned containers");
     }
-    // Still single-threaded here: the rootless session must be entered before any thread.
+    // Still single-threaded here: a rootless runner's own systemd scope comes before its
+    // session, and the session before any thread.
+    let runs_containers = matches!(
+        cli.command,
+        Command::Run(_) | Command::Build(_) | Command::Test(_)
+    );
+    if runs_containers {
+        crate::cgroups::choose(match cli.cgroup_manager {
+            None => crate::cgroups::Wanted::Auto,
+            Some(crate::cli::CgroupManager::Systemd) => crate::cgroups::Wanted::Systemd,
+            Some(crate::cli::CgroupManager::Cgroupfs) => crate::cgroups::Wanted::Cgroupfs,
+        })?;
+    }
     if matches!(
         cli.command,
         Command::Pull(_)
@@ -58,7 +70,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             | Command::Test(_)
             | Command::Unshare(_)
     ) {
-        crate::rootless::enter_session(&paths)?;
+        crate::rootless::enter_session(&paths, runs_containers)?;
     }
     match cli.command {
         Command::Storage(cmd) => storage::run(cmd, &paths),

@@ -129,6 +129,8 @@ fn summary(image: &str, network: &str, r: &RunResult) -> serde_json::Value {
     serde_json::json!({
         "image": image,
         "network": network,
+        "mount_api": crate::stages::container::mount_api(),
+        "cgroup_manager": crate::cgroups::name(),
         "exit_code": r.exit_code,
         "oom_killed": r.oom_killed,
         "timed_out": r.timed_out,

@@ -234,6 +234,7 @@ impl Pipeline<'_> {
             self.result.oom_killed = end.oom_killed;
             self.result.timed_out = end.timed_out;
         }
+        self.result.mount_api = crate::stages::container::mount_api();
         self.result.containers.push(ContainerRun {
             role,
             id: end.id.clone(),

@@ -93,6 +93,12 @@ pub struct JobResult {
     pub digest: Option<String>,
     /// The containers' network: `none`, `bridge` or `host`.
     pub network: &'static str,
+    /// How the containers' root filesystems were mounted: `fsconfig` (Linux 6.8+),
+    /// `mount(2)` (older kernels), `mount(2), layers by fd` (options over a page), `copy`;
+    /// none when no container ran.
+    pub mount_api: Option<&'static str>,
+    /// Who managed the containers' cgroups: `systemd` or `cgroupfs`.
+    pub cgroup_manager: &'static str,
     /// Component id (`KBC_COMPONENTID`).
     pub component_id: String,
     /// Configuration id, if any.
@@ -178,6 +184,8 @@ impl JobResult {
             image: image.to_string(),
             digest: None,
             network: "none",
+            mount_api: None,
+            cgroup_manager: crate::cgroups::name(),
             component_id: component_id.to_string(),
             config_id: None,
             row_id: None,

@@ -97,6 +97,13 @@ pub fn run_container_listening(
             "dockless: overlay unavailable ({reason}); running on a flattened copy of the image"
         );
     }
+    let api = rootfs.mount_api().map_or("copy", |api| api.name());
+    let _ = LAST_MOUNT_API.set(api);
+    tracing::debug!(
+        mount_api = api,
+        cgroup_manager = crate::cgroups::name(),
+        "container rootfs and cgroups"
+    );
     let result = runner(paths)?.run_listening(
         rootfs.path(),
         &crate::rootless::enforceable(spec),
@@ -114,6 +121,16 @@ pub fn run_container_listening(
     Ok(result)
 }
 
+/// How this process's first run mounted its rootfs (`fsconfig`, `mount(2)`, ..., `copy`):
+/// the kernel decides, so every run of a process takes the same way.
+static LAST_MOUNT_API: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The way the runs of this process mounted their rootfs (see [`dockless_runtime::MountApi`]),
+/// once one ran; for `--json`.
+pub fn mount_api() -> Option<&'static str> {
+    LAST_MOUNT_API.get().copied()
+}
+
 /// The runtime's runner for this process: the binary re-executed as the helper, and, in a
 /// rootless session with a delegated cgroup subtree, its cgroups placed there. Pair every
 /// spec with [`crate::rootless::enforceable`].
@@ -121,7 +138,8 @@ pub fn runner(paths: &Paths) -> anyhow::Result<Runner> {
     let exe = std::env::current_exe().context("cannot find the dockless executable")?;
     // `DOCKLESS_PASTA` names the pasta of `--network bridge` runs (default: found on PATH).
     let mut runner = Runner::new(exe, [HELPER_COMMAND], paths.containers())
-        .with_pasta(std::env::var_os("DOCKLESS_PASTA").map(std::path::PathBuf::from));
+        .with_pasta(std::env::var_os("DOCKLESS_PASTA").map(std::path::PathBuf::from))
+        .with_systemd_scopes(crate::cgroups::run_scopes());
     if let Some((fd, grace)) = crate::signals::stop() {
         // `dockless run` handles SIGTERM, SIGINT and SIGHUP: the container is stopped.
         runner = runner.with_stop(fd, grace);

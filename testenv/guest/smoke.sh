@@ -14,6 +14,10 @@
 set -u
 readonly REG=10.0.2.2:5000
 readonly IMAGE=$REG/busybox:latest
+# 60 layers (busybox + 59 of one file each: /layers/2 .. /layers/60), pushed by test-guest smoke.
+readonly LAYERS60=$REG/layers60:latest
+# The demo Keboola component (examples/demo-component), pushed by test-guest smoke.
+readonly DEMO=$REG/demo-component:guest
 readonly SHARE=${GUEST_SHARE:-/run/test-guest/in}
 readonly RESULTS=${SMOKE_RESULTS:-/tmp/smoke-results}
 readonly DOCKLESS=/usr/local/bin/dockless
@@ -75,6 +79,11 @@ facts() {
 	local own
 	own=$(sed -n 's/^0:://p' /proc/self/cgroup)
 	echo "own cgroup's dir: $(stat -c '%U:%G %a' "/sys/fs/cgroup$own" 2>/dev/null), subtree_control of its parent: $(cat "/sys/fs/cgroup${own%/*}/cgroup.subtree_control" 2>/dev/null)"
+	echo "own cgroup's controllers: $(cat "/sys/fs/cgroup$own/cgroup.controllers" 2>/dev/null); processes in it: $(wc -l <"/sys/fs/cgroup$own/cgroup.procs" 2>/dev/null)"
+	local tu um
+	tu=$(id -u "$TEST_USER")
+	um=/sys/fs/cgroup/user.slice/user-$tu.slice/user@$tu.service
+	echo "user manager's cgroup: controllers [$(cat "$um/cgroup.controllers" 2>/dev/null)], subtree_control [$(cat "$um/cgroup.subtree_control" 2>/dev/null)]; app.slice's: [$(cat "$um/app.slice/cgroup.controllers" 2>/dev/null)]"
 	echo "XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-} DBUS_SESSION_BUS_ADDRESS=${DBUS_SESSION_BUS_ADDRESS:-}"
 	echo
 }
@@ -103,6 +112,29 @@ common_checks() {
 		record PASS "debug names fallbacks" "${notes:0:400}"
 	fi
 
+	# Issue 12: the run's --json names the mount API and the cgroup manager; which ones this
+	# guest must take: systemd (PID 1 is systemd, cgroup v2), fsconfig from Linux 6.8 on.
+	run "json names APIs" "$DOCKLESS" run --json "$IMAGE" -- true
+	local api manager want_api
+	api=$(json_field mount_api)
+	manager=$(json_field cgroup_manager)
+	want_api='"mount(2)"'
+	if printf '%s\n6.8\n' "$(uname -r | cut -d- -f1)" | sort -V -C -r; then want_api='"fsconfig"'; fi
+	if ((RC == 0)) && [[ $api == "$want_api" && $manager == '"systemd"' ]]; then
+		record PASS "json names APIs" "mount_api $api, cgroup_manager $manager"
+	else
+		record FAIL "json names APIs" "exit $RC, mount_api ${api:-?} (want $want_api), cgroup_manager ${manager:-?} (want \"systemd\"): $(why)"
+	fi
+
+	# An image of 60 layers: over a page of legacy overlay options with the store's paths.
+	check "pull 60 layers" "$DOCKLESS" pull -q "$LAYERS60"
+	run "run 60 layers" "$DOCKLESS" run "$LAYERS60" -- sh -c 'cat /layers/2 /layers/60; ls /layers | wc -l'
+	if ((RC == 0)) && [[ $(tr -d ' ' <"$OUT" | tr '\n' ' ') == "2 60 59 " ]]; then
+		record PASS "run 60 layers" ""
+	else
+		record FAIL "run 60 layers" "exit $RC, output $(tr '\n' ' ' <"$OUT" | cut -c1-200)"
+	fi
+
 	# ~200 MB in a shell variable against a 32 MiB limit.
 	run "memory 32m OOM" "$DOCKLESS" run --json --memory 32m "$IMAGE" -- \
 		sh -c 'x=$(head -c 200000000 /dev/zero | tr "\0" a); echo ${#x}'
@@ -127,7 +159,7 @@ common_checks() {
 	# The quota as the container's cgroup (or a parent below the root) has it, read from outside.
 	printf -- '--- cpus 0.5: %s run --cpus 0.5 %s -- sleep 9 &\n' "$DOCKLESS" "$IMAGE"
 	"$DOCKLESS" run --cpus 0.5 "$IMAGE" -- sleep 9 >"$OUT" 2>&1 &
-	local runner=$! pid="" i cg quota=""
+	local runner=$! pid="" i cg quota="" container_cg=""
 	for ((i = 0; i < 120; i++)); do
 		pid=$(pgrep -n -x -f 'sleep 9') && break
 		kill -0 "$runner" 2>/dev/null || break
@@ -135,6 +167,7 @@ common_checks() {
 	done
 	if [[ -n $pid ]]; then
 		cg=$(sed -n 's/^0:://p' "/proc/$pid/cgroup")
+		container_cg=$cg
 		echo "    container cgroup: $cg"
 		while [[ -n $cg && $cg != / ]]; do
 			quota=$(cat "/sys/fs/cgroup$cg/cpu.max" 2>/dev/null || true)
@@ -152,6 +185,17 @@ common_checks() {
 		record FAIL "cpus 0.5" "exit $RC, the container never started: $(why)"
 	else
 		record FAIL "cpus 0.5" "exit $RC, no cpu.max quota on the container's cgroup path: $(why)"
+	fi
+
+	# systemd as cgroup manager: root's run in a transient scope of its own (podman's layout:
+	# the helper in supervisor/, the container in container/), the rootless runner in one
+	# delegated scope of the user's systemd.
+	local want_cg='^/system\.slice/dockless-dl-[0-9a-f]+-[0-9]+-[0-9a-f]+\.scope/container$'
+	((EUID == 0)) || want_cg="^/user\.slice/user-$EUID\.slice/user@$EUID\.service/.*dockless-[0-9]+\.scope/dockless/dl-[^/]+$"
+	if [[ $container_cg =~ $want_cg ]]; then
+		record PASS "systemd scope" "$container_cg"
+	else
+		record FAIL "systemd scope" "container cgroup '$container_cg' does not match $want_cg"
 	fi
 
 	local t0=$SECONDS
@@ -189,8 +233,66 @@ common_checks() {
 		fi
 	fi
 
+	demo_job
+
 	check "gc" "$DOCKLESS" gc
 	leftovers
+}
+
+# The demo Keboola job end to end: a table staged in from the embedded Storage, the component,
+# its two output tables loaded back (examples/demo-component, data from the share).
+demo_job() {
+	local dir
+	dir=$(mktemp -d /tmp/smoke-job.XXXXXX)
+	printf '%s\n' '{"storage": {"input": {"tables": [{"source": "in.c-demo.orders", "destination": "orders.csv"}]}},' \
+		' "parameters": {"vat_rate": 0.21, "keep_state": false}}' >"$dir/job.json"
+	run "storage import" "$DOCKLESS" --storage "$dir/job.db" storage import \
+		"$SHARE/orders-1.csv" in.c-demo.orders --primary-key id
+	run "demo job" "$DOCKLESS" --storage "$dir/job.db" run "$DEMO" --config "$dir/job.json" \
+		--config-id guest --json
+	local status tables
+	status=$(json_field status)
+	tables=$(grep -c '"destination"' "$OUT")
+	if ((RC == 0)) && [[ $status == '"success"' ]] && ((tables >= 2)); then
+		record PASS "demo job" "status $status, $tables tables written"
+	else
+		record FAIL "demo job" "exit $RC, status ${status:-?}, $tables tables: $(why)"
+	fi
+	rm -rf "$dir"
+}
+
+# Root: the runner and its runtime helper both SIGKILLed, so nobody ends the container: it goes
+# on in its scope until `dockless gc` kills it through the cgroup; systemd then removes the scope.
+gc_after_both_killed() {
+	printf -- '--- gc after SIGKILL of both: %s run %s -- sleep 300 &\n' "$DOCKLESS" "$IMAGE"
+	"$DOCKLESS" run "$IMAGE" -- sleep 300 >"$OUT" 2>&1 &
+	local runner=$! i helper scope
+	for ((i = 0; i < 120; i++)); do
+		pgrep -x -f 'sleep 300' >/dev/null && break
+		sleep 0.5
+	done
+	helper=$(pgrep -P "$runner" | head -n 1)
+	kill -KILL "$runner" ${helper:+"$helper"}
+	wait "$runner" 2>/dev/null
+	sleep 1
+	scope=$(systemctl list-units --all --plain --no-legend 'dockless-*' | cut -d' ' -f1 | tr '\n' ' ')
+	if ! pgrep -x -f 'sleep 300' >/dev/null || [[ -z $scope ]]; then
+		record FAIL "gc after both killed" "expected the container alive in its scope: container [$(pgrep -a -x -f 'sleep 300')], scope [$scope], helper [$helper]"
+		return
+	fi
+	echo "    left running: container $(pgrep -x -f 'sleep 300'), scope $scope"
+	run "gc after both killed" "$DOCKLESS" gc
+	local left=""
+	for ((i = 0; i < 50; i++)); do
+		left=$(pgrep -a -x -f 'sleep 300')$(systemctl list-units --all --plain --no-legend 'dockless-*' | cut -d' ' -f1)
+		[[ -n $left ]] || break
+		sleep 0.1
+	done
+	if ((RC == 0)) && [[ -z $left ]]; then
+		record PASS "gc after both killed" "scope $scope removed"
+	else
+		record FAIL "gc after both killed" "gc exit $RC, left: $left $(why)"
+	fi
 }
 
 # What a finished run may not leave: mounts, processes, container cgroups, state entries. And,
@@ -199,7 +301,14 @@ leftovers() {
 	local mounts procs containers top state="" d
 	mounts=$(grep dockless /proc/mounts | cut -d' ' -f2 | tr '\n' ' ')
 	procs=$(pgrep -a -x -f 'sleep (2|9|120|300)' | tr '\n' ' ')
-	containers=$(find /sys/fs/cgroup -mindepth 2 -type d -path '*dockless*' 2>/dev/null | head -n 5 | tr '\n' ' ')
+	# systemd removes an emptied scope (and what it delegated) a moment after its last process.
+	local tries
+	for ((tries = 0; tries < 50; tries++)); do
+		containers=$(find /sys/fs/cgroup -mindepth 2 -type d -path '*dockless*' 2>/dev/null | head -n 5 | tr '\n' ' ')
+		((EUID != 0)) || containers+=$(systemctl list-units --all --plain --no-legend 'dockless-*' | cut -d' ' -f1 | tr '\n' ' ')
+		[[ -n $containers ]] || break
+		sleep 0.1
+	done
 	top=$(find /sys/fs/cgroup -mindepth 1 -maxdepth 1 -type d -name '*dockless*' | tr '\n' ' ')
 	local root=/var/lib/dockless run_state=/run/dockless
 	if ((EUID != 0)); then
@@ -254,6 +363,8 @@ root_part() {
 
 	common_checks
 
+	gc_after_both_killed
+
 	run "run --userns id" "$DOCKLESS" run --userns "$IMAGE" -- id
 	if ((RC == 0)) && grep -q 'uid=0(root)' "$OUT"; then
 		record PASS "run --userns" ""
@@ -281,6 +392,9 @@ root_part() {
 		bash "$SHARE/run" rootless user-service 2>&1 </dev/null
 	echo "systemd-run exit $?"
 	echo
+	WHO=root
+	delegated_v2
+
 
 	echo "### summary ($(uname -r))"
 	cat "$RESULTS"
@@ -288,10 +402,60 @@ root_part() {
 	! grep -q '^FAIL' "$RESULTS"
 }
 
+# `dockless delegate-cgroups USER`'s form for cgroup v2 hosts without systemd, tried with the
+# cgroupfs manager: root makes the delegated cgroup, a root shell moves itself in and becomes the
+# test user (setpriv execs, so the runner is alone there), the runner enables the controllers
+# below it, and a 32 MiB limit OOM-kills; --undo removes the tree.
+delegated_v2() {
+	local uid gid dir script
+	uid=$(id -u "$TEST_USER")
+	gid=$(id -g "$TEST_USER")
+	dir=/sys/fs/cgroup/dockless-u$uid
+	check "delegate-cgroups v2" "$DOCKLESS" delegate-cgroups "$TEST_USER"
+	script=$(mktemp /tmp/delegated.XXXXXX)
+	cat >"$script" <<-EOF
+		cd / && echo \$\$ >$dir/cgroup.procs || exit 99
+		exec setpriv --reuid=$uid --regid=$gid --init-groups env -i HOME=/home/$TEST_USER \\
+			PATH=$PATH XDG_RUNTIME_DIR=/run/user/$uid DOCKLESS_INSECURE_REGISTRIES=$REG \\
+			DOCKLESS_LOG=dockless=debug $DOCKLESS --cgroup-manager cgroupfs run --json \\
+			--memory 32m $IMAGE -- sh -c 'x=\$(head -c 200000000 /dev/zero | tr "\\0" a); echo \${#x}'
+	EOF
+	run "delegated v2 OOM" sh "$script"
+	rm -f "$script"
+	local oom manager
+	oom=$(json_field oom_killed)
+	manager=$(json_field cgroup_manager)
+	if [[ $oom == true && $manager == '"cgroupfs"' ]]; then
+		record PASS "delegated v2 OOM" "exit $RC, cgroup_manager $manager"
+	else
+		record FAIL "delegated v2 OOM" "exit $RC, oom_killed ${oom:-?}, cgroup_manager ${manager:-?}: $(why)"
+	fi
+	check "delegate-cgroups --undo" "$DOCKLESS" delegate-cgroups --undo "$TEST_USER"
+	if [[ -e $dir ]]; then
+		record FAIL "undo removed it" "$dir is still there: $(find "$dir" -type d | tr '\n' ' ')"
+	else
+		record PASS "undo removed it" ""
+	fi
+}
+
 rootless_part() {
 	WHO="rootless-$1"
 	facts
 	common_checks
+	if [[ $1 == user-service ]]; then
+		# Why a Delegate=yes user service alone gave no controllers (issue 12): with cgroupfs,
+		# the session claims the service's own cgroup, where the shell running this script
+		# stays; v2 refuses controllers beside a process (EBUSY), so the limit is not enforced.
+		run "cgroupfs in a service" env DOCKLESS_LOG=dockless_runtime=debug "$DOCKLESS" \
+			--cgroup-manager cgroupfs run --memory 32m "$IMAGE" -- true
+		local busy
+		busy=$(grep -m1 'cannot enable a delegated controller' "$OUT" | grep -o 'error=.*' | cut -c1-120)
+		if ((RC == 0)) && [[ $busy == *busy* ]] && grep -q 'not enforced: memory limit' "$OUT"; then
+			record PASS "cgroupfs in a service" "$busy"
+		else
+			record FAIL "cgroupfs in a service" "exit $RC, ${busy:-no EBUSY logged}: $(why)"
+		fi
+	fi
 	# What the user's state holds after gc.
 	local data=${XDG_DATA_HOME:-$HOME/.local/share}
 	find "$data" -maxdepth 3 2>/dev/null | head -n 20 | sed 's/^/    state: /'

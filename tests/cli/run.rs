@@ -228,6 +228,35 @@ fn gc_removes_what_a_killed_runner_left() {
 }
 
 #[test]
+fn a_systemd_cgroup_manager_is_refused_where_pid_1_is_not_systemd() {
+    // This host boots without systemd; the guests (scripts/test-guest) test the other case.
+    assert!(
+        !Path::new("/run/systemd/system").exists(),
+        "this test needs a host whose PID 1 is not systemd"
+    );
+    let root = tempfile::tempdir().unwrap();
+    for set_by in ["flag", "env"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockless"));
+        cmd.env("DOCKLESS_ROOT", root.path())
+            .env("DOCKLESS_RUN_ROOT", root.path().join("run"));
+        if set_by == "flag" {
+            cmd.args(["--cgroup-manager", "systemd"]);
+        } else {
+            cmd.env("DOCKLESS_CGROUP_MANAGER", "systemd");
+        }
+        let out = cmd.args(["run", "busybox", "--", "true"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{set_by}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("--cgroup-manager systemd: PID 1 is not systemd"),
+            "{set_by}: {stderr}"
+        );
+    }
+    let out = dockless(root.path(), &["--cgroup-manager", "docker", "gc"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
 fn usage_errors_exit_125_not_a_job_class() {
     let root = tempfile::tempdir().unwrap();
     let out = dockless(root.path(), &["run", "--no-such-flag", "busybox"]);
@@ -537,18 +566,23 @@ fn an_image_of_sixty_layers_runs_through_the_legacy_overlay_mount() {
             .env("DOCKLESS_RUN_ROOT", root.join("run"))
             .env("DOCKLESS_OVERLAY_API", api)
             .env("DOCKLESS_LOG", "dockless_runtime=debug")
-            .args(["run", "localhost/sixty:1"])
+            .args(["run", "--json", "localhost/sixty:1"])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{api}: {}", text(&out.stderr));
-        assert_eq!(text(&out.stdout), expected, "{api}");
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(result["stdout"], expected, "{api}");
         let stderr = text(&out.stderr);
-        let named = if api == "legacy" {
-            "layers named by descriptor"
+        let (named, json_name) = if api == "legacy" {
+            ("layers named by descriptor", "mount(2), layers by fd")
         } else {
-            "with the new mount API"
+            ("with the new mount API", "fsconfig")
         };
         assert!(stderr.contains(named), "{api}: {stderr}");
+        // Issue 12: the run's result names the fallback it took, and the cgroup manager (this
+        // host has no systemd: cgroupfs).
+        assert_eq!(result["mount_api"], json_name, "{api}");
+        assert_eq!(result["cgroup_manager"], "cgroupfs", "{api}");
     }
     assert_clean(&root);
 }

@@ -218,9 +218,21 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
     }
     if rootless {
         // libcontainer applies resources (and always the v1 devices rules) only when they are
-        // present; a rootless run has no cgroup it could write them to. Devices stay limited:
-        // only the default nodes are bound in, and mknod of devices needs the host's root.
-        linux.set_resources(None);
+        // present; a rootless run has no cgroup it could write them to, but for the limits of
+        // controllers delegated to it on v2 (checked above), which libcontainer's v2 manager
+        // writes below the delegated cgroup. Devices stay limited either way: only the default
+        // nodes are bound in, and mknod of devices needs the host's root.
+        let limited = run.limits.memory_bytes.is_some()
+            || run.limits.cpus.is_some()
+            || run.limits.pids.is_some();
+        match linux.resources_mut() {
+            Some(resources) if limited => {
+                resources.set_devices(None);
+            }
+            _ => {
+                linux.set_resources(None);
+            }
+        }
     }
 
     SpecBuilder::default()
@@ -240,8 +252,9 @@ pub fn build_spec(rootfs: &Path, run: &RunSpec, cgroups_path: &str) -> Result<Sp
         .map_err(spec_err("spec"))
 }
 
-/// Inside a user namespace (rootless) neither cgroup limits nor the host's network can be
-/// granted: say so instead of silently running without them.
+/// Inside a user namespace (rootless) neither the host's network nor cgroup limits of a
+/// controller that was not delegated (see `userns::claim_delegated_v2`) can be granted: say
+/// so instead of silently running without them.
 fn refuse_in_user_namespace(run: &RunSpec) -> Result<(), BundleError> {
     if run.network == NetworkMode::Host {
         return Err(BundleError::RootlessHostNetwork);
@@ -254,6 +267,11 @@ fn refuse_in_user_namespace(run: &RunSpec) -> Result<(), BundleError> {
     ]
     .into_iter()
     .flatten()
+    .filter(|c| {
+        !crate::userns::delegated_v2_controllers()
+            .iter()
+            .any(|d| d == c)
+    })
     .collect();
     if !asked.is_empty() {
         return Err(BundleError::RootlessLimits {

@@ -135,6 +135,15 @@ pub enum RunError {
         #[source]
         source: UsernsError,
     },
+    /// systemd could not give the run its scope (`--cgroup-manager systemd`).
+    #[error("run {id} failed: cannot get a systemd scope for it")]
+    Systemd {
+        /// The run.
+        id: String,
+        /// The cause.
+        #[source]
+        source: crate::systemd::SystemdError,
+    },
     /// The helper reported a failure (its error chain, outermost first).
     #[error("run {id} failed: {}", messages.join(": "))]
     Helper {

@@ -76,6 +76,7 @@ pub struct Runner {
     own_v1_limits: bool,
     stop: Option<(Arc<OwnedFd>, Duration)>,
     pasta: Option<PathBuf>,
+    scopes: Option<crate::systemd::RunScopes>,
 }
 
 impl Runner {
@@ -96,6 +97,25 @@ impl Runner {
             own_v1_limits: false,
             stop: None,
             pasta: None,
+            scopes: None,
+        }
+    }
+
+    /// systemd as the cgroup manager (see [`crate::systemd`]): each run gets a transient
+    /// scope `dockless-<id>.scope` in `system.slice` with `Delegate=yes`, the helper its
+    /// `supervisor` leaf and the container its `container` cgroup; the cgroup parent is then
+    /// not used. `None` keeps cgroupfs (cgroups below the parent, written directly).
+    pub fn with_systemd_scopes(mut self, scopes: Option<crate::systemd::RunScopes>) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// Which cgroup manager the runs use: `"systemd"` or `"cgroupfs"`.
+    pub fn cgroup_manager(&self) -> &'static str {
+        if self.scopes.is_some() {
+            "systemd"
+        } else {
+            "cgroupfs"
         }
     }
 
@@ -200,6 +220,7 @@ impl Runner {
             lock: Some(lock),
             own_cgroup: None,
             network_files: None,
+            scope: None,
         };
 
         // Everything `bridge` needs from the host, checked before any container exists: a
@@ -240,7 +261,15 @@ impl Runner {
             bundle
         };
         crate::bundle::hand_over(rootfs, spec)?;
-        let cgroups_path = format!("/{}/{}", self.cgroup_parent, id);
+        let cgroups_path = if self.scopes.is_some() {
+            format!(
+                "/{}/dockless-{id}.scope/{}",
+                crate::systemd::ROOT_SLICE,
+                crate::systemd::CONTAINER_LEAF
+            )
+        } else {
+            format!("/{}/{}", self.cgroup_parent, id)
+        };
         if self.own_v1_limits {
             spec.limits.validate()?;
             let mut bundle_spec = spec.clone();
@@ -289,6 +318,7 @@ impl Runner {
             Some((ours, theirs))
         };
         let mut child = self.spawn_helper(&passed)?;
+        let helper_pid = child.id();
         // The helper (and through it the container and pasta) holds the namespace now.
         let netns_on_fd = netns.take().is_some();
         drop((out_w, err_w));
@@ -297,6 +327,28 @@ impl Runner {
         let helper_err = child.stderr.take();
         session.stdin = child.stdin.take();
         session.child = Some(child);
+        if let Some(scopes) = &self.scopes {
+            // Before the request: the helper waits for it, so it creates the container only
+            // once it is in the scope's supervisor leaf.
+            let scope = scopes
+                .start(&id, helper_pid)
+                .map_err(|source| RunError::Systemd {
+                    id: id.clone(),
+                    source,
+                })?;
+            let path = scope.container_cgroup();
+            session.scope = Some(scope);
+            if path != cgroups_path {
+                return Err(RunError::Systemd {
+                    id,
+                    source: crate::systemd::SystemdError::NotMoved {
+                        pid: helper_pid,
+                        unit: format!("the cgroup {cgroups_path}"),
+                        found: path,
+                    },
+                });
+            }
+        }
 
         let request = HelperRequest {
             id: id.clone(),
@@ -530,6 +582,9 @@ struct Session {
     own_cgroup: Option<String>,
     /// A bridged run's resolv.conf and hosts beside the rootfs.
     network_files: Option<PathBuf>,
+    /// The run's systemd scope (systemd removes it once empty; its supervisor leaf is
+    /// removed here so that nothing waits for that).
+    scope: Option<crate::systemd::Scope>,
 }
 
 impl Session {
@@ -552,6 +607,10 @@ impl Session {
         }
         if let Some(dir) = self.network_files.take() {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(scope) = self.scope.take() {
+            // The helper is gone and the container deleted: both leaves are empty.
+            let _ = std::fs::remove_dir(scope.dir().join(crate::systemd::SUPERVISOR_LEAF));
         }
         self.lock = None;
         removed.map(drop)

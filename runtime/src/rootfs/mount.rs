@@ -14,7 +14,7 @@ use rustix::mount::{
 use super::error::{DiffError, RootfsError};
 use super::flatten::flatten_into;
 use super::lease::SnapshotLease;
-use crate::overlay::{mount_overlay, root_is_opaque};
+use crate::overlay::{MountApi, mount_overlay, root_is_opaque};
 use crate::unpack::IdShift;
 use crate::unpack::tree::{open_dir, remove_any};
 
@@ -49,6 +49,7 @@ pub struct RunRootfs {
     run_dir: PathBuf,
     rootfs: PathBuf,
     kind: RootfsKind,
+    api: Option<MountApi>,
     mounted: bool,
     released: bool,
     /// Keeps removal off the snapshots below this rootfs; released after the unmount (fields
@@ -67,7 +68,12 @@ impl RunRootfs {
         &self.run_dir
     }
 
-    /// Overlay or copy.
+    /// Which system call mounted the overlay; `None` for a copy.
+    pub fn mount_api(&self) -> Option<MountApi> {
+        self.api
+    }
+
+    /// How the rootfs came to be (see [`RunRootfs::mount_api`] for the overlay's way).
     pub fn kind(&self) -> &RootfsKind {
         &self.kind
     }
@@ -120,6 +126,7 @@ impl RunRootfs {
             run_dir: run_dir.to_path_buf(),
             rootfs: rootfs.clone(),
             kind: RootfsKind::Overlay,
+            api: None,
             mounted: false,
             released: false,
             _lease: lease,
@@ -154,7 +161,8 @@ impl RunRootfs {
                 &run_dir.join("work"),
                 &rootfs,
             ) {
-                Ok(()) => {
+                Ok(api) => {
+                    guard.api = Some(api);
                     guard.mounted = true;
                     return Ok(guard);
                 }

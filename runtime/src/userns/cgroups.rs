@@ -63,13 +63,30 @@ pub fn v1_hierarchies() -> Vec<(PathBuf, Vec<String>)> {
     out
 }
 
+/// The cgroup2 root, when `/sys/fs/cgroup` is a pure v2 hierarchy.
+fn unified_root() -> Option<&'static Path> {
+    let root = Path::new("/sys/fs/cgroup");
+    rustix::fs::statfs(root)
+        .is_ok_and(|s| s.f_type == libc::CGROUP2_SUPER_MAGIC)
+        .then_some(root)
+}
+
+/// The files of a v2 cgroup that `Delegate=yes` hands to the user with the directory (see the
+/// kernel's cgroup-v2 "Delegation"): moving processes, threads, and enabling controllers.
+const V2_DELEGATED_FILES: [&str; 3] = ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
 /// Root's one-time step: creates `dockless-u<uid>` in every v1 hierarchy, owned by the user
-/// (cpuset's cpus and mems copied from the root, which a new cpuset needs before use).
-/// Returns the directories. Idempotent; lost at reboot like every cgroup.
+/// (cpuset's cpus and mems copied from the root, which a new cpuset needs before use), or,
+/// on a pure cgroup v2 host, one `/sys/fs/cgroup/dockless-u<uid>` handed over as systemd's
+/// `Delegate=yes` does (see `delegate_v2`). Returns the directories. Idempotent; lost at
+/// reboot like every cgroup.
 pub fn delegate(uid: u32, gid: u32) -> Result<Vec<PathBuf>, UsernsError> {
     let hierarchies = v1_hierarchies();
     if hierarchies.is_empty() {
-        return Err(UsernsError::NoV1Hierarchy);
+        return match unified_root() {
+            Some(root) => delegate_v2(root, uid, gid).map(|dir| vec![dir]),
+            None => Err(UsernsError::NoV1Hierarchy),
+        };
     }
     let name = delegated_parent_name(uid);
     let mut made = Vec::new();
@@ -98,10 +115,76 @@ pub fn delegate(uid: u32, gid: u32) -> Result<Vec<PathBuf>, UsernsError> {
     Ok(made)
 }
 
+/// The v2 form of [`delegate`], for hosts without systemd: the memory, pids and cpu
+/// controllers enabled in the root's `cgroup.subtree_control` (so the new cgroup has them),
+/// and `<root>/dockless-u<uid>` with its directory and [`V2_DELEGATED_FILES`] owned by the
+/// user, its limits (`memory.max`, ...) staying root's. A process root places there (its
+/// `cgroup.procs`; v2 lets nobody move a process in from outside a subtree it owns) runs
+/// dockless with limits: the runner moves itself into a leaf and enables the controllers
+/// below, as in a systemd scope with `Delegate=yes`. Only the runner may live in it then: the
+/// controllers cannot be enabled beside another process (`EBUSY`).
+fn delegate_v2(root: &Path, uid: u32, gid: u32) -> Result<PathBuf, UsernsError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| UsernsError::Cgroup { what, path, source }
+    };
+    let available = std::fs::read_to_string(root.join("cgroup.controllers"))
+        .map_err(io("cannot read", &root.join("cgroup.controllers")))?;
+    let wanted: Vec<&str> = ["memory", "pids", "cpu"]
+        .into_iter()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .collect();
+    if wanted.is_empty() {
+        return Err(UsernsError::NoV2Controllers);
+    }
+    let control = root.join("cgroup.subtree_control");
+    for c in &wanted {
+        std::fs::write(&control, format!("+{c}")).map_err(io("cannot write", &control))?;
+    }
+    let dir = root.join(delegated_parent_name(uid));
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("cannot create", &dir)(e)),
+    }
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io("cannot chown", &dir))?;
+    for file in V2_DELEGATED_FILES {
+        let path = dir.join(file);
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(io("cannot chown", &path))?;
+    }
+    Ok(dir)
+}
+
+/// Removes `dir` and the empty cgroups the user's runners made below it, deepest first.
+fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path())?;
+            }
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
 /// Undoes [`delegate`]; fails (naming the directory) while a run of the user still lives.
 pub fn undelegate(uid: u32) -> Result<Vec<PathBuf>, UsernsError> {
     let name = delegated_parent_name(uid);
     let mut removed = Vec::new();
+    if v1_hierarchies().is_empty()
+        && let Some(root) = unified_root()
+    {
+        let dir = root.join(&name);
+        return match remove_cgroup_tree(&dir) {
+            Ok(()) => Ok(vec![dir]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(UsernsError::Cgroup {
+                what: "cannot remove",
+                path: dir,
+                source,
+            }),
+        };
+    }
     for (mount, _) in v1_hierarchies() {
         let dir = mount.join(&name);
         match std::fs::remove_dir(&dir) {

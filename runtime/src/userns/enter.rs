@@ -132,6 +132,22 @@ pub fn mount_private_cgroup2() -> Result<(), UsernsError> {
 /// enabled (the limits that can be enforced); anywhere else (a login session's scope is
 /// root's) nothing is changed and the list is empty. Call before any thread exists.
 pub fn claim_delegated_v2() -> Vec<String> {
+    let enabled = claim_v2_controllers();
+    let _ = CLAIMED_V2.set(enabled.clone());
+    enabled
+}
+
+/// What [`claim_delegated_v2`] enabled in this process: the bundle lets those limits into a
+/// rootless spec (libcontainer's v2 manager writes them below the delegated cgroup).
+static CLAIMED_V2: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// The cgroup v2 controllers this rootless process enabled for its containers (empty unless
+/// [`claim_delegated_v2`] enabled some).
+pub fn delegated_v2_controllers() -> &'static [String] {
+    CLAIMED_V2.get().map(Vec::as_slice).unwrap_or_default()
+}
+
+fn claim_v2_controllers() -> Vec<String> {
     let root = Path::new("/sys/fs/cgroup");
     let writable = |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok();
     if !writable(&root.join("cgroup.procs")) || !writable(&root.join("cgroup.subtree_control")) {
@@ -150,7 +166,15 @@ pub fn claim_delegated_v2() -> Vec<String> {
     ["memory", "pids", "cpu"]
         .into_iter()
         .filter(|c| available.split_whitespace().any(|a| a == *c))
-        .filter(|c| std::fs::write(root.join("cgroup.subtree_control"), format!("+{c}")).is_ok())
+        .filter(|c| {
+            // EBUSY: another process still lives in the delegated cgroup itself (a user
+            // service's main process), which v2 forbids beside enabled controllers.
+            let written = std::fs::write(root.join("cgroup.subtree_control"), format!("+{c}"));
+            if let Err(e) = &written {
+                tracing::debug!(controller = c, error = %e, "cannot enable a delegated controller");
+            }
+            written.is_ok()
+        })
         .map(str::to_string)
         .collect()
 }

@@ -64,9 +64,12 @@ pub enum UsernsError {
         #[source]
         source: std::io::Error,
     },
-    /// Delegation is for cgroup v1 hierarchies, and this host has none.
+    /// Delegation needs cgroup v1 hierarchies or a cgroup2 mount, and this host has neither.
     #[error("this host has no cgroup v1 hierarchy to delegate")]
     NoV1Hierarchy,
+    /// The cgroup2 root offers none of the memory, pids and cpu controllers.
+    #[error("the cgroup2 root at /sys/fs/cgroup offers none of memory, pids, cpu to delegate")]
+    NoV2Controllers,
     /// A cgroup directory could not be created, changed or removed.
     #[error("{what} {path:?}")]
     Cgroup {

@@ -19,7 +19,8 @@ mod subid;
 pub(crate) use cgroups::write_limits;
 pub use cgroups::{delegate, delegated_parent, delegated_parent_name, undelegate, v1_hierarchies};
 pub use enter::{
-    apparmor_restricts_userns, claim_delegated_v2, enter, in_user_namespace, mount_private_cgroup2,
+    apparmor_restricts_userns, claim_delegated_v2, delegated_v2_controllers, enter,
+    in_user_namespace, mount_private_cgroup2,
 };
 pub use error::UsernsError;
 pub use subid::{IdMap, IdRange, SubIdFiles, current_user_map, named_range};
