@@ -8,6 +8,7 @@
 
 pub mod any;
 pub mod postgres;
+pub(crate) mod rules;
 pub mod sealed;
 pub mod sqlite;
 

@@ -7,6 +7,9 @@ use postgres::types::ToSql;
 
 use crate::error::{Error, Result};
 use crate::id::TableId;
+use crate::storage::rules::{
+    ColumnMetadata, column_index, group_metadata, json_list, order_column_types,
+};
 use crate::storage::{ColumnFilter, FileInfo, Metadata, Operator, TableInfo};
 use crate::time::format_iso;
 use crate::types::ColumnType;
@@ -16,14 +19,6 @@ use crate::types::ColumnType;
 pub(super) struct SliceRef {
     pub(super) name: String,
     pub(super) size: u64,
-}
-
-pub(super) fn json_list(text: &str) -> Vec<String> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
-pub(super) fn to_json(list: &[String]) -> String {
-    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
 
 /// Catalog row of a table, as SQL sees it.
@@ -49,9 +44,6 @@ pub(super) fn table_row(conn: &mut impl GenericClient, id: &TableId) -> Result<O
     }))
 }
 
-/// Metadata of each column, by column name.
-type ColumnMetadata = Vec<(String, Vec<Metadata>)>;
-
 fn read_metadata(
     conn: &mut impl GenericClient,
     id: &str,
@@ -63,25 +55,17 @@ fn read_metadata(
             &[&id],
         )
         .map_err(Error::pg("reading metadata"))?;
-    let mut table = Vec::new();
-    let mut columns: ColumnMetadata = Vec::new();
-    for r in rows {
-        let column: String = r.get(0);
-        let entry = Metadata {
-            key: r.get(1),
-            value: r.get(2),
-            provider: r.get(3),
-            timestamp: format_iso(r.get(4)),
-        };
-        if column.is_empty() {
-            table.push(entry);
-        } else if let Some(last) = columns.last_mut().filter(|(c, _)| *c == column) {
-            last.1.push(entry);
-        } else {
-            columns.push((column, vec![entry]));
-        }
-    }
-    Ok((table, columns))
+    Ok(group_metadata(rows.into_iter().map(|r| {
+        (
+            r.get(0),
+            Metadata {
+                key: r.get(1),
+                value: r.get(2),
+                provider: r.get(3),
+                timestamp: format_iso(r.get(4)),
+            },
+        )
+    })))
 }
 
 pub(super) fn table_info(conn: &mut impl GenericClient, id: &TableId) -> Result<Option<TableInfo>> {
@@ -135,18 +119,8 @@ fn read_column_types(
             })?;
         types.push((column, parsed));
     }
-    types.sort_by_key(|(c, _)| columns.iter().position(|n| n == c).unwrap_or(usize::MAX));
+    order_column_types(&mut types, columns);
     Ok(types)
-}
-
-pub(super) fn column_index(table: &TableId, columns: &[String], name: &str) -> Result<usize> {
-    columns
-        .iter()
-        .position(|c| c == name)
-        .ok_or_else(|| Error::ColumnNotFound {
-            table: table.to_string(),
-            column: name.to_string(),
-        })
 }
 
 /// Bind parameters of a statement built piece by piece.
