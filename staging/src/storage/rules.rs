@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::id::TableId;
-use crate::storage::{ExportOptions, FileQuery, Metadata};
+use crate::storage::{ColumnFilter, DeleteFilter, ExportOptions, FileQuery, Metadata, Operator};
 use crate::types::ColumnType;
 
 /// Where `name` stands in `columns`; a column the table lacks is an error.
@@ -212,6 +212,76 @@ pub(crate) fn export_columns(
     Ok((selected, positions))
 }
 
+/// One condition on a table's rows, all ANDed; a filter's column is already resolved to
+/// its position in the table.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RowCondition<'a> {
+    /// The row changed at or after this time (unix microseconds).
+    ChangedSince(i64),
+    /// The row changed before this time (unix microseconds).
+    ChangedBefore(i64),
+    /// The value at `position` is (`Eq`) or is not (`Ne`) one of `values`; an empty list
+    /// matches no row (`Eq`) or every row (`Ne`).
+    Column {
+        /// Position of the column in the table.
+        position: usize,
+        /// Values to compare with.
+        values: &'a [String],
+        /// `eq` or `ne`.
+        operator: Operator,
+    },
+}
+
+impl ColumnFilter {
+    /// This filter as a [`RowCondition`] on a table with `columns`.
+    fn condition(&self, id: &TableId, columns: &[String]) -> Result<RowCondition<'_>> {
+        Ok(RowCondition::Column {
+            position: column_index(id, columns, &self.column)?,
+            values: &self.values,
+            operator: self.operator,
+        })
+    }
+}
+
+impl ExportOptions {
+    /// The rows this export selects, from a table with `columns` (its row limit aside).
+    pub(crate) fn conditions(
+        &self,
+        id: &TableId,
+        columns: &[String],
+    ) -> Result<Vec<RowCondition<'_>>> {
+        let mut out = Vec::new();
+        if let Some(since) = self.changed_since {
+            out.push(RowCondition::ChangedSince(since));
+        }
+        if let Some(filter) = &self.filter {
+            out.push(filter.condition(id, columns)?);
+        }
+        Ok(out)
+    }
+}
+
+impl DeleteFilter {
+    /// The rows this delete removes, from a table with `columns`.
+    pub(crate) fn conditions(
+        &self,
+        id: &TableId,
+        columns: &[String],
+    ) -> Result<Vec<RowCondition<'_>>> {
+        let mut out = Vec::new();
+        if let Some(since) = self.changed_since {
+            out.push(RowCondition::ChangedSince(since));
+        }
+        if let Some(until) = self.changed_until {
+            out.push(RowCondition::ChangedBefore(until));
+        }
+        for filter in &self.filters {
+            out.push(filter.condition(id, columns)?);
+        }
+        Ok(out)
+    }
+}
+
 /// A row limit as SQL takes it (a signed 64-bit integer; larger means no limit anyway).
 pub(crate) fn sql_limit(limit: u64) -> i64 {
     limit.min(i64::MAX as u64) as i64
@@ -268,6 +338,22 @@ pub(crate) fn group_metadata(
 /// Puts stored column types in table column order.
 pub(crate) fn order_column_types(types: &mut [(String, ColumnType)], columns: &[String]) {
     types.sort_by_key(|(c, _)| columns.iter().position(|n| n == c).unwrap_or(usize::MAX));
+}
+
+/// Whether file content stored as `count` slices is a sliced file: one slice is a plain
+/// file, any other count (none included) a folder of slices.
+pub(crate) fn is_sliced(count: usize) -> bool {
+    count != 1
+}
+
+/// The slice names a [`crate::storage::FileInfo`] lists: those of a sliced file, none for a
+/// plain one.
+pub(crate) fn listed_slices(is_sliced: bool, names: impl Iterator<Item = String>) -> Vec<String> {
+    if is_sliced {
+        names.collect()
+    } else {
+        Vec::new()
+    }
 }
 
 /// One condition of a [`FileQuery`], all ANDed.

@@ -40,13 +40,13 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::id::TableId;
+use crate::storage::rules::{FileCondition, csv_header, export_columns, sql_limit};
 use crate::storage::{
     ExportOptions, Exported, FileInfo, FileQuery, StateKey, Storage, TableInfo, Transaction,
 };
 use crate::time::now_micros;
 
-use crate::storage::rules::{FileCondition, csv_header, export_columns, sql_limit};
-use catalog::{Params, file_info, file_slices, inline_filter, refs, table_info};
+use catalog::{Params, file_info, file_slices, inline_condition, refs, table_info};
 pub use connect::ConnectTarget;
 pub use queue::{Claimed, JobQueue, JobRecord, Killed, NewJob, Renewal, Wakeup};
 pub use write::PgTransaction;
@@ -199,11 +199,8 @@ impl Storage for PostgresStorage {
             select.join(","),
             table.seq
         );
-        if let Some(since) = options.changed_since {
-            sql.push_str(&format!(" AND _timestamp >= {since}"));
-        }
-        if let Some(filter) = &options.filter {
-            inline_filter(&mut sql, id, &table.columns, filter)?;
+        for condition in options.conditions(id, &table.columns)? {
+            inline_condition(&mut sql, &condition);
         }
         if let Some(limit) = options.limit {
             sql.push_str(&format!(" LIMIT {}", sql_limit(limit)));

@@ -9,15 +9,15 @@ use postgres::types::ToSql;
 use serde_json::Value;
 
 use super::catalog::{
-    Params, SliceRef, TableRow, file_slices, push_filter, refs, table_info, table_row,
+    Params, SliceRef, TableRow, file_slices, push_condition, refs, table_info, table_row,
 };
 use super::{MAX_COLUMNS, RETIRED_GRACE_MICROS, copy};
 use crate::error::{Error, Result};
 use crate::id::TableId;
 use crate::queue::{Claim, Step};
 use crate::storage::rules::{
-    check_new_table, column_index, column_positions, load_positions, plan_table_change, switch_key,
-    to_json,
+    check_new_table, column_index, column_positions, is_sliced, load_positions, plan_table_change,
+    switch_key, to_json,
 };
 use crate::storage::{
     DeleteFilter, NewFile, Prepared, RowSource, Slice, StateKey, TableInfo, Transaction,
@@ -409,16 +409,8 @@ impl Transaction for PgTransaction<'_> {
         let table = self.require(id)?;
         let mut sql = format!("DELETE FROM t{} WHERE true", table.seq);
         let mut params: Params = Vec::new();
-        if let Some(since) = filter.changed_since {
-            params.push(Box::new(since));
-            sql.push_str(&format!(" AND _timestamp >= ${}", params.len()));
-        }
-        if let Some(until) = filter.changed_until {
-            params.push(Box::new(until));
-            sql.push_str(&format!(" AND _timestamp < ${}", params.len()));
-        }
-        for f in &filter.filters {
-            push_filter(&mut sql, &mut params, id, &table.columns, f)?;
+        for condition in filter.conditions(id, &table.columns)? {
+            push_condition(&mut sql, &mut params, &condition);
         }
         let n = self.execute(
             sql.as_str(),
@@ -628,7 +620,7 @@ impl Transaction for PgTransaction<'_> {
                 size,
             });
         }
-        let is_sliced = refs.len() != 1;
+        let is_sliced = is_sliced(refs.len());
         let size: u64 = refs.iter().map(|s| s.size).sum();
         let listed = serde_json::to_string(&refs).unwrap_or_else(|_| "[]".into());
         self.execute(

@@ -5,9 +5,9 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{Error, Result};
 use crate::id::TableId;
 use crate::storage::rules::{
-    ColumnMetadata, column_index, group_metadata, json_list, order_column_types,
+    ColumnMetadata, RowCondition, group_metadata, json_list, listed_slices, order_column_types,
 };
-use crate::storage::{ColumnFilter, FileInfo, Metadata, Operator, TableInfo};
+use crate::storage::{FileInfo, Metadata, Operator, TableInfo};
 use crate::time::format_iso;
 use crate::types::ColumnType;
 
@@ -139,29 +139,35 @@ pub(super) fn read_column_types(
     Ok(types)
 }
 
-/// Appends `AND c IN (?, ..)` for a filter and pushes its values.
-pub(super) fn push_filter(
+/// Appends `AND ...` for a row condition and pushes its values.
+pub(super) fn push_condition(
     sql: &mut String,
     args: &mut Vec<rusqlite::types::Value>,
-    table: &TableId,
-    columns: &[String],
-    filter: &ColumnFilter,
-) -> Result<()> {
-    let col = column_index(table, columns, &filter.column)?;
-    let op = match filter.operator {
-        Operator::Eq => "IN",
-        Operator::Ne => "NOT IN",
-    };
-    sql.push_str(&format!(" AND c{col} {op} ("));
-    for (i, v) in filter.values.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
+    condition: &RowCondition<'_>,
+) {
+    match condition {
+        RowCondition::ChangedSince(since) => {
+            sql.push_str(" AND _timestamp >= ?");
+            args.push((*since).into());
         }
-        sql.push('?');
-        args.push(v.clone().into());
+        RowCondition::ChangedBefore(until) => {
+            sql.push_str(" AND _timestamp < ?");
+            args.push((*until).into());
+        }
+        RowCondition::Column {
+            position,
+            values,
+            operator,
+        } => {
+            let op = match operator {
+                Operator::Eq => "IN",
+                Operator::Ne => "NOT IN",
+            };
+            let marks = vec!["?"; values.len()].join(",");
+            sql.push_str(&format!(" AND c{position} {op} ({marks})"));
+            args.extend(values.iter().map(|v| v.clone().into()));
+        }
     }
-    sql.push(')');
-    Ok(())
 }
 
 pub(super) fn file_info(conn: &Connection, id: i64) -> Result<Option<FileInfo>> {
@@ -207,11 +213,7 @@ pub(super) fn file_info(conn: &Connection, id: i64) -> Result<Option<FileInfo>> 
         is_permanent,
         is_encrypted,
         is_sliced,
-        slices: if is_sliced {
-            blobs.into_iter().map(|b| b.name).collect()
-        } else {
-            Vec::new()
-        },
+        slices: listed_slices(is_sliced, blobs.into_iter().map(|s| s.name)),
     }))
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
-use super::catalog::{push_filter, table_row};
+use super::catalog::{push_condition, table_row};
 use crate::error::{Error, Result};
 use crate::id::TableId;
 use crate::storage::rules::{csv_header, export_columns, quote_field, sql_limit};
@@ -23,12 +23,8 @@ pub(super) fn export(
     let select: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
     let mut sql = format!("SELECT {} FROM t{} WHERE 1", select.join(","), table.seq);
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(since) = options.changed_since {
-        sql.push_str(" AND _timestamp >= ?");
-        args.push(since.into());
-    }
-    if let Some(filter) = &options.filter {
-        push_filter(&mut sql, &mut args, id, &table.columns, filter)?;
+    for condition in options.conditions(id, &table.columns)? {
+        push_condition(&mut sql, &mut args, &condition);
     }
     if let Some(limit) = options.limit {
         sql.push_str(" LIMIT ?");

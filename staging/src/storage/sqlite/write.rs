@@ -8,12 +8,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::MAX_COLUMNS;
-use super::catalog::{BlobRef, TableRow, file_blobs, push_filter, table_info, table_row};
+use super::catalog::{BlobRef, TableRow, file_blobs, push_condition, table_info, table_row};
 use crate::error::{Error, Result};
 use crate::id::TableId;
 use crate::storage::rules::{
-    check_new_table, column_index, column_positions, load_positions, plan_table_change, switch_key,
-    to_json,
+    check_new_table, column_index, column_positions, is_sliced, load_positions, plan_table_change,
+    switch_key, to_json,
 };
 use crate::storage::{
     DeleteFilter, NewFile, Prepared, RowSource, Slice, StateKey, TableInfo, Transaction,
@@ -308,16 +308,8 @@ impl Transaction for SqliteTransaction<'_> {
         let table = self.require(id)?;
         let mut sql = format!("DELETE FROM t{} WHERE 1", table.seq);
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(since) = filter.changed_since {
-            sql.push_str(" AND _timestamp >= ?");
-            args.push(since.into());
-        }
-        if let Some(until) = filter.changed_until {
-            sql.push_str(" AND _timestamp < ?");
-            args.push(until.into());
-        }
-        for f in &filter.filters {
-            push_filter(&mut sql, &mut args, id, &table.columns, f)?;
+        for condition in filter.conditions(id, &table.columns)? {
+            push_condition(&mut sql, &mut args, &condition);
         }
         let n = self
             .tx
@@ -457,7 +449,7 @@ impl Transaction for SqliteTransaction<'_> {
         for mut slice in slices {
             blobs.push(self.store_blob(&mut slice)?);
         }
-        let is_sliced = blobs.len() != 1;
+        let is_sliced = is_sliced(blobs.len());
         let size: u64 = blobs.iter().map(|b| b.size).sum();
         let slices = serde_json::to_string(&blobs).unwrap_or_else(|_| "[]".into());
         self.tx
