@@ -243,6 +243,23 @@ impl ColumnFilter {
     }
 }
 
+/// The conditions of rows changed in `[since, until)` and matching every filter.
+fn row_conditions<'a>(
+    id: &TableId,
+    columns: &[String],
+    since: Option<i64>,
+    until: Option<i64>,
+    filters: impl IntoIterator<Item = &'a ColumnFilter>,
+) -> Result<Vec<RowCondition<'a>>> {
+    let mut out: Vec<RowCondition<'a>> =
+        since.map(RowCondition::ChangedSince).into_iter().collect();
+    out.extend(until.map(RowCondition::ChangedBefore));
+    for filter in filters {
+        out.push(filter.condition(id, columns)?);
+    }
+    Ok(out)
+}
+
 impl ExportOptions {
     /// The rows this export selects, from a table with `columns` (its row limit aside).
     pub(crate) fn conditions(
@@ -250,14 +267,7 @@ impl ExportOptions {
         id: &TableId,
         columns: &[String],
     ) -> Result<Vec<RowCondition<'_>>> {
-        let mut out = Vec::new();
-        if let Some(since) = self.changed_since {
-            out.push(RowCondition::ChangedSince(since));
-        }
-        if let Some(filter) = &self.filter {
-            out.push(filter.condition(id, columns)?);
-        }
-        Ok(out)
+        row_conditions(id, columns, self.changed_since, None, &self.filter)
     }
 }
 
@@ -268,17 +278,13 @@ impl DeleteFilter {
         id: &TableId,
         columns: &[String],
     ) -> Result<Vec<RowCondition<'_>>> {
-        let mut out = Vec::new();
-        if let Some(since) = self.changed_since {
-            out.push(RowCondition::ChangedSince(since));
-        }
-        if let Some(until) = self.changed_until {
-            out.push(RowCondition::ChangedBefore(until));
-        }
-        for filter in &self.filters {
-            out.push(filter.condition(id, columns)?);
-        }
-        Ok(out)
+        row_conditions(
+            id,
+            columns,
+            self.changed_since,
+            self.changed_until,
+            &self.filters,
+        )
     }
 }
 
@@ -442,6 +448,41 @@ mod tests {
         );
         assert!(plan_table_change(&id, &names(&["a"]), &[], &names(&[""]), &[], 9).is_err());
         assert!(plan_table_change(&id, &names(&["a"]), &[], &names(&["b", "c"]), &[], 2).is_err());
+    }
+
+    #[test]
+    fn row_conditions_resolve_filter_columns() {
+        let id: TableId = "in.c-b.t".parse().unwrap();
+        let filter = ColumnFilter {
+            column: "b".into(),
+            values: names(&["x"]),
+            operator: Operator::Ne,
+        };
+        let delete = DeleteFilter {
+            changed_since: Some(1),
+            changed_until: Some(2),
+            filters: vec![filter.clone()],
+        };
+        assert_eq!(
+            delete.conditions(&id, &names(&["a", "b"])).unwrap(),
+            vec![
+                RowCondition::ChangedSince(1),
+                RowCondition::ChangedBefore(2),
+                RowCondition::Column {
+                    position: 1,
+                    values: &filter.values,
+                    operator: Operator::Ne
+                }
+            ]
+        );
+        let export = ExportOptions {
+            filter: Some(filter),
+            ..ExportOptions::default()
+        };
+        assert!(matches!(
+            export.conditions(&id, &names(&["a"])),
+            Err(Error::ColumnNotFound { .. })
+        ));
     }
 
     #[test]

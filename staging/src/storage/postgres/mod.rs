@@ -107,7 +107,7 @@ impl PostgresStorage {
         self.client.borrow_mut()
     }
 
-    /// [`Storage::begin`] with the concrete type, whose [`PgTransaction::client`] lets
+    /// [`Storage::begin`] with the concrete type, whose `client` (crate-internal) lets
     /// sibling modules write in the same transaction.
     pub fn begin_pg(&mut self) -> Result<PgTransaction<'_>> {
         let mut tx = self
