@@ -2,7 +2,6 @@
 
 use std::cell::{RefCell, RefMut};
 use std::collections::HashSet;
-use std::io::Read;
 
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -301,16 +300,9 @@ impl<'c> PgTransaction<'c> {
             // Fill a whole chunk (readers may return less than asked).
             let mut filled = 0;
             while filled < buf.len() {
-                match slice.reader.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        return Err(Error::Io {
-                            path: slice.origin.clone(),
-                            source,
-                        });
-                    }
+                match slice.read(&mut buf[filled..])? {
+                    0 => break,
+                    n => filled += n,
                 }
             }
             if filled == 0 {

@@ -1,6 +1,6 @@
 //! The write transaction: table loads, metadata, files, state.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use rusqlite::params;
@@ -193,17 +193,10 @@ impl SqliteTransaction<'_> {
         let mut buf = vec![0u8; 1 << 16];
         let mut size = 0u64;
         loop {
-            let n = match slice.reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(Error::Io {
-                        path: slice.origin.clone(),
-                        source,
-                    });
-                }
-            };
+            let n = slice.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
             hasher.update(&buf[..n]);
             tmp.write_all(&buf[..n]).map_err(Error::io(tmp.path()))?;
             size += n as u64;
