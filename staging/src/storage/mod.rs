@@ -8,6 +8,7 @@
 
 pub mod any;
 pub mod postgres;
+pub(crate) mod rules;
 pub mod sealed;
 pub mod sqlite;
 
@@ -317,4 +318,61 @@ pub struct Slice {
     pub reader: Box<dyn Read>,
     /// Where it comes from, for error messages.
     pub origin: std::path::PathBuf,
+}
+
+impl Slice {
+    /// Reads some content into `buf` (0 at the end), retrying an interrupted read; a failed
+    /// read is an error naming where the slice comes from.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            match self.reader.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(crate::Error::Io {
+                        path: self.origin.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Interrupted once, then `b"ab"`, then a failure.
+    struct Flaky(u8);
+
+    impl Read for Flaky {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0 += 1;
+            match self.0 {
+                1 => Err(std::io::ErrorKind::Interrupted.into()),
+                2 => {
+                    buf[..2].copy_from_slice(b"ab");
+                    Ok(2)
+                }
+                _ => Err(std::io::Error::other("gone")),
+            }
+        }
+    }
+
+    #[test]
+    fn slice_reads_retry_interruptions_and_name_the_origin_on_failure() {
+        let mut slice = Slice {
+            name: "f".into(),
+            reader: Box::new(Flaky(0)),
+            origin: "/in/f".into(),
+        };
+        let mut buf = [0u8; 4];
+        assert_eq!(slice.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"ab");
+        match slice.read(&mut buf) {
+            Err(crate::Error::Io { path, .. }) => assert_eq!(path, std::path::Path::new("/in/f")),
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+    }
 }

@@ -7,7 +7,10 @@ use postgres::types::ToSql;
 
 use crate::error::{Error, Result};
 use crate::id::TableId;
-use crate::storage::{ColumnFilter, FileInfo, Metadata, Operator, TableInfo};
+use crate::storage::rules::{
+    ColumnMetadata, RowCondition, group_metadata, json_list, listed_slices, order_column_types,
+};
+use crate::storage::{FileInfo, Metadata, Operator, TableInfo};
 use crate::time::format_iso;
 use crate::types::ColumnType;
 
@@ -16,14 +19,6 @@ use crate::types::ColumnType;
 pub(super) struct SliceRef {
     pub(super) name: String,
     pub(super) size: u64,
-}
-
-pub(super) fn json_list(text: &str) -> Vec<String> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
-pub(super) fn to_json(list: &[String]) -> String {
-    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
 
 /// Catalog row of a table, as SQL sees it.
@@ -49,9 +44,6 @@ pub(super) fn table_row(conn: &mut impl GenericClient, id: &TableId) -> Result<O
     }))
 }
 
-/// Metadata of each column, by column name.
-type ColumnMetadata = Vec<(String, Vec<Metadata>)>;
-
 fn read_metadata(
     conn: &mut impl GenericClient,
     id: &str,
@@ -63,25 +55,17 @@ fn read_metadata(
             &[&id],
         )
         .map_err(Error::pg("reading metadata"))?;
-    let mut table = Vec::new();
-    let mut columns: ColumnMetadata = Vec::new();
-    for r in rows {
-        let column: String = r.get(0);
-        let entry = Metadata {
-            key: r.get(1),
-            value: r.get(2),
-            provider: r.get(3),
-            timestamp: format_iso(r.get(4)),
-        };
-        if column.is_empty() {
-            table.push(entry);
-        } else if let Some(last) = columns.last_mut().filter(|(c, _)| *c == column) {
-            last.1.push(entry);
-        } else {
-            columns.push((column, vec![entry]));
-        }
-    }
-    Ok((table, columns))
+    Ok(group_metadata(rows.into_iter().map(|r| {
+        (
+            r.get(0),
+            Metadata {
+                key: r.get(1),
+                value: r.get(2),
+                provider: r.get(3),
+                timestamp: format_iso(r.get(4)),
+            },
+        )
+    })))
 }
 
 pub(super) fn table_info(conn: &mut impl GenericClient, id: &TableId) -> Result<Option<TableInfo>> {
@@ -135,18 +119,8 @@ fn read_column_types(
             })?;
         types.push((column, parsed));
     }
-    types.sort_by_key(|(c, _)| columns.iter().position(|n| n == c).unwrap_or(usize::MAX));
+    order_column_types(&mut types, columns);
     Ok(types)
-}
-
-pub(super) fn column_index(table: &TableId, columns: &[String], name: &str) -> Result<usize> {
-    columns
-        .iter()
-        .position(|c| c == name)
-        .ok_or_else(|| Error::ColumnNotFound {
-            table: table.to_string(),
-            column: name.to_string(),
-        })
 }
 
 /// Bind parameters of a statement built piece by piece.
@@ -157,48 +131,59 @@ pub(super) fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p.as_ref()).collect()
 }
 
-/// Appends `AND c = ANY($n)` (or `<> ALL`) for a filter and pushes its values.
-pub(super) fn push_filter(
-    sql: &mut String,
-    params: &mut Params,
-    table: &TableId,
-    columns: &[String],
-    filter: &ColumnFilter,
-) -> Result<()> {
-    let col = column_index(table, columns, &filter.column)?;
-    params.push(Box::new(filter.values.clone()));
-    let n = params.len();
-    match filter.operator {
-        Operator::Eq => sql.push_str(&format!(" AND c{col} = ANY(${n})")),
-        Operator::Ne => sql.push_str(&format!(" AND c{col} <> ALL(${n})")),
+/// Appends `AND ...` for a row condition and pushes its values.
+pub(super) fn push_condition(sql: &mut String, params: &mut Params, condition: &RowCondition<'_>) {
+    match condition {
+        RowCondition::ChangedSince(since) => {
+            params.push(Box::new(*since));
+            sql.push_str(&format!(" AND _timestamp >= ${}", params.len()));
+        }
+        RowCondition::ChangedBefore(until) => {
+            params.push(Box::new(*until));
+            sql.push_str(&format!(" AND _timestamp < ${}", params.len()));
+        }
+        RowCondition::Column {
+            position,
+            values,
+            operator,
+        } => {
+            params.push(Box::new(values.to_vec()));
+            let n = params.len();
+            match operator {
+                Operator::Eq => sql.push_str(&format!(" AND c{position} = ANY(${n})")),
+                Operator::Ne => sql.push_str(&format!(" AND c{position} <> ALL(${n})")),
+            }
+        }
     }
-    Ok(())
 }
 
-/// A filter with its values written into the SQL as literals (for `COPY (SELECT ...)`, which
-/// takes no parameters).
-pub(super) fn inline_filter(
-    sql: &mut String,
-    table: &TableId,
-    columns: &[String],
-    filter: &ColumnFilter,
-) -> Result<()> {
-    let col = column_index(table, columns, &filter.column)?;
-    let list: Vec<String> = filter.values.iter().map(|v| literal(v)).collect();
-    let op = match filter.operator {
-        Operator::Eq => "IN",
-        Operator::Ne => "NOT IN",
-    };
-    if list.is_empty() {
-        // `IN ()` is no SQL; an empty list matches nothing (`eq`) or everything (`ne`).
-        sql.push_str(match filter.operator {
-            Operator::Eq => " AND false",
-            Operator::Ne => "",
-        });
-    } else {
-        sql.push_str(&format!(" AND c{col} {op} ({})", list.join(",")));
+/// A row condition with its values written into the SQL as literals (for `COPY (SELECT
+/// ...)`, which takes no parameters).
+pub(super) fn inline_condition(sql: &mut String, condition: &RowCondition<'_>) {
+    match condition {
+        RowCondition::ChangedSince(since) => sql.push_str(&format!(" AND _timestamp >= {since}")),
+        RowCondition::ChangedBefore(until) => sql.push_str(&format!(" AND _timestamp < {until}")),
+        RowCondition::Column {
+            position,
+            values,
+            operator,
+        } => {
+            let list: Vec<String> = values.iter().map(|v| literal(v)).collect();
+            let op = match operator {
+                Operator::Eq => "IN",
+                Operator::Ne => "NOT IN",
+            };
+            if list.is_empty() {
+                // `IN ()` is no SQL; an empty list matches nothing (`eq`) or everything (`ne`).
+                sql.push_str(match operator {
+                    Operator::Eq => " AND false",
+                    Operator::Ne => "",
+                });
+            } else {
+                sql.push_str(&format!(" AND c{position} {op} ({})", list.join(",")));
+            }
+        }
     }
-    Ok(())
 }
 
 /// A string literal, safe whatever `standard_conforming_strings` says (`E'...'` escapes both
@@ -249,11 +234,7 @@ pub(super) fn file_info(conn: &mut impl GenericClient, id: i64) -> Result<Option
         is_permanent: row.get(4),
         is_encrypted: row.get(5),
         is_sliced,
-        slices: if is_sliced {
-            slices.into_iter().map(|s| s.name).collect()
-        } else {
-            Vec::new()
-        },
+        slices: listed_slices(is_sliced, slices.into_iter().map(|s| s.name)),
     }))
 }
 

@@ -40,12 +40,13 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::id::TableId;
+use crate::storage::rules::{FileCondition, csv_header, export_columns, sql_limit};
 use crate::storage::{
     ExportOptions, Exported, FileInfo, FileQuery, StateKey, Storage, TableInfo, Transaction,
 };
 use crate::time::now_micros;
 
-use catalog::{Params, column_index, file_info, file_slices, inline_filter, refs, table_info};
+use catalog::{Params, file_info, file_slices, inline_condition, refs, table_info};
 pub use connect::ConnectTarget;
 pub use queue::{Claimed, JobQueue, JobRecord, Killed, NewJob, Renewal, Wakeup};
 pub use write::PgTransaction;
@@ -106,7 +107,7 @@ impl PostgresStorage {
         self.client.borrow_mut()
     }
 
-    /// [`Storage::begin`] with the concrete type, whose [`PgTransaction::client`] lets
+    /// [`Storage::begin`] with the concrete type, whose `client` (crate-internal) lets
     /// sibling modules write in the same transaction.
     pub fn begin_pg(&mut self) -> Result<PgTransaction<'_>> {
         let mut tx = self
@@ -138,15 +139,21 @@ fn open_session(target: &ConnectTarget) -> Result<Client> {
     Ok(client)
 }
 
+/// A read-only REPEATABLE READ transaction: everything one read looks at comes from one
+/// snapshot.
+fn snapshot(client: &mut Client, during: impl Into<String>) -> Result<postgres::Transaction<'_>> {
+    client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(Error::pg(during))
+}
+
 impl Storage for PostgresStorage {
     fn tables(&self) -> Result<Vec<TableInfo>> {
         let mut client = self.client();
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(Error::pg("listing tables"))?;
+        let mut tx = snapshot(&mut client, "listing tables")?;
         let ids: Vec<String> = tx
             .query("SELECT id FROM tables ORDER BY id COLLATE \"C\"", &[])
             .map_err(Error::pg("listing tables"))?
@@ -166,12 +173,7 @@ impl Storage for PostgresStorage {
 
     fn table(&self, id: &TableId) -> Result<Option<TableInfo>> {
         let mut client = self.client();
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(Error::pg(format!("reading table {id}")))?;
+        let mut tx = snapshot(&mut client, format!("reading table {id}"))?;
         let info = table_info(&mut tx, id)?;
         tx.commit()
             .map_err(Error::pg(format!("reading table {id}")))?;
@@ -187,52 +189,28 @@ impl Storage for PostgresStorage {
         let mut client = self.client();
         // One snapshot for the catalog and the rows: a full load committed in between is not
         // seen at all (its old table is kept for such readers).
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(Error::pg(format!("starting the export of {id}")))?;
+        let mut tx = snapshot(&mut client, format!("starting the export of {id}"))?;
         let table = catalog::table_row(&mut tx, id)?
             .ok_or_else(|| Error::TableNotFound { id: id.to_string() })?;
-        let selected: Vec<String> = if options.columns.is_empty() {
-            table.columns.clone()
-        } else {
-            options.columns.clone()
-        };
-        if selected.is_empty() {
-            return Err(Error::Columns {
-                what: id.to_string(),
-                reason: "nothing to export: the table has no columns".into(),
-            });
-        }
-        let mut select = Vec::with_capacity(selected.len());
-        for name in &selected {
-            select.push(format!("c{}", column_index(id, &table.columns, name)?));
-        }
+        let (selected, positions) = export_columns(id, &table.columns, options)?;
+        let select: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
         let mut sql = format!(
             "COPY (SELECT {} FROM t{} WHERE true",
             select.join(","),
             table.seq
         );
-        if let Some(since) = options.changed_since {
-            sql.push_str(&format!(" AND _timestamp >= {since}"));
-        }
-        if let Some(filter) = &options.filter {
-            inline_filter(&mut sql, id, &table.columns, filter)?;
+        for condition in options.conditions(id, &table.columns)? {
+            inline_condition(&mut sql, &condition);
         }
         if let Some(limit) = options.limit {
-            sql.push_str(&format!(" LIMIT {}", limit.min(i64::MAX as u64)));
+            sql.push_str(&format!(" LIMIT {}", sql_limit(limit)));
         }
         sql.push_str(") TO STDOUT (FORMAT csv, FORCE_QUOTE *)");
-        let mut header = Vec::new();
-        for (i, name) in selected.iter().enumerate() {
-            quote_field(&mut header, name.as_bytes(), i + 1 == selected.len());
-        }
-        out.write_all(&header).map_err(|source| Error::Io {
-            path: format!("<export of {id}>").into(),
-            source,
-        })?;
+        out.write_all(&csv_header(&selected))
+            .map_err(|source| Error::Io {
+                path: format!("<export of {id}>").into(),
+                source,
+            })?;
         let rows = {
             let mut reader = tx
                 .copy_out(sql.as_str())
@@ -250,45 +228,39 @@ impl Storage for PostgresStorage {
     fn files(&self, query: &FileQuery) -> Result<Vec<FileInfo>> {
         let mut sql = String::from("SELECT id FROM files f WHERE true");
         let mut params: Params = Vec::new();
-        if !query.ids.is_empty() {
-            params.push(Box::new(query.ids.clone()));
-            sql.push_str(&format!(" AND id = ANY(${})", params.len()));
-        } else {
-            for tag in &query.include_tags {
-                params.push(Box::new(tag.clone()));
-                sql.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ${})",
-                    params.len()
-                ));
-            }
-            for tag in &query.exclude_tags {
-                params.push(Box::new(tag.clone()));
-                sql.push_str(&format!(
-                    " AND NOT EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ${})",
-                    params.len()
-                ));
-            }
-        }
-        if let Some(since) = query.created_since {
-            params.push(Box::new(since));
-            sql.push_str(&format!(" AND created >= ${}", params.len()));
-        }
-        if let Some(since) = query.since_id {
-            params.push(Box::new(since));
-            sql.push_str(&format!(" AND id > ${}", params.len()));
+        for condition in query.conditions() {
+            let test = match condition {
+                FileCondition::IdIn(ids) => {
+                    params.push(Box::new(ids.to_vec()));
+                    "id = ANY($n)"
+                }
+                FileCondition::HasTag(tag) => {
+                    params.push(Box::new(tag.to_string()));
+                    "EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = $n)"
+                }
+                FileCondition::LacksTag(tag) => {
+                    params.push(Box::new(tag.to_string()));
+                    "NOT EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = $n)"
+                }
+                FileCondition::CreatedSince(since) => {
+                    params.push(Box::new(since));
+                    "created >= $n"
+                }
+                FileCondition::IdAbove(since) => {
+                    params.push(Box::new(since));
+                    "id > $n"
+                }
+            };
+            sql.push_str(" AND ");
+            sql.push_str(&test.replace("$n", &format!("${}", params.len())));
         }
         sql.push_str(" ORDER BY id DESC");
-        if let Some(limit) = query.limit {
-            params.push(Box::new(limit.min(i64::MAX as u64) as i64));
+        if let Some(limit) = query.sql_limit() {
+            params.push(Box::new(limit));
             sql.push_str(&format!(" LIMIT ${}", params.len()));
         }
         let mut client = self.client();
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(Error::pg("listing files"))?;
+        let mut tx = snapshot(&mut client, "listing files")?;
         let ids: Vec<i64> = tx
             .query(sql.as_str(), &refs(&params))
             .map_err(Error::pg("listing files"))?
@@ -407,17 +379,4 @@ impl Read for ChunkReader {
         self.at += n;
         Ok(n)
     }
-}
-
-/// Appends one field as Keboola writes it: always quoted, quotes doubled, then `,` or LF.
-fn quote_field(buf: &mut Vec<u8>, field: &[u8], last: bool) {
-    buf.push(b'"');
-    for &b in field {
-        if b == b'"' {
-            buf.push(b'"');
-        }
-        buf.push(b);
-    }
-    buf.push(b'"');
-    buf.push(if last { b'\n' } else { b',' });
 }

@@ -2,19 +2,22 @@
 
 use std::cell::{RefCell, RefMut};
 use std::collections::HashSet;
-use std::io::Read;
 
 use postgres::error::SqlState;
+use postgres::types::ToSql;
 use serde_json::Value;
 
 use super::catalog::{
-    Params, SliceRef, TableRow, column_index, file_slices, push_filter, refs, table_info,
-    table_row, to_json,
+    Params, SliceRef, TableRow, file_slices, push_condition, refs, table_info, table_row,
 };
 use super::{MAX_COLUMNS, RETIRED_GRACE_MICROS, copy};
 use crate::error::{Error, Result};
 use crate::id::TableId;
 use crate::queue::{Claim, Step};
+use crate::storage::rules::{
+    check_new_table, column_index, column_positions, is_sliced, load_positions, plan_table_change,
+    switch_key, to_json,
+};
 use crate::storage::{
     DeleteFilter, NewFile, Prepared, RowSource, Slice, StateKey, TableInfo, Transaction,
 };
@@ -102,13 +105,11 @@ impl<'c> PgTransaction<'c> {
         if self.locked.contains(&key) {
             return Ok(());
         }
-        self.tx
-            .get_mut()
-            .execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                &[&TABLE_LOCK_CLASS, &key],
-            )
-            .map_err(Error::pg(format!("waiting for other writers of {id}")))?;
+        self.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&TABLE_LOCK_CLASS, &key],
+            format!("waiting for other writers of {id}"),
+        )?;
         self.locked.insert(key);
         Ok(())
     }
@@ -116,6 +117,19 @@ impl<'c> PgTransaction<'c> {
     fn require(&mut self, id: &TableId) -> Result<TableRow> {
         self.lock(id)?;
         table_row(self.tx.get_mut(), id)?.ok_or_else(|| Error::TableNotFound { id: id.to_string() })
+    }
+
+    /// Runs one statement with parameters; returns how many rows it changed.
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        during: impl Into<String>,
+    ) -> Result<u64> {
+        self.tx
+            .get_mut()
+            .execute(sql, params)
+            .map_err(Error::pg(during))
     }
 
     fn exec(&mut self, sql: &str, during: impl Into<String>) -> Result<()> {
@@ -189,10 +203,12 @@ impl<'c> PgTransaction<'c> {
         } else {
             "UPDATE tables SET last_import = $2, rows = $3, seq = $4 WHERE id = $1"
         };
-        self.tx
-            .get_mut()
-            .execute(sql, &[&id.to_string(), &self.now, &rows, &seq])
-            .map_err(Error::pg(format!("updating table {id}")))?;
+        let now = self.now;
+        self.execute(
+            sql,
+            &[&id.to_string(), &now, &rows, &seq],
+            format!("updating table {id}"),
+        )?;
         Ok(())
     }
 
@@ -202,14 +218,13 @@ impl<'c> PgTransaction<'c> {
         if self.created.remove(&seq) {
             return self.exec(&format!("DROP TABLE t{seq}"), format!("dropping {id}"));
         }
-        self.tx
-            .get_mut()
-            .execute(
-                "INSERT INTO retired_tables (name, retired) VALUES ($1, $2)
-                 ON CONFLICT (name) DO NOTHING",
-                &[&format!("t{seq}"), &self.now],
-            )
-            .map_err(Error::pg(format!("retiring the old rows of {id}")))?;
+        let now = self.now;
+        self.execute(
+            "INSERT INTO retired_tables (name, retired) VALUES ($1, $2)
+             ON CONFLICT (name) DO NOTHING",
+            &[&format!("t{seq}"), &now],
+            format!("retiring the old rows of {id}"),
+        )?;
         Ok(())
     }
 
@@ -285,16 +300,9 @@ impl<'c> PgTransaction<'c> {
             // Fill a whole chunk (readers may return less than asked).
             let mut filled = 0;
             while filled < buf.len() {
-                match slice.reader.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        return Err(Error::Io {
-                            path: slice.origin.clone(),
-                            source,
-                        });
-                    }
+                match slice.read(&mut buf[filled..])? {
+                    0 => break,
+                    n => filled += n,
                 }
             }
             if filled == 0 {
@@ -313,9 +321,10 @@ impl<'c> PgTransaction<'c> {
 }
 
 fn pk_columns(id: &TableId, columns: &[String], pk: &[String]) -> Result<Vec<String>> {
-    pk.iter()
-        .map(|k| column_index(id, columns, k).map(|p| format!("c{p}")))
-        .collect()
+    Ok(column_positions(id, columns, pk)?
+        .iter()
+        .map(|p| format!("c{p}"))
+        .collect())
 }
 
 impl Transaction for PgTransaction<'_> {
@@ -331,111 +340,60 @@ impl Transaction for PgTransaction<'_> {
     ) -> Result<Prepared> {
         let mut prepared = Prepared::default();
         self.lock(id)?;
-        let existing = table_row(self.tx.get_mut(), id)?;
-        let mut names: HashSet<&str> = existing
-            .as_ref()
-            .map(|t| t.columns.iter().map(String::as_str).collect())
-            .unwrap_or_default();
-        names.extend(columns.iter().map(String::as_str));
-        let count = names.len();
-        if count > MAX_COLUMNS {
-            return Err(Error::TooManyColumns {
-                table: id.to_string(),
-                count,
-                limit: MAX_COLUMNS,
-            });
-        }
-        let Some(existing) = existing else {
-            for (i, c) in columns.iter().enumerate() {
-                if c.is_empty() || columns[..i].contains(c) {
-                    return Err(Error::Columns {
-                        what: id.to_string(),
-                        reason: format!("column {c:?} is empty or repeated"),
-                    });
-                }
-            }
-            if columns.is_empty() {
-                return Err(Error::Columns {
-                    what: id.to_string(),
-                    reason: "a table needs at least one column".into(),
-                });
-            }
-            for name in primary_key {
-                column_index(id, columns, name)?;
-            }
+        let Some(existing) = table_row(self.tx.get_mut(), id)? else {
+            check_new_table(id, columns, primary_key, MAX_COLUMNS)?;
             let bucket = id.bucket().to_string();
             let now = self.now;
-            self.tx
-                .get_mut()
-                .execute(
-                    "INSERT INTO buckets (id, created) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-                    &[&bucket, &now],
-                )
-                .map_err(Error::pg(format!("creating bucket {bucket}")))?;
+            self.execute(
+                "INSERT INTO buckets (id, created) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                &[&bucket, &now],
+                format!("creating bucket {bucket}"),
+            )?;
             let seq = self.create_data_table(columns.len(), id)?;
-            self.tx
-                .get_mut()
-                .execute(
-                    "INSERT INTO tables (id, bucket, seq, columns, primary_key, created, last_change, last_import)
+            self.execute("INSERT INTO tables (id, bucket, seq, columns, primary_key, created, last_change, last_import)
                      VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
-                    &[&id.to_string(), &bucket, &seq, &to_json(columns), &to_json(primary_key), &now],
-                )
-                .map_err(Error::pg(format!("creating table {id}")))?;
+                    &[&id.to_string(), &bucket, &seq, &to_json(columns), &to_json(primary_key), &now], format!("creating table {id}"))?;
             self.create_pk_index(seq, columns, primary_key, id)?;
             prepared.created = true;
             return Ok(prepared);
         };
-        let mut all = existing.columns.clone();
-        for c in columns {
-            if c.is_empty() {
-                return Err(Error::Columns {
-                    what: id.to_string(),
-                    reason: "empty column name".into(),
-                });
-            }
-            if !all.contains(c) {
-                self.exec(
-                    &format!(
-                        "ALTER TABLE t{} ADD COLUMN c{} text NOT NULL DEFAULT ''",
-                        existing.seq,
-                        all.len()
-                    ),
-                    format!("adding column {c} to {id}"),
-                )?;
-                all.push(c.clone());
-                prepared.added_columns.push(c.clone());
-            }
+        let change = plan_table_change(
+            id,
+            &existing.columns,
+            &existing.primary_key,
+            columns,
+            primary_key,
+            MAX_COLUMNS,
+        )?;
+        for (i, c) in change.added.iter().enumerate() {
+            self.exec(
+                &format!(
+                    "ALTER TABLE t{} ADD COLUMN c{} text NOT NULL DEFAULT ''",
+                    existing.seq,
+                    existing.columns.len() + i
+                ),
+                format!("adding column {c} to {id}"),
+            )?;
         }
+        let all = change.columns;
+        prepared.added_columns = change.added;
         let mut pk = existing.primary_key.clone();
-        if primary_key != existing.primary_key.as_slice() {
-            for name in primary_key {
-                column_index(id, &all, name)?;
-            }
+        if change.new_key {
             self.exec(
                 &format!("DROP INDEX IF EXISTS t{}_pk", existing.seq),
                 format!("dropping the primary key of {id}"),
             )?;
-            if self.create_pk_index(existing.seq, &all, primary_key, id)? {
-                prepared.warnings.push(format!(
-                    "primary key of {id} changed from {:?} to {primary_key:?}",
-                    existing.primary_key
-                ));
-                pk = primary_key.to_vec();
-            } else {
-                self.create_pk_index(existing.seq, &all, &existing.primary_key, id)?;
-                prepared.warnings.push(format!(
-                    "primary key of {id} kept as {:?}: the rows have duplicates in {primary_key:?}",
-                    existing.primary_key
-                ));
-            }
+            let warning;
+            (pk, warning) = switch_key(id, &existing.primary_key, primary_key, |key| {
+                self.create_pk_index(existing.seq, &all, key, id)
+            })?;
+            prepared.warnings.push(warning);
         }
-        self.tx
-            .get_mut()
-            .execute(
-                "UPDATE tables SET columns = $2, primary_key = $3 WHERE id = $1",
-                &[&id.to_string(), &to_json(&all), &to_json(&pk)],
-            )
-            .map_err(Error::pg(format!("updating table {id}")))?;
+        self.execute(
+            "UPDATE tables SET columns = $2, primary_key = $3 WHERE id = $1",
+            &[&id.to_string(), &to_json(&all), &to_json(&pk)],
+            format!("updating table {id}"),
+        )?;
         Ok(prepared)
     }
 
@@ -443,22 +401,14 @@ impl Transaction for PgTransaction<'_> {
         let table = self.require(id)?;
         let mut sql = format!("DELETE FROM t{} WHERE true", table.seq);
         let mut params: Params = Vec::new();
-        if let Some(since) = filter.changed_since {
-            params.push(Box::new(since));
-            sql.push_str(&format!(" AND _timestamp >= ${}", params.len()));
+        for condition in filter.conditions(id, &table.columns)? {
+            push_condition(&mut sql, &mut params, &condition);
         }
-        if let Some(until) = filter.changed_until {
-            params.push(Box::new(until));
-            sql.push_str(&format!(" AND _timestamp < ${}", params.len()));
-        }
-        for f in &filter.filters {
-            push_filter(&mut sql, &mut params, id, &table.columns, f)?;
-        }
-        let n = self
-            .tx
-            .get_mut()
-            .execute(sql.as_str(), &refs(&params))
-            .map_err(Error::pg(format!("deleting rows of {id}")))?;
+        let n = self.execute(
+            sql.as_str(),
+            &refs(&params),
+            format!("deleting rows of {id}"),
+        )?;
         if n > 0 {
             self.touch(id, true, table.rows - n as i64, table.seq)?;
         }
@@ -473,28 +423,10 @@ impl Transaction for PgTransaction<'_> {
         rows: &mut dyn RowSource,
     ) -> Result<u64> {
         let table = self.require(id)?;
-        let missing: Vec<String> = table
-            .columns
+        let cols: Vec<String> = load_positions(id, &table.columns, columns)?
             .iter()
-            .filter(|c| !columns.contains(c))
-            .cloned()
+            .map(|p| format!("c{p}"))
             .collect();
-        if !missing.is_empty() {
-            return Err(Error::MissingColumns {
-                table: id.to_string(),
-                missing,
-            });
-        }
-        let mut cols = Vec::with_capacity(columns.len());
-        for (i, c) in columns.iter().enumerate() {
-            if columns[..i].contains(c) {
-                return Err(Error::Columns {
-                    what: id.to_string(),
-                    reason: format!("column {c:?} appears twice"),
-                });
-            }
-            cols.push(format!("c{}", column_index(id, &table.columns, c)?));
-        }
         let pk_cols = pk_columns(id, &table.columns, &table.primary_key)?;
         let seq = table.seq;
         if !incremental {
@@ -513,18 +445,15 @@ impl Transaction for PgTransaction<'_> {
             let read = self.copy_into(&format!("t{target}"), &cols, true, rows, id)?;
             let mut stored = read as i64;
             if !self.create_pk_index(target, &table.columns, &table.primary_key, id)? {
-                let removed = self
-                    .tx
-                    .get_mut()
-                    .execute(
-                        &format!(
-                            "DELETE FROM t{target} WHERE ctid NOT IN
+                let removed = self.execute(
+                    &format!(
+                        "DELETE FROM t{target} WHERE ctid NOT IN
                              (SELECT max(ctid) FROM t{target} GROUP BY {})",
-                            pk_cols.join(",")
-                        ),
-                        &[],
-                    )
-                    .map_err(Error::pg(format!("deduplicating {id}")))?;
+                        pk_cols.join(",")
+                    ),
+                    &[],
+                    format!("deduplicating {id}"),
+                )?;
                 stored -= removed as i64;
                 self.create_pk_index(target, &table.columns, &table.primary_key, id)?;
             }
@@ -683,16 +612,14 @@ impl Transaction for PgTransaction<'_> {
                 size,
             });
         }
-        let is_sliced = refs.len() != 1;
+        let is_sliced = is_sliced(refs.len());
         let size: u64 = refs.iter().map(|s| s.size).sum();
         let listed = serde_json::to_string(&refs).unwrap_or_else(|_| "[]".into());
-        self.tx
-            .get_mut()
-            .execute(
-                "UPDATE files SET size = $2, is_sliced = $3, slices = $4 WHERE id = $1",
-                &[&id, &(size as i64), &is_sliced, &listed],
-            )
-            .map_err(Error::pg(format!("adding file {}", file.name)))?;
+        self.execute(
+            "UPDATE files SET size = $2, is_sliced = $3, slices = $4 WHERE id = $1",
+            &[&id, &(size as i64), &is_sliced, &listed],
+            format!("adding file {}", file.name),
+        )?;
         self.add_file_tags(id, &file.tags)?;
         Ok(id)
     }
@@ -711,11 +638,11 @@ impl Transaction for PgTransaction<'_> {
     }
 
     fn delete_file(&mut self, id: i64) -> Result<()> {
-        let n = self
-            .tx
-            .get_mut()
-            .execute("DELETE FROM files WHERE id = $1", &[&id])
-            .map_err(Error::pg(format!("deleting file {id}")))?;
+        let n = self.execute(
+            "DELETE FROM files WHERE id = $1",
+            &[&id],
+            format!("deleting file {id}"),
+        )?;
         if n == 0 {
             return Err(Error::FileNotFound { id });
         }
@@ -723,19 +650,17 @@ impl Transaction for PgTransaction<'_> {
     }
 
     fn set_state(&mut self, key: &StateKey, state: &Value) -> Result<()> {
-        self.tx
-            .get_mut()
-            .execute(
-                "INSERT INTO states (component, config, row_id, value) VALUES ($1, $2, $3, $4)
+        self.execute(
+            "INSERT INTO states (component, config, row_id, value) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (component, config, row_id) DO UPDATE SET value = excluded.value",
-                &[
-                    &key.component,
-                    &key.config,
-                    &key.row.as_deref().unwrap_or(""),
-                    &state.to_string(),
-                ],
-            )
-            .map_err(Error::pg("storing the state"))?;
+            &[
+                &key.component,
+                &key.config,
+                &key.row.as_deref().unwrap_or(""),
+                &state.to_string(),
+            ],
+            "storing the state",
+        )?;
         Ok(())
     }
 

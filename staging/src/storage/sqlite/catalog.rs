@@ -4,7 +4,10 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 use crate::id::TableId;
-use crate::storage::{ColumnFilter, FileInfo, Metadata, Operator, TableInfo};
+use crate::storage::rules::{
+    ColumnMetadata, RowCondition, group_metadata, json_list, listed_slices, order_column_types,
+};
+use crate::storage::{FileInfo, Metadata, Operator, TableInfo};
 use crate::time::format_iso;
 use crate::types::ColumnType;
 
@@ -14,14 +17,6 @@ pub(super) struct BlobRef {
     pub(super) name: String,
     pub(super) sha256: String,
     pub(super) size: u64,
-}
-
-pub(super) fn json_list(text: &str) -> Vec<String> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
-pub(super) fn to_json(list: &[String]) -> String {
-    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
 
 /// Catalog row of a table, as SQL sees it.
@@ -47,9 +42,6 @@ pub(super) fn table_row(conn: &Connection, id: &TableId) -> Result<Option<TableR
     .map_err(Error::db(format!("reading table {id}")))
 }
 
-/// Metadata of each column, by column name.
-pub(super) type ColumnMetadata = Vec<(String, Vec<Metadata>)>;
-
 pub(super) fn read_metadata(
     conn: &Connection,
     id: &str,
@@ -60,8 +52,6 @@ pub(super) fn read_metadata(
              WHERE table_id = ?1 ORDER BY column_name, rowid",
         )
         .map_err(Error::db("reading metadata"))?;
-    let mut table = Vec::new();
-    let mut columns: Vec<(String, Vec<Metadata>)> = Vec::new();
     let rows = stmt
         .query_map([id], |r| {
             Ok((
@@ -74,18 +64,9 @@ pub(super) fn read_metadata(
                 },
             ))
         })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(Error::db("reading metadata"))?;
-    for row in rows {
-        let (column, entry) = row.map_err(Error::db("reading metadata"))?;
-        if column.is_empty() {
-            table.push(entry);
-        } else if let Some(last) = columns.last_mut().filter(|(c, _)| *c == column) {
-            last.1.push(entry);
-        } else {
-            columns.push((column, vec![entry]));
-        }
-    }
-    Ok((table, columns))
+    Ok(group_metadata(rows))
 }
 
 pub(super) fn table_info(conn: &Connection, id: &TableId) -> Result<Option<TableInfo>> {
@@ -154,43 +135,39 @@ pub(super) fn read_column_types(
         })?;
         types.push((column, parsed));
     }
-    types.sort_by_key(|(c, _)| columns.iter().position(|n| n == c).unwrap_or(usize::MAX));
+    order_column_types(&mut types, columns);
     Ok(types)
 }
 
-pub(super) fn column_index(table: &TableId, columns: &[String], name: &str) -> Result<usize> {
-    columns
-        .iter()
-        .position(|c| c == name)
-        .ok_or_else(|| Error::ColumnNotFound {
-            table: table.to_string(),
-            column: name.to_string(),
-        })
-}
-
-/// Appends `AND c IN (?, ..)` for a filter and pushes its values.
-pub(super) fn push_filter(
+/// Appends `AND ...` for a row condition and pushes its values.
+pub(super) fn push_condition(
     sql: &mut String,
     args: &mut Vec<rusqlite::types::Value>,
-    table: &TableId,
-    columns: &[String],
-    filter: &ColumnFilter,
-) -> Result<()> {
-    let col = column_index(table, columns, &filter.column)?;
-    let op = match filter.operator {
-        Operator::Eq => "IN",
-        Operator::Ne => "NOT IN",
-    };
-    sql.push_str(&format!(" AND c{col} {op} ("));
-    for (i, v) in filter.values.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
+    condition: &RowCondition<'_>,
+) {
+    match condition {
+        RowCondition::ChangedSince(since) => {
+            sql.push_str(" AND _timestamp >= ?");
+            args.push((*since).into());
         }
-        sql.push('?');
-        args.push(v.clone().into());
+        RowCondition::ChangedBefore(until) => {
+            sql.push_str(" AND _timestamp < ?");
+            args.push((*until).into());
+        }
+        RowCondition::Column {
+            position,
+            values,
+            operator,
+        } => {
+            let op = match operator {
+                Operator::Eq => "IN",
+                Operator::Ne => "NOT IN",
+            };
+            let marks = vec!["?"; values.len()].join(",");
+            sql.push_str(&format!(" AND c{position} {op} ({marks})"));
+            args.extend(values.iter().map(|v| v.clone().into()));
+        }
     }
-    sql.push(')');
-    Ok(())
 }
 
 pub(super) fn file_info(conn: &Connection, id: i64) -> Result<Option<FileInfo>> {
@@ -236,11 +213,7 @@ pub(super) fn file_info(conn: &Connection, id: i64) -> Result<Option<FileInfo>> 
         is_permanent,
         is_encrypted,
         is_sliced,
-        slices: if is_sliced {
-            blobs.into_iter().map(|b| b.name).collect()
-        } else {
-            Vec::new()
-        },
+        slices: listed_slices(is_sliced, blobs.into_iter().map(|s| s.name)),
     }))
 }
 

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
-use super::catalog::{column_index, push_filter, table_row};
+use super::catalog::{push_condition, table_row};
 use crate::error::{Error, Result};
 use crate::id::TableId;
+use crate::storage::rules::{csv_header, export_columns, quote_field, sql_limit};
 use crate::storage::{ExportOptions, Exported};
 
 pub(super) fn export(
@@ -18,34 +19,16 @@ pub(super) fn export(
     out: &mut (dyn Write + Send),
 ) -> Result<Exported> {
     let table = table_row(conn, id)?.ok_or_else(|| Error::TableNotFound { id: id.to_string() })?;
-    let selected: Vec<String> = if options.columns.is_empty() {
-        table.columns.clone()
-    } else {
-        options.columns.clone()
-    };
-    if selected.is_empty() {
-        return Err(Error::Columns {
-            what: id.to_string(),
-            reason: "nothing to export: the table has no columns".into(),
-        });
-    }
-    let mut positions = Vec::with_capacity(selected.len());
-    for name in &selected {
-        positions.push(column_index(id, &table.columns, name)?);
-    }
+    let (selected, positions) = export_columns(id, &table.columns, options)?;
     let select: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
     let mut sql = format!("SELECT {} FROM t{} WHERE 1", select.join(","), table.seq);
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(since) = options.changed_since {
-        sql.push_str(" AND _timestamp >= ?");
-        args.push(since.into());
-    }
-    if let Some(filter) = &options.filter {
-        push_filter(&mut sql, &mut args, id, &table.columns, filter)?;
+    for condition in options.conditions(id, &table.columns)? {
+        push_condition(&mut sql, &mut args, &condition);
     }
     if let Some(limit) = options.limit {
         sql.push_str(" LIMIT ?");
-        args.push((limit.min(i64::MAX as u64) as i64).into());
+        args.push(sql_limit(limit).into());
     }
     let mut stmt = conn
         .prepare(&sql)
@@ -57,11 +40,7 @@ pub(super) fn export(
         path: PathBuf::from(format!("<export of {id}>")),
         source,
     };
-    let mut header = Vec::new();
-    for (i, name) in selected.iter().enumerate() {
-        quote_field(&mut header, name.as_bytes(), i + 1 == selected.len());
-    }
-    out.write_all(&header).map_err(io_err)?;
+    out.write_all(&csv_header(&selected)).map_err(io_err)?;
     // Two stages on two threads: this one steps SQLite and copies raw values into batches,
     // the other quotes them and writes. Batches are recycled, so memory stays at a few MiB.
     let width = selected.len();
@@ -138,20 +117,3 @@ pub(super) struct Batch {
 pub(super) const EXPORT_BATCH: usize = 1 << 20;
 /// Bytes of CSV collected before one `write` call.
 pub(super) const EXPORT_CHUNK: usize = 1 << 20;
-
-/// Appends one field as Keboola writes it: always quoted, quotes doubled, then `,` or LF.
-pub(super) fn quote_field(buf: &mut Vec<u8>, field: &[u8], last: bool) {
-    buf.push(b'"');
-    if field.contains(&b'"') {
-        for &b in field {
-            if b == b'"' {
-                buf.push(b'"');
-            }
-            buf.push(b);
-        }
-    } else {
-        buf.extend_from_slice(field);
-    }
-    buf.push(b'"');
-    buf.push(if last { b'\n' } else { b',' });
-}

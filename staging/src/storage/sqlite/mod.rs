@@ -26,6 +26,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::id::TableId;
 use crate::private;
+use crate::storage::rules::FileCondition;
 use crate::storage::{
     ExportOptions, Exported, FileInfo, FileQuery, StateKey, Storage, TableInfo, Transaction,
 };
@@ -292,37 +293,37 @@ impl Storage for SqliteStorage {
     fn files(&self, query: &FileQuery) -> Result<Vec<FileInfo>> {
         let mut sql = String::from("SELECT id FROM files f WHERE 1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if !query.ids.is_empty() {
-            sql.push_str(" AND id IN (");
-            for (i, id) in query.ids.iter().enumerate() {
-                sql.push_str(if i == 0 { "?" } else { ",?" });
-                args.push((*id).into());
+        for condition in query.conditions() {
+            match condition {
+                FileCondition::IdIn(ids) => {
+                    let marks = vec!["?"; ids.len()].join(",");
+                    sql.push_str(&format!(" AND id IN ({marks})"));
+                    args.extend(ids.iter().map(|&id| id.into()));
+                }
+                FileCondition::HasTag(tag) => {
+                    sql.push_str(
+                        " AND EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ?)",
+                    );
+                    args.push(tag.to_string().into());
+                }
+                FileCondition::LacksTag(tag) => {
+                    sql.push_str(" AND NOT EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ?)");
+                    args.push(tag.to_string().into());
+                }
+                FileCondition::CreatedSince(since) => {
+                    sql.push_str(" AND created >= ?");
+                    args.push(since.into());
+                }
+                FileCondition::IdAbove(since) => {
+                    sql.push_str(" AND id > ?");
+                    args.push(since.into());
+                }
             }
-            sql.push(')');
-        } else {
-            for tag in &query.include_tags {
-                sql.push_str(
-                    " AND EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ?)",
-                );
-                args.push(tag.clone().into());
-            }
-            for tag in &query.exclude_tags {
-                sql.push_str(" AND NOT EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ?)");
-                args.push(tag.clone().into());
-            }
-        }
-        if let Some(since) = query.created_since {
-            sql.push_str(" AND created >= ?");
-            args.push(since.into());
-        }
-        if let Some(since) = query.since_id {
-            sql.push_str(" AND id > ?");
-            args.push(since.into());
         }
         sql.push_str(" ORDER BY id DESC");
-        if let Some(limit) = query.limit {
+        if let Some(limit) = query.sql_limit() {
             sql.push_str(" LIMIT ?");
-            args.push((limit.min(i64::MAX as u64) as i64).into());
+            args.push(limit.into());
         }
         let ids: Vec<i64> = self
             .conn

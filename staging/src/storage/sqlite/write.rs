@@ -1,6 +1,6 @@
 //! The write transaction: table loads, metadata, files, state.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use rusqlite::params;
@@ -8,11 +8,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::MAX_COLUMNS;
-use super::catalog::{
-    BlobRef, TableRow, column_index, file_blobs, push_filter, table_info, table_row, to_json,
-};
+use super::catalog::{BlobRef, TableRow, file_blobs, push_condition, table_info, table_row};
 use crate::error::{Error, Result};
 use crate::id::TableId;
+use crate::storage::rules::{
+    check_new_table, column_index, column_positions, is_sliced, load_positions, plan_table_change,
+    switch_key, to_json,
+};
 use crate::storage::{
     DeleteFilter, NewFile, Prepared, RowSource, Slice, StateKey, TableInfo, Transaction,
 };
@@ -51,10 +53,10 @@ impl SqliteTransaction<'_> {
         if pk.is_empty() {
             return Ok(true);
         }
-        let mut cols = Vec::new();
-        for name in pk {
-            cols.push(format!("c{}", column_index(id, columns, name)?));
-        }
+        let cols: Vec<String> = column_positions(id, columns, pk)?
+            .iter()
+            .map(|p| format!("c{p}"))
+            .collect();
         let sql = format!(
             "CREATE UNIQUE INDEX t{seq}_pk ON t{seq} ({})",
             cols.join(",")
@@ -191,17 +193,10 @@ impl SqliteTransaction<'_> {
         let mut buf = vec![0u8; 1 << 16];
         let mut size = 0u64;
         loop {
-            let n = match slice.reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(Error::Io {
-                        path: slice.origin.clone(),
-                        source,
-                    });
-                }
-            };
+            let n = slice.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
             hasher.update(&buf[..n]);
             tmp.write_all(&buf[..n]).map_err(Error::io(tmp.path()))?;
             size += n as u64;
@@ -233,40 +228,8 @@ impl Transaction for SqliteTransaction<'_> {
         primary_key: &[String],
     ) -> Result<Prepared> {
         let mut prepared = Prepared::default();
-        let existing = table_row(&self.tx, id)?;
-        // Before anything is created or altered: SQLite's own "too many columns" would be a
-        // database error half way through, and it is the CSV that is too wide.
-        let mut names: std::collections::HashSet<&str> = existing
-            .as_ref()
-            .map(|t| t.columns.iter().map(String::as_str).collect())
-            .unwrap_or_default();
-        names.extend(columns.iter().map(String::as_str));
-        let count = names.len();
-        if count > MAX_COLUMNS {
-            return Err(Error::TooManyColumns {
-                table: id.to_string(),
-                count,
-                limit: MAX_COLUMNS,
-            });
-        }
-        let Some(existing) = existing else {
-            for (i, c) in columns.iter().enumerate() {
-                if c.is_empty() || columns[..i].contains(c) {
-                    return Err(Error::Columns {
-                        what: id.to_string(),
-                        reason: format!("column {c:?} is empty or repeated"),
-                    });
-                }
-            }
-            if columns.is_empty() {
-                return Err(Error::Columns {
-                    what: id.to_string(),
-                    reason: "a table needs at least one column".into(),
-                });
-            }
-            for name in primary_key {
-                column_index(id, columns, name)?;
-            }
+        let Some(existing) = table_row(&self.tx, id)? else {
+            check_new_table(id, columns, primary_key, MAX_COLUMNS)?;
             let bucket = id.bucket().to_string();
             self.tx
                 .execute(
@@ -300,47 +263,35 @@ impl Transaction for SqliteTransaction<'_> {
             prepared.created = true;
             return Ok(prepared);
         };
-        let mut all = existing.columns.clone();
-        for c in columns {
-            if c.is_empty() {
-                return Err(Error::Columns {
-                    what: id.to_string(),
-                    reason: "empty column name".into(),
-                });
-            }
-            if !all.contains(c) {
-                self.tx
-                    .execute_batch(&format!(
-                        "ALTER TABLE t{} ADD COLUMN c{} TEXT NOT NULL DEFAULT ''",
-                        existing.seq,
-                        all.len()
-                    ))
-                    .map_err(Error::db(format!("adding column {c} to {id}")))?;
-                all.push(c.clone());
-                prepared.added_columns.push(c.clone());
-            }
+        let change = plan_table_change(
+            id,
+            &existing.columns,
+            &existing.primary_key,
+            columns,
+            primary_key,
+            MAX_COLUMNS,
+        )?;
+        for (i, c) in change.added.iter().enumerate() {
+            self.tx
+                .execute_batch(&format!(
+                    "ALTER TABLE t{} ADD COLUMN c{} TEXT NOT NULL DEFAULT ''",
+                    existing.seq,
+                    existing.columns.len() + i
+                ))
+                .map_err(Error::db(format!("adding column {c} to {id}")))?;
         }
+        let all = change.columns;
+        prepared.added_columns = change.added;
         let mut pk = existing.primary_key.clone();
-        if primary_key != existing.primary_key.as_slice() {
-            for name in primary_key {
-                column_index(id, &all, name)?;
-            }
+        if change.new_key {
             self.tx
                 .execute_batch(&format!("DROP INDEX IF EXISTS t{}_pk", existing.seq))
                 .map_err(Error::db(format!("dropping the primary key of {id}")))?;
-            if self.create_pk_index(existing.seq, &all, primary_key, id)? {
-                prepared.warnings.push(format!(
-                    "primary key of {id} changed from {:?} to {primary_key:?}",
-                    existing.primary_key
-                ));
-                pk = primary_key.to_vec();
-            } else {
-                self.create_pk_index(existing.seq, &all, &existing.primary_key, id)?;
-                prepared.warnings.push(format!(
-                    "primary key of {id} kept as {:?}: the rows have duplicates in {primary_key:?}",
-                    existing.primary_key
-                ));
-            }
+            let warning;
+            (pk, warning) = switch_key(id, &existing.primary_key, primary_key, |key| {
+                self.create_pk_index(existing.seq, &all, key, id)
+            })?;
+            prepared.warnings.push(warning);
         }
         self.write_catalog(id, &all, &pk)?;
         Ok(prepared)
@@ -350,16 +301,8 @@ impl Transaction for SqliteTransaction<'_> {
         let table = self.require(id)?;
         let mut sql = format!("DELETE FROM t{} WHERE 1", table.seq);
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(since) = filter.changed_since {
-            sql.push_str(" AND _timestamp >= ?");
-            args.push(since.into());
-        }
-        if let Some(until) = filter.changed_until {
-            sql.push_str(" AND _timestamp < ?");
-            args.push(until.into());
-        }
-        for f in &filter.filters {
-            push_filter(&mut sql, &mut args, id, &table.columns, f)?;
+        for condition in filter.conditions(id, &table.columns)? {
+            push_condition(&mut sql, &mut args, &condition);
         }
         let n = self
             .tx
@@ -379,34 +322,12 @@ impl Transaction for SqliteTransaction<'_> {
         rows: &mut dyn RowSource,
     ) -> Result<u64> {
         let table = self.require(id)?;
-        let missing: Vec<String> = table
-            .columns
-            .iter()
-            .filter(|c| !columns.contains(c))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::MissingColumns {
-                table: id.to_string(),
-                missing,
-            });
-        }
-        let mut positions = Vec::with_capacity(columns.len());
-        for (i, c) in columns.iter().enumerate() {
-            if columns[..i].contains(c) {
-                return Err(Error::Columns {
-                    what: id.to_string(),
-                    reason: format!("column {c:?} appears twice"),
-                });
-            }
-            positions.push(column_index(id, &table.columns, c)?);
-        }
+        let positions = load_positions(id, &table.columns, columns)?;
         let seq = table.seq;
-        let pk_cols: Vec<String> = table
-            .primary_key
+        let pk_cols: Vec<String> = column_positions(id, &table.columns, &table.primary_key)?
             .iter()
-            .map(|k| column_index(id, &table.columns, k).map(|p| format!("c{p}")))
-            .collect::<Result<_>>()?;
+            .map(|p| format!("c{p}"))
+            .collect();
         let (read, changed) = if !incremental {
             // Full load: empty the table, insert without the index, then build the index in
             // one sort (much faster than keeping it up to date row by row). Duplicate keys in
@@ -521,7 +442,7 @@ impl Transaction for SqliteTransaction<'_> {
         for mut slice in slices {
             blobs.push(self.store_blob(&mut slice)?);
         }
-        let is_sliced = blobs.len() != 1;
+        let is_sliced = is_sliced(blobs.len());
         let size: u64 = blobs.iter().map(|b| b.size).sum();
         let slices = serde_json::to_string(&blobs).unwrap_or_else(|_| "[]".into());
         self.tx
