@@ -5,7 +5,7 @@
 //! worker renews while the job runs; a job whose lease ran out (its worker died, or lost the
 //! database) is claimed again with the next attempt number, up to the job's attempt limit.
 //! Every write that ends a job or one of its rows checks the attempt and the worker inside
-//! the job's own transaction ([`step`]), which is what makes a job end exactly once: a worker
+//! the job's own transaction (`Transaction::queue_step`), which is what makes a job end exactly once: a worker
 //! that lost its lease commits nothing. Keboola's one-job-per-configuration rule is a partial
 //! unique index, so it holds across hosts whatever the timing.
 
@@ -687,7 +687,9 @@ impl JobQueue {
         self.client.is_closed()
     }
 
-    /// Checks this host's state key against the database's (see [`check_key`]).
+    /// Checks this host's state key against the one this database's jobs and state were
+    /// sealed with: the first host to ask records a check value sealed with its key, every
+    /// other host must decrypt it.
     pub fn check_key(&mut self, cipher: &crate::StateCipher) -> Result<()> {
         check_key(&mut self.client, cipher)
     }
@@ -697,17 +699,23 @@ impl JobQueue {
         submit(&mut self.client, job)
     }
 
-    /// Claims the next job (see [`claim`]).
+    /// Claims the next job for `worker` on `host` with a lease of `lease`: first a job whose
+    /// worker was lost (its lease ran out), then the oldest waiting job whose configuration
+    /// runs no other job and has no older job waiting. Jobs lost too often, or lost while being
+    /// killed, are ended on the way. `None` when there is nothing to run.
     pub fn claim(&mut self, worker: &str, host: &str, lease: Duration) -> Result<Option<Claimed>> {
         claim(&mut self.client, worker, host, lease)
     }
 
-    /// Extends a lease (see [`renew`]).
+    /// Extends the lease of `claim`; says whether a kill was asked for or the job was lost. A
+    /// job whose output transaction is committing right now keeps its lease this time.
     pub fn renew(&mut self, claim: &Claim, lease: Duration) -> Result<Renewal> {
         renew(&mut self.client, claim, lease)
     }
 
-    /// Ends a job after its run (see [`end`]).
+    /// Ends the job `claim` holds with `status` and `message` after its run, unless its own
+    /// transaction did already (then only the message is added) or the claim no longer holds
+    /// it; a job being killed always ends `terminated`. Returns the job's status now.
     pub fn end(
         &mut self,
         claim: &Claim,
@@ -717,7 +725,8 @@ impl JobQueue {
         end(&mut self.client, claim, status, message)
     }
 
-    /// Gives a job back for another attempt (see [`release`]).
+    /// Gives the job `claim` holds back to the queue for another attempt (its run could not
+    /// store its output: the database went away); false when the claim no longer holds it.
     pub fn release(&mut self, claim: &Claim, reason: &str) -> Result<bool> {
         release(&mut self.client, claim, reason)
     }
