@@ -30,6 +30,24 @@ fn component(host: &Host) {
     busybox_component(&host.root, COMPONENT, TAG);
 }
 
+/// `n` hosts on the Storage at `url`, sharing the first one's state key (as an operator copies
+/// it), each with the test component built into its store.
+fn hosts(url: &str, n: usize) -> Vec<Host> {
+    let first = Host::new(url, None);
+    // The first command creates the key and records its check value in the database.
+    let out = first.dockless(&["jobs"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut all = vec![first];
+    for _ in 1..n {
+        let next = Host::new(url, Some(all[0].key()));
+        all.push(next);
+    }
+    for host in &all {
+        component(host);
+    }
+    all
+}
+
 /// A job file for job `n` of configuration `config` that sleeps `sleep` seconds.
 fn job_file(dir: &Path, n: u32, config: &str, sleep: f64) -> PathBuf {
     let job = json!({
@@ -72,14 +90,7 @@ fn hits(host: &Host) -> Vec<(u32, f64, f64)> {
 #[ignore = "needs root and scripts/test-env"]
 fn a_hundred_jobs_on_three_workers_each_end_exactly_once() {
     let db = Database::create();
-    let a = Host::new(&db.url, None);
-    // The first command creates the key; the other hosts get a copy, as an operator would.
-    assert!(a.dockless(&["jobs"]).status.success());
-    let b = Host::new(&db.url, Some(a.key()));
-    let c = Host::new(&db.url, Some(a.key()));
-    for host in [&a, &b, &c] {
-        component(host);
-    }
+    let [a, b, c]: [Host; 3] = hosts(&db.url, 3).try_into().ok().unwrap();
     let files = tempfile::tempdir().unwrap();
     for n in 0..100 {
         a.submit(&job_file(files.path(), n, &format!("c{n}"), 0.0));
@@ -119,11 +130,7 @@ fn a_hundred_jobs_on_three_workers_each_end_exactly_once() {
 #[ignore = "needs root and scripts/test-env"]
 fn one_job_of_a_configuration_at_a_time_across_two_workers() {
     let db = Database::create();
-    let a = Host::new(&db.url, None);
-    assert!(a.dockless(&["jobs"]).status.success());
-    let b = Host::new(&db.url, Some(a.key()));
-    component(&a);
-    component(&b);
+    let [a, b]: [Host; 2] = hosts(&db.url, 2).try_into().ok().unwrap();
     let files = tempfile::tempdir().unwrap();
     let ids: Vec<i64> = (0..4)
         .map(|n| a.submit(&job_file(files.path(), n, "shared", 1.0)))
@@ -153,11 +160,7 @@ fn one_job_of_a_configuration_at_a_time_across_two_workers() {
 #[ignore = "needs root and scripts/test-env"]
 fn a_job_whose_host_dies_is_retried_elsewhere_and_stored_once() {
     let db = Database::create();
-    let a = Host::new(&db.url, None);
-    assert!(a.dockless(&["jobs"]).status.success());
-    let b = Host::new(&db.url, Some(a.key()));
-    component(&a);
-    component(&b);
+    let [a, b]: [Host; 2] = hosts(&db.url, 2).try_into().ok().unwrap();
     let files = tempfile::tempdir().unwrap();
     let id = a.submit(&job_file(files.path(), 7, "c7", 4.0));
     let wa = a.worker("a", &["--lease", "3s"]);
@@ -189,10 +192,7 @@ fn a_job_whose_host_dies_is_retried_elsewhere_and_stored_once() {
 #[ignore = "needs root and scripts/test-env"]
 fn kill_stops_a_job_on_another_host_and_stores_nothing() {
     let db = Database::create();
-    let a = Host::new(&db.url, None);
-    assert!(a.dockless(&["jobs"]).status.success());
-    let b = Host::new(&db.url, Some(a.key()));
-    component(&a);
+    let [a, b]: [Host; 2] = hosts(&db.url, 2).try_into().ok().unwrap();
     let files = tempfile::tempdir().unwrap();
     let id = a.submit(&job_file(files.path(), 1, "c1", 60.0));
     let wa = a.worker("a", &[]);
@@ -263,13 +263,7 @@ fn logs_and_the_job_show_what_a_job_did() {
 #[ignore = "needs root and scripts/test-env"]
 fn a_postgres_restart_under_running_workers_loses_and_doubles_nothing() {
     let cluster = crate::cluster::Cluster::start();
-    let a = Host::new(&cluster.url, None);
-    assert!(a.dockless(&["jobs"]).status.success(), "first contact");
-    let b = Host::new(&cluster.url, Some(a.key()));
-    let c = Host::new(&cluster.url, Some(a.key()));
-    for host in [&a, &b, &c] {
-        component(host);
-    }
+    let [a, b, c]: [Host; 3] = hosts(&cluster.url, 3).try_into().ok().unwrap();
     let files = tempfile::tempdir().unwrap();
     for n in 0..9 {
         a.submit(&job_file(files.path(), n, &format!("c{n}"), 1.5));
@@ -435,11 +429,7 @@ fn ps_lists_a_local_job_and_kill_stops_it() {
 #[ignore = "needs root and scripts/test-env"]
 fn a_retried_job_with_rows_skips_the_rows_already_stored() {
     let db = Database::create();
-    let a = Host::new(&db.url, None);
-    assert!(a.dockless(&["jobs"]).status.success());
-    let b = Host::new(&db.url, Some(a.key()));
-    component(&a);
-    component(&b);
+    let [a, b]: [Host; 2] = hosts(&db.url, 2).try_into().ok().unwrap();
     let output = json!({"tables": [{
         "source": "hits.csv",
         "destination": "out.c-queue.hits",
