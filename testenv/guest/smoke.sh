@@ -337,6 +337,33 @@ leftovers() {
 	echo
 }
 
+# `dockless build`: a component image from the test busybox and a git repository made here,
+# with one build command run in a container (its changes become a layer), then run.
+build_and_run() {
+	local repo
+	repo=$(mktemp -d /tmp/smoke-repo.XXXXXX)
+	printf '#!/bin/sh\necho "built in the guest: $(cat /home/step.txt)"\n' >"$repo/main.sh"
+	git -C "$repo" init -q -b main &&
+		git -C "$repo" -c user.name=t -c user.email=t@example.com add . &&
+		git -C "$repo" -c user.name=t -c user.email=t@example.com commit -qm component
+	run "build" "$DOCKLESS" build --base "$IMAGE" --repo "$repo" --ref HEAD \
+		--command 'echo step-ran > /home/step.txt' --entrypoint '/bin/sh /home/main.sh' \
+		--tag "guest-built-$WHO:1"
+	if ((RC != 0)); then
+		record FAIL "build" "exit $RC: $(why)"
+		rm -rf "$repo"
+		return
+	fi
+	record PASS "build" "$(grep -m1 "guest-built" "$OUT" | cut -c1-120)"
+	run "run the built image" "$DOCKLESS" run "guest-built-$WHO:1"
+	if ((RC == 0)) && grep -q 'built in the guest: step-ran' "$OUT"; then
+		record PASS "run the built image" ""
+	else
+		record FAIL "run the built image" "exit $RC: $(why)"
+	fi
+	rm -rf "$repo"
+}
+
 root_part() {
 	: >"$RESULTS"
 	chmod 0666 "$RESULTS"
@@ -371,6 +398,7 @@ root_part() {
 	else
 		record FAIL "run --userns" "exit $RC: $(why)"
 	fi
+	build_and_run
 	leftovers
 	echo "kernel messages of the runs (counted):"
 	dmesg | grep -i -E 'overlay|oom-kill|clone' | sed -E 's/^\[[ 0-9.]+\] //; s#/var/lib/dockless/[^" ]*#<store path>#g' |
@@ -442,6 +470,7 @@ rootless_part() {
 	WHO="rootless-$1"
 	facts
 	common_checks
+	build_and_run
 	if [[ $1 == user-service ]]; then
 		# Why a Delegate=yes user service alone gave no controllers (issue 12): with cgroupfs,
 		# the session claims the service's own cgroup, where the shell running this script
