@@ -152,3 +152,53 @@ pub fn signal_group(worker: &Spawned, signal: i32) {
     // SAFETY: kill(2) of a process group this test created.
     unsafe { libc::kill(-(worker.id() as i32), signal) };
 }
+
+/// The host of `worker` dies: the worker and every process below it (each job's process has a
+/// process group of its own, and its containers are below it) stop at once, frozen first with
+/// SIGSTOP so that none of them reacts, then SIGKILLed.
+pub fn kill_host(worker: &Spawned) {
+    let tree = descendants(worker.id() as i32);
+    for signal in [libc::SIGSTOP, libc::SIGKILL] {
+        for pid in &tree {
+            // SAFETY: kill(2) of processes this test started (the worker and its children).
+            unsafe { libc::kill(*pid, signal) };
+        }
+    }
+}
+
+/// `root` and every process below it, from /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The fields after the command name (which may hold spaces) start after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        if let Some(ppid) = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    tree
+}

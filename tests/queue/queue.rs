@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{busybox_component, json_of, text};
-use crate::{Database, Host, signal_group};
+use crate::{Database, Host, kill_host, signal_group};
 
 /// A component that sleeps `parameters.sleep` seconds (if given), then writes one row
 /// `n, started, ended` (the host's uptime in seconds: one clock for every container of a
@@ -168,7 +168,7 @@ fn a_job_whose_host_dies_is_retried_elsewhere_and_stored_once() {
     assert_eq!(job["job"]["host"], "a");
     std::thread::sleep(Duration::from_secs(1));
     // The host is gone: the worker and the job's process, at once.
-    signal_group(&wa, libc::SIGKILL);
+    kill_host(&wa);
     drop(wa);
     let wb = b.worker("b", &["--lease", "3s"]);
     let job = a.wait_status(id, "success", Duration::from_secs(120));
@@ -464,7 +464,7 @@ fn a_retried_job_with_rows_skips_the_rows_already_stored() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(500));
-    signal_group(&wa, libc::SIGKILL);
+    kill_host(&wa);
     drop(wa);
     let wb = b.worker("b", &["--lease", "3s"]);
     let job = a.wait_status(id, "success", Duration::from_secs(120));
@@ -539,7 +539,7 @@ fn a_host_that_dies_while_storing_a_jobs_output_leaves_nothing_half_stored() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    signal_group(&wa, libc::SIGKILL);
+    kill_host(&wa);
     drop(wa);
     // Nothing of the first attempt is visible.
     let out = a.dockless(&["storage", "tables"]);
