@@ -219,7 +219,7 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         })
         // Keboola gives a sync action 30 s.
         .unwrap_or(Duration::from_secs(if sync { 30 } else { 3600 }));
-    let settings = JobSettings {
+    let mut settings = JobSettings {
         image: image.to_string(),
         platform: args.platform.clone(),
         registry: args.registry.resolve()?,
@@ -258,7 +258,6 @@ pub fn run(args: RunArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
         claim: job.queue_claim.clone(),
         rows_done: Vec::new(),
     };
-    let mut settings = settings;
     if let Some(claim) = &settings.claim {
         crate::signals::stop_when_orphaned();
         // A retried job skips the rows an earlier attempt stored.

@@ -78,6 +78,15 @@ impl Host {
         Spawned::new(child)
     }
 
+    /// Asserts that the runs and jobs of this host left nothing: no mount, container, job
+    /// directory, root filesystem or queued job folder.
+    pub fn assert_clean(&self) {
+        dockless_testkit::assert_clean(
+            self.root.path(),
+            &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
+        );
+    }
+
     /// What the worker `name` printed.
     pub fn worker_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.root.path().join(format!("worker-{name}.log")))

@@ -180,10 +180,7 @@ fn a_job_whose_host_dies_is_retried_elsewhere_and_stored_once() {
     // What the dead host left is collected by its next gc.
     let out = a.dockless(&["gc"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    dockless_testkit::assert_clean(
-        a.root.path(),
-        &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
-    );
+    a.assert_clean();
     let out = wb.wait_with_output();
     assert!(out.status.success(), "{}", b.worker_log("b"));
 }
@@ -223,10 +220,7 @@ fn kill_stops_a_job_on_another_host_and_stores_nothing() {
     signal_group(&wa, libc::SIGTERM);
     let out = wa.wait_with_output();
     assert!(out.status.success(), "{}", a.worker_log("a"));
-    dockless_testkit::assert_clean(
-        a.root.path(),
-        &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
-    );
+    a.assert_clean();
 }
 
 #[test]
@@ -419,10 +413,7 @@ fn ps_lists_a_local_job_and_kill_stops_it() {
     assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
     let out = a.root.dockless_with(&["ps", "--json"], &[], "");
     assert_eq!(json_of(&out), json!([]));
-    dockless_testkit::assert_clean(
-        a.root.path(),
-        &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
-    );
+    a.assert_clean();
 }
 
 #[test]
@@ -563,8 +554,5 @@ fn a_host_that_dies_while_storing_a_jobs_output_leaves_nothing_half_stored() {
     );
     let out = a.dockless(&["gc"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    dockless_testkit::assert_clean(
-        a.root.path(),
-        &["jobs-v1", "rootfs-v1", "run/containers-v1/runs", "queued"],
-    );
+    a.assert_clean();
 }

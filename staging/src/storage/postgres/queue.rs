@@ -322,20 +322,28 @@ fn renew(client: &mut Client, claim: &Claim, lease: Duration) -> Result<Renewal>
     match row {
         Some(row) if status_of(row.get(0))? == JobStatus::Terminating => Ok(Renewal::Kill),
         Some(_) => Ok(Renewal::Held),
-        None => match holder(client, claim)? {
-            Ok(()) => Ok(Renewal::Held),
+        None => match holder(client, claim, false)? {
+            Ok(_) => Ok(Renewal::Held),
             Err(reason) => Ok(Renewal::Lost(reason)),
         },
     }
 }
 
-/// `Ok(())` when `claim` still holds its job, else why not.
-fn holder(client: &mut impl GenericClient, claim: &Claim) -> Result<Result<(), String>> {
+/// The job's status when `claim` still holds it (an unfinished job of this attempt and
+/// worker), else why not: the one rule behind a renewal and a job's own commit. With `lock`,
+/// the job's row stays locked until the caller's transaction ends.
+fn holder(
+    client: &mut impl GenericClient,
+    claim: &Claim,
+    lock: bool,
+) -> Result<Result<JobStatus, String>> {
+    let sql = if lock {
+        "SELECT status, attempt, worker FROM jobs WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT status, attempt, worker FROM jobs WHERE id = $1"
+    };
     let row = client
-        .query_opt(
-            "SELECT status, attempt, worker FROM jobs WHERE id = $1",
-            &[&claim.job_id],
-        )
+        .query_opt(sql, &[&claim.job_id])
         .map_err(db("reading a job"))?;
     let Some(row) = row else {
         return Ok(Err("the job is gone from the queue".into()));
@@ -352,45 +360,29 @@ fn holder(client: &mut impl GenericClient, claim: &Claim) -> Result<Result<(), S
         } else if status.is_final() {
             Err(format!("the job already ended ({status})"))
         } else {
-            Ok(())
+            Ok(status)
         },
     )
 }
 
 /// Records `step` inside a job's own transaction (the Storage transaction of its output),
-/// after checking that `claim` still holds the job; see the module docs.
+/// after checking that `claim` still holds the job and no kill was asked for; see the module
+/// docs.
 pub(crate) fn step(
     tx: &mut postgres::Transaction<'_>,
     claim: &Claim,
     step: Step<'_>,
 ) -> Result<()> {
-    let row = tx
-        .query_opt(
-            "SELECT status, attempt, worker FROM jobs WHERE id = $1 FOR UPDATE",
-            &[&claim.job_id],
-        )
-        .map_err(db("locking the job"))?;
     let lost = |reason: String| Error::JobLost {
         job: claim.job_id,
         attempt: claim.attempt,
         reason,
     };
-    let Some(row) = row else {
-        return Err(lost("the job is gone from the queue".into()));
-    };
-    let status = status_of(row.get(0))?;
-    let attempt: i32 = row.get(1);
-    let worker: Option<String> = row.get(2);
-    if attempt != claim.attempt || worker.as_deref() != Some(&claim.worker) {
-        return Err(lost(format!(
-            "attempt {attempt} of worker {} holds it now (this worker's lease ran out)",
-            worker.unwrap_or_default()
-        )));
-    }
-    match status {
-        JobStatus::Processing => {}
-        JobStatus::Terminating => return Err(lost("it was killed".into())),
-        other => return Err(lost(format!("it already ended ({other})"))),
+    match holder(tx, claim, true)? {
+        Ok(JobStatus::Processing) => {}
+        Ok(JobStatus::Terminating) => return Err(lost("it was killed".into())),
+        Ok(other) => return Err(lost(format!("the job is {other}"))),
+        Err(reason) => return Err(lost(reason)),
     }
     match step {
         Step::RowDone { row_id, state } => {
