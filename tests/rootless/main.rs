@@ -102,6 +102,15 @@ fn binary() -> &'static Path {
         let dst = dir.join("dockless");
         std::fs::copy(env!("CARGO_BIN_EXE_dockless"), &dst).unwrap();
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Removed when the test process exits (the harness exits through `exit`, which runs
+        // atexit handlers), so that a run leaves no copy behind.
+        extern "C" fn remove_copy() {
+            if let Some(bin) = BIN.get().and_then(|b| b.parent()) {
+                let _ = std::fs::remove_dir_all(bin);
+            }
+        }
+        // SAFETY: registers a plain function without arguments; it runs once, at exit.
+        unsafe { libc::atexit(remove_copy) };
         dst
     })
 }
